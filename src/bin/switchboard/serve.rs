@@ -1,0 +1,371 @@
+//! `switchboard serve`: flags and config file merged into a `ServerConfig`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{LevelFilter, info, warn};
+use serde::Deserialize;
+use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
+use switchboard::passwd::PasswordFile;
+use switchboard::{AuthMode, Server, ServerConfig};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+const DEFAULT_TLS_LISTEN: &str = "127.0.0.1:7421";
+const DEFAULT_WS_LISTEN: &str = "127.0.0.1:7422";
+
+/// Every flag of cli.md. Each is optional here so that a value from
+/// `--config FILE` can fill what the command line leaves out.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServeArgs {
+    /// TOML file with the same settings (`_` for `-`); flags win over it.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Plain TCP listener, or `off` [default: 127.0.0.1:7420].
+    #[arg(long)]
+    listen: Option<String>,
+    /// TLS listener, or `off` [default: 127.0.0.1:7421].
+    #[arg(long)]
+    tls_listen: Option<String>,
+    /// WebSocket listener, or `off` [default: 127.0.0.1:7422].
+    #[arg(long)]
+    ws_listen: Option<String>,
+    /// Server certificate chain (PEM).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// CA bundle for client certificates.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// `none`, `optional` or `required`.
+    #[arg(long)]
+    client_auth: Option<String>,
+    /// `none`, `password` or `cert` [default: none].
+    #[arg(long)]
+    auth: Option<String>,
+    /// Password file made by `switchboard passwd`.
+    #[arg(long)]
+    passwd: Option<PathBuf>,
+    /// Register a group, `ID=NAME`; repeatable.
+    #[arg(long = "group", value_name = "ID=NAME")]
+    #[serde(default)]
+    group: Vec<String>,
+    /// Any group number may be used.
+    #[arg(long)]
+    #[serde(default)]
+    open_groups: bool,
+    /// Connection limit [default: 10000].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Payload limit in bytes [default: 1048576].
+    #[arg(long)]
+    max_payload: Option<usize>,
+    /// Unsent output per connection before it is a slow consumer [default: 8388608].
+    #[arg(long)]
+    max_pending: Option<usize>,
+    /// Seconds for handshake plus login [default: 10].
+    #[arg(long)]
+    login_timeout: Option<f64>,
+    /// Seconds of silence before the server pings [default: 30].
+    #[arg(long)]
+    ping_interval: Option<f64>,
+    /// Seconds to answer a ping [default: 10].
+    #[arg(long)]
+    ping_timeout: Option<f64>,
+    /// Seconds between directory re-probes [default: 30].
+    #[arg(long)]
+    probe_interval: Option<f64>,
+    /// `error`, `warn`, `info`, `debug` or `trace` [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// Fills every unset field from `file`.
+    fn merge(mut self, file: Self) -> Self {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            listen,
+            tls_listen,
+            ws_listen,
+            cert,
+            key,
+            client_ca,
+            client_auth,
+            auth,
+            passwd,
+            max_connections,
+            max_payload,
+            max_pending,
+            login_timeout,
+            ping_interval,
+            ping_timeout,
+            probe_interval,
+            log_level
+        );
+        if self.group.is_empty() {
+            self.group = file.group;
+        }
+        self.open_groups |= file.open_groups;
+        self
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
+    let args = match &args.config {
+        Some(path) => match load_file(path) {
+            Ok(file) => args.merge(file),
+            Err(e) => return fail(&e),
+        },
+        None => args,
+    };
+    if let Err(e) = init_logging(args.log_level.as_deref().unwrap_or("info")) {
+        return fail(&e);
+    }
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let server = match Server::bind(config, ()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let handle = server.handle();
+    if let Err(e) = stop_on_signals(handle) {
+        return fail(&format!("cannot install signal handlers: {e}"));
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("poll loop failed: {e}")),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("switchboard: {msg}");
+    ExitCode::FAILURE
+}
+
+fn load_file(path: &Path) -> Result<ServeArgs, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let first = e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_owned();
+        format!("config file {}: {first}", path.display())
+    })
+}
+
+fn init_logging(level: &str) -> Result<(), String> {
+    let filter = match level.to_ascii_lowercase().as_str() {
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        other => {
+            return Err(format!(
+                "--log-level: unknown level {other:?} (error, warn, info, debug, trace)"
+            ));
+        }
+    };
+    let config = ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    let color = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
+    TermLogger::init(filter, config, TerminalMode::Stderr, color)
+        .map_err(|e| format!("cannot start logging: {e}"))
+}
+
+fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
+    let listen = parse_listen("--listen", args.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+    let mut config = ServerConfig {
+        listen: listen.into_iter().collect(),
+        ..ServerConfig::default()
+    };
+    not_landed(
+        "--tls-listen",
+        args.tls_listen.as_deref(),
+        DEFAULT_TLS_LISTEN,
+        "TLS",
+    )?;
+    not_landed(
+        "--ws-listen",
+        args.ws_listen.as_deref(),
+        DEFAULT_WS_LISTEN,
+        "WebSocket",
+    )?;
+    for (flag, value) in [
+        ("--cert", &args.cert),
+        ("--key", &args.key),
+        ("--client-ca", &args.client_ca),
+    ] {
+        if value.is_some() {
+            return Err(format!("{flag}: TLS is not available yet in this version"));
+        }
+    }
+    match args.client_auth.as_deref() {
+        None | Some("none") => {}
+        Some("optional" | "required") => {
+            return Err("--client-auth: mutual TLS is not available yet in this version".into());
+        }
+        Some(other) => {
+            return Err(format!(
+                "--client-auth: expected none, optional or required, not {other:?}"
+            ));
+        }
+    }
+    let b = &mut config.broker;
+    b.auth = match args.auth.as_deref().unwrap_or("none") {
+        "none" => AuthMode::None,
+        "password" => AuthMode::Password,
+        "cert" => {
+            return Err(
+                "--auth cert: client certificates are not available yet in this version".into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "--auth: expected none, password or cert, not {other:?}"
+            ));
+        }
+    };
+    if b.auth == AuthMode::Password {
+        let Some(path) = &args.passwd else {
+            return Err("--auth password needs --passwd FILE (make one with `switchboard passwd FILE USER`)".into());
+        };
+        let file = PasswordFile::load(path).map_err(|e| e.to_string())?;
+        if file.is_empty() {
+            warn!(
+                "password file {} has no users: nobody can log in",
+                path.display()
+            );
+        }
+        config.authenticator = Some(Arc::new(file));
+    } else if let Some(path) = &args.passwd {
+        // Load it anyway so that a bad file is reported now, not when auth is switched on.
+        PasswordFile::load(path).map_err(|e| e.to_string())?;
+    }
+    for spec in &args.group {
+        let (id, name) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--group {spec:?}: expected ID=NAME"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&g| g != 0)
+            .ok_or_else(|| format!("--group {spec:?}: group numbers are 1 to 4294967295"))?;
+        if name.contains(['\n', '\r', ',']) {
+            return Err(format!(
+                "--group {spec:?}: a group name cannot hold a comma or line break"
+            ));
+        }
+        config.groups.push((id, name.to_owned()));
+    }
+    b.open_groups = args.open_groups;
+    if let Some(n) = args.max_connections {
+        b.max_connections = n;
+    }
+    if let Some(n) = args.max_payload {
+        b.max_payload = n;
+    }
+    if let Some(n) = args.max_pending {
+        b.max_pending = n;
+    }
+    if let Some(s) = args.login_timeout {
+        b.login_timeout = seconds("--login-timeout", s)?;
+    }
+    if let Some(s) = args.ping_interval {
+        b.ping_interval = seconds("--ping-interval", s)?;
+    }
+    if let Some(s) = args.ping_timeout {
+        b.ping_timeout = seconds("--ping-timeout", s)?;
+    }
+    if let Some(s) = args.probe_interval {
+        seconds("--probe-interval", s)?;
+    }
+    if config.listen.is_empty() {
+        warn!("no listener is enabled");
+    }
+    Ok(config)
+}
+
+/// `off`, or an address (host names resolved; the first address is used).
+fn parse_listen(flag: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("{flag} {value}: {e}"))?
+        .next()
+        .map(Some)
+        .ok_or_else(|| format!("{flag} {value}: no address"))
+}
+
+/// A listener whose feature has not landed: `off` and its default are
+/// accepted (the default with a notice), anything else is refused.
+fn not_landed(flag: &str, value: Option<&str>, default: &str, what: &str) -> Result<(), String> {
+    match value {
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(()),
+        None => {
+            info!("{what} listener not available yet in this version; not listening on {default}");
+            Ok(())
+        }
+        Some(v) if v == default => {
+            info!("{what} listener not available yet in this version; not listening on {v}");
+            Ok(())
+        }
+        Some(v) => Err(format!(
+            "{flag} {v}: {what} is not available yet in this version (use off)"
+        )),
+    }
+}
+
+fn seconds(flag: &str, s: f64) -> Result<Duration, String> {
+    if s.is_finite() && s > 0.0 && s < 1e9 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!(
+            "{flag}: expected a positive number of seconds, not {s}"
+        ))
+    }
+}
+
+/// SIGINT and SIGTERM stop the server gracefully; a second one exits at once.
+fn stop_on_signals(handle: switchboard::ServerHandle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("switchboard-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("switchboard: second signal {sig}, exiting now");
+                    std::process::exit(1);
+                }
+                info!("signal {sig}: shutting down");
+                handle.stop();
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The broker's settings: limits, timeouts and the authentication mode.
+
+use std::time::Duration;
+
+use crate::proto::frame::DEFAULT_MAX_PAYLOAD;
+
+/// How clients log in (protocol.md section 3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthMode {
+    /// `USER` alone logs in.
+    #[default]
+    None,
+    /// `USER` then `PASS`, checked by the server's authenticator off the loop.
+    Password,
+}
+
+impl AuthMode {
+    /// The name used in `HELLO` and on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Password => "password",
+        }
+    }
+}
+
+/// Limits and timeouts of the broker. The defaults are the contract's.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// How clients log in.
+    pub auth: AuthMode,
+    /// Any group number may be used, created on first use.
+    pub open_groups: bool,
+    /// Most concurrent connections; one more gets `ERR server-full`.
+    pub max_connections: usize,
+    /// Largest payload accepted (at least 64 KiB).
+    pub max_payload: usize,
+    /// Unsent output per connection before it is a slow consumer.
+    pub max_pending: usize,
+    /// Unsent output above which a connection's own input is no longer read
+    /// (backpressure for clients that pipeline without reading replies).
+    pub read_pause: usize,
+    /// Time to log in, counted from accept (TLS handshake included).
+    pub login_timeout: Duration,
+    /// Silence after which the server sends `PING`.
+    pub ping_interval: Duration,
+    /// Time to answer the server's `PING` (any input counts).
+    pub ping_timeout: Duration,
+    /// How long a closing connection may take to flush what it is owed.
+    pub linger: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            auth: AuthMode::None,
+            open_groups: false,
+            max_connections: 10_000,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_pending: 8 << 20,
+            read_pause: 256 << 10,
+            login_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            linger: Duration::from_secs(2),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Events the broker reports to the embedding program.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use super::session::CloseReason;
+use crate::proto::GroupId;
+
+/// Identifies one connection while it is open. Ids are reused after a
+/// connection closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) usize);
+
+impl ConnId {
+    /// The id as a number (for logs).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Something that happened in the broker (SocketPro's OnSubscribe, OnPublish,
+/// OnSendUserMessage and friends). Read with
+/// [`crate::broker::Broker::poll_event`]; the server hands them to its
+/// [`crate::Handler`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection was accepted.
+    Connected {
+        /// The connection.
+        conn: ConnId,
+        /// Its peer address.
+        peer: SocketAddr,
+    },
+    /// A session logged in.
+    LoggedIn {
+        /// The connection.
+        conn: ConnId,
+        /// The user name, as typed.
+        user: String,
+    },
+    /// A session subscribed to groups it was not in.
+    Subscribed {
+        /// The connection.
+        conn: ConnId,
+        /// The user.
+        user: String,
+        /// The groups newly joined.
+        groups: Vec<GroupId>,
+    },
+    /// A session left groups (by `UNSUBSCRIBE` or by disconnecting).
+    Unsubscribed {
+        /// The connection.
+        conn: ConnId,
+        /// The user.
+        user: String,
+        /// The groups left.
+        groups: Vec<GroupId>,
+    },
+    /// A message was published.
+    Published {
+        /// The publishing connection, or `None` for the server itself.
+        conn: Option<ConnId>,
+        /// The sender's user name (`@server` for the server).
+        sender: String,
+        /// The groups, as published.
+        groups: Vec<GroupId>,
+        /// The payload (shared with the frame sent to subscribers).
+        payload: Bytes,
+        /// How many connections it was queued for.
+        delivered: usize,
+    },
+    /// A one-to-one message was sent.
+    UserMessage {
+        /// The sending connection, or `None` for the server itself.
+        conn: Option<ConnId>,
+        /// The sender's user name (`@server` for the server).
+        from: String,
+        /// The recipient user name.
+        to: String,
+        /// The payload (shared with the frame sent to the recipient).
+        payload: Bytes,
+    },
+    /// A connection ended.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// The user, if it had logged in.
+        user: Option<String>,
+        /// Why.
+        reason: CloseReason,
+    },
+}

@@ -1,0 +1,489 @@
+//! Deterministic tests of the broker: bytes and simulated time in, bytes out.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+struct Harness {
+    broker: Broker<()>,
+    now: Instant,
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5000))
+}
+
+impl Harness {
+    fn new(config: BrokerConfig) -> Self {
+        let mut broker = Broker::new(config);
+        broker.register_group(1, "general");
+        broker.register_group(2, "random");
+        Self {
+            broker,
+            now: Instant::now(),
+        }
+    }
+
+    fn open(&mut self) -> ConnId {
+        self.broker.accept((), peer(), self.now).expect("accepted")
+    }
+
+    fn login(&mut self, name: &str) -> ConnId {
+        let c = self.open();
+        self.send(c, format!("USER 0 {name}\n").as_bytes());
+        assert!(self.take(c).starts_with("ACK"));
+        c
+    }
+
+    fn send(&mut self, c: ConnId, bytes: &[u8]) {
+        self.broker.handle_input(c, bytes, self.now);
+    }
+
+    /// Everything queued for `c`, as text, consumed.
+    fn take(&mut self, c: ConnId) -> String {
+        let Some(out) = self.broker.output(c) else {
+            return String::new();
+        };
+        let mut all = Vec::new();
+        while !out.is_empty() {
+            let mut slices = [std::io::IoSlice::new(&[]); 64];
+            let n = out.fill_slices(&mut slices);
+            let mut len = 0;
+            for s in &slices[..n] {
+                all.extend_from_slice(s);
+                len += s.len();
+            }
+            out.consume(len);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.broker.handle_timeout(self.now);
+    }
+}
+
+fn harness() -> Harness {
+    Harness::new(BrokerConfig::default())
+}
+
+#[test]
+fn login_and_hello() {
+    let mut h = harness();
+    let c = h.open();
+    h.send(c, b"HELLO 0\n");
+    let hello = h.take(c);
+    assert!(hello.starts_with("RESULT "), "{hello}");
+    for key in [
+        "server=switchboard\n",
+        "protocol=1\n",
+        "max_payload=1048576\n",
+        "auth=none\n",
+    ] {
+        assert!(hello.contains(key), "{hello}");
+    }
+    h.send(c, b"SUBSCRIBE 0 1\n");
+    assert!(h.take(c).contains(" auth-required\n"));
+    h.send(c, b"FOO 0\n");
+    assert!(h.take(c).contains(" auth-required\n"));
+    h.send(c, b"USER 0 Alice\nUSER 0 alice\nUSER 0 bob\nPASS 0 x\n");
+    assert_eq!(
+        h.take(c),
+        "ACK 9\nlogged inACK 26\nalready logged in as Alice\
+         ERR 26 forbidden\nalready logged in as Alice\
+         ACK 16\npassword ignored"
+    );
+}
+
+#[test]
+fn publish_reaches_each_subscriber_once() {
+    let mut h = harness();
+    let a = h.login("alice");
+    let b = h.login("bob");
+    let c = h.login("carol");
+    h.send(b, b"SUBSCRIBE 0 1 2\n");
+    h.send(c, b"SUBSCRIBE 0 2\n");
+    h.send(a, b"SUBSCRIBE 0 1\n");
+    for x in [a, b, c] {
+        assert_eq!(h.take(x), "ACK 10\nsubscribed");
+    }
+    h.send(a, b"PUBLISH 5 1 2\nhello");
+    assert_eq!(h.take(b), "PUBLISHED 5 alice 1 2\nhello");
+    assert_eq!(h.take(c), "PUBLISHED 5 alice 1 2\nhello");
+    assert_eq!(
+        h.take(a),
+        "PUBLISHED 5 alice 1 2\nhelloACK 14\npublished to 3"
+    );
+    // Unknown group: nothing delivered.
+    h.send(a, b"PUBLISH 1 1 9\nx");
+    assert!(h.take(a).contains(" unknown-group\n"));
+    assert_eq!(h.take(b), "");
+    // All or nothing.
+    h.send(c, b"SUBSCRIBE 0 1 9\n");
+    assert!(h.take(c).contains("unknown-group"));
+    h.send(a, b"PUBLISH 1 1\nz");
+    assert_eq!(h.take(c), "");
+    assert_eq!(h.take(b), "PUBLISHED 1 alice 1\nz");
+    // Unsubscribe, also from a group not joined.
+    h.send(b, b"UNSUBSCRIBE 0 1 2 1\n");
+    assert!(h.take(b).starts_with("ACK"));
+    h.send(a, b"PUBLISH 1 2\nq");
+    assert_eq!(h.take(b), "");
+    assert_eq!(h.take(c), "PUBLISHED 1 alice 2\nq");
+}
+
+#[test]
+fn one_encoded_frame_is_shared_by_all_subscribers() {
+    let mut h = harness();
+    let subs: Vec<_> = (0..50).map(|i| h.login(&format!("u{i}"))).collect();
+    for &s in &subs {
+        h.send(s, b"SUBSCRIBE 0 1\n");
+        h.take(s);
+    }
+    h.broker
+        .publish(SERVER_USER, &[1], b"news")
+        .expect("published");
+    let mut ptrs = Vec::new();
+    for &s in &subs {
+        let out = h.broker.output(s).expect("open");
+        let mut slices = [std::io::IoSlice::new(&[]); 1];
+        assert_eq!(out.fill_slices(&mut slices), 1);
+        ptrs.push(slices[0].as_ptr());
+        assert_eq!(&*slices[0], b"PUBLISHED 4 @server 1\nnews");
+    }
+    ptrs.dedup();
+    assert_eq!(ptrs.len(), 1, "one buffer shared by every subscriber");
+}
+
+#[test]
+fn watchers_see_joins_and_parts() {
+    let mut h = harness();
+    let w = h.login("watcher");
+    let a = h.login("alice");
+    h.send(w, b"WATCH 0 1\n");
+    assert!(h.take(w).starts_with("ACK"));
+    h.send(a, b"SUBSCRIBE 0 1\nSUBSCRIBE 0 1\n");
+    h.take(a);
+    assert_eq!(h.take(w), "JOINED 0 alice 1\n");
+    h.send(a, b"UNSUBSCRIBE 0 1\nSUBSCRIBE 0 1\n");
+    assert_eq!(h.take(w), "PARTED 0 alice 1\nJOINED 0 alice 1\n");
+    h.broker.handle_eof(a, h.now);
+    assert_eq!(h.take(w), "PARTED 0 alice 1\n");
+    h.send(w, b"UNWATCH 0 1\nWATCH 0 7\n");
+    let out = h.take(w);
+    assert!(
+        out.starts_with("ACK") && out.contains("unknown-group"),
+        "{out}"
+    );
+}
+
+#[test]
+fn who_groups_and_send() {
+    let mut h = harness();
+    let a = h.login("alice");
+    let b1 = h.login("Bob");
+    let b2 = h.login("bob");
+    h.send(a, b"WHO 0\nGROUPS 0\n");
+    assert_eq!(
+        h.take(a),
+        "RESULT 10\nalice\nBob\nRESULT 19\n1,general\n2,random\n"
+    );
+    h.send(b2, b"SUBSCRIBE 0 2\n");
+    h.take(b2);
+    h.send(a, b"WHO 0 2\nWHO 0 1\nWHO 0 3\n");
+    let out = h.take(a);
+    assert!(out.starts_with("RESULT 4\nbob\nRESULT 0\nERR"), "{out}");
+    h.send(a, b"SEND 2 BOB\nhi");
+    assert_eq!(h.take(a), "ACK 4\nsent");
+    assert_eq!(h.take(b1), "MESSAGE 2 alice\nhi");
+    assert_eq!(h.take(b2), "MESSAGE 2 alice\nhi");
+    h.send(a, b"SEND 2 nobody\nhi");
+    assert!(h.take(a).contains(" no-such-user\n"));
+    assert_eq!(h.broker.send(SERVER_USER, "alice", b"x"), Ok(1));
+    assert_eq!(h.take(a), "MESSAGE 1 @server\nx");
+}
+
+#[test]
+fn unknown_command_skips_payload_and_goes_on() {
+    let mut h = harness();
+    let a = h.login("alice");
+    h.send(a, b"FOO 5\nhelloPING 0\nSUBSCRIBE 0 x\nPONG 0\nPING 0\n");
+    let out = h.take(a);
+    assert_eq!(
+        out,
+        "ERR 19 unknown-command\nunknown command FOO\
+         PONG 0\n\
+         ERR 33 bad-args\ngroup numbers are 1 to 4294967295\
+         PONG 0\n"
+    );
+    assert!(!h.broker.is_closing(a));
+}
+
+#[test]
+fn bad_frame_and_too_large_close() {
+    let mut h = harness();
+    let a = h.login("alice");
+    h.send(a, b"PUBLISH 5 1\nhel\x01\x02");
+    h.send(a, b"lo\x00garbage\n");
+    let out = h.take(a);
+    assert!(out.starts_with("ACK 14\npublished to 0ERR "), "{out}");
+    assert!(out.contains(" bad-frame\n"), "{out}");
+    assert!(h.broker.is_closing(a));
+    let b = h.login("bob");
+    h.send(b, b"PUBLISH 1048577 1\n");
+    assert!(h.take(b).contains("too-large"));
+    assert!(h.broker.is_closing(b));
+    // Nothing more is processed once closing.
+    h.send(b, b"PING 0\n");
+    assert_eq!(h.take(b), "");
+}
+
+#[test]
+fn byte_by_byte_equals_all_at_once() {
+    let script: &[u8] = b"USER 0 alice\r\n\nSUBSCRIBE 0 1\nPUBLISH 3 1\nabc\nWHO 0\nHELLO 0\nFOO 2\nxyPING 0\nQUIT 0\n";
+    let mut h1 = harness();
+    let c1 = h1.open();
+    h1.send(c1, script);
+    let want = h1.take(c1);
+    let mut h2 = harness();
+    let c2 = h2.open();
+    for b in script {
+        h2.send(c2, std::slice::from_ref(b));
+    }
+    assert_eq!(h2.take(c2), want);
+    assert!(want.ends_with("ACK 3\nbye"), "{want}");
+}
+
+#[test]
+fn login_timeout_and_keepalive() {
+    let mut h = Harness::new(BrokerConfig {
+        login_timeout: Duration::from_secs(10),
+        ping_interval: Duration::from_secs(30),
+        ping_timeout: Duration::from_secs(10),
+        ..BrokerConfig::default()
+    });
+    let quiet = h.open();
+    let a = h.login("alice");
+    h.advance(Duration::from_secs(9));
+    assert_eq!(h.take(quiet), "");
+    h.advance(Duration::from_secs(1));
+    assert!(h.take(quiet).contains(" timeout\n"));
+    assert!(h.broker.is_closing(quiet));
+    // Linger then drop.
+    assert!(!h.broker.finished(quiet, h.now));
+    h.advance(Duration::from_secs(2));
+    assert!(h.broker.finished(quiet, h.now));
+    assert!(h.broker.remove(quiet, CloseReason::Io).is_some());
+    // Keep-alive: ping after 30 s of silence, answered.
+    h.advance(Duration::from_secs(20));
+    assert_eq!(h.take(a), "PING 0\n");
+    h.advance(Duration::from_secs(5));
+    h.send(a, b"PONG 0\n");
+    assert_eq!(h.take(a), "");
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.take(a), "");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.take(a), "PING 0\n");
+    h.advance(Duration::from_secs(10));
+    assert!(h.take(a).contains(" timeout\n"));
+    assert!(h.broker.is_closing(a));
+}
+
+#[test]
+fn password_login_pauses_input_until_verified() {
+    let mut h = Harness::new(BrokerConfig {
+        auth: AuthMode::Password,
+        ..BrokerConfig::default()
+    });
+    let c = h.open();
+    h.send(c, b"PASS 0 early\n");
+    assert!(h.take(c).contains(" auth-required\n"));
+    h.send(c, b"USER 0 corrado\nPASS 0 mypass\nSUBSCRIBE 0 1\n");
+    assert_eq!(h.take(c), "ACK 23\nauthentication required");
+    assert!(!h.broker.wants_read(c));
+    let req = h.broker.poll_auth_request().expect("a check");
+    assert_eq!(
+        (req.user.as_str(), req.password.as_slice()),
+        ("corrado", &b"mypass"[..])
+    );
+    h.broker
+        .handle_auth_result(req.conn, req.ticket, true, h.now);
+    assert_eq!(h.take(c), "ACK 9\nlogged inACK 10\nsubscribed");
+    assert!(h.broker.wants_read(c));
+    // Payload form and a failure.
+    let d = h.open();
+    h.send(d, b"USER 0 eve\nPASS 6\nwrong!");
+    h.take(d);
+    let req = h.broker.poll_auth_request().expect("a check");
+    assert_eq!(req.password, b"wrong!");
+    h.broker
+        .handle_auth_result(req.conn, req.ticket, false, h.now);
+    assert!(h.take(d).contains(" auth-failed\n"));
+    assert!(h.broker.is_closing(d));
+}
+
+#[test]
+fn slow_consumer_is_cut_off_alone() {
+    let mut h = Harness::new(BrokerConfig {
+        max_pending: 1000,
+        ..BrokerConfig::default()
+    });
+    let publisher = h.login("pub");
+    let slow = h.login("slow");
+    let fast = h.login("fast");
+    for s in [slow, fast] {
+        h.send(s, b"SUBSCRIBE 0 1\n");
+        h.take(s);
+    }
+    let payload = [b'x'; 100];
+    let mut frame = b"PUBLISH 100 1\n".to_vec();
+    frame.extend_from_slice(&payload);
+    for _ in 0..20 {
+        h.send(publisher, &frame);
+        assert!(h.take(publisher).starts_with("ACK"));
+        assert!(h.take(fast).starts_with("PUBLISHED 100 pub 1\n"));
+    }
+    let out = h.take(slow);
+    assert!(
+        out.ends_with("ERR 22 slow-consumer\ntoo much unread output"),
+        "{out}"
+    );
+    assert!(h.broker.is_closing(slow));
+    assert!(!h.broker.is_closing(fast));
+}
+
+#[test]
+fn connection_limit() {
+    let mut h = Harness::new(BrokerConfig {
+        max_connections: 2,
+        ..BrokerConfig::default()
+    });
+    let a = h.open();
+    let _b = h.open();
+    let c = h.open();
+    assert!(h.take(c).contains(" server-full\n"));
+    assert!(h.broker.is_closing(c));
+    h.broker.remove(a, CloseReason::Io);
+    let d = h.open();
+    assert_eq!(h.take(d), "");
+    assert!(!h.broker.is_closing(d));
+}
+
+#[test]
+fn shutdown_tells_everyone() {
+    let mut h = harness();
+    let a = h.login("alice");
+    h.send(a, b"PING 0\n");
+    h.broker.shutdown(h.now);
+    assert_eq!(
+        h.take(a),
+        "PONG 0\nERR 23 shutting-down\nserver is shutting down"
+    );
+    assert!(h.broker.accept((), peer(), h.now).is_err());
+}
+
+#[test]
+fn open_groups_come_and_go() {
+    let mut h = Harness::new(BrokerConfig {
+        open_groups: true,
+        ..BrokerConfig::default()
+    });
+    let a = h.login("alice");
+    h.send(a, b"SUBSCRIBE 0 77\nGROUPS 0\n");
+    assert_eq!(
+        h.take(a),
+        "ACK 10\nsubscribedRESULT 23\n1,general\n2,random\n77,\n"
+    );
+    h.send(a, b"UNSUBSCRIBE 0 77\nGROUPS 0\nPUBLISH 1 5\nx");
+    let out = h.take(a);
+    assert!(
+        out.ends_with("RESULT 19\n1,general\n2,random\nACK 14\npublished to 0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn events_report_what_happened() {
+    let mut h = harness();
+    let a = h.login("alice");
+    h.send(a, b"SUBSCRIBE 0 1\nPUBLISH 2 1\nhiSEND 1 alice\nx");
+    h.broker.handle_eof(a, h.now);
+    h.broker.remove(a, CloseReason::Io);
+    let mut kinds = Vec::new();
+    while let Some(e) = h.broker.poll_event() {
+        kinds.push(
+            format!("{e:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        kinds,
+        [
+            "Connected",
+            "LoggedIn",
+            "Subscribed",
+            "Published",
+            "UserMessage",
+            "Unsubscribed",
+            "Closed"
+        ]
+    );
+}
+
+/// Random bytes on many sessions at once never panic the broker and never
+/// touch a well-behaved session.
+#[test]
+fn randomized_garbage_stays_in_its_session() {
+    let mut h = harness();
+    let good = h.login("good");
+    h.send(good, b"SUBSCRIBE 0 1\n");
+    h.take(good);
+    let mut seed = 0x1234_5678_9abc_def0_u64;
+    let mut rng = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let pieces: &[&[u8]] = &[
+        b"USER 0 x\n",
+        b"PUBLISH 3 1\n",
+        b"SUBSCRIBE 0 1 2\n",
+        b"\n",
+        b"\r",
+        b" ",
+        b"0",
+        b"WATCH 0 1\n",
+        b"SEND 1 good\n",
+    ];
+    for round in 0..3000 {
+        let c = h.open();
+        for _ in 0..(rng() % 8) {
+            let bytes: Vec<u8> = if rng() % 2 == 0 {
+                pieces[(rng() as usize) % pieces.len()].to_vec()
+            } else {
+                (0..rng() % 20).map(|_| rng() as u8).collect()
+            };
+            h.send(c, &bytes);
+        }
+        h.take(c);
+        if round % 3 == 0 {
+            h.broker.handle_eof(c, h.now);
+        }
+        h.broker.remove(c, CloseReason::Io);
+        let out = h.take(good);
+        // The good session only ever sees well-formed pushes.
+        assert!(
+            !out.contains("JOINED") && !out.contains("PARTED"),
+            "unexpected push {out}"
+        );
+    }
+    h.send(good, b"PING 0\n");
+    assert!(h.take(good).ends_with("PONG 0\n"));
+    assert_eq!(h.broker.len(), 1);
+}

@@ -1,0 +1,143 @@
+//! Per-connection buffers that cost nothing while a connection is idle.
+//!
+//! Memory per connection is a product feature (README, "Footprint"), so neither
+//! buffer here holds an allocation once it is empty:
+//!
+//! - Input is read into one scratch buffer owned by the reactor. Only the tail
+//!   of a frame that has not fully arrived is copied into the connection's own
+//!   `Vec` ([`crate::broker`] keeps it), and that `Vec` is freed as soon as it
+//!   empties.
+//! - Output is a queue of [`Bytes`]: a published frame is encoded once and the
+//!   same allocation is queued to every subscriber (a reference count, not a
+//!   copy). The queue's ring buffer is freed when it drains.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
+
+/// Most slices handed to one vectored write.
+pub const MAX_IOV: usize = 64;
+
+/// Frames waiting to be written to one connection.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    /// Unsent bytes in `chunks`.
+    len: usize,
+    /// Whether part of the front chunk has been written already.
+    front_started: bool,
+}
+
+impl OutQueue {
+    /// Unsent bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues one encoded frame (shared, not copied).
+    pub fn push(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        self.len += frame.len();
+        self.chunks.push_back(frame);
+    }
+
+    /// Fills `slices` with the front of the queue, for `write_vectored`.
+    /// Returns how many slices were filled.
+    pub fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in slices.iter_mut().zip(&self.chunks) {
+            *slot = IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops `n` written bytes from the front.
+    pub fn consume(&mut self, mut n: usize) {
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if n < front.len() {
+                front.advance(n);
+                self.front_started = true;
+                return;
+            }
+            n -= front.len();
+            self.chunks.pop_front();
+            self.front_started = false;
+        }
+        if self.len == 0 {
+            self.release();
+        }
+    }
+
+    /// Drops every queued frame except a partly written front one (so the stream
+    /// stays well-formed), e.g. before the last `ERR` to a slow consumer.
+    pub fn discard_unstarted(&mut self) {
+        let keep = if self.front_started { 1 } else { 0 };
+        self.chunks.truncate(keep);
+        self.len = self.chunks.iter().map(Bytes::len).sum();
+    }
+
+    /// Frees the ring buffer if nothing is queued.
+    pub fn release(&mut self) {
+        if self.len == 0 {
+            self.chunks = VecDeque::new();
+            self.front_started = false;
+        }
+    }
+
+    /// Heap bytes held by the queue's ring (not counting shared frames).
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Bytes>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_writes_and_release() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"hello "));
+        q.push(Bytes::from_static(b"world"));
+        q.push(Bytes::new());
+        assert_eq!(q.len(), 11);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(q.fill_slices(&mut slices), 2);
+        q.consume(3);
+        assert_eq!(q.len(), 8);
+        let mut slices = [IoSlice::new(&[]); 4];
+        q.fill_slices(&mut slices);
+        assert_eq!(&*slices[0], b"lo ");
+        q.consume(100);
+        assert!(q.is_empty());
+        assert_eq!(q.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn discard_keeps_a_started_frame() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"def"));
+        q.discard_unstarted();
+        assert!(q.is_empty());
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"def"));
+        q.consume(1);
+        q.discard_unstarted();
+        assert_eq!(q.len(), 2);
+    }
+}

@@ -1,0 +1,187 @@
+//! The embedding API: callbacks from the loop, and what they may do.
+//!
+//! A host program implements [`Handler`] to hear about connections, logins,
+//! subscriptions, publishes, user messages and closes (SocketPro's
+//! OnSubscribe / OnPublish / OnSendUserMessage). Every callback runs on the
+//! loop thread and gets a [`Context`] through which it can publish or send as
+//! `@server`, look up a connection, register groups, close a connection or
+//! stop the server. Callbacks must not block: the loop serves everyone.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER};
+use crate::proto::GroupId;
+use crate::reactor::Conn;
+
+/// Callbacks from the server loop. Every method has an empty default.
+#[allow(unused_variables)] // The defaults ignore their arguments by design.
+pub trait Handler {
+    /// Whether the server should report events at all. `false` saves an
+    /// allocation per event; the no-op handler `()` says `false`.
+    fn wants_events(&self) -> bool {
+        true
+    }
+    /// A connection was accepted.
+    fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {}
+    /// A session logged in as `user`.
+    fn on_login(&mut self, ctx: &mut Context<'_>, conn: ConnId, user: &str) {}
+    /// A session joined `groups` (only groups it was not in already).
+    fn on_subscribe(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        user: &str,
+        groups: &[GroupId],
+    ) {
+    }
+    /// A session left `groups`, by `UNSUBSCRIBE` or by disconnecting.
+    fn on_unsubscribe(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        user: &str,
+        groups: &[GroupId],
+    ) {
+    }
+    /// A message was published and queued for `delivered` connections.
+    /// `conn` is `None` when the server itself published.
+    fn on_publish(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: Option<ConnId>,
+        sender: &str,
+        groups: &[GroupId],
+        payload: &Bytes,
+        delivered: usize,
+    ) {
+    }
+    /// A one-to-one message was sent. `conn` is `None` when the server sent it.
+    fn on_user_message(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: Option<ConnId>,
+        from: &str,
+        to: &str,
+        payload: &Bytes,
+    ) {
+    }
+    /// A connection ended.
+    fn on_close(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        user: Option<&str>,
+        reason: CloseReason,
+    ) {
+    }
+}
+
+/// A handler that does nothing.
+impl Handler for () {
+    fn wants_events(&self) -> bool {
+        false
+    }
+}
+
+/// What a [`Handler`] callback (or a closure sent with
+/// [`crate::ServerHandle::call`]) may do inside the loop.
+pub struct Context<'a> {
+    pub(crate) broker: &'a mut Broker<Conn>,
+    pub(crate) now: Instant,
+    pub(crate) stop: &'a mut bool,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("connections", &self.broker.len())
+            .finish()
+    }
+}
+
+impl Context<'_> {
+    /// Publishes `payload` to `groups` as `@server`. Returns how many
+    /// connections it was queued for.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::UnknownGroup`] if a group is not registered.
+    pub fn publish(&mut self, groups: &[GroupId], payload: &[u8]) -> Result<usize, DeliveryError> {
+        self.broker.publish(SERVER_USER, groups, payload)
+    }
+
+    /// Sends `payload` to every session of `user` as `@server`.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::NoSuchUser`] if the user is not online.
+    pub fn send(&mut self, user: &str, payload: &[u8]) -> Result<usize, DeliveryError> {
+        self.broker.send(SERVER_USER, user, payload)
+    }
+
+    /// Registers (or renames) a group.
+    pub fn register_group(&mut self, id: GroupId, name: &str) -> bool {
+        self.broker.register_group(id, name)
+    }
+
+    /// The registered groups.
+    pub fn groups(&self) -> Vec<(GroupId, String)> {
+        self.broker.groups()
+    }
+
+    /// The users online.
+    pub fn users(&self) -> Vec<String> {
+        self.broker.users()
+    }
+
+    /// The peer address of a connection.
+    pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.broker.peer(conn)
+    }
+
+    /// The user a connection logged in as.
+    pub fn user(&self, conn: ConnId) -> Option<&str> {
+        self.broker.user_of(conn)
+    }
+
+    /// Starts closing a connection (it is flushed first).
+    pub fn close(&mut self, conn: ConnId) {
+        self.broker.close(conn, self.now);
+    }
+
+    /// Stops the server gracefully.
+    pub fn stop(&mut self) {
+        *self.stop = true;
+    }
+}
+
+/// Hands one broker event to the handler.
+pub(crate) fn dispatch<H: Handler>(handler: &mut H, ctx: &mut Context<'_>, event: Event) {
+    match event {
+        Event::Connected { conn, peer } => handler.on_connect(ctx, conn, peer),
+        Event::LoggedIn { conn, user } => handler.on_login(ctx, conn, &user),
+        Event::Subscribed { conn, user, groups } => handler.on_subscribe(ctx, conn, &user, &groups),
+        Event::Unsubscribed { conn, user, groups } => {
+            handler.on_unsubscribe(ctx, conn, &user, &groups)
+        }
+        Event::Published {
+            conn,
+            sender,
+            groups,
+            payload,
+            delivered,
+        } => handler.on_publish(ctx, conn, &sender, &groups, &payload, delivered),
+        Event::UserMessage {
+            conn,
+            from,
+            to,
+            payload,
+        } => handler.on_user_message(ctx, conn, &from, &to, &payload),
+        Event::Closed { conn, user, reason } => {
+            handler.on_close(ctx, conn, user.as_deref(), reason)
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Switchboard: secure, low-overhead messaging on one poll loop.
+//!
+//! One `mio` loop on one thread serves thousands of connections; each
+//! connection is a session in a slab; a published frame is encoded once and
+//! shared by every subscriber. The layers, with dependencies pointing down:
+//!
+//! ```text
+//!   server.rs    ServerConfig, Server::bind/run, ServerHandle (any thread)
+//!   handler.rs   Handler callbacks + Context (publish/send as @server)
+//!      |
+//!   reactor/     the only module that names mio: poll, accept, read, write
+//!      |
+//!   broker/      sans-IO: sessions, users, groups, fan-out, deadlines
+//!   auth.rs      password checks on a small worker pool, off the loop
+//!      |
+//!   proto/       sans-IO: frame decoder, encoder, typed commands
+//!   buf.rs       per-connection output queue (shared Bytes)
+//!   error.rs     ERR codes and decoder errors
+//! ```
+//!
+//! `proto/` and `broker/` see no socket and no clock: they take bytes and an
+//! `Instant` and give bytes, events and deadlines, so they are tested
+//! deterministically, byte by byte.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![warn(unreachable_pub, clippy::use_self, clippy::manual_let_else)]
+
+pub mod auth;
+pub mod broker;
+pub mod buf;
+pub mod error;
+pub mod handler;
+pub mod passwd;
+pub mod proto;
+mod reactor;
+pub mod server;
+
+pub use auth::Authenticator;
+pub use broker::{AuthMode, BrokerConfig, CloseReason, ConnId, DeliveryError};
+pub use handler::{Context, Handler};
+pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped};

@@ -1,0 +1,307 @@
+//! Building and running a server: configuration, start errors, and the
+//! cross-thread handle.
+//!
+//! ```no_run
+//! use switchboard::{Server, ServerConfig};
+//!
+//! let mut config = ServerConfig::default();
+//! config.groups.push((1, "general".into()));
+//! let server = Server::bind(config, ()).expect("listening");
+//! let handle = server.handle();
+//! std::thread::spawn(move || {
+//!     // ... later, from any thread:
+//!     let _ = handle.publish(&[1], b"hello from the host program");
+//!     handle.stop();
+//! });
+//! server.run().expect("clean stop");
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::{fmt, io};
+
+use log::info;
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+
+use crate::auth::{AuthPool, AuthVerdict, Authenticator};
+use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
+use crate::handler::{Context, Handler};
+use crate::proto::GroupId;
+use crate::proto::frame::MIN_MAX_PAYLOAD;
+use crate::reactor::{self, Reactor};
+
+/// Everything a server needs to start.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Plain TCP listeners (default `127.0.0.1:7420`).
+    pub listen: Vec<SocketAddr>,
+    /// Broker limits, timeouts and auth mode.
+    pub broker: BrokerConfig,
+    /// Groups registered at start-up.
+    pub groups: Vec<(GroupId, String)>,
+    /// Checks passwords when `broker.auth` is [`AuthMode::Password`].
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Threads that check passwords (default 2).
+    pub auth_threads: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 7420))],
+            broker: BrokerConfig::default(),
+            groups: Vec::new(),
+            authenticator: None,
+            auth_threads: 2,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("broker", &self.broker)
+            .field("groups", &self.groups)
+            .field("authenticator", &self.authenticator.is_some())
+            .finish()
+    }
+}
+
+/// Why a server could not start. Each displays as one line naming the
+/// address or setting at fault.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not be bound.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A setting is out of range or settings contradict each other.
+    Config(String),
+    /// The poll loop or a worker thread could not be created.
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Self::Config(why) => f.write_str(why),
+            Self::Io(e) => write!(f, "cannot start the poll loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Bind { source, .. } | Self::Io(source) => Some(source),
+            Self::Config(_) => None,
+        }
+    }
+}
+
+/// A request from another thread to the loop.
+pub(crate) enum Control {
+    Stop,
+    Auth(AuthVerdict),
+    Call(Box<dyn FnOnce(&mut Context<'_>) + Send>),
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server<H: Handler = ()> {
+    reactor: Reactor<H>,
+    local_addrs: Vec<SocketAddr>,
+    handle: ServerHandle,
+}
+
+impl<H: Handler> fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addrs", &self.local_addrs)
+            .finish()
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds every listener and prepares the loop. Logs `tcp listening on ADDR`
+    /// for each listener.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] naming the address or setting that stopped it.
+    pub fn bind(config: ServerConfig, handler: H) -> Result<Self, StartError> {
+        let bc = &config.broker;
+        if bc.max_payload < MIN_MAX_PAYLOAD {
+            return Err(StartError::Config(format!(
+                "max_payload must be at least {MIN_MAX_PAYLOAD} bytes, not {}",
+                bc.max_payload
+            )));
+        }
+        if bc.max_connections == 0 {
+            return Err(StartError::Config(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if bc.auth == AuthMode::Password && config.authenticator.is_none() {
+            return Err(StartError::Config(
+                "auth password needs a password file (--passwd FILE)".into(),
+            ));
+        }
+        let poll = Poll::new().map_err(StartError::Io)?;
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for &addr in &config.listen {
+            let l = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            let local = l
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push(l);
+            local_addrs.push(local);
+        }
+        let mut broker = Broker::new(config.broker.clone());
+        for (id, name) in &config.groups {
+            if !broker.register_group(*id, name) {
+                return Err(StartError::Config(format!("invalid group number {id}")));
+            }
+        }
+        let waker = reactor::waker(&poll).map_err(StartError::Io)?;
+        let (tx, rx) = mpsc::channel();
+        let handle = ServerHandle {
+            tx: tx.clone(),
+            waker: Arc::clone(&waker),
+        };
+        let auth = match (&config.authenticator, config.broker.auth) {
+            (Some(a), AuthMode::Password) => {
+                let w = Arc::clone(&waker);
+                let tx = std::sync::Mutex::new(tx);
+                let deliver = move |v: AuthVerdict| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send(Control::Auth(v));
+                    }
+                    let _ = w.wake();
+                };
+                Some(
+                    AuthPool::start(Arc::clone(a), config.auth_threads, deliver)
+                        .map_err(StartError::Io)?,
+                )
+            }
+            _ => None,
+        };
+        let reactor =
+            Reactor::new(poll, listeners, broker, handler, rx, auth).map_err(StartError::Io)?;
+        for addr in &local_addrs {
+            info!("tcp listening on {addr}");
+        }
+        Ok(Self {
+            reactor,
+            local_addrs,
+            handle,
+        })
+    }
+
+    /// The addresses the listeners are bound to (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// A cloneable, `Send` handle for other threads.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Runs the loop on this thread until stopped (by a [`ServerHandle`], a
+    /// handler, or a signal the host program turns into
+    /// [`ServerHandle::stop`]) and every connection is closed.
+    ///
+    /// # Errors
+    ///
+    /// An error from `poll` itself; connection errors never end the loop.
+    pub fn run(mut self) -> io::Result<()> {
+        self.reactor.run()
+    }
+}
+
+/// Reaches a running server from any thread. Each call queues a request and
+/// wakes the loop; it does not wait for the loop to act.
+#[derive(Clone)]
+pub struct ServerHandle {
+    tx: Sender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerHandle")
+    }
+}
+
+/// The server has stopped; the request was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl ServerHandle {
+    /// Runs `f` inside the loop with a [`Context`].
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] if the loop is gone.
+    pub fn call(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<(), Stopped> {
+        self.tx
+            .send(Control::Call(Box::new(f)))
+            .map_err(|_| Stopped)?;
+        self.waker.wake().map_err(|_| Stopped)
+    }
+
+    /// Publishes as `@server` (errors such as an unknown group are logged).
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] if the loop is gone.
+    pub fn publish(&self, groups: &[GroupId], payload: &[u8]) -> Result<(), Stopped> {
+        let groups = groups.to_vec();
+        let payload = payload.to_vec();
+        self.call(move |ctx| {
+            if let Err(e) = ctx.publish(&groups, &payload) {
+                log::warn!("publish from {SERVER_USER}: {e}");
+            }
+        })
+    }
+
+    /// Sends to every session of `user` as `@server` (a missing user is logged).
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] if the loop is gone.
+    pub fn send(&self, user: &str, payload: &[u8]) -> Result<(), Stopped> {
+        let user = user.to_owned();
+        let payload = payload.to_vec();
+        self.call(move |ctx| {
+            if let Err(e) = ctx.send(&user, &payload) {
+                log::warn!("message from {SERVER_USER} to {user}: {e}");
+            }
+        })
+    }
+
+    /// Stops the server gracefully: listeners close, each connection gets
+    /// `ERR shutting-down` after what it is owed, and [`Server::run`] returns.
+    pub fn stop(&self) {
+        if self.tx.send(Control::Stop).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
