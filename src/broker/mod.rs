@@ -126,6 +126,9 @@ pub struct Broker<T = ()> {
     publish_seq: u64,
     /// Sessions that count against `max_connections`.
     admitted: usize,
+    /// The latest time handed in by the caller, for work that has no `now`
+    /// parameter of its own (a fan-out closing a slow consumer).
+    now: Instant,
     shutting_down: bool,
 }
 
@@ -145,6 +148,7 @@ impl<T> Broker<T> {
             next_gen: 0,
             publish_seq: 0,
             admitted: 0,
+            now: Instant::now(),
             shutting_down: false,
         }
     }
@@ -217,6 +221,7 @@ impl<T> Broker<T> {
     ///
     /// Returns `io` when the connection should simply be dropped.
     pub fn accept(&mut self, io: T, peer: SocketAddr, now: Instant) -> Result<ConnId, T> {
+        self.now = self.now.max(now);
         let full = self.admitted >= self.config.max_connections;
         if self.shutting_down
             || (full && self.sessions.len() >= self.config.max_connections + REJECT_SLACK)
@@ -344,6 +349,7 @@ impl<T> Broker<T> {
 
     /// Bytes received from a connection.
     pub fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -371,6 +377,7 @@ impl<T> Broker<T> {
 
     /// Processes input buffered while the connection was paused.
     pub fn resume(&mut self, conn: ConnId, now: Instant) {
+        self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -393,6 +400,7 @@ impl<T> Broker<T> {
 
     /// The peer closed its side: finish what is owed, then close.
     pub fn handle_eof(&mut self, conn: ConnId, now: Instant) {
+        self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -437,6 +445,7 @@ impl<T> Broker<T> {
 
     /// Starts closing a connection from the embedding program.
     pub fn close(&mut self, conn: ConnId, now: Instant) {
+        self.now = self.now.max(now);
         if self.sessions.contains(conn.0) {
             self.begin_close(conn.0, CloseReason::Closed, now);
         }
@@ -444,6 +453,7 @@ impl<T> Broker<T> {
 
     /// The verdict on an [`AuthRequest`].
     pub fn handle_auth_result(&mut self, conn: ConnId, ticket: u32, ok: bool, now: Instant) {
+        self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
@@ -481,6 +491,7 @@ impl<T> Broker<T> {
     /// Runs the deadlines that are due: login timeout, keep-alive pings and
     /// their timeout, and the linger of closing connections.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > now {
                 break;
@@ -511,6 +522,7 @@ impl<T> Broker<T> {
     /// Starts a graceful shutdown: every connection gets `ERR shutting-down`
     /// after what it is owed, then closes. No new connection is accepted.
     pub fn shutdown(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         self.shutting_down = true;
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -595,13 +607,11 @@ impl<T> Broker<T> {
                     used += consumed;
                     self.execute(key, &frame, now);
                 }
-                Ok(Decoded::Incomplete { skip, frame_len }) => {
-                    used += skip;
-                    if let Some(n) = frame_len {
-                        // Capped by the decoder (header + payload limit).
-                        s.inbuf.reserve_exact(n.saturating_sub(s.inbuf.len()));
-                    }
-                    return used;
+                Ok(Decoded::Incomplete { skip, .. }) => {
+                    // No reservation for the declared size: the buffer grows
+                    // only with bytes that actually arrive, so a peer that
+                    // announces 1 MiB and sends one byte costs one byte.
+                    return used + skip;
                 }
                 Err(e) => {
                     self.frame_error(key, e, now);
@@ -1121,7 +1131,7 @@ impl<T> Broker<T> {
         info!("#{key} {}: slow consumer, closing", s.peer);
         s.out.discard_unstarted();
         // Best effort: the peer may never read it.
-        let now = s.last_rx.max(s.opened);
+        let now = self.now;
         self.push_reply(
             key,
             frame::err(ErrorCode::SlowConsumer, "too much unread output"),
@@ -1138,9 +1148,7 @@ impl<T> Broker<T> {
         self.leave(key);
         let linger = self.config.linger;
         if let Some(s) = self.sessions.get_mut(key) {
-            // A slow consumer has no fresh clock reading at hand; its deadline
-            // is measured from the last input, so clamp it to at least now-ish.
-            let deadline = now.max(s.last_rx) + linger;
+            let deadline = now + linger;
             s.state = State::Closing {
                 reason,
                 deadline,

@@ -72,6 +72,9 @@ pub(crate) struct Reactor<H> {
     auth: Option<AuthPool>,
     /// Connections whose read budget ran out.
     ready: Vec<ConnId>,
+    /// Per-turn lists, kept to reuse their allocations.
+    readable: Vec<ConnId>,
+    writable: Vec<ConnId>,
     dirty: Vec<ConnId>,
     accept_retry_at: Option<Instant>,
     stop_deadline: Option<Instant>,
@@ -112,6 +115,8 @@ impl<H: Handler> Reactor<H> {
             control,
             auth,
             ready: Vec::new(),
+            readable: Vec::new(),
+            writable: Vec::new(),
             dirty: Vec::new(),
             accept_retry_at: None,
             stop_deadline: None,
@@ -163,8 +168,10 @@ impl<H: Handler> Reactor<H> {
 
     /// One loop turn after `poll` returned.
     fn turn(&mut self, now: Instant) {
-        let mut readable = Vec::new();
-        let mut writable = Vec::new();
+        let mut readable = std::mem::take(&mut self.readable);
+        let mut writable = std::mem::take(&mut self.writable);
+        readable.clear();
+        writable.clear();
         let mut accept = Vec::new();
         let mut woken = false;
         for event in self.events.iter() {
@@ -193,16 +200,22 @@ impl<H: Handler> Reactor<H> {
         for i in accept {
             self.accept(i, now);
         }
-        let again = std::mem::take(&mut self.ready);
-        for conn in readable.into_iter().chain(again) {
+        let mut again = std::mem::take(&mut self.ready);
+        for &conn in readable.iter().chain(again.iter()) {
             self.read(conn, now);
+        }
+        again.clear();
+        if self.ready.is_empty() {
+            self.ready = again;
         }
         self.broker.handle_timeout(now);
         self.after_input(now);
-        for conn in writable {
+        for &conn in &writable {
             self.flush(conn, now);
         }
         self.flush_dirty(now);
+        self.readable = readable;
+        self.writable = writable;
     }
 
     /// Hands password checks to the pool and events to the handler.
