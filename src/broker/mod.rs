@@ -38,6 +38,8 @@ use slab::Slab;
 pub use config::{AuthMode, BrokerConfig};
 pub use event::{ConnId, Event};
 pub use session::CloseReason;
+#[cfg(test)]
+pub(crate) type SessionSize = Session<crate::reactor::Conn>;
 use session::{Session, State};
 
 use crate::buf::OutQueue;

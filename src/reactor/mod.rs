@@ -338,6 +338,9 @@ impl<H: Handler> Reactor<H> {
         for _ in 0..READ_BUDGET {
             if !self.broker.wants_read(conn) {
                 if let Some(c) = self.broker.io_mut(conn) {
+                    if !c.read_stalled {
+                        log::trace!("{conn}: reading paused");
+                    }
                     c.read_stalled = true;
                 }
                 return;
@@ -442,4 +445,17 @@ impl<H: Handler> Reactor<H> {
 /// Makes a waker for the control channel.
 pub(crate) fn waker(poll: &Poll) -> std::io::Result<Arc<Waker>> {
     Ok(Arc::new(Waker::new(poll.registry(), WAKER)?))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Memory per connection is a product feature: the slab slot of an idle
+    /// session (its state, queues and socket) stays within this budget.
+    /// Raise it only on purpose, with the density figures in the README.
+    #[test]
+    fn session_slot_stays_small() {
+        let slot = std::mem::size_of::<crate::broker::SessionSize>();
+        assert!(slot <= 320, "session slot grew to {slot} bytes");
+        assert!(std::mem::size_of::<super::Conn>() <= 32);
+    }
 }

@@ -1,0 +1,508 @@
+//! The server process and its limits (cli.md `serve`, protocol.md sections 3,
+//! 6 keep-alive and 7): start errors, `--config`, login timeout, keep-alive,
+//! graceful shutdown on SIGTERM/SIGINT, `--max-connections`, slow consumers,
+//! abrupt disconnects and garbage input.
+
+mod common;
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---------------------------------------------------------------------------
+// Start errors
+// ---------------------------------------------------------------------------
+
+#[test]
+fn start_fails_when_the_port_is_taken() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to take");
+    let addr = taken.local_addr().expect("local_addr").to_string();
+    let out = expect_start_failure(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--tls-listen",
+        "off",
+        "--ws-listen",
+        "off",
+    ]);
+    assert!(
+        out.stderr_lines().iter().any(|l| l.contains(&addr)),
+        "the error should name the address {addr}; stderr:\n{}",
+        out.stderr
+    );
+    drop(taken);
+}
+
+#[test]
+fn start_fails_with_password_auth_and_no_passwd_file() {
+    let out = expect_start_failure(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "off",
+        "--ws-listen",
+        "off",
+        "--auth",
+        "password",
+    ]);
+    assert!(
+        !out.stderr_lines().is_empty(),
+        "the error should say what is wrong on stderr"
+    );
+}
+
+#[test]
+fn start_fails_when_the_passwd_file_is_missing() {
+    let dir = TempDir::new("nopasswd");
+    let missing = dir.join("no-such-dir").join("passwd");
+    let missing = path_str(&missing);
+    let out = expect_start_failure(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "off",
+        "--ws-listen",
+        "off",
+        "--auth",
+        "password",
+        "--passwd",
+        missing,
+    ]);
+    assert!(
+        out.stderr_lines().iter().any(|l| l.contains(missing)),
+        "the error should name the file {missing}; stderr:\n{}",
+        out.stderr
+    );
+}
+
+/// TLS has not landed yet: the lead's choice is to refuse to start. This test
+/// changes when it lands.
+#[test]
+fn start_fails_with_tls_listener_not_available_yet() {
+    let out = expect_start_failure(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--ws-listen",
+        "off",
+    ]);
+    assert!(
+        out.stderr.contains("not available yet"),
+        "stderr should say the TLS listener is not available yet:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn config_file_sets_flags_and_flags_win() {
+    let dir = TempDir::new("config");
+    let file = dir.join("switchboard.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\n\
+         tls_listen = \"off\"\n\
+         ws_listen = \"off\"\n\
+         max_payload = 65536\n\
+         open_groups = true\n",
+    )
+    .expect("write config");
+    let cfg = path_str(&file);
+
+    let srv = ServerProc::start_raw(&["serve", "--config", cfg]);
+    let mut c = srv.login("alice");
+    let hello = c.result("HELLO 0");
+    assert!(
+        hello.iter().any(|l| l == "max_payload=65536"),
+        "max_payload from the config file, got {hello:?}"
+    );
+    c.ack("SUBSCRIBE 0 1234");
+    drop(srv);
+
+    let srv = ServerProc::start_raw(&["serve", "--config", cfg, "--max-payload", "131072"]);
+    let mut c = srv.login("alice");
+    let hello = c.result("HELLO 0");
+    assert!(
+        hello.iter().any(|l| l == "max_payload=131072"),
+        "the flag should win over the file, got {hello:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------
+
+#[test]
+fn login_timeout_closes_sessions_that_do_not_log_in() {
+    let srv = ServerProc::start(&["--login-timeout", "1"]);
+    let t0 = Instant::now();
+    let mut idle = Client::connect(srv.addr, "idle");
+    let mut busy = Client::connect(srv.addr, "busy but not logged in");
+    busy.result("HELLO 0");
+    busy.ping();
+    let mut alice = srv.login("alice");
+    idle.expect_err("timeout");
+    let elapsed = t0.elapsed();
+    idle.expect_closed();
+    assert!(
+        elapsed >= Duration::from_millis(700) && elapsed <= Duration::from_secs(4),
+        "the login timeout of 1 s fired after {elapsed:?}"
+    );
+    busy.expect_err("timeout");
+    busy.expect_closed();
+    // A logged-in session is not affected.
+    alice.ping();
+}
+
+#[test]
+fn keep_alive_pings_silent_sessions_and_closes_unanswered() {
+    let srv = ServerProc::start(&["--ping-interval", "1", "--ping-timeout", "1"]);
+    let t0 = Instant::now();
+    let mut alice = srv.login("alice");
+    let mut anon = Client::connect(srv.addr, "not logged in");
+
+    let f = alice.push();
+    let elapsed = t0.elapsed();
+    assert!(
+        f.is("PING", &[]) && f.payload.is_empty(),
+        "expected PING 0, got {f:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(500),
+        "pinged after only {elapsed:?} of silence (interval 1 s)"
+    );
+    alice.send(b"PONG 0\n");
+
+    // A session that has not logged in is pinged too.
+    let f = anon.push();
+    assert!(f.is("PING", &[]), "expected PING 0, got {f:?}");
+    anon.send(b"PONG 0\n");
+    anon.ack("USER 0 bob");
+
+    // Answering keeps the session open.
+    let f = alice.push();
+    assert!(f.is("PING", &[]), "expected a second PING 0, got {f:?}");
+    alice.send(b"PONG 0\n");
+    alice.ping();
+    assert_eq!(alice.result("WHO 0"), ["alice", "bob"]);
+
+    // Not answering closes it.
+    let f = alice.push();
+    assert!(f.is("PING", &[]), "expected PING 0, got {f:?}");
+    alice.expect_err("timeout");
+    alice.expect_closed();
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------
+
+#[track_caller]
+fn graceful_shutdown(signal: &str) {
+    let mut srv = ServerProc::start(&["--group", "1=general"]);
+    let mut alice = srv.login("alice");
+    alice.ack("SUBSCRIBE 0 1");
+    let mut bob = srv.login("bob");
+    bob.ack("SUBSCRIBE 0 1");
+    let mut anon = srv.connect();
+    anon.ping();
+    srv.signal(signal);
+    for c in [&mut alice, &mut bob, &mut anon] {
+        c.expect_err("shutting-down");
+        c.expect_closed();
+    }
+    let status = srv.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "after SIG{signal} the server should exit 0, got {status}"
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    graceful_shutdown("TERM");
+}
+
+#[test]
+fn sigint_shuts_down_gracefully() {
+    graceful_shutdown("INT");
+}
+
+// ---------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------
+
+#[test]
+fn max_connections_refuses_with_server_full() {
+    let srv = ServerProc::start(&["--max-connections", "2"]);
+    let mut alice = srv.login("alice");
+    let mut anon = srv.connect();
+    anon.ping();
+    let mut third = Client::connect(srv.addr, "third connection");
+    // Without sending anything first.
+    third.expect_err("server-full");
+    third.expect_closed();
+    alice.ping();
+    anon.ping();
+    // Once a connection is gone, there is room again.
+    drop(anon);
+    let mut tries = 0;
+    let admitted = wait_until(Duration::from_secs(3), || {
+        tries += 1;
+        let mut c = Client::connect(srv.addr, "after one left");
+        if c.try_send(b"PING 0\n").is_err() {
+            return false;
+        }
+        match c.read_raw(READ_TIMEOUT) {
+            Ok(f) if f.is("PONG", &[]) => true,
+            Ok(f) if f.is("ERR", &["server-full"]) => false,
+            Ok(f) => panic!("expected PONG or ERR server-full, got {f:?}"),
+            Err(ReadError::Closed { .. }) => false,
+            Err(e) => panic!("expected PONG or ERR server-full, got {e:?}"),
+        }
+    });
+    assert!(
+        admitted,
+        "a new connection is still refused 3 s after one closed ({tries} tries)"
+    );
+    alice.ping();
+}
+
+#[test]
+fn slow_consumer_is_closed_and_holds_back_nobody() {
+    const COUNT: usize = 300;
+    // Below the 64 KiB limit even with its header, so one message in flight
+    // never makes a reading subscriber a slow consumer.
+    const SIZE: usize = 60_000;
+    let srv = ServerProc::start(&["--max-pending", "65536", "--group", "1=general"]);
+    let mut slow = srv.login("slow");
+    slow.ack("SUBSCRIBE 0 1");
+    let mut fast = srv.login("fast");
+    fast.ack("SUBSCRIBE 0 1");
+    let (received, progress) = std::sync::mpsc::channel::<usize>();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        for i in 0..COUNT {
+            fast.label = format!("fast subscriber waiting for message {i}");
+            let f = fast.push();
+            assert!(
+                f.ty == "PUBLISHED" && f.args == ["publisher", "1"] && f.payload.len() == SIZE,
+                "fast subscriber: expected PUBLISHED {SIZE} publisher 1, got {f:?}"
+            );
+            got.push(u32::from_be_bytes([
+                f.payload[0],
+                f.payload[1],
+                f.payload[2],
+                f.payload[3],
+            ]));
+            let _ = received.send(i);
+        }
+        fast.expect_quiet("every message exactly once");
+        (got, fast)
+    });
+
+    // The publisher keeps pace with the reading subscriber (at most one
+    // message ahead of it), so only the subscriber that never reads falls
+    // behind, however the threads are scheduled.
+    let mut publisher = srv.login("publisher");
+    let t0 = Instant::now();
+    let mut slowest_ack = Duration::ZERO;
+    for i in 0..COUNT {
+        if i > 0 && progress.recv_timeout(READ_TIMEOUT).is_err() {
+            break; // the reader failed: its panic is reported below
+        }
+        let mut payload = vec![(i % 256) as u8; SIZE];
+        payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        let t = Instant::now();
+        publisher.label = format!("publisher, message {i}");
+        publisher.send_frame("PUBLISH", &["1"], &payload);
+        publisher.expect_ack();
+        slowest_ack = slowest_ack.max(t.elapsed());
+    }
+    let publish_time = t0.elapsed();
+
+    let (got, _fast) = match reader.join() {
+        Ok(g) => g,
+        Err(e) => std::panic::resume_unwind(e),
+    };
+    let want: Vec<u32> = (0..COUNT as u32).collect();
+    assert!(
+        got == want,
+        "the reading subscriber got messages out of order or lost some"
+    );
+    assert!(
+        slowest_ack < Duration::from_secs(2) && publish_time < Duration::from_secs(20),
+        "the publisher was held back: slowest ACK {slowest_ack:?}, all {COUNT} in {publish_time:?}"
+    );
+
+    // The slow one was closed; what it got is an in-order prefix, maybe
+    // followed by ERR slow-consumer (best effort).
+    let frames = slow.drain_until_closed(Duration::from_secs(10));
+    let mut next = 0u32;
+    for (k, f) in frames.iter().enumerate() {
+        if f.ty == "ERR" {
+            assert!(
+                f.is("ERR", &["slow-consumer"]) && k == frames.len() - 1,
+                "slow subscriber: only a final ERR slow-consumer may follow the messages, got {f:?} at {k}"
+            );
+            continue;
+        }
+        assert!(
+            f.ty == "PUBLISHED" && f.payload.len() == SIZE,
+            "slow subscriber: unexpected {f:?}"
+        );
+        let idx = u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+        assert_eq!(idx, next, "slow subscriber: messages out of order");
+        next += 1;
+    }
+    assert!(
+        (next as usize) < COUNT,
+        "the slow subscriber got all {COUNT} messages: it was never treated as a slow consumer"
+    );
+    // The server still serves.
+    publisher.label = String::from("publisher");
+    publisher.ping();
+    assert_eq!(publisher.result("WHO 0 1"), ["fast"]);
+}
+
+// ---------------------------------------------------------------------------
+// Abrupt disconnects and garbage
+// ---------------------------------------------------------------------------
+
+#[test]
+fn abrupt_disconnects_mid_frame_do_not_affect_others() {
+    let mut srv = ServerProc::start(&["--group", "1=general"]);
+    let mut bob = srv.login("bob");
+    bob.ack("SUBSCRIBE 0 1");
+
+    let mut c = srv.login("p1");
+    c.send(b"PUBLISH 100 1\nhel");
+    drop(c);
+    let mut c = srv.login("p2");
+    c.send(b"PUBL");
+    drop(c);
+    let mut c = srv.connect();
+    c.send(b"USER 0 al");
+    drop(c);
+    let mut c = srv.login("p3");
+    c.send(b"PUBLISH 10 1\n");
+    c.shutdown_write();
+    drop(c);
+    let mut c = srv.login("p4");
+    c.send(b"SEND 5 bob\nhe");
+    c.shutdown_write();
+    drop(c);
+    // A subscriber that leaves while messages are on their way to it.
+    let mut gone = srv.login("gone");
+    gone.ack("SUBSCRIBE 0 1");
+    let mut alice = srv.login("alice");
+    let big = vec![b'x'; 100_000];
+    alice.send_frame("PUBLISH", &["1"], &big);
+    drop(gone);
+    alice.expect_ack();
+    bob.expect_published("alice", &["1"], &big);
+    for i in 0..20 {
+        alice.send_frame("PUBLISH", &["1"], format!("after {i}").as_bytes());
+        alice.expect_ack();
+    }
+    for i in 0..20 {
+        bob.expect_published("alice", &["1"], format!("after {i}").as_bytes());
+    }
+    bob.expect_quiet("incomplete frames are never delivered");
+    srv.assert_running();
+    let mut carol = srv.login("carol");
+    carol.ping();
+}
+
+#[test]
+fn a_stalled_frame_does_not_block_others() {
+    let srv = ServerProc::start(&["--group", "1=general"]);
+    let mut bob = srv.login("bob");
+    bob.ack("SUBSCRIBE 0 1");
+    // Half a header, and half a payload, left hanging.
+    let mut half_header = srv.login("half-header");
+    half_header.send(b"PUBLISH 5");
+    let mut stalled = srv.login("stalled");
+    stalled.send(b"PUBLISH 1000 1\nabc");
+    let mut alice = srv.login("alice");
+    for i in 0..10 {
+        alice.send_frame("PUBLISH", &["1"], format!("meanwhile {i}").as_bytes());
+        alice.expect_ack();
+        bob.expect_published("alice", &["1"], format!("meanwhile {i}").as_bytes());
+    }
+    bob.expect_quiet("the stalled frames are incomplete");
+    // Completing them later works.
+    stalled.send(&[b'z'; 997]);
+    stalled.expect_ack();
+    let mut want = b"abc".to_vec();
+    want.extend_from_slice(&[b'z'; 997]);
+    bob.expect_published("stalled", &["1"], &want);
+    half_header.send(b" 1\nhello");
+    half_header.expect_ack();
+    bob.expect_published("half-header", &["1"], b"hello");
+    bob.expect_quiet("two completed frames");
+}
+
+#[test]
+fn garbage_input_never_takes_the_server_down() {
+    let mut srv = ServerProc::start(&["--open-groups", "--max-payload", "65536"]);
+    let mut bob = srv.login("bob");
+    bob.ack("SUBSCRIBE 0 1");
+    let pieces: [&[u8]; 16] = [
+        b"PUBLISH ",
+        b"USER 0 ",
+        b"SEND ",
+        b"SUBSCRIBE 0 ",
+        b"FOO ",
+        b" ",
+        b"\n",
+        b"\r\n",
+        b"1",
+        b"65536",
+        b"4294967295",
+        b"9999999999",
+        b"bob",
+        b"\x00\xff",
+        b"PING 0\n",
+        b"-",
+    ];
+    let mut rng = Rng::new(0x5eed_cafe);
+    for round in 0..40 {
+        let mut c = if round % 2 == 0 {
+            srv.connect()
+        } else {
+            srv.login(&format!("fuzz{round}"))
+        };
+        let mut input = Vec::new();
+        let n = 1 + rng.below(300);
+        for _ in 0..n {
+            if rng.below(4) == 0 {
+                input.push(rng.next_u64() as u8);
+            } else {
+                input.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+        }
+        // The server may close the connection at any point.
+        let _ = c.try_send(&input);
+        drop(c);
+    }
+    srv.assert_running();
+    // Existing and new sessions still work (bob may have been sent
+    // something by the garbage; that is fine).
+    let mut frames = bob.sync();
+    frames.retain(|f| !f.is_push());
+    assert!(frames.is_empty(), "bob: unexpected replies {frames:?}");
+    let mut carol = srv.login("carol");
+    carol.ack("SUBSCRIBE 0 1");
+    carol.send_frame("PUBLISH", &["1"], b"still alive");
+    carol.expect_ack();
+    carol.expect_published("carol", &["1"], b"still alive");
+    srv.assert_running();
+}
