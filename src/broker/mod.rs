@@ -838,11 +838,16 @@ impl<T> Broker<T> {
                 .map(|(k, u)| (k.to_string(), &*u.name))
                 .collect(),
             Some(g) => match self.groups.get(&g) {
+                // Shown as in the user table, like `WHO 0`.
                 Some(group) => group
                     .subscribers
                     .iter()
                     .filter_map(|&k| self.sessions.get(k)?.name.as_deref())
-                    .map(|n| (n.to_ascii_lowercase(), n))
+                    .filter_map(|n| {
+                        let folded = n.to_ascii_lowercase();
+                        let user = self.users.get(folded.as_str())?;
+                        Some((folded, &*user.name))
+                    })
                     .collect(),
                 None if self.config.open_groups => Vec::new(),
                 None => return self.unknown_group(key, g),

@@ -194,7 +194,7 @@ fn who_groups_and_send() {
     h.take(b2);
     h.send(a, b"WHO 0 2\nWHO 0 1\nWHO 0 3\n");
     let out = h.take(a);
-    assert!(out.starts_with("RESULT 4\nbob\nRESULT 0\nERR"), "{out}");
+    assert!(out.starts_with("RESULT 4\nBob\nRESULT 0\nERR"), "{out}");
     h.send(a, b"SEND 2 BOB\nhi");
     assert_eq!(h.take(a), "ACK 4\nsent");
     assert_eq!(h.take(b1), "MESSAGE 2 alice\nhi");

@@ -185,6 +185,11 @@ impl<'a> Command<'a> {
             b"UNSUBSCRIBE" => no_payload(Self::Unsubscribe(GroupList::parse(args)?)),
             b"WATCH" => no_payload(Self::Watch(GroupList::parse(args)?)),
             b"UNWATCH" => no_payload(Self::Unwatch(GroupList::parse(args)?)),
+            // PUBLISHED carries the sender before the groups, and a frame has
+            // at most 64 arguments: so at most 63 groups.
+            b"PUBLISH" if n >= MAX_ARGS => {
+                Err(CommandError::BadArgs("a PUBLISH names at most 63 groups"))
+            }
             b"PUBLISH" => Ok(Self::Publish {
                 groups: GroupList::parse(args)?,
                 payload,
@@ -298,6 +303,7 @@ mod tests {
             b"WHO 0 1 2\n",
             b"SEND 1\nx",
             b"SEND 1 a b\nx",
+            format!("PUBLISH 0{}\n", " 1".repeat(64)).as_bytes(),
         ] {
             assert!(
                 matches!(cmd(input), Err(CommandError::BadArgs(_))),
