@@ -8,11 +8,13 @@ reports the growth per connection. Loopback only; bounded in count and time.
     cargo build --release
     ./target/release/switchboard serve --tls-listen off --ws-listen off &
     python3 benches/density.py --pid $! --count 1000
+    python3 benches/density.py --pid $! --count 1000 --addr 127.0.0.1:7421 --tls
 
 (`switchboard bench density` will replace this script.)
 """
 import argparse
 import socket
+import ssl
 import sys
 import time
 
@@ -31,8 +33,13 @@ def main():
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--settle", type=float, default=1.0)
+    ap.add_argument("--tls", action="store_true", help="connect with TLS")
+    ap.add_argument("--cafile", default="certs/ca.pem", help="CA to trust with --tls")
     args = ap.parse_args()
     host, port = args.addr.rsplit(":", 1)
+    ctx = None
+    if args.tls:
+        ctx = ssl.create_default_context(cafile=args.cafile)
     before = rss_kib(args.pid)
     conns = []
     deadline = time.time() + 120
@@ -41,6 +48,8 @@ def main():
         s = socket.socket()
         s.bind((f"127.0.0.{1 + i % 200}", 0))
         s.connect((host, int(port)))
+        if ctx is not None:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
         s.sendall(b"USER 0 u%d\n" % i)
         conns.append(s)
     for s in conns:

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER};
+use crate::certs::CertSubject;
 use crate::proto::GroupId;
 use crate::reactor::Conn;
 
@@ -26,6 +27,9 @@ pub trait Handler {
     }
     /// A connection was accepted.
     fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {}
+    /// A TLS handshake completed; `subject` is the verified client
+    /// certificate's subject, if the client presented one.
+    fn on_secure(&mut self, ctx: &mut Context<'_>, conn: ConnId, subject: Option<&CertSubject>) {}
     /// A session logged in as `user`.
     fn on_login(&mut self, ctx: &mut Context<'_>, conn: ConnId, user: &str) {}
     /// A session joined `groups` (only groups it was not in already).
@@ -142,6 +146,12 @@ impl Context<'_> {
         self.broker.peer(conn)
     }
 
+    /// The verified client certificate subject of a connection (C, ST, L, O,
+    /// OU, CN), when it came over mutual TLS.
+    pub fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
+        self.broker.client_cert(conn)
+    }
+
     /// The user a connection logged in as.
     pub fn user(&self, conn: ConnId) -> Option<&str> {
         self.broker.user_of(conn)
@@ -162,6 +172,7 @@ impl Context<'_> {
 pub(crate) fn dispatch<H: Handler>(handler: &mut H, ctx: &mut Context<'_>, event: Event) {
     match event {
         Event::Connected { conn, peer } => handler.on_connect(ctx, conn, peer),
+        Event::Secured { conn, subject } => handler.on_secure(ctx, conn, subject.as_ref()),
         Event::LoggedIn { conn, user } => handler.on_login(ctx, conn, &user),
         Event::Subscribed { conn, user, groups } => handler.on_subscribe(ctx, conn, &user, &groups),
         Event::Unsubscribed { conn, user, groups } => {

@@ -9,6 +9,7 @@
 //!   handler.rs   Handler callbacks + Context (publish/send as @server)
 //!      |
 //!   reactor/     the only module that names mio: poll, accept, read, write
+//!   tls.rs       rustls driven by readiness (TlsSession), TLS settings
 //!      |
 //!   broker/      sans-IO: sessions, users, groups, fan-out, deadlines
 //!   auth.rs      password checks on a small worker pool, off the loop
@@ -16,6 +17,7 @@
 //!   proto/       sans-IO: frame decoder, encoder, typed commands
 //!   buf.rs       per-connection output queue (shared Bytes)
 //!   error.rs     ERR codes and decoder errors
+//!   certs.rs     PEM loading, certificate generation, subject parsing
 //! ```
 //!
 //! `proto/` and `broker/` see no socket and no clock: they take bytes and an
@@ -28,12 +30,14 @@
 pub mod auth;
 pub mod broker;
 pub mod buf;
+pub mod certs;
 pub mod error;
 pub mod handler;
 pub mod passwd;
 pub mod proto;
 mod reactor;
 pub mod server;
+pub mod tls;
 
 pub use auth::Authenticator;
 pub use broker::{AuthMode, BrokerConfig, CloseReason, ConnId, DeliveryError};

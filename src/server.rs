@@ -30,13 +30,17 @@ use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
 use crate::handler::{Context, Handler};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
-use crate::reactor::{self, Reactor};
+use crate::reactor::{self, Listener, Reactor};
 
 /// Everything a server needs to start.
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Plain TCP listeners (default `127.0.0.1:7420`).
     pub listen: Vec<SocketAddr>,
+    /// TLS listeners (default none; `switchboard serve` uses `127.0.0.1:7421`).
+    pub tls_listen: Vec<SocketAddr>,
+    /// TLS settings for the TLS listeners (see [`crate::tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Broker limits, timeouts and auth mode.
     pub broker: BrokerConfig,
     /// Groups registered at start-up.
@@ -51,6 +55,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 7420))],
+            tls_listen: Vec::new(),
+            tls: None,
             broker: BrokerConfig::default(),
             groups: Vec::new(),
             authenticator: None,
@@ -63,6 +69,8 @@ impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
+            .field("tls_listen", &self.tls_listen)
+            .field("tls", &self.tls.is_some())
             .field("broker", &self.broker)
             .field("groups", &self.groups)
             .field("authenticator", &self.authenticator.is_some())
@@ -154,15 +162,26 @@ impl<H: Handler> Server<H> {
                 "auth password needs a password file (--passwd FILE)".into(),
             ));
         }
+        if !config.tls_listen.is_empty() && config.tls.is_none() {
+            return Err(StartError::Config(
+                "a TLS listener needs TLS settings (a certificate and key)".into(),
+            ));
+        }
         let poll = Poll::new().map_err(StartError::Io)?;
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for &addr in &config.listen {
-            let l = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-            let local = l
+        let mut log_lines = Vec::new();
+        let plain = config.listen.iter().map(|a| (*a, None));
+        let tls = config.tls_listen.iter().map(|a| (*a, config.tls.clone()));
+        for (addr, tls) in plain.chain(tls) {
+            let socket =
+                TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            let local = socket
                 .local_addr()
                 .map_err(|source| StartError::Bind { addr, source })?;
-            listeners.push(l);
+            let kind = if tls.is_some() { "tls" } else { "tcp" };
+            log_lines.push(format!("{kind} listening on {local}"));
+            listeners.push(Listener { socket, tls });
             local_addrs.push(local);
         }
         let mut broker = Broker::new(config.broker.clone());
@@ -196,8 +215,8 @@ impl<H: Handler> Server<H> {
         };
         let reactor =
             Reactor::new(poll, listeners, broker, handler, rx, auth).map_err(StartError::Io)?;
-        for addr in &local_addrs {
-            info!("tcp listening on {addr}");
+        for line in log_lines {
+            info!("{line}");
         }
         Ok(Self {
             reactor,
@@ -206,7 +225,8 @@ impl<H: Handler> Server<H> {
         })
     }
 
-    /// The addresses the listeners are bound to (useful with port 0).
+    /// The addresses the listeners are bound to (useful with port 0): the
+    /// plain ones first, then the TLS ones, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
     }

@@ -13,6 +13,9 @@ pub enum AuthMode {
     None,
     /// `USER` then `PASS`, checked by the server's authenticator off the loop.
     Password,
+    /// The verified client certificate's subject CN is the user name; the
+    /// session is logged in when the TLS handshake completes.
+    Cert,
 }
 
 impl AuthMode {
@@ -21,6 +24,7 @@ impl AuthMode {
         match self {
             Self::None => "none",
             Self::Password => "password",
+            Self::Cert => "cert",
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::session::CloseReason;
+use crate::certs::CertSubject;
 use crate::proto::GroupId;
 
 /// Identifies one connection while it is open. Ids are reused after a
@@ -38,6 +39,13 @@ pub enum Event {
         conn: ConnId,
         /// Its peer address.
         peer: SocketAddr,
+    },
+    /// A TLS handshake completed.
+    Secured {
+        /// The connection.
+        conn: ConnId,
+        /// The verified client certificate's subject, if the client sent one.
+        subject: Option<CertSubject>,
     },
     /// A session logged in.
     LoggedIn {

@@ -43,6 +43,7 @@ pub(crate) type SessionSize = Session<crate::reactor::Conn>;
 use session::{Session, State};
 
 use crate::buf::OutQueue;
+use crate::certs::CertSubject;
 use crate::error::{ErrorCode, FrameError};
 use crate::proto::command::{Command, CommandError, verb_allowed_before_login};
 use crate::proto::frame::{self, PING};
@@ -270,6 +271,53 @@ impl<T> Broker<T> {
     /// The peer address of a connection.
     pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
         self.sessions.get(conn.0).map(|s| s.peer)
+    }
+
+    /// The verified client certificate subject of a connection (mutual TLS).
+    pub fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
+        self.sessions.get(conn.0).and_then(|s| s.cert.as_deref())
+    }
+
+    /// Marks a connection for flushing this turn (the transport has bytes of
+    /// its own to write, e.g. TLS handshake records).
+    pub fn touch(&mut self, conn: ConnId) {
+        self.mark_dirty(conn.0);
+    }
+
+    /// The TLS handshake of a connection completed. With [`AuthMode::Cert`],
+    /// a certificate whose subject CN is a valid user name logs the session in.
+    pub fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+        self.now = self.now.max(now);
+        let key = conn.0;
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if s.is_closing() {
+            return;
+        }
+        debug!(
+            "#{key} {}: TLS established{}",
+            s.peer,
+            subject
+                .as_ref()
+                .map(|c| format!(", client {c}"))
+                .unwrap_or_default()
+        );
+        s.cert = subject.clone().map(Box::new);
+        let logged_in = s.is_logged_in();
+        let cn: Option<String> = subject.as_ref().and_then(|c| c.cn.clone());
+        self.emit(Event::Secured { conn, subject });
+        if self.config.auth != AuthMode::Cert || logged_in {
+            return;
+        }
+        match cn {
+            Some(cn) if crate::proto::command::is_valid_user(cn.as_bytes()) => {
+                self.login(key, cn.into());
+            }
+            Some(cn) => info!("#{key}: certificate CN {cn:?} is not a valid user name"),
+            None => debug!("#{key}: no client certificate; cannot log in"),
+        }
+        self.mark_dirty(key);
     }
 
     /// The user a connection logged in as.
@@ -727,12 +775,17 @@ impl<T> Broker<T> {
             return;
         };
         if let Some(current) = &s.name {
+            let text = format!("already logged in as {current}");
             if current.eq_ignore_ascii_case(name) {
-                let text = format!("already logged in as {current}");
                 return self.push_reply(key, frame::ack(&text));
             }
-            let text = format!("already logged in as {current}");
-            return self.reply_err(key, ErrorCode::Forbidden, &text);
+            // In cert mode the certificate decides the name (protocol.md 3.2).
+            let code = if self.config.auth == AuthMode::Cert {
+                ErrorCode::AuthFailed
+            } else {
+                ErrorCode::Forbidden
+            };
+            return self.reply_err(key, code, &text);
         }
         match self.config.auth {
             AuthMode::None => {
@@ -745,6 +798,16 @@ impl<T> Broker<T> {
                 }
                 self.push_reply(key, frame::ack("authentication required"));
             }
+            AuthMode::Cert => {
+                let now = self.now;
+                self.fail(
+                    key,
+                    ErrorCode::AuthFailed,
+                    "log in with a client certificate (mutual TLS)",
+                    CloseReason::AuthFailed,
+                    now,
+                );
+            }
         }
     }
 
@@ -752,7 +815,7 @@ impl<T> Broker<T> {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if self.config.auth == AuthMode::None || s.is_logged_in() {
+        if self.config.auth != AuthMode::Password || s.is_logged_in() {
             return self.push_reply(key, frame::ack("password ignored"));
         }
         let State::Login {

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::broker::config::BrokerConfig;
 use crate::buf::OutQueue;
+use crate::certs::CertSubject;
 use crate::proto::GroupId;
 
 /// Why a connection ended.
@@ -41,6 +42,8 @@ pub enum CloseReason {
     Shutdown,
     /// The embedding program closed it.
     Closed,
+    /// The TLS handshake or a TLS record failed.
+    Tls,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -58,6 +61,7 @@ impl std::fmt::Display for CloseReason {
             Self::ServerFull => "server full",
             Self::Shutdown => "shutting down",
             Self::Closed => "closed by the server",
+            Self::Tls => "TLS error",
         })
     }
 }
@@ -100,6 +104,8 @@ pub(crate) struct Session<T> {
     /// unallocated most of the time.
     pub(crate) inbuf: Vec<u8>,
     pub(crate) out: OutQueue,
+    /// The verified client certificate's subject (mutual TLS only).
+    pub(crate) cert: Option<Box<CertSubject>>,
     /// Groups this session is subscribed to.
     pub(crate) groups: Vec<GroupId>,
     /// Groups this session watches.
@@ -128,6 +134,7 @@ impl<T> Session<T> {
             name: None,
             inbuf: Vec::new(),
             out: OutQueue::default(),
+            cert: None,
             groups: Vec::new(),
             watching: Vec::new(),
             opened: now,

@@ -36,6 +36,7 @@ use crate::broker::{Broker, CloseReason, ConnId};
 use crate::buf::MAX_IOV;
 use crate::handler::{Context, Handler, dispatch};
 use crate::server::Control;
+use crate::tls::{ReadStep, TlsSession};
 
 /// The waker's token.
 const WAKER: Token = Token(usize::MAX);
@@ -43,8 +44,9 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1;
 /// Size of the shared read buffer.
 const SCRATCH_LEN: usize = 64 << 10;
-/// Reads per connection per wakeup before the others get a turn.
-const READ_BUDGET: usize = 16;
+/// Read steps per connection per wakeup before the others get a turn (a TLS
+/// connection uses about two per record: read, then hand out plaintext).
+const READ_BUDGET: usize = 32;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -52,6 +54,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: TcpStream,
+    /// The TLS state, on TLS listeners' connections (boxed: plain
+    /// connections pay one pointer).
+    tls: Option<Box<TlsSession>>,
     /// Writable interest is registered.
     writable: bool,
     /// The write side has been shut down (closing, all flushed).
@@ -60,11 +65,17 @@ pub(crate) struct Conn {
     read_stalled: bool,
 }
 
+/// A listening socket, plain or TLS.
+pub(crate) struct Listener {
+    pub(crate) socket: TcpListener,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// The loop and everything it owns.
 pub(crate) struct Reactor<H> {
     poll: Poll,
     events: Events,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     broker: Broker<Conn>,
     handler: H,
     scratch: Box<[u8]>,
@@ -93,7 +104,7 @@ impl<H> std::fmt::Debug for Reactor<H> {
 impl<H: Handler> Reactor<H> {
     pub(crate) fn new(
         poll: Poll,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         mut broker: Broker<Conn>,
         handler: H,
         control: Receiver<Control>,
@@ -101,8 +112,11 @@ impl<H: Handler> Reactor<H> {
     ) -> std::io::Result<Self> {
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            poll.registry().register(
+                &mut l.socket,
+                Token(LISTENER_BASE - i),
+                Interest::READABLE,
+            )?;
         }
         broker.set_events_enabled(handler.wants_events());
         Ok(Self {
@@ -283,7 +297,7 @@ impl<H: Handler> Reactor<H> {
         self.stop_requested = true;
         info!("shutting down: {} connections to close", self.broker.len());
         for mut l in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut l);
+            let _ = self.poll.registry().deregister(&mut l.socket);
         }
         self.broker.shutdown(now);
         self.stop_deadline = Some(now + self.broker.config().linger + Duration::from_millis(500));
@@ -294,8 +308,11 @@ impl<H: Handler> Reactor<H> {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
+            match listener.socket.accept() {
+                Ok((stream, peer)) => {
+                    let tls = listener.tls.clone();
+                    self.admit(stream, peer, tls, now);
+                }
                 Err(e) if io::is_would_block(&e) => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -310,10 +327,25 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn admit(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        now: Instant,
+    ) {
         let _ = stream.set_nodelay(true);
+        let tls = match tls.map(|config| TlsSession::new(&config)) {
+            None => None,
+            Some(Ok(session)) => Some(Box::new(session)),
+            Some(Err(e)) => {
+                warn!("{peer}: cannot start TLS: {e}");
+                return;
+            }
+        };
         let conn = Conn {
             stream,
+            tls,
             writable: false,
             write_shut: false,
             read_stalled: false,
@@ -348,20 +380,29 @@ impl<H: Handler> Reactor<H> {
             let Some(c) = self.broker.io_mut(conn) else {
                 return;
             };
-            match c.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    self.broker.handle_eof(conn, now);
-                    return;
-                }
-                Ok(n) => {
+            let step = match &mut c.tls {
+                Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch),
+                None => match c.stream.read(&mut self.scratch) {
+                    Ok(0) => Ok(ReadStep::Eof),
+                    Ok(n) => Ok(ReadStep::Data(n)),
+                    Err(e) if io::is_would_block(&e) => Ok(ReadStep::WouldBlock),
+                    Err(e) => Err(e),
+                },
+            };
+            match step {
+                Ok(ReadStep::Data(n)) => {
                     let data = self.scratch.get(..n).unwrap_or_default();
                     self.broker.handle_input(conn, data, now);
                 }
-                Err(e) if io::is_would_block(&e) => return,
+                Ok(ReadStep::Progress) => self.tls_progress(conn, now),
+                Ok(ReadStep::WouldBlock) => return,
+                Ok(ReadStep::Eof) => {
+                    self.broker.handle_eof(conn, now);
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!("{conn}: read failed: {e}");
-                    self.drop_conn(conn, CloseReason::Io);
+                    self.read_failed(conn, &e);
                     return;
                 }
             }
@@ -369,35 +410,69 @@ impl<H: Handler> Reactor<H> {
         self.ready.push(conn);
     }
 
+    /// After TLS records were processed: report a completed handshake, and
+    /// make sure handshake records get written this turn.
+    fn tls_progress(&mut self, conn: ConnId, now: Instant) {
+        let Some(tls) = self.broker.io_mut(conn).and_then(|c| c.tls.as_mut()) else {
+            return;
+        };
+        let established = tls.take_established();
+        let wants_write = tls.wants_write();
+        if let Some(subject) = established {
+            self.broker.handle_secured(conn, subject, now);
+        }
+        if wants_write {
+            self.broker.touch(conn);
+        }
+    }
+
+    /// A read failed: for TLS, send the alert rustls queued (best effort); then drop.
+    fn read_failed(&mut self, conn: ConnId, e: &std::io::Error) {
+        let peer = self.broker.peer(conn);
+        let tls_error = e.kind() == ErrorKind::InvalidData;
+        if let Some(c) = self.broker.io_mut(conn) {
+            if let Some(tls) = &mut c.tls {
+                let mut none = crate::buf::OutQueue::default();
+                let _ = tls.write_to(&mut c.stream, &mut none);
+            }
+        }
+        if tls_error {
+            info!(
+                "{conn} {}: TLS error, closing: {e}",
+                peer.map(|p| p.to_string()).unwrap_or_default()
+            );
+            self.drop_conn(conn, CloseReason::Tls);
+        } else {
+            debug!("{conn}: read failed: {e}");
+            self.drop_conn(conn, CloseReason::Io);
+        }
+    }
+
     /// Writes what is queued, then settles interest, half-close and drop.
     fn flush(&mut self, conn: ConnId, now: Instant) {
+        let closing = self.broker.is_closing(conn);
         let Some((c, out)) = self.broker.io_and_output(conn) else {
             return;
         };
-        let mut failed = None;
-        while !out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = out.fill_slices(&mut slices);
-            match c.stream.write_vectored(slices.get(..n).unwrap_or_default()) {
-                Ok(0) => {
-                    failed = Some(std::io::Error::from(ErrorKind::WriteZero));
-                    break;
+        let written = match &mut c.tls {
+            Some(tls) => tls.write_to(&mut c.stream, out).and_then(|pending| {
+                if closing && !pending && out.is_empty() && !tls.close_notify_sent() {
+                    tls.send_close_notify();
+                    tls.write_to(&mut c.stream, out)
+                } else {
+                    Ok(pending)
                 }
-                Ok(written) => out.consume(written),
-                Err(e) if io::is_would_block(&e) => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+            }),
+            None => write_plain(&mut c.stream, out),
+        };
+        let pending = match written {
+            Ok(pending) => pending,
+            Err(e) => {
+                debug!("{conn}: write failed: {e}");
+                self.drop_conn(conn, CloseReason::Io);
+                return;
             }
-        }
-        if let Some(e) = failed {
-            debug!("{conn}: write failed: {e}");
-            self.drop_conn(conn, CloseReason::Io);
-            return;
-        }
-        let pending = !out.is_empty();
+        };
         if pending != c.writable {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
@@ -415,11 +490,9 @@ impl<H: Handler> Reactor<H> {
             }
             c.writable = pending;
         }
-        if !pending && !c.write_shut && self.broker.is_closing(conn) {
-            if let Some(c) = self.broker.io_mut(conn) {
-                c.write_shut = true;
-                let _ = c.stream.shutdown(Shutdown::Write);
-            }
+        if closing && !pending && !c.write_shut {
+            c.write_shut = true;
+            let _ = c.stream.shutdown(Shutdown::Write);
         }
         if self.broker.finished(conn, now) {
             self.drop_conn(conn, CloseReason::Io);
@@ -440,6 +513,23 @@ impl<H: Handler> Reactor<H> {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
     }
+}
+
+/// Writes queued plaintext with vectored writes until done or `WouldBlock`.
+/// Returns whether output is still pending.
+fn write_plain(stream: &mut TcpStream, out: &mut crate::buf::OutQueue) -> std::io::Result<bool> {
+    while !out.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        let n = out.fill_slices(&mut slices);
+        match stream.write_vectored(slices.get(..n).unwrap_or_default()) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(written) => out.consume(written),
+            Err(e) if io::is_would_block(&e) => return Ok(true),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }
 
 /// Makes a waker for the control channel.

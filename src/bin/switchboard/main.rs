@@ -35,12 +35,13 @@ enum Command {
         #[arg(long)]
         delete: bool,
     },
-    /// Write development certificates (not available yet).
+    /// Write a development CA, a server certificate for localhost and
+    /// 127.0.0.1, and client certificates.
     Certs {
         /// Target directory.
         dir: PathBuf,
-        /// Client certificate names.
-        #[arg(long)]
+        /// A client certificate with subject CN=NAME (NAME.pem, NAME.key); repeatable.
+        #[arg(long, value_name = "NAME")]
         client: Vec<String>,
         /// Overwrite existing files.
         #[arg(long)]
@@ -96,7 +97,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Certs { .. } => not_yet("certs"),
+        Command::Certs { dir, client, force } => {
+            match switchboard::certs::generate(&dir, &client, force) {
+                Ok(written) => {
+                    for path in written {
+                        println!("wrote {}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard certs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Chat(_) => not_yet("chat"),
         Command::Pub(_) => not_yet("pub"),
         Command::Sub(_) => not_yet("sub"),

@@ -9,7 +9,9 @@ use std::time::Duration;
 use log::{LevelFilter, info, warn};
 use serde::Deserialize;
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
+use switchboard::certs;
 use switchboard::passwd::PasswordFile;
+use switchboard::tls::{self, ClientAuth};
 use switchboard::{AuthMode, Server, ServerConfig};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
@@ -200,52 +202,50 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
         ..ServerConfig::default()
     };
     not_landed(
-        "--tls-listen",
-        args.tls_listen.as_deref(),
-        DEFAULT_TLS_LISTEN,
-        "TLS",
-    )?;
-    not_landed(
         "--ws-listen",
         args.ws_listen.as_deref(),
         DEFAULT_WS_LISTEN,
         "WebSocket",
     )?;
-    for (flag, value) in [
-        ("--cert", &args.cert),
-        ("--key", &args.key),
-        ("--client-ca", &args.client_ca),
-    ] {
-        if value.is_some() {
-            return Err(format!("{flag}: TLS is not available yet in this version"));
-        }
-    }
-    match args.client_auth.as_deref() {
-        None | Some("none") => {}
-        Some("optional" | "required") => {
-            return Err("--client-auth: mutual TLS is not available yet in this version".into());
-        }
-        Some(other) => {
-            return Err(format!(
-                "--client-auth: expected none, optional or required, not {other:?}"
-            ));
-        }
-    }
-    let b = &mut config.broker;
-    b.auth = match args.auth.as_deref().unwrap_or("none") {
+    let auth = match args.auth.as_deref().unwrap_or("none") {
         "none" => AuthMode::None,
         "password" => AuthMode::Password,
-        "cert" => {
-            return Err(
-                "--auth cert: client certificates are not available yet in this version".into(),
-            );
-        }
+        "cert" => AuthMode::Cert,
         other => {
             return Err(format!(
                 "--auth: expected none, password or cert, not {other:?}"
             ));
         }
     };
+    let tls_listen = parse_listen(
+        "--tls-listen",
+        args.tls_listen.as_deref().unwrap_or(DEFAULT_TLS_LISTEN),
+    )?;
+    let client_auth = match args.client_auth.as_deref() {
+        None if auth == AuthMode::Cert => "required",
+        None => "none",
+        Some(mode @ ("none" | "optional" | "required")) => mode,
+        Some(other) => {
+            return Err(format!(
+                "--client-auth: expected none, optional or required, not {other:?}"
+            ));
+        }
+    };
+    if auth == AuthMode::Cert && (tls_listen.is_none() || client_auth == "none") {
+        return Err(
+            "--auth cert needs mutual TLS: a TLS listener, --client-ca FILE \
+             and --client-auth optional or required"
+                .into(),
+        );
+    }
+    if let Some(addr) = tls_listen {
+        config.tls_listen.push(addr);
+        config.tls = Some(tls_settings(args, client_auth)?);
+    } else if args.cert.is_some() || args.key.is_some() || args.client_ca.is_some() {
+        warn!("--tls-listen is off: --cert, --key and --client-ca are not used");
+    }
+    let b = &mut config.broker;
+    b.auth = auth;
     if b.auth == AuthMode::Password {
         let Some(path) = &args.passwd else {
             return Err("--auth password needs --passwd FILE (make one with `switchboard passwd FILE USER`)".into());
@@ -305,6 +305,48 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
         warn!("no listener is enabled");
     }
     Ok(config)
+}
+
+/// The TLS settings: `--cert`/`--key`, or development certificates made (or
+/// reused) in `./certs/`; client certificates per `--client-auth`.
+fn tls_settings(args: &ServeArgs, client_auth: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (cert_path, key_path) = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        (None, None) => {
+            let dev = certs::ensure_dev_certs(Path::new("certs")).map_err(|e| e.to_string())?;
+            info!(
+                "TLS: development certificates in {}; clients should trust {}",
+                dev.ca_cert
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                dev.ca_cert.display()
+            );
+            (dev.server_cert, dev.server_key)
+        }
+        (Some(_), None) => return Err("--cert needs --key (the certificate's private key)".into()),
+        (None, Some(_)) => return Err("--key needs --cert (the certificate chain)".into()),
+    };
+    let chain = certs::load_certs(&cert_path).map_err(|e| e.to_string())?;
+    let key = certs::load_key(&key_path).map_err(|e| e.to_string())?;
+    certs::check_key_matches(&chain, &key, &cert_path, &key_path).map_err(|e| e.to_string())?;
+    let client = match client_auth {
+        "none" => ClientAuth::None,
+        mode => {
+            let Some(ca) = &args.client_ca else {
+                return Err(format!(
+                    "--client-auth {mode} needs --client-ca FILE (the CA client certificates chain to)"
+                ));
+            };
+            let roots = Arc::new(certs::load_roots(ca).map_err(|e| e.to_string())?);
+            if mode == "required" {
+                ClientAuth::Required(roots)
+            } else {
+                ClientAuth::Optional(roots)
+            }
+        }
+    };
+    tls::server_config(chain, key, &client).map_err(|e| format!("{}: {e}", cert_path.display()))
 }
 
 /// `off`, or an address (host names resolved; the first address is used).

@@ -1,0 +1,1603 @@
+//! Certificates and keys: loading them for TLS, and making development ones.
+//!
+//! Where they come from:
+//!
+//! - `serve --cert FILE --key FILE`: the operator's own PEM chain (leaf first)
+//!   and private key (PKCS#8, SEC1 or PKCS#1). [`load_certs`], [`load_key`] and
+//!   [`check_key_matches`] read and check them before the server starts, so a
+//!   bad file stops the start with one line naming the file.
+//! - `serve` with neither: [`ensure_dev_certs`] makes (or reuses) a development
+//!   CA and a `localhost` server certificate in `./certs/`; clients trust
+//!   `certs/ca.pem`.
+//! - `switchboard certs DIR [--client NAME]... [--force]`: [`generate`] writes
+//!   that CA, the server certificate and one client certificate per `--client`
+//!   (for `--auth cert`, where the subject CN is the user name).
+//! - `--client-ca FILE` (server) and `--ca FILE` (clients): [`load_roots`].
+//! - `--auth cert` and the embedding API: [`subject_of`] reads the subject of a
+//!   verified client certificate.
+//!
+//! What each [`CertError`] means to an operator:
+//!
+//! - [`CertError::Missing`]: the path is wrong (relative paths are relative to
+//!   the server's working directory).
+//! - [`CertError::Unreadable`]: the file exists but cannot be read (permissions,
+//!   a directory, ...); the OS error says which.
+//! - [`CertError::NotACertificate`]: the file has no `-----BEGIN CERTIFICATE-----`
+//!   block (a key or a DER file was given instead), or a block that is not a
+//!   valid X.509 certificate (truncated or edited).
+//! - [`CertError::NotAKey`]: the file has no unencrypted private key block
+//!   (`PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY`), or one that the
+//!   crypto provider cannot use. Encrypted keys are not supported.
+//! - [`CertError::KeyMismatch`]: `--cert` and `--key` are from different pairs.
+//! - [`CertError::Exists`]: `switchboard certs` would overwrite a file; nothing
+//!   was written. Use `--force`, or another directory.
+//! - [`CertError::Write`]: a file or the directory could not be written.
+//! - [`CertError::Generate`]: certificate generation failed, or a `--client`
+//!   name is not a valid user name.
+//! - [`CertError::Parse`]: a certificate handed to [`subject_of`] is not valid DER.
+//!
+//! Development certificates use ECDSA P-256 keys. The CA is valid for 10 years,
+//! server and client certificates for 825 days (the longest that some TLS
+//! clients accept); every certificate is valid from one day in the past, to
+//! tolerate clock skew. Private key files are written with mode 0600.
+
+use std::fmt;
+use std::fs::{self, OpenOptions, Permissions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::x509::{AttributeTypeAndValue, X509Name};
+
+use crate::proto::command::is_valid_user;
+
+/// One day, the clock skew every generated certificate tolerates.
+const ONE_DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// Validity of the development CA: 10 years.
+const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+/// Validity of server and client certificates: 825 days.
+const LEAF_VALIDITY: Duration = Duration::from_secs(825 * 24 * 60 * 60);
+/// Organisation of the development CA.
+const CA_ORG: &str = "Switchboard";
+/// Common name of the development CA.
+const CA_CN: &str = "Switchboard development CA";
+
+/// Subject fields of a certificate, as the embedding API reports them.
+///
+/// Each field is the first value of that attribute in the subject, or `None`
+/// when the attribute is absent or its value is not a UTF-8 compatible string
+/// type (UTF8String, PrintableString, IA5String or NumericString).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertSubject {
+    /// Country (C).
+    pub c: Option<String>,
+    /// State or province (ST).
+    pub st: Option<String>,
+    /// Locality (L).
+    pub l: Option<String>,
+    /// Organisation (O).
+    pub o: Option<String>,
+    /// Organisational unit (OU).
+    pub ou: Option<String>,
+    /// Common name (CN); with `--auth cert` this is the user name.
+    pub cn: Option<String>,
+}
+
+impl fmt::Display for CertSubject {
+    /// `C=FR, O=Acme, CN=alice`: the present fields in the order C, ST, L, O,
+    /// OU, CN. Values are not escaped; this is for logs and messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fields = [
+            ("C", &self.c),
+            ("ST", &self.st),
+            ("L", &self.l),
+            ("O", &self.o),
+            ("OU", &self.ou),
+            ("CN", &self.cn),
+        ];
+        let mut sep = "";
+        for (name, value) in fields {
+            if let Some(value) = value {
+                write!(f, "{sep}{name}={value}")?;
+                sep = ", ";
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the subject of a DER certificate (C, ST, L, O, OU and CN).
+///
+/// # Errors
+///
+/// [`CertError::Parse`] if `cert` is not a valid X.509 certificate.
+pub fn subject_of(cert: &CertificateDer<'_>) -> Result<CertSubject, CertError> {
+    let x509 = parse_x509(cert).map_err(CertError::Parse)?;
+    let name = x509.subject();
+    Ok(CertSubject {
+        c: first_str(name.iter_country()),
+        st: first_str(name.iter_state_or_province()),
+        l: first_str(name.iter_locality()),
+        o: first_str(name.iter_organization()),
+        ou: first_str(name.iter_organizational_unit()),
+        cn: first_str(name.iter_common_name()),
+    })
+}
+
+/// The first value of an attribute, if it is a UTF-8 compatible string.
+fn first_str<'a, 'b: 'a>(
+    mut values: impl Iterator<Item = &'a AttributeTypeAndValue<'b>>,
+) -> Option<String> {
+    values
+        .next()
+        .and_then(|attr| attr.as_str().ok())
+        .map(str::to_owned)
+}
+
+/// Why a certificate or key could not be loaded, checked or made.
+///
+/// `Display` is one line naming the file and what is wrong, fit to be the
+/// whole message of a failed start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The file does not exist.
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file exists but could not be read (permissions, a directory, ...).
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// No PEM CERTIFICATE block, or a block that is not valid X.509 DER.
+    NotACertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// No PKCS#8, SEC1 or PKCS#1 private key block, or one that cannot be used.
+    NotAKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key does not belong to the first (leaf) certificate.
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// `switchboard certs` refuses to overwrite this file without `--force`.
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file or directory could not be written.
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Certificate generation failed (or a client name is invalid).
+    Generate(String),
+    /// A certificate given to [`subject_of`] is not valid DER.
+    Parse(String),
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing { path } => write!(f, "file {} does not exist", path.display()),
+            Self::Unreadable { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            Self::NotACertificate { path } => write!(
+                f,
+                "certificate file {}: no valid PEM CERTIFICATE block found",
+                path.display()
+            ),
+            Self::NotAKey { path } => write!(
+                f,
+                "key file {}: no usable unencrypted PEM private key found \
+                 (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)",
+                path.display()
+            ),
+            Self::KeyMismatch { cert, key } => write!(
+                f,
+                "key file {} does not match certificate {}",
+                key.display(),
+                cert.display()
+            ),
+            Self::Exists { path } => write!(
+                f,
+                "{} already exists (nothing written; use --force to overwrite)",
+                path.display()
+            ),
+            Self::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            Self::Generate(why) => write!(f, "cannot generate certificate: {why}"),
+            Self::Parse(why) => write!(f, "cannot parse certificate: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CertError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unreadable { source, .. } | Self::Write { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<rcgen::Error> for CertError {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Generate(e.to_string())
+    }
+}
+
+/// Reads a whole file, telling a missing file from an unreadable one.
+fn read_file(path: &Path) -> Result<Vec<u8>, CertError> {
+    fs::read(path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => CertError::Missing {
+            path: path.to_owned(),
+        },
+        _ => CertError::Unreadable {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+/// Parses DER as one X.509 certificate with nothing after it.
+fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok(([], cert)) => Ok(cert),
+        Ok((rest, _)) => Err(format!("{} bytes after the certificate", rest.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The certificates of PEM text, in order, each checked to be X.509.
+/// `None` if there is none, a PEM syntax error, or a block that is not X.509.
+fn certs_from_pem(pem_bytes: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem_bytes)
+        .collect::<Result<Vec<_>, pem::Error>>()
+        .ok()?;
+    let valid = !certs.is_empty() && certs.iter().all(|c| parse_x509(c).is_ok());
+    valid.then_some(certs)
+}
+
+/// Loads a PEM certificate chain, leaf first (`--cert`, `--client-ca`, `--ca`).
+///
+/// Other PEM blocks (a key in the same file, say) are ignored.
+///
+/// # Errors
+///
+/// [`CertError::Missing`], [`CertError::Unreadable`], or
+/// [`CertError::NotACertificate`] if the file has no CERTIFICATE block, bad PEM
+/// syntax, or a block that is not a valid X.509 certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let data = read_file(path)?;
+    certs_from_pem(&data).ok_or_else(|| CertError::NotACertificate {
+        path: path.to_owned(),
+    })
+}
+
+/// Loads the first unencrypted PEM private key of a file: PKCS#8
+/// (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`).
+///
+/// The key is not checked to be usable here; [`check_key_matches`] does that.
+///
+/// # Errors
+///
+/// [`CertError::Missing`], [`CertError::Unreadable`], or [`CertError::NotAKey`]
+/// if there is no such block (an encrypted key, or a certificate given as the key).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    let data = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|_| CertError::NotAKey {
+        path: path.to_owned(),
+    })
+}
+
+/// Checks that `key` is usable by the ring provider and belongs to the first
+/// certificate of `certs`. The paths are only for the error.
+///
+/// # Errors
+///
+/// [`CertError::NotACertificate`] (`cert_path`) if `certs` is empty or its
+/// first certificate is rejected by rustls; [`CertError::NotAKey`] (`key_path`)
+/// if the provider cannot load the key (an unsupported algorithm or curve, or
+/// a damaged key); [`CertError::KeyMismatch`] if the public keys differ.
+pub fn check_key_matches(
+    certs: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), CertError> {
+    use rustls::{Error as TlsError, InconsistentKeys};
+
+    let not_a_cert = || CertError::NotACertificate {
+        path: cert_path.to_owned(),
+    };
+    if certs.is_empty() {
+        return Err(not_a_cert());
+    }
+    let signing_key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|_| CertError::NotAKey {
+            path: key_path.to_owned(),
+        })?;
+    let certified = rustls::sign::CertifiedKey::new(certs.to_vec(), signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(()),
+        Err(TlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            Err(CertError::KeyMismatch {
+                cert: cert_path.to_owned(),
+                key: key_path.to_owned(),
+            })
+        }
+        Err(TlsError::InconsistentKeys(_)) => {
+            // The key cannot report its public key: nothing to compare.
+            log::warn!(
+                "cannot check that key {} matches certificate {}",
+                key_path.display(),
+                cert_path.display()
+            );
+            Ok(())
+        }
+        Err(_) => Err(not_a_cert()),
+    }
+}
+
+/// Loads a PEM CA bundle as trust anchors (`--client-ca`, clients' `--ca`).
+///
+/// Certificates that cannot be trust anchors are skipped with a warning.
+///
+/// # Errors
+///
+/// As [`load_certs`], and [`CertError::NotACertificate`] if no certificate
+/// could be added.
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in load_certs(path)?.into_iter().enumerate() {
+        if let Err(e) = roots.add(cert) {
+            log::warn!(
+                "{}: certificate {} skipped as a trust anchor: {e}",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+    if roots.is_empty() {
+        return Err(CertError::NotACertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(roots)
+}
+
+/// Paths of a CA + server certificate set.
+#[derive(Debug, Clone)]
+pub struct DevCerts {
+    /// The CA certificate clients trust (`ca.pem`).
+    pub ca_cert: PathBuf,
+    /// The CA private key (`ca.key`), used to sign more client certificates.
+    pub ca_key: PathBuf,
+    /// The server certificate (`server.pem`), signed by the CA.
+    pub server_cert: PathBuf,
+    /// The server private key (`server.key`).
+    pub server_key: PathBuf,
+}
+
+impl DevCerts {
+    /// The conventional paths in `dir`: `ca.pem`, `ca.key`, `server.pem`,
+    /// `server.key`. Nothing is read or checked.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
+}
+
+/// A CA able to sign, with what is needed to check and write what it signs.
+struct Ca {
+    /// Its certificate (to compare issuer names).
+    cert: CertificateDer<'static>,
+    /// Whether to write an authority key identifier in issued certificates
+    /// (only when the CA has a subject key identifier to match).
+    aki: bool,
+    /// The rcgen issuer: name, key identifier and signing key.
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A new self-signed development CA; also returns its PEM and key PEM.
+    fn create(now: SystemTime) -> Result<(Self, String, String), CertError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, CA_ORG);
+        params.distinguished_name.push(DnType::CommonName, CA_CN);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut params, now - ONE_DAY, now + CA_VALIDITY)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key)?;
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let ca = Self {
+            cert: cert.der().clone(),
+            aki: true,
+            // Same key_identifier_method as the CA's own SKI: AKI == SKI.
+            issuer: Issuer::new(params, key),
+        };
+        Ok((ca, cert_pem, key_pem))
+    }
+
+    /// An existing CA from its certificate and PKCS#8 key. The key is assumed
+    /// to match (callers check). The issuer name is rebuilt from the parsed
+    /// subject, and every issued certificate is checked to carry exactly the
+    /// CA's subject bytes as its issuer.
+    fn from_parts(
+        cert: CertificateDer<'static>,
+        key: &PrivateKeyDer<'_>,
+    ) -> Result<Self, CertError> {
+        let key = KeyPair::try_from(key).map_err(|e| {
+            CertError::Generate(format!(
+                "the CA key must be an ECDSA, Ed25519 or RSA PKCS#8 key: {e}"
+            ))
+        })?;
+        let x509 =
+            parse_x509(&cert).map_err(|e| CertError::Generate(format!("CA certificate: {e}")))?;
+        let ski = x509
+            .extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            });
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(x509.subject())?;
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let aki = ski.is_some();
+        if let Some(ski) = ski {
+            params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
+        }
+        drop(x509);
+        Ok(Self {
+            cert,
+            aki,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Signs `params` for a new P-256 key; returns (cert PEM, key PEM).
+    fn issue(&self, mut params: CertificateParams) -> Result<(String, String), CertError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        params.use_authority_key_identifier_extension = self.aki;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let issued = parse_x509(cert.der()).map_err(CertError::Generate)?;
+        let ca = parse_x509(&self.cert).map_err(CertError::Generate)?;
+        if issued.issuer().as_raw() != ca.subject().as_raw() {
+            return Err(CertError::Generate(format!(
+                "cannot reproduce the CA's subject name ({}) exactly",
+                ca.subject()
+            )));
+        }
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Rebuilds an rcgen name from a parsed one (one attribute per RDN, string
+/// types kept), as rcgen's own `from_name` does behind a feature we lack.
+fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName, CertError> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+
+    let unsupported = || CertError::Generate(format!("unsupported CA subject name: {name}"));
+    let mut dn = DistinguishedName::new();
+    for rdn in name.iter() {
+        let mut attrs = rdn.iter();
+        let (Some(attr), None) = (attrs.next(), attrs.next()) else {
+            return Err(unsupported());
+        };
+        let oid: Vec<u64> = attr.attr_type().iter().ok_or_else(unsupported)?.collect();
+        let value = attr.attr_value();
+        let text = || std::str::from_utf8(value.data).map_err(|_| unsupported());
+        let dn_value = match value.header.tag() {
+            Tag::Utf8String => DnValue::Utf8String(text()?.to_owned()),
+            Tag::PrintableString => DnValue::PrintableString(text()?.try_into()?),
+            Tag::Ia5String => DnValue::Ia5String(text()?.try_into()?),
+            Tag::T61String => DnValue::TeletexString(text()?.try_into()?),
+            Tag::BmpString => {
+                DnValue::BmpString(rcgen::string::BmpString::from_utf16be(value.data.to_vec())?)
+            }
+            Tag::UniversalString => DnValue::UniversalString(
+                rcgen::string::UniversalString::from_utf32be(value.data.to_vec())?,
+            ),
+            _ => return Err(unsupported()),
+        };
+        let dn_type = DnType::from_oid(&oid);
+        if dn.get(&dn_type).is_some() {
+            // rcgen keeps one value per attribute type.
+            return Err(unsupported());
+        }
+        dn.push(dn_type, dn_value);
+    }
+    Ok(dn)
+}
+
+/// Sets the validity of `params`, without panicking on out-of-range times.
+fn set_validity(
+    params: &mut CertificateParams,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<(), CertError> {
+    if not_after < not_before {
+        return Err(CertError::Generate("not_after is before not_before".into()));
+    }
+    // rcgen takes `time::OffsetDateTime`; reach it from rcgen's own epoch
+    // value so that `time` need not be a dependency of ours.
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    // Whole seconds, rounded down, as X.509 stores them.
+    let to_date = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => epoch.checked_add(Duration::from_secs(d.as_secs()).try_into().ok()?),
+        Err(e) => {
+            let d = e.duration();
+            let secs = d.as_secs().checked_add(u64::from(d.subsec_nanos() > 0))?;
+            epoch.checked_sub(Duration::from_secs(secs).try_into().ok()?)
+        }
+    };
+    let convert = |t: SystemTime| {
+        to_date(t).ok_or_else(|| CertError::Generate("validity date out of range".into()))
+    };
+    params.not_before = convert(not_before)?;
+    params.not_after = convert(not_after)?;
+    Ok(())
+}
+
+/// Parameters of the development server certificate: `localhost`,
+/// `127.0.0.1` and `::1`, serverAuth.
+fn server_params(now: SystemTime) -> Result<CertificateParams, CertError> {
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    set_validity(&mut params, now - ONE_DAY, now + LEAF_VALIDITY)?;
+    Ok(params)
+}
+
+/// Parameters of a client certificate: subject CN=`name`, clientAuth.
+fn client_params(
+    name: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateParams, CertError> {
+    check_client_name(name)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    set_validity(&mut params, not_before, not_after)?;
+    Ok(params)
+}
+
+/// A client name becomes a user name and a file name: the user-name rule.
+fn check_client_name(name: &str) -> Result<(), CertError> {
+    if is_valid_user(name.as_bytes()) {
+        Ok(())
+    } else {
+        Err(CertError::Generate(format!(
+            "invalid client name {name:?}: user names are 1 to 64 of A-Z a-z 0-9 . _ -"
+        )))
+    }
+}
+
+/// Whether anything (even a dangling symlink) is at `path`.
+fn occupied(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// A file to write: where, what, and whether it is a private key.
+struct Output {
+    path: PathBuf,
+    data: String,
+    private: bool,
+}
+
+/// Writes one file; a private key gets mode 0600. Without `overwrite` the
+/// file must not exist; with it, the file is replaced through a rename.
+fn write_output(out: &Output, overwrite: bool) -> Result<(), CertError> {
+    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+    let write_err = |source| CertError::Write {
+        path: out.path.clone(),
+        source,
+    };
+    let mode = if out.private { 0o600 } else { 0o644 };
+    let target = if overwrite {
+        let mut tmp = out.path.clone().into_os_string();
+        tmp.push(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        PathBuf::from(tmp)
+    } else {
+        out.path.clone()
+    };
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&target)?;
+        file.set_permissions(Permissions::from_mode(mode))?;
+        file.write_all(out.data.as_bytes())?;
+        file.sync_all()
+    })();
+    match result {
+        Err(e) if !overwrite && e.kind() == io::ErrorKind::AlreadyExists => {
+            // Appeared since the check; it is not ours to remove.
+            return Err(CertError::Exists {
+                path: out.path.clone(),
+            });
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&target);
+            return Err(write_err(e));
+        }
+        Ok(()) => {}
+    }
+    if overwrite {
+        fs::rename(&target, &out.path).map_err(|e| {
+            let _ = fs::remove_file(&target);
+            write_err(e)
+        })?;
+    }
+    Ok(())
+}
+
+/// `switchboard certs DIR [--client NAME]... [--force]`.
+///
+/// Writes `ca.pem`, `ca.key`, `server.pem`, `server.key` (server certificate
+/// for DNS `localhost` and IP `127.0.0.1` and `::1`, signed by the CA) and
+/// `NAME.pem`/`NAME.key` per client (subject CN=NAME, clientAuth, signed by the
+/// CA), creating `dir` if needed. Keys are ECDSA P-256, PKCS#8; key files have
+/// mode 0600. Returns the paths written, in order.
+///
+/// Without `force` nothing is overwritten, and every target is checked before
+/// anything is written (all or nothing; files created before a write error are
+/// removed again). If `ca.pem` and `ca.key` both exist (and match), that CA is
+/// reused to sign the new certificates, so `certs DIR --client bob` run later
+/// adds bob to the same CA; the server pair is then written only if neither
+/// `server.pem` nor `server.key` exists. With `force` a new CA and every file
+/// are made, replacing existing files.
+///
+/// # Errors
+///
+/// [`CertError::Generate`] for an invalid client name (the user-name rule, and
+/// not `ca` or `server`, not twice); [`CertError::Exists`] for the first file
+/// that would be overwritten; load errors for an existing CA that cannot be
+/// reused; [`CertError::Write`].
+pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathBuf>, CertError> {
+    for (i, name) in clients.iter().enumerate() {
+        check_client_name(name)?;
+        if name.eq_ignore_ascii_case("ca") || name.eq_ignore_ascii_case("server") {
+            return Err(CertError::Generate(format!(
+                "invalid client name {name:?}: its files would be the CA's or the server's"
+            )));
+        }
+        if clients.iter().take(i).any(|n| n.eq_ignore_ascii_case(name)) {
+            return Err(CertError::Generate(format!(
+                "client name {name:?} given twice"
+            )));
+        }
+    }
+    let paths = DevCerts::in_dir(dir);
+    let now = SystemTime::now();
+    let reuse_ca = !force && occupied(&paths.ca_cert) && occupied(&paths.ca_key);
+    let mut outputs = Vec::new();
+    let ca = if reuse_ca {
+        let certs = load_certs(&paths.ca_cert)?;
+        let key = load_key(&paths.ca_key)?;
+        check_key_matches(&certs, &key, &paths.ca_cert, &paths.ca_key)?;
+        let cert = certs
+            .into_iter()
+            .next()
+            .ok_or_else(|| CertError::NotACertificate {
+                path: paths.ca_cert.clone(),
+            })?;
+        Ca::from_parts(cert, &key)?
+    } else {
+        let (ca, cert_pem, key_pem) = Ca::create(now)?;
+        outputs.push(Output {
+            path: paths.ca_cert.clone(),
+            data: cert_pem,
+            private: false,
+        });
+        outputs.push(Output {
+            path: paths.ca_key.clone(),
+            data: key_pem,
+            private: true,
+        });
+        ca
+    };
+    let server_present = occupied(&paths.server_cert) && occupied(&paths.server_key);
+    if !(reuse_ca && server_present) {
+        let (cert_pem, key_pem) = ca.issue(server_params(now)?)?;
+        outputs.push(Output {
+            path: paths.server_cert.clone(),
+            data: cert_pem,
+            private: false,
+        });
+        outputs.push(Output {
+            path: paths.server_key.clone(),
+            data: key_pem,
+            private: true,
+        });
+    }
+    for name in clients {
+        let (cert_pem, key_pem) =
+            ca.issue(client_params(name, now - ONE_DAY, now + LEAF_VALIDITY)?)?;
+        outputs.push(Output {
+            path: dir.join(format!("{name}.pem")),
+            data: cert_pem,
+            private: false,
+        });
+        outputs.push(Output {
+            path: dir.join(format!("{name}.key")),
+            data: key_pem,
+            private: true,
+        });
+    }
+    let in_the_way = outputs.iter().find(|out| !force && occupied(&out.path));
+    if let Some(out) = in_the_way {
+        return Err(CertError::Exists {
+            path: out.path.clone(),
+        });
+    }
+    fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut written = Vec::with_capacity(outputs.len());
+    for out in &outputs {
+        if let Err(e) = write_output(out, force) {
+            if !force {
+                // These did not exist before: leave the directory as it was.
+                for path in &written {
+                    let _ = fs::remove_file(path);
+                }
+            }
+            return Err(e);
+        }
+        written.push(out.path.clone());
+    }
+    Ok(written)
+}
+
+/// For `serve` with no `--cert`/`--key`: the development certificates in `dir`.
+///
+/// If `ca.pem`, `server.pem` and `server.key` all exist they are reused, after
+/// checking that they load and that the key matches (a failure is returned as
+/// is: the operator should fix or remove the files, nothing is overwritten).
+/// Otherwise they are made with [`generate`]`(dir, &[], false)`, which reuses
+/// an existing `ca.pem`/`ca.key` pair and never overwrites. Clients should
+/// trust the returned `ca_cert`; `ca_key` may not exist if only `ca.pem` was
+/// kept.
+///
+/// # Errors
+///
+/// Those of [`load_certs`], [`load_key`], [`check_key_matches`] and [`generate`].
+pub fn ensure_dev_certs(dir: &Path) -> Result<DevCerts, CertError> {
+    let paths = DevCerts::in_dir(dir);
+    if occupied(&paths.ca_cert) && occupied(&paths.server_cert) && occupied(&paths.server_key) {
+        load_certs(&paths.ca_cert)?;
+        let certs = load_certs(&paths.server_cert)?;
+        let key = load_key(&paths.server_key)?;
+        check_key_matches(&certs, &key, &paths.server_cert, &paths.server_key)?;
+        let stale = certs
+            .first()
+            .and_then(|c| parse_x509(c).ok())
+            .is_some_and(|leaf| !leaf.validity().is_valid());
+        if stale {
+            log::warn!(
+                "development certificate {} is expired or not yet valid; \
+                 remove {} to make new ones",
+                paths.server_cert.display(),
+                dir.display()
+            );
+        }
+        return Ok(paths);
+    }
+    generate(dir, &[], false)?;
+    log::info!("development certificates written to {}", dir.display());
+    Ok(paths)
+}
+
+/// Issues a client certificate (subject CN=`name`, clientAuth, new ECDSA P-256
+/// key) from an existing CA, with explicit validity: for tests of expired or
+/// not-yet-valid certificates, and for tools. Returns (certificate PEM, PKCS#8
+/// key PEM).
+///
+/// Validity is taken as [`SystemTime`] (`rcgen` wants `time::OffsetDateTime`,
+/// which is not a dependency of ours); it is stored to the second.
+///
+/// `ca_key_pem` must be a PKCS#8 key (what [`generate`] writes).
+///
+/// # Errors
+///
+/// [`CertError::Parse`] if `ca_cert_pem` holds no valid certificate;
+/// [`CertError::Generate`] for an invalid name, `not_after` before
+/// `not_before`, a CA key that is not PKCS#8 or does not match the CA
+/// certificate, or an rcgen failure.
+pub fn issue_client_cert(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    name: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<(String, String), CertError> {
+    let params = client_params(name, not_before, not_after)?;
+    let cert = certs_from_pem(ca_cert_pem.as_bytes())
+        .and_then(|certs| certs.into_iter().next())
+        .ok_or_else(|| {
+            CertError::Parse("no valid PEM CERTIFICATE block in the CA certificate".into())
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(ca_key_pem.as_bytes())
+        .map_err(|_| CertError::Generate("no PEM private key in the CA key".into()))?;
+    let cert_path = Path::new("CA certificate");
+    let key_path = Path::new("CA key");
+    check_key_matches(std::slice::from_ref(&cert), &key, cert_path, key_path)
+        .map_err(|e| CertError::Generate(e.to_string()))?;
+    Ca::from_parts(cert, &key)?.issue(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::server::danger::ClientCertVerifier;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static SEQ: AtomicU64 = AtomicU64::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let path = std::env::temp_dir().join(format!(
+                "switchboard-certs-{tag}-{}-{nanos}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const OPENSSL: &str = "/usr/bin/openssl";
+
+    fn openssl(args: &[&str]) -> bool {
+        if !Path::new(OPENSSL).exists() {
+            eprintln!("SKIP: {OPENSSL} not found; test skipped");
+            return false;
+        }
+        let out = Command::new(OPENSSL).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        true
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    fn client_verifier(ca: &Path) -> Arc<dyn ClientCertVerifier> {
+        rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(load_roots(ca).unwrap()),
+            provider(),
+        )
+        .build()
+        .unwrap()
+    }
+
+    fn first_cert(path: &Path) -> CertificateDer<'static> {
+        load_certs(path).unwrap().remove(0)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn clients(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn generate_writes_a_set_that_loads_and_matches() {
+        let dir = TempDir::new("gen");
+        let written = generate(dir.path(), &clients(&["alice"]), false).unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ca.pem",
+                "ca.key",
+                "server.pem",
+                "server.key",
+                "alice.pem",
+                "alice.key"
+            ]
+        );
+        let paths = DevCerts::in_dir(dir.path());
+        for (cert, key) in [
+            (&paths.ca_cert, &paths.ca_key),
+            (&paths.server_cert, &paths.server_key),
+            (&dir.path().join("alice.pem"), &dir.path().join("alice.key")),
+        ] {
+            let certs = load_certs(cert).unwrap();
+            assert_eq!(certs.len(), 1);
+            let key_der = load_key(key).unwrap();
+            assert!(matches!(key_der, PrivateKeyDer::Pkcs8(_)));
+            check_key_matches(&certs, &key_der, cert, key).unwrap();
+            assert_eq!(mode(key), 0o600, "{}", key.display());
+        }
+
+        // The server certificate verifies against the CA for each name.
+        let roots = Arc::new(load_roots(&paths.ca_cert).unwrap());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .unwrap();
+        let server = first_cert(&paths.server_cert);
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            verifier
+                .verify_server_cert(
+                    &server,
+                    &[],
+                    &ServerName::try_from(name).unwrap(),
+                    &[],
+                    UnixTime::now(),
+                )
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert!(
+            verifier
+                .verify_server_cert(
+                    &server,
+                    &[],
+                    &ServerName::try_from("example.com").unwrap(),
+                    &[],
+                    UnixTime::now()
+                )
+                .is_err()
+        );
+
+        // The client certificate verifies as a client certificate.
+        client_verifier(&paths.ca_cert)
+            .verify_client_cert(
+                &first_cert(&dir.path().join("alice.pem")),
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap();
+
+        let ca = subject_of(&first_cert(&paths.ca_cert)).unwrap();
+        assert_eq!(
+            ca.to_string(),
+            "O=Switchboard, CN=Switchboard development CA"
+        );
+        let x509_ca = first_cert(&paths.ca_cert);
+        let (_, x509_ca) = x509_parser::parse_x509_certificate(&x509_ca).unwrap();
+        assert!(x509_ca.is_ca());
+        let srv = subject_of(&server).unwrap();
+        assert_eq!(srv.cn.as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn validity_periods() {
+        let dir = TempDir::new("validity");
+        generate(dir.path(), &clients(&["v"]), false).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let day = 86_400;
+        for (file, days) in [("ca.pem", 3650), ("server.pem", 825), ("v.pem", 825)] {
+            let der = first_cert(&dir.path().join(file));
+            let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let nb = x.validity().not_before.timestamp();
+            let na = x.validity().not_after.timestamp();
+            assert!(
+                (now - day - 60..=now - day + 60).contains(&nb),
+                "{file} not_before"
+            );
+            let want = now + days * day;
+            assert!((want - 60..=want + 60).contains(&na), "{file} not_after");
+        }
+    }
+
+    #[test]
+    fn key_of_another_certificate_is_a_mismatch() {
+        let dir = TempDir::new("mismatch");
+        generate(dir.path(), &clients(&["alice"]), false).unwrap();
+        let paths = DevCerts::in_dir(dir.path());
+        let certs = load_certs(&paths.server_cert).unwrap();
+        let alice_key = dir.path().join("alice.key");
+        let key = load_key(&alice_key).unwrap();
+        let err = check_key_matches(&certs, &key, &paths.server_cert, &alice_key).unwrap_err();
+        assert!(matches!(err, CertError::KeyMismatch { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("alice.key") && msg.contains("server.pem"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+        assert!(matches!(
+            check_key_matches(&[], &key, &paths.server_cert, &alice_key),
+            Err(CertError::NotACertificate { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_unreadable_and_wrong_files() {
+        let dir = TempDir::new("wrong");
+        let missing = dir.path().join("nope.pem");
+        let err = load_certs(&missing).unwrap_err();
+        assert!(matches!(err, CertError::Missing { .. }), "{err:?}");
+        assert!(err.to_string().contains("nope.pem"));
+        assert!(matches!(load_key(&missing), Err(CertError::Missing { .. })));
+        assert!(matches!(
+            load_roots(&missing),
+            Err(CertError::Missing { .. })
+        ));
+
+        // A directory cannot be read as a file.
+        let err = load_certs(dir.path()).unwrap_err();
+        assert!(matches!(err, CertError::Unreadable { .. }), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+
+        let garbage = dir.path().join("garbage.pem");
+        fs::write(&garbage, b"\x00\x01 this is not PEM at all\n").unwrap();
+        let err = load_certs(&garbage).unwrap_err();
+        assert!(matches!(err, CertError::NotACertificate { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "certificate file {}: no valid PEM CERTIFICATE block found",
+                garbage.display()
+            )
+        );
+        assert!(matches!(load_key(&garbage), Err(CertError::NotAKey { .. })));
+        assert!(matches!(
+            load_roots(&garbage),
+            Err(CertError::NotACertificate { .. })
+        ));
+
+        // A CERTIFICATE block whose content is not X.509.
+        let bogus = dir.path().join("bogus.pem");
+        fs::write(
+            &bogus,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            load_certs(&bogus),
+            Err(CertError::NotACertificate { .. })
+        ));
+
+        generate(dir.path(), &[], false).unwrap();
+        let paths = DevCerts::in_dir(dir.path());
+        // A key given as the certificate.
+        let err = load_certs(&paths.server_key).unwrap_err();
+        assert!(matches!(err, CertError::NotACertificate { .. }), "{err:?}");
+        // A certificate given as the key.
+        let err = load_key(&paths.server_cert).unwrap_err();
+        assert!(matches!(err, CertError::NotAKey { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("key file "));
+
+        // A chain file: leaf first, both kept; a key in the same file ignored.
+        let chain = dir.path().join("chain.pem");
+        let mut text = fs::read_to_string(&paths.server_cert).unwrap();
+        text += &fs::read_to_string(&paths.server_key).unwrap();
+        text += &fs::read_to_string(&paths.ca_cert).unwrap();
+        fs::write(&chain, text).unwrap();
+        let certs = load_certs(&chain).unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0], first_cert(&paths.server_cert));
+        let key = load_key(&chain).unwrap();
+        check_key_matches(&certs, &key, &chain, &chain).unwrap();
+    }
+
+    #[test]
+    fn pkcs1_rsa_and_sec1_ec_keys_load() {
+        let dir = TempDir::new("keyformats");
+        let rsa_key = dir.path().join("rsa.key");
+        let rsa_cert = dir.path().join("rsa.pem");
+        let rsa_key_s = rsa_key.to_str().unwrap();
+        if !openssl(&["genrsa", "-traditional", "-out", rsa_key_s, "2048"]) {
+            return;
+        }
+        assert!(
+            fs::read_to_string(&rsa_key)
+                .unwrap()
+                .contains("BEGIN RSA PRIVATE KEY")
+        );
+        let key = load_key(&rsa_key).unwrap();
+        assert!(matches!(key, PrivateKeyDer::Pkcs1(_)));
+        assert!(openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            rsa_key_s,
+            "-subj",
+            "/CN=rsa",
+            "-days",
+            "1",
+            "-out",
+            rsa_cert.to_str().unwrap(),
+        ]));
+        check_key_matches(&load_certs(&rsa_cert).unwrap(), &key, &rsa_cert, &rsa_key).unwrap();
+
+        let ec_key = dir.path().join("ec.key");
+        let ec_cert = dir.path().join("ec.pem");
+        let ec_key_s = ec_key.to_str().unwrap();
+        assert!(openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            ec_key_s
+        ]));
+        assert!(
+            fs::read_to_string(&ec_key)
+                .unwrap()
+                .contains("BEGIN EC PRIVATE KEY")
+        );
+        let key = load_key(&ec_key).unwrap();
+        assert!(matches!(key, PrivateKeyDer::Sec1(_)));
+        assert!(openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            ec_key_s,
+            "-subj",
+            "/CN=ec",
+            "-days",
+            "1",
+            "-out",
+            ec_cert.to_str().unwrap(),
+        ]));
+        check_key_matches(&load_certs(&ec_cert).unwrap(), &key, &ec_cert, &ec_key).unwrap();
+        // And across formats: the RSA key does not match the EC certificate.
+        let rsa = load_key(&rsa_key).unwrap();
+        assert!(matches!(
+            check_key_matches(&load_certs(&ec_cert).unwrap(), &rsa, &ec_cert, &rsa_key),
+            Err(CertError::KeyMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn subject_of_generated_and_openssl_certificates() {
+        let dir = TempDir::new("subject");
+        generate(dir.path(), &clients(&["bob.smith-2"]), false).unwrap();
+        let subject = subject_of(&first_cert(&dir.path().join("bob.smith-2.pem"))).unwrap();
+        assert_eq!(
+            subject,
+            CertSubject {
+                cn: Some("bob.smith-2".into()),
+                ..CertSubject::default()
+            }
+        );
+        assert_eq!(subject.to_string(), "CN=bob.smith-2");
+
+        assert!(matches!(
+            subject_of(&CertificateDer::from(vec![0x30, 0x03, 0x01, 0x01])),
+            Err(CertError::Parse(_))
+        ));
+
+        let key = dir.path().join("full.key");
+        let cert = dir.path().join("full.pem");
+        if !openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+            "-days",
+            "1",
+            "-subj",
+            "/C=FR/ST=Paris/L=Paris/O=Acme/OU=Dev/CN=alice",
+        ]) {
+            return;
+        }
+        let subject = subject_of(&first_cert(&cert)).unwrap();
+        assert_eq!(
+            subject,
+            CertSubject {
+                c: Some("FR".into()),
+                st: Some("Paris".into()),
+                l: Some("Paris".into()),
+                o: Some("Acme".into()),
+                ou: Some("Dev".into()),
+                cn: Some("alice".into()),
+            }
+        );
+        assert_eq!(
+            subject.to_string(),
+            "C=FR, ST=Paris, L=Paris, O=Acme, OU=Dev, CN=alice"
+        );
+    }
+
+    #[test]
+    fn generate_refuses_to_overwrite_and_writes_nothing() {
+        let dir = TempDir::new("noclobber");
+        let out = dir.path().join("out");
+        generate(&out, &[], false).unwrap();
+        let before: Vec<_> = ["ca.pem", "ca.key", "server.pem", "server.key"]
+            .iter()
+            .map(|f| fs::read(out.join(f)).unwrap())
+            .collect();
+
+        // Fresh CA wanted (ca.key gone) but ca.pem and server files exist.
+        fs::remove_file(out.join("ca.key")).unwrap();
+        let err = generate(&out, &clients(&["carol"]), false).unwrap_err();
+        assert!(
+            matches!(&err, CertError::Exists { path } if path.ends_with("ca.pem")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("--force"));
+        assert!(!out.join("ca.key").exists());
+        assert!(!out.join("carol.pem").exists() && !out.join("carol.key").exists());
+        fs::write(out.join("ca.key"), &before[1]).unwrap();
+
+        // The CA is reused, but carol.key is in the way: nothing is written.
+        fs::write(out.join("carol.key"), b"mine").unwrap();
+        let err = generate(&out, &clients(&["dave", "carol"]), false).unwrap_err();
+        assert!(
+            matches!(&err, CertError::Exists { path } if path.ends_with("carol.key")),
+            "{err:?}"
+        );
+        assert!(!out.join("dave.pem").exists() && !out.join("carol.pem").exists());
+        assert_eq!(fs::read(out.join("carol.key")).unwrap(), b"mine");
+        for (f, b) in ["ca.pem", "ca.key", "server.pem", "server.key"]
+            .iter()
+            .zip(&before)
+        {
+            assert_eq!(&fs::read(out.join(f)).unwrap(), b, "{f}");
+        }
+
+        // With force everything is replaced, keys still 0600.
+        fs::set_permissions(out.join("carol.key"), Permissions::from_mode(0o644)).unwrap();
+        let written = generate(&out, &clients(&["carol"]), true).unwrap();
+        assert_eq!(written.len(), 6);
+        assert_ne!(fs::read(out.join("ca.pem")).unwrap(), before[0]);
+        assert_eq!(mode(&out.join("carol.key")), 0o600);
+        assert_eq!(mode(&out.join("ca.key")), 0o600);
+        let entries = fs::read_dir(&out).unwrap().count();
+        assert_eq!(entries, 6, "no temporary files left behind");
+    }
+
+    #[test]
+    fn client_names_are_checked() {
+        let dir = TempDir::new("names");
+        let out = dir.path().join("out");
+        for bad in [
+            "",
+            "a/b",
+            "../x",
+            "has space",
+            "ca",
+            "Server",
+            &"x".repeat(65),
+        ] {
+            let err = generate(&out, &clients(&[bad]), false).unwrap_err();
+            assert!(matches!(err, CertError::Generate(_)), "{bad:?}: {err:?}");
+        }
+        assert!(matches!(
+            generate(&out, &clients(&["bob", "BOB"]), false),
+            Err(CertError::Generate(_))
+        ));
+        assert!(!out.exists(), "nothing created for invalid names");
+        generate(&out, &clients(&[&"x".repeat(64)]), false).unwrap();
+    }
+
+    #[test]
+    fn later_clients_reuse_the_ca() {
+        let dir = TempDir::new("reuse");
+        generate(dir.path(), &clients(&["alice"]), false).unwrap();
+        let paths = DevCerts::in_dir(dir.path());
+        let ca_before = fs::read(&paths.ca_cert).unwrap();
+        let server_before = fs::read(&paths.server_cert).unwrap();
+
+        let written = generate(dir.path(), &clients(&["bob"]), false).unwrap();
+        assert_eq!(
+            written,
+            [dir.path().join("bob.pem"), dir.path().join("bob.key")]
+        );
+        assert_eq!(fs::read(&paths.ca_cert).unwrap(), ca_before);
+        assert_eq!(fs::read(&paths.server_cert).unwrap(), server_before);
+        assert_eq!(mode(&dir.path().join("bob.key")), 0o600);
+
+        let bob = first_cert(&dir.path().join("bob.pem"));
+        client_verifier(&paths.ca_cert)
+            .verify_client_cert(&bob, &[], UnixTime::now())
+            .unwrap();
+        // Issuer bytes equal the CA subject, and the AKI is the CA's SKI.
+        let ca_der = first_cert(&paths.ca_cert);
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&bob).unwrap();
+        assert_eq!(leaf.issuer().as_raw(), ca.subject().as_raw());
+        let ski = ca
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            });
+        let aki = leaf
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            });
+        assert!(ski.is_some());
+        assert_eq!(ski, aki);
+
+        // A client from another CA does not verify against this one.
+        let other = TempDir::new("reuse-other");
+        generate(other.path(), &clients(&["mallory"]), false).unwrap();
+        let mallory = first_cert(&other.path().join("mallory.pem"));
+        assert!(
+            client_verifier(&paths.ca_cert)
+                .verify_client_cert(&mallory, &[], UnixTime::now())
+                .is_err()
+        );
+
+        // Reusing a CA whose key does not match is refused.
+        fs::copy(other.path().join("ca.key"), &paths.ca_key).unwrap();
+        let err = generate(dir.path(), &clients(&["eve"]), false).unwrap_err();
+        assert!(matches!(err, CertError::KeyMismatch { .. }), "{err:?}");
+        assert!(!dir.path().join("eve.pem").exists());
+    }
+
+    #[test]
+    fn ensure_dev_certs_creates_then_reuses() {
+        let dir = TempDir::new("ensure");
+        let certs_dir = dir.path().join("certs");
+        let first = ensure_dev_certs(&certs_dir).unwrap();
+        let files = [
+            &first.ca_cert,
+            &first.ca_key,
+            &first.server_cert,
+            &first.server_key,
+        ];
+        let before: Vec<_> = files.iter().map(|p| fs::read(p).unwrap()).collect();
+        assert_eq!(mode(&first.server_key), 0o600);
+
+        let second = ensure_dev_certs(&certs_dir).unwrap();
+        assert_eq!(second.ca_cert, first.ca_cert);
+        let after: Vec<_> = files.iter().map(|p| fs::read(p).unwrap()).collect();
+        assert_eq!(before, after);
+
+        // Server pair gone: remade, signed by the same CA.
+        fs::remove_file(&first.server_cert).unwrap();
+        fs::remove_file(&first.server_key).unwrap();
+        ensure_dev_certs(&certs_dir).unwrap();
+        assert_eq!(fs::read(&first.ca_cert).unwrap(), before[0]);
+        assert_ne!(fs::read(&first.server_cert).unwrap(), before[2]);
+
+        // A damaged server key is reported, not replaced.
+        fs::write(&first.server_key, b"junk").unwrap();
+        assert!(matches!(
+            ensure_dev_certs(&certs_dir),
+            Err(CertError::NotAKey { .. })
+        ));
+        assert_eq!(fs::read(&first.server_key).unwrap(), b"junk");
+    }
+
+    #[test]
+    fn issue_client_cert_with_explicit_validity() {
+        let dir = TempDir::new("issue");
+        generate(dir.path(), &[], false).unwrap();
+        let paths = DevCerts::in_dir(dir.path());
+        let ca_pem = fs::read_to_string(&paths.ca_cert).unwrap();
+        let ca_key = fs::read_to_string(&paths.ca_key).unwrap();
+        let now = SystemTime::now();
+        let day = ONE_DAY;
+
+        let (cert_pem, key_pem) =
+            issue_client_cert(&ca_pem, &ca_key, "old", now - 30 * day, now - 2 * day).unwrap();
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&cert).unwrap();
+        let now_secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        assert!(x.validity().not_after.timestamp() < now_secs);
+        assert_eq!(subject_of(&cert).unwrap().cn.as_deref(), Some("old"));
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        check_key_matches(
+            std::slice::from_ref(&cert),
+            &key,
+            Path::new("c"),
+            Path::new("k"),
+        )
+        .unwrap();
+        let verifier = client_verifier(&paths.ca_cert);
+        assert!(
+            verifier
+                .verify_client_cert(&cert, &[], UnixTime::now())
+                .is_err()
+        );
+
+        let (future, _) =
+            issue_client_cert(&ca_pem, &ca_key, "future", now + 2 * day, now + 30 * day).unwrap();
+        let future = CertificateDer::from_pem_slice(future.as_bytes()).unwrap();
+        assert!(
+            verifier
+                .verify_client_cert(&future, &[], UnixTime::now())
+                .is_err()
+        );
+
+        let (good, _) = issue_client_cert(&ca_pem, &ca_key, "good", now - day, now + day).unwrap();
+        let good = CertificateDer::from_pem_slice(good.as_bytes()).unwrap();
+        verifier
+            .verify_client_cert(&good, &[], UnixTime::now())
+            .unwrap();
+
+        // Errors: bad name, reversed validity, wrong key, no CA certificate.
+        assert!(matches!(
+            issue_client_cert(&ca_pem, &ca_key, "a b", now, now + day),
+            Err(CertError::Generate(_))
+        ));
+        assert!(matches!(
+            issue_client_cert(&ca_pem, &ca_key, "x", now + day, now),
+            Err(CertError::Generate(_))
+        ));
+        let server_key = fs::read_to_string(&paths.server_key).unwrap();
+        assert!(matches!(
+            issue_client_cert(&ca_pem, &server_key, "x", now, now + day),
+            Err(CertError::Generate(_))
+        ));
+        assert!(matches!(
+            issue_client_cert(&ca_key, &ca_key, "x", now, now + day),
+            Err(CertError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn issue_client_cert_from_an_openssl_ca() {
+        let dir = TempDir::new("openssl-ca");
+        let key = dir.path().join("ca.key");
+        let cert = dir.path().join("ca.pem");
+        if !openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+            "-days",
+            "2",
+            "-subj",
+            "/C=FR/O=Acme Corp/CN=Acme Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]) {
+            return;
+        }
+        let now = SystemTime::now();
+        let (pem, _) = issue_client_cert(
+            &fs::read_to_string(&cert).unwrap(),
+            &fs::read_to_string(&key).unwrap(),
+            "zoe",
+            now - ONE_DAY,
+            now + ONE_DAY,
+        )
+        .unwrap();
+        let leaf = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        client_verifier(&cert)
+            .verify_client_cert(&leaf, &[], UnixTime::now())
+            .unwrap();
+    }
+
+    #[test]
+    fn display_is_one_line() {
+        let p = PathBuf::from("certs/server.pem");
+        let errors = [
+            CertError::Missing { path: p.clone() },
+            CertError::Unreadable {
+                path: p.clone(),
+                source: io::Error::other("denied"),
+            },
+            CertError::NotACertificate { path: p.clone() },
+            CertError::NotAKey { path: p.clone() },
+            CertError::KeyMismatch {
+                cert: p.clone(),
+                key: p.clone(),
+            },
+            CertError::Exists { path: p.clone() },
+            CertError::Write {
+                path: p.clone(),
+                source: io::Error::other("full"),
+            },
+        ];
+        for e in errors {
+            let s = e.to_string();
+            assert!(s.contains("certs/server.pem") && !s.contains('\n'), "{s}");
+        }
+        assert_eq!(
+            CertError::NotACertificate { path: p }.to_string(),
+            "certificate file certs/server.pem: no valid PEM CERTIFICATE block found"
+        );
+        assert_eq!(CertSubject::default().to_string(), "");
+    }
+}
