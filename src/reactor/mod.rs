@@ -79,6 +79,8 @@ pub(crate) struct Reactor<H> {
     broker: Broker<Conn>,
     handler: H,
     scratch: Box<[u8]>,
+    /// Plaintext decrypted from TLS records in one read step.
+    plain: Vec<u8>,
     control: Receiver<Control>,
     auth: Option<AuthPool>,
     /// Connections whose read budget ran out.
@@ -126,6 +128,7 @@ impl<H: Handler> Reactor<H> {
             broker,
             handler,
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+            plain: Vec::with_capacity(SCRATCH_LEN),
             control,
             auth,
             ready: Vec::new(),
@@ -381,7 +384,7 @@ impl<H: Handler> Reactor<H> {
                 return;
             };
             let step = match &mut c.tls {
-                Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch),
+                Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch, &mut self.plain),
                 None => match c.stream.read(&mut self.scratch) {
                     Ok(0) => Ok(ReadStep::Eof),
                     Ok(n) => Ok(ReadStep::Data(n)),
@@ -391,8 +394,17 @@ impl<H: Handler> Reactor<H> {
             };
             match step {
                 Ok(ReadStep::Data(n)) => {
-                    let data = self.scratch.get(..n).unwrap_or_default();
-                    self.broker.handle_input(conn, data, now);
+                    let is_tls = self.broker.io_mut(conn).is_some_and(|c| c.tls.is_some());
+                    let data = if is_tls {
+                        self.plain.get(..n)
+                    } else {
+                        self.scratch.get(..n)
+                    };
+                    self.broker
+                        .handle_input(conn, data.unwrap_or_default(), now);
+                    if is_tls {
+                        self.tls_progress(conn, now);
+                    }
                 }
                 Ok(ReadStep::Progress) => self.tls_progress(conn, now),
                 Ok(ReadStep::WouldBlock) => return,
@@ -433,7 +445,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(c) = self.broker.io_mut(conn) {
             if let Some(tls) = &mut c.tls {
                 let mut none = crate::buf::OutQueue::default();
-                let _ = tls.write_to(&mut c.stream, &mut none);
+                let _ = tls.write_to(&mut c.stream, &mut none, &mut self.scratch);
             }
         }
         if tls_error {
@@ -455,14 +467,13 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let written = match &mut c.tls {
-            Some(tls) => tls.write_to(&mut c.stream, out).and_then(|pending| {
-                if closing && !pending && out.is_empty() && !tls.close_notify_sent() {
+            Some(tls) => {
+                if closing {
+                    // Sent once everything owed is out.
                     tls.send_close_notify();
-                    tls.write_to(&mut c.stream, out)
-                } else {
-                    Ok(pending)
                 }
-            }),
+                tls.write_to(&mut c.stream, out, &mut self.scratch)
+            }
             None => write_plain(&mut c.stream, out),
         };
         let pending = match written {
