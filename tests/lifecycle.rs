@@ -80,22 +80,22 @@ fn start_fails_when_the_passwd_file_is_missing() {
     );
 }
 
-/// TLS has not landed yet: the lead's choice is to refuse to start. This test
-/// changes when it lands.
+/// WebSocket has not landed yet: the lead's choice is to refuse to start when
+/// a WebSocket listener is asked for. This test changes when it lands.
 #[test]
-fn start_fails_with_tls_listener_not_available_yet() {
+fn start_fails_with_ws_listener_not_available_yet() {
     let out = expect_start_failure(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--tls-listen",
-        "127.0.0.1:0",
-        "--ws-listen",
         "off",
+        "--ws-listen",
+        "127.0.0.1:0",
     ]);
     assert!(
         out.stderr.contains("not available yet"),
-        "stderr should say the TLS listener is not available yet:\n{}",
+        "stderr should say the WebSocket listener is not available yet:\n{}",
         out.stderr
     );
 }

@@ -395,6 +395,11 @@ impl<H: Handler> Reactor<H> {
             match step {
                 Ok(ReadStep::Data(n)) => {
                     let is_tls = self.broker.io_mut(conn).is_some_and(|c| c.tls.is_some());
+                    if is_tls {
+                        // The handshake may have finished in the same read as
+                        // this data: log in by certificate before commands run.
+                        self.tls_progress(conn, now);
+                    }
                     let data = if is_tls {
                         self.plain.get(..n)
                     } else {
@@ -402,9 +407,6 @@ impl<H: Handler> Reactor<H> {
                     };
                     self.broker
                         .handle_input(conn, data.unwrap_or_default(), now);
-                    if is_tls {
-                        self.tls_progress(conn, now);
-                    }
                 }
                 Ok(ReadStep::Progress) => self.tls_progress(conn, now),
                 Ok(ReadStep::WouldBlock) => return,

@@ -1195,3 +1195,922 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+// ---------------------------------------------------------------------------
+// TLS (issue 3): servers with a TLS listener, certificates, TLS clients
+// ---------------------------------------------------------------------------
+//
+// A TLS client reuses the plain [`Client`] (and every expect_* helper) through
+// a small tunnel: [`TlsClient`] does the handshake with rustls over a real
+// socket to the server, then a pump thread moves plaintext between that TLS
+// session and a loopback socket whose other end is an ordinary [`Client`].
+// When the server ends the TLS session, the pump records how (close_notify,
+// bare EOF, TLS error) and closes the loopback socket, so `expect_closed` and
+// `drain_until_closed` work as for plain TCP. Programs that speak TLS on
+// their own (`openssl s_client`) are tunnelled the same way through their
+// standard input and output ([`StdioClient`]).
+
+/// The log marker that carries the TLS listener's address.
+const TLS_LISTENING: &str = "tls listening on ";
+
+impl ServerProc {
+    /// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off`
+    /// plus `extra` (certificates, client auth, ...).
+    #[track_caller]
+    pub fn start_tls(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        Self::start_raw(&args)
+    }
+
+    /// Like [`ServerProc::start_raw`], but runs the server in `cwd` (which it
+    /// then owns; get it back with [`ServerProc::stop`]).
+    #[track_caller]
+    pub fn start_in(cwd: TempDir, args: &[&str]) -> Self {
+        let mut child = match Command::new(BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot spawn {BIN} {args:?}: {e}"),
+        };
+        let log = Log::default();
+        let (tx, rx) = mpsc::channel();
+        let mut readers = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            readers.push(spawn_reader(err, "stderr", log.clone(), Some(tx.clone())));
+        }
+        if let Some(out) = child.stdout.take() {
+            readers.push(spawn_reader(out, "stdout", log.clone(), Some(tx)));
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => match parse_listening(&line) {
+                    Some(found) => break found,
+                    None => continue,
+                },
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    break Err(format!("no `{LISTENING}ADDR` within {START_TIMEOUT:?}"));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(format!("exited before logging `{LISTENING}ADDR`"));
+                }
+            }
+        };
+        match found {
+            Ok(addr) => Self {
+                child,
+                addr,
+                log,
+                readers,
+                args: args.iter().map(|s| s.to_string()).collect(),
+                exited: None,
+                _cwd: cwd,
+            },
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                for r in readers {
+                    let _ = r.join();
+                }
+                panic!("server {why}\nargs: {args:?}\noutput:\n{}", log.text());
+            }
+        }
+    }
+
+    /// The directory the server runs in.
+    pub fn cwd(&self) -> &Path {
+        self._cwd.path()
+    }
+
+    /// Kills the server and hands back the directory it ran in.
+    pub fn stop(mut self) -> TempDir {
+        std::mem::replace(&mut self._cwd, TempDir::new("stopped"))
+        // `self` is dropped here: the process is killed and waited for.
+    }
+
+    /// The TLS listener's address, from the log line `tls listening on ADDR`
+    /// (waits for it, bounded).
+    #[track_caller]
+    pub fn tls_addr(&self) -> SocketAddr {
+        let mut found = None;
+        wait_until(START_TIMEOUT, || {
+            found = self
+                .log
+                .text()
+                .lines()
+                .find_map(|l| tls_listening(&strip_ansi(l)));
+            found.is_some()
+        });
+        match found {
+            Some(Ok(addr)) => addr,
+            Some(Err(msg)) => panic!("{msg}\noutput:\n{}", self.log.text()),
+            None => panic!(
+                "server did not log `{TLS_LISTENING}ADDR` within {START_TIMEOUT:?}\noutput:\n{}",
+                self.log.text()
+            ),
+        }
+    }
+
+    /// Waits (bounded) until a log line contains `needle`; returns that line.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let mut line = None;
+        wait_until(timeout, || {
+            line = self
+                .log
+                .text()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string);
+            line.is_some()
+        });
+        line
+    }
+
+    /// A TLS connection (panics if the handshake fails).
+    #[track_caller]
+    pub fn tls_connect(&self, config: &Arc<rustls::ClientConfig>, label: &str) -> TlsClient {
+        TlsClient::connect(self.tls_addr(), config, label)
+    }
+
+    /// A TLS connection logged in with `USER 0 name`.
+    #[track_caller]
+    pub fn tls_login(&self, config: &Arc<rustls::ClientConfig>, name: &str) -> TlsClient {
+        let mut c = self.tls_connect(config, name);
+        c.ack(&format!("USER 0 {name}"));
+        c
+    }
+}
+
+/// Finds the address in a `tls listening on ADDR` line.
+fn tls_listening(line: &str) -> Option<Result<SocketAddr, String>> {
+    let at = line.find(TLS_LISTENING)?;
+    let rest = line[at + TLS_LISTENING.len()..].trim();
+    let token = rest.split_whitespace().next().unwrap_or("");
+    let token = token.trim_end_matches([',', '.', ';', ')']);
+    Some(
+        token
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("cannot parse address {token:?} in log line {line:?}: {e}")),
+    )
+}
+
+/// A directory of certificates made by `switchboard certs DIR --client ...`.
+#[derive(Debug)]
+pub struct CertDir {
+    dir: TempDir,
+}
+
+impl CertDir {
+    /// Runs `switchboard certs DIR --client NAME...` (asserting success).
+    #[track_caller]
+    pub fn new(clients: &[&str]) -> Self {
+        let dir = TempDir::new("certs");
+        let out = certs_cmd(dir.path(), clients, false);
+        assert!(
+            out.status.success(),
+            "`switchboard certs` failed with {}\nstderr:\n{}",
+            out.status,
+            out.stderr
+        );
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `DIR/NAME`.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `DIR/NAME` as a string.
+    pub fn arg(&self, name: &str) -> String {
+        path_str(&self.dir.join(name)).to_string()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.file("ca.pem")
+    }
+
+    /// `--cert DIR/server.pem --key DIR/server.key`.
+    pub fn server_args(&self) -> Vec<String> {
+        vec![
+            "--cert".into(),
+            self.arg("server.pem"),
+            "--key".into(),
+            self.arg("server.key"),
+        ]
+    }
+
+    /// [`CertDir::server_args`] plus `--client-ca DIR/ca.pem --client-auth MODE`.
+    pub fn mutual_args(&self, mode: &str) -> Vec<String> {
+        let mut v = self.server_args();
+        v.extend([
+            "--client-ca".into(),
+            self.arg("ca.pem"),
+            "--client-auth".into(),
+            mode.into(),
+        ]);
+        v
+    }
+
+    /// A client config trusting this CA (no client certificate).
+    #[track_caller]
+    pub fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        tls_client_config(&self.ca(), None, versions)
+    }
+
+    /// A client config trusting this CA and presenting `NAME.pem`/`NAME.key`.
+    #[track_caller]
+    pub fn client_config_as(
+        &self,
+        name: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ClientConfig> {
+        let cert = self.file(&format!("{name}.pem"));
+        let key = self.file(&format!("{name}.key"));
+        tls_client_config(&self.ca(), Some((&cert, &key)), versions)
+    }
+}
+
+/// Runs `switchboard certs DIR [--client NAME...] [--force]` (any outcome).
+#[track_caller]
+pub fn certs_cmd(dir: &Path, clients: &[&str], force: bool) -> RunOutput {
+    let mut args = vec!["certs", path_str(dir)];
+    for c in clients {
+        args.extend(["--client", c]);
+    }
+    if force {
+        args.push("--force");
+    }
+    run_bin(&args, None, EXIT_TIMEOUT)
+}
+
+/// TLS 1.3 and 1.2.
+pub const TLS_ANY: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+pub const TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+pub const TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+/// A rustls client config (ring provider) trusting the CA in `ca`, with an
+/// optional client certificate `(cert, key)`, offering `versions`.
+#[track_caller]
+pub fn tls_client_config(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let roots = switchboard::certs::load_roots(ca)
+        .unwrap_or_else(|e| panic!("cannot load CA {}: {e}", ca.display()));
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap_or_else(|e| panic!("protocol versions {versions:?}: {e}"))
+    .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = switchboard::certs::load_certs(cert)
+                .unwrap_or_else(|e| panic!("cannot load {}: {e}", cert.display()));
+            let key_der = switchboard::certs::load_key(key)
+                .unwrap_or_else(|e| panic!("cannot load {}: {e}", key.display()));
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .unwrap_or_else(|e| panic!("client certificate {}: {e}", cert.display()))
+        }
+    };
+    Arc::new(config)
+}
+
+/// Connects to `addr` and completes a TLS handshake (server name
+/// `localhost`) over a blocking socket with 5 s read/write timeouts. The
+/// client's last handshake flight is written before this returns.
+pub fn tls_handshake(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<(rustls::ClientConnection, TcpStream), String> {
+    tls_handshake_named(addr, config, "localhost")
+}
+
+/// [`tls_handshake`] verifying the server as `server_name` (a DNS name or an
+/// IP address).
+pub fn tls_handshake_named(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    server_name: &str,
+) -> Result<(rustls::ClientConnection, TcpStream), String> {
+    tls_handshake_then(addr, config, server_name, &[])
+}
+
+/// [`tls_handshake_named`], sending `first` (plaintext) in the same write as
+/// the client's last handshake flight (its `Finished`), as a client that has
+/// data ready does: the server gets both in one read.
+pub fn tls_handshake_then(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    server_name: &str,
+    first: &[u8],
+) -> Result<(rustls::ClientConnection, TcpStream), String> {
+    let mut sock = TcpStream::connect_timeout(&addr, READ_TIMEOUT)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = sock.set_write_timeout(Some(READ_TIMEOUT));
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| format!("server name {server_name:?}: {e}"))?;
+    let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
+        .map_err(|e| format!("ClientConnection::new: {e}"))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+    }
+    if !first.is_empty() {
+        conn.writer()
+            .write_all(first)
+            .map_err(|e| format!("queueing the first data: {e}"))?;
+    }
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight)
+            .map_err(|e| format!("encoding the last handshake flight: {e}"))?;
+    }
+    sock.write_all(&flight)
+        .map_err(|e| format!("writing the last handshake flight to {addr}: {e}"))?;
+    Ok((conn, sock))
+}
+
+/// Reads plaintext from a raw TLS session until `done(all read so far)`
+/// (then the end is `None`), the session ends, or `timeout` passes (then
+/// [`TlsEnd::Timeout`]). Returns what was read and how it ended.
+pub fn tls_read_until(
+    conn: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    timeout: Duration,
+    mut done: impl FnMut(&[u8]) -> bool,
+) -> (Vec<u8>, Option<TlsEnd>) {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        // Plaintext already decrypted comes first.
+        loop {
+            if done(&got) {
+                return (got, None);
+            }
+            match conn.reader().read(&mut chunk) {
+                Ok(0) => return (got, Some(TlsEnd::CloseNotify)),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return (got, Some(TlsEnd::Eof));
+                }
+                Err(e) => return (got, Some(TlsEnd::Error(e.to_string()))),
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return (got, Some(TlsEnd::Timeout));
+        }
+        let _ = sock.set_read_timeout(Some(deadline - now));
+        match conn.read_tls(sock) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, Some(TlsEnd::Timeout));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return (got, Some(TlsEnd::Io(e.to_string()))),
+        }
+        if let Err(e) = conn.process_new_packets() {
+            // Keep what was decrypted before the failure.
+            while let Ok(n) = conn.reader().read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&chunk[..n]);
+            }
+            return (got, Some(TlsEnd::Error(e.to_string())));
+        }
+    }
+}
+
+/// Reads plaintext from a raw TLS session until it ends or `timeout` passes.
+pub fn tls_read_to_end(
+    conn: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    timeout: Duration,
+) -> (Vec<u8>, TlsEnd) {
+    let (got, end) = tls_read_until(conn, sock, timeout, |_| false);
+    (got, end.unwrap_or(TlsEnd::Timeout))
+}
+
+/// Writes plaintext on a raw TLS session (all of it).
+pub fn tls_write_all(
+    conn: &mut rustls::ClientConnection,
+    sock: &mut TcpStream,
+    bytes: &[u8],
+) -> io::Result<()> {
+    conn.writer().write_all(bytes)?;
+    while conn.wants_write() {
+        conn.write_tls(sock)?;
+    }
+    Ok(())
+}
+
+/// Asserts that the server refuses a TLS client with `config`: the handshake
+/// fails, or (TLS 1.3, where the server checks the client's certificate after
+/// the client is done) the session ends without answering `PING 0`. Returns a
+/// description of how it failed.
+#[track_caller]
+pub fn expect_tls_refused(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    what: &str,
+) -> String {
+    let (mut conn, mut sock) = match tls_handshake(addr, config) {
+        Err(e) => return format!("handshake failed: {e}"),
+        Ok(pair) => pair,
+    };
+    // The client finished its side; the server must still refuse it.
+    let _ = tls_write_all(&mut conn, &mut sock, b"PING 0\n");
+    let (got, end) = tls_read_to_end(&mut conn, &mut sock, READ_TIMEOUT);
+    assert!(
+        got.is_empty() && !matches!(end, TlsEnd::Timeout),
+        "{what}: the server should refuse this client, but after the handshake it got {} and then {end:?}",
+        show_bytes(&got)
+    );
+    format!("refused after the client's handshake: {end:?}")
+}
+
+/// How a TLS session ended, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsEnd {
+    /// The server sent `close_notify`.
+    CloseNotify,
+    /// TCP EOF without `close_notify`.
+    Eof,
+    /// A TLS error (an alert received, a bad record...).
+    Error(String),
+    /// A socket error (reset...).
+    Io(String),
+    /// Nothing more came before the deadline (the session did not end).
+    Timeout,
+}
+
+/// A TLS client: a [`Client`] (all its helpers, through `Deref`) tunnelled
+/// over a rustls session with the server.
+pub struct TlsClient {
+    client: Client,
+    /// The negotiated protocol version.
+    pub version: Option<rustls::ProtocolVersion>,
+    /// Full or resumed handshake.
+    pub handshake_kind: Option<rustls::HandshakeKind>,
+    end: Arc<Mutex<Option<TlsEnd>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    pump: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("label", &self.client.label)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for TlsClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for TlsClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl TlsClient {
+    /// Connects and completes the handshake, or panics.
+    #[track_caller]
+    pub fn connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, label: &str) -> Self {
+        match tls_handshake(addr, config) {
+            Ok((conn, sock)) => Self::from_conn(conn, sock, label),
+            Err(e) => panic!("{label}: {e}"),
+        }
+    }
+
+    /// Connects and sends `first` together with the client's `Finished`
+    /// (see [`tls_handshake_then`]), or panics.
+    #[track_caller]
+    pub fn connect_then(
+        addr: SocketAddr,
+        config: &Arc<rustls::ClientConfig>,
+        label: &str,
+        first: &[u8],
+    ) -> Self {
+        match tls_handshake_then(addr, config, "localhost", first) {
+            Ok((conn, sock)) => Self::from_conn(conn, sock, label),
+            Err(e) => panic!("{label}: {e}"),
+        }
+    }
+
+    /// Tunnels an established session (made with [`tls_handshake`]).
+    #[track_caller]
+    pub fn from_conn(conn: rustls::ClientConnection, sock: TcpStream, label: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("{label}: cannot bind the tunnel: {e}"));
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{label}: tunnel address: {e}"));
+        let client = Client::connect(local_addr, label);
+        let (local, _) = listener
+            .accept()
+            .unwrap_or_else(|e| panic!("{label}: tunnel accept: {e}"));
+        let version = conn.protocol_version();
+        let handshake_kind = conn.handshake_kind();
+        let end = Arc::new(Mutex::new(None));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pump = {
+            let end = Arc::clone(&end);
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || tls_pump(conn, sock, local, &end, &stop))
+        };
+        Self {
+            client,
+            version,
+            handshake_kind,
+            end,
+            stop,
+            pump: Some(pump),
+        }
+    }
+
+    /// How the server ended the session, once it has.
+    pub fn tls_end(&self) -> Option<TlsEnd> {
+        self.end.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Asserts that the server closes the connection with no further frame
+    /// and ends the session with `close_notify`.
+    #[track_caller]
+    pub fn expect_close_notify(&mut self) {
+        self.client.expect_closed();
+        let end = self.tls_end();
+        assert_eq!(
+            end,
+            Some(TlsEnd::CloseNotify),
+            "{}: the server should end the TLS session with close_notify",
+            self.client.label
+        );
+    }
+}
+
+impl Drop for TlsClient {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(p) = self.pump.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+/// Moves plaintext between the TLS session (`tls`) and the tunnel's socket
+/// (`local`), both nonblocking, until the test drops the client.
+fn tls_pump(
+    mut conn: rustls::ClientConnection,
+    mut tls: TcpStream,
+    mut local: TcpStream,
+    end_slot: &Mutex<Option<TlsEnd>>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use io::ErrorKind::{Interrupted, UnexpectedEof, WouldBlock};
+    if tls.set_nonblocking(true).is_err() || local.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut to_server: Vec<u8> = Vec::new();
+    let mut to_local: Vec<u8> = Vec::new();
+    let mut local_eof = false;
+    let mut tcp_eof = false;
+    let mut end: Option<TlsEnd> = None;
+    let mut local_shut = false;
+    let mut write_failed = false;
+    let mut idle = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut progress = false;
+        // Test → tunnel → rustls.
+        if !local_eof && to_server.len() < 1 << 20 {
+            match local.read(&mut chunk) {
+                Ok(0) => {
+                    local_eof = true;
+                    progress = true;
+                    if end.is_none() {
+                        conn.send_close_notify();
+                    }
+                }
+                Ok(n) => {
+                    to_server.extend_from_slice(&chunk[..n]);
+                    progress = true;
+                }
+                Err(e) if matches!(e.kind(), WouldBlock | Interrupted) => {}
+                Err(_) => local_eof = true,
+            }
+        }
+        if end.is_none() && !to_server.is_empty() {
+            if let Ok(n) = conn.writer().write(&to_server) {
+                to_server.drain(..n);
+                progress |= n > 0;
+            }
+        }
+        // rustls → server.
+        while end.is_none() && !write_failed && conn.wants_write() {
+            match conn.write_tls(&mut tls) {
+                Ok(_) => progress = true,
+                Err(e) if e.kind() == WouldBlock => break,
+                Err(e) if e.kind() == Interrupted => {}
+                // The server closed: what it sent before is still to be
+                // read, and reading will find the end.
+                Err(_) => write_failed = true,
+            }
+        }
+        // Server → rustls → tunnel (paused while the test is not reading).
+        if end.is_none() && to_local.len() < 256 * 1024 {
+            match conn.read_tls(&mut tls) {
+                Ok(0) => {
+                    tcp_eof = true;
+                    progress = true;
+                }
+                Ok(_) => progress = true,
+                Err(e) if matches!(e.kind(), WouldBlock | Interrupted) => {}
+                Err(e) => end = Some(TlsEnd::Io(format!("read: {e}"))),
+            }
+            let failed = conn.process_new_packets().err();
+            loop {
+                match conn.reader().read(&mut chunk) {
+                    Ok(0) => {
+                        end.get_or_insert(TlsEnd::CloseNotify);
+                        break;
+                    }
+                    Ok(n) => to_local.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == UnexpectedEof => {
+                        end.get_or_insert(TlsEnd::Eof);
+                        break;
+                    }
+                    Err(e) if e.kind() == WouldBlock => {
+                        if tcp_eof {
+                            end.get_or_insert(TlsEnd::Eof);
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        end.get_or_insert(TlsEnd::Error(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                end.get_or_insert(TlsEnd::Error(e.to_string()));
+                // Best effort: the alert rustls queued.
+                let _ = conn.write_tls(&mut tls);
+            }
+        }
+        // Tunnel → test.
+        if !to_local.is_empty() {
+            match local.write(&to_local) {
+                Ok(n) => {
+                    to_local.drain(..n);
+                    progress |= n > 0;
+                }
+                Err(e) if matches!(e.kind(), WouldBlock | Interrupted) => {}
+                Err(_) => to_local.clear(),
+            }
+        }
+        // The session ended and the test got everything: tell it (EOF).
+        if let Some(e) = &end {
+            if to_local.is_empty() && !local_shut {
+                if let Ok(mut slot) = end_slot.lock() {
+                    *slot = Some(e.clone());
+                }
+                let _ = local.shutdown(Shutdown::Write);
+                let _ = tls.shutdown(Shutdown::Both);
+                local_shut = true;
+            }
+            if local_shut && local_eof {
+                return;
+            }
+        }
+        if progress {
+            idle = 0;
+        } else {
+            idle = idle.saturating_add(1);
+            // Spin briefly for low latency, then back off to 1 ms naps.
+            if idle > 50 {
+                thread::sleep(Duration::from_millis(1));
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+/// A program that speaks TLS on its own (`openssl s_client`), tunnelled
+/// through its standard input and output to a [`Client`]; killed on drop.
+pub struct StdioClient {
+    client: Client,
+    child: Child,
+    stderr: Log,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for StdioClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StdioClient")
+            .field("label", &self.client.label)
+            .finish()
+    }
+}
+
+impl std::ops::Deref for StdioClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for StdioClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl StdioClient {
+    /// Spawns `program args...`; its stdout becomes what the [`Client`] reads,
+    /// what the client sends goes to its stdin.
+    #[track_caller]
+    pub fn spawn(program: &str, args: &[&str], label: &str) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{label}: cannot spawn {program} {args:?}: {e}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("{label}: cannot bind the tunnel: {e}"));
+        let local_addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{label}: tunnel address: {e}"));
+        let client = Client::connect(local_addr, label);
+        let (local, _) = listener
+            .accept()
+            .unwrap_or_else(|e| panic!("{label}: tunnel accept: {e}"));
+        let stderr = Log::default();
+        let mut readers = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            readers.push(spawn_reader(err, "stderr", stderr.clone(), None));
+        }
+        // Child stdout → tunnel; EOF on stdout is EOF for the client.
+        if let (Some(mut out), Ok(mut to_client)) = (child.stdout.take(), local.try_clone()) {
+            readers.push(thread::spawn(move || {
+                copy_plain(&mut out, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Write);
+            }));
+        }
+        // Tunnel → child stdin (ends when the client closes or shuts down its write side).
+        if let Some(mut stdin) = child.stdin.take() {
+            let mut from_client = local;
+            thread::spawn(move || {
+                copy_plain(&mut from_client, &mut stdin);
+            });
+        }
+        Self {
+            client,
+            child,
+            stderr,
+            readers,
+        }
+    }
+
+    /// What the program wrote on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// Waits (bounded) for the program to exit; `None` if it did not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    // The stderr reader finishes once the pipe closes.
+                    for r in self.readers.drain(..) {
+                        let _ = r.join();
+                    }
+                    return Some(s);
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Drop for StdioClient {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!(
+                "---- {} stderr ----\n{}\n---- end ----",
+                self.client.label,
+                self.stderr.text()
+            );
+        }
+    }
+}
+
+/// Copies `from` to `to` until EOF or an error, with plain reads and writes.
+/// (`io::copy` would use `splice(2)` between a socket and a pipe, which
+/// holds the pipe's lock while it waits: the child could not exit, stuck
+/// closing its end of the pipe.)
+fn copy_plain(from: &mut impl Read, to: &mut impl Write) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Parses `bytes` as a stream of frames (through a loopback socket and a
+/// [`Client`], so the same grammar checks apply).
+#[track_caller]
+pub fn parse_frames(bytes: &[u8], label: &str) -> Vec<Frame> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("{label}: cannot bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{label}: local_addr: {e}"));
+    let data = bytes.to_vec();
+    let writer = thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(&data);
+            let _ = s.shutdown(Shutdown::Write);
+            // Wait for the reader to finish, so no reset loses data.
+            let mut sink = [0u8; 64];
+            let _ = s.set_read_timeout(Some(EXIT_TIMEOUT));
+            let _ = s.read(&mut sink);
+        }
+    });
+    let mut c = Client::connect(addr, label);
+    let frames = c.drain_until_closed(EXIT_TIMEOUT);
+    drop(c);
+    let _ = writer.join();
+    frames
+}
+
+/// `which NAME`: whether the program is on the PATH.
+pub fn have_program(name: &str) -> bool {
+    Command::new("which")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

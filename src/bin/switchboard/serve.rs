@@ -331,7 +331,18 @@ fn tls_settings(args: &ServeArgs, client_auth: &str) -> Result<Arc<rustls::Serve
     let key = certs::load_key(&key_path).map_err(|e| e.to_string())?;
     certs::check_key_matches(&chain, &key, &cert_path, &key_path).map_err(|e| e.to_string())?;
     let client = match client_auth {
-        "none" => ClientAuth::None,
+        "none" => {
+            if let Some(ca) = &args.client_ca {
+                // Checked anyway, so a bad file is reported now, not when
+                // client certificates are switched on.
+                certs::load_roots(ca).map_err(|e| e.to_string())?;
+                warn!(
+                    "--client-ca {} is not used with --client-auth none",
+                    ca.display()
+                );
+            }
+            ClientAuth::None
+        }
         mode => {
             let Some(ca) = &args.client_ca else {
                 return Err(format!(
