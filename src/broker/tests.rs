@@ -487,3 +487,38 @@ fn randomized_garbage_stays_in_its_session() {
     assert!(h.take(good).ends_with("PONG 0\n"));
     assert_eq!(h.broker.len(), 1);
 }
+
+#[test]
+fn cert_mode_logs_in_by_certificate_cn() {
+    use crate::certs::CertSubject;
+    let mut h = Harness::new(BrokerConfig {
+        auth: AuthMode::Cert,
+        ..BrokerConfig::default()
+    });
+    let c = h.open();
+    let subject = CertSubject {
+        o: Some("Acme".into()),
+        cn: Some("alice".into()),
+        ..CertSubject::default()
+    };
+    h.broker.handle_secured(c, Some(subject.clone()), h.now);
+    assert_eq!(h.broker.user_of(c), Some("alice"));
+    assert_eq!(h.broker.client_cert(c), Some(&subject));
+    h.send(c, b"SUBSCRIBE 0 1\nUSER 0 ALICE\nUSER 0 bob\n");
+    assert_eq!(
+        h.take(c),
+        "ACK 10\nsubscribedACK 26\nalready logged in as alice\
+         ERR 26 auth-failed\nalready logged in as alice"
+    );
+    assert!(!h.broker.is_closing(c));
+    // No certificate: USER cannot log in, and the connection closes.
+    let d = h.open();
+    h.broker.handle_secured(d, None, h.now);
+    h.send(d, b"USER 0 alice\n");
+    assert!(h.take(d).contains(" auth-failed\n"));
+    assert!(h.broker.is_closing(d));
+    let secured: Vec<_> = std::iter::from_fn(|| h.broker.poll_event())
+        .filter(|e| matches!(e, Event::Secured { .. }))
+        .collect();
+    assert_eq!(secured.len(), 2);
+}
