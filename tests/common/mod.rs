@@ -201,74 +201,11 @@ impl ServerProc {
         Self::start_raw(&args)
     }
 
-    /// Runs the binary with exactly `args` and waits for the listening line.
+    /// Runs the binary with exactly `args` in a fresh temporary directory and
+    /// waits for the listening line.
     #[track_caller]
     pub fn start_raw(args: &[&str]) -> Self {
-        let cwd = TempDir::new("srv");
-        let mut child = match Command::new(BIN)
-            .args(args)
-            .current_dir(cwd.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("cannot spawn {BIN} {args:?}: {e}"),
-        };
-        let log = Log::default();
-        let (tx, rx) = mpsc::channel();
-        let mut readers = Vec::new();
-        if let Some(err) = child.stderr.take() {
-            readers.push(spawn_reader(err, "stderr", log.clone(), Some(tx.clone())));
-        }
-        if let Some(out) = child.stdout.take() {
-            readers.push(spawn_reader(out, "stdout", log.clone(), Some(tx)));
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let now = Instant::now();
-            if now >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server did not log `{LISTENING}ADDR` within {START_TIMEOUT:?}\nargs: {args:?}\noutput:\n{}",
-                    log.text()
-                );
-            }
-            match rx.recv_timeout(deadline - now) {
-                Ok(line) => match parse_listening(&line) {
-                    Some(Ok(addr)) => break addr,
-                    Some(Err(msg)) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        panic!("{msg}\noutput:\n{}", log.text());
-                    }
-                    None => {}
-                },
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // Both pipes closed: the process is gone (or closed them).
-                    let status = child.wait();
-                    for r in readers.drain(..) {
-                        let _ = r.join();
-                    }
-                    panic!(
-                        "server exited before logging `{LISTENING}ADDR` (status {status:?})\nargs: {args:?}\noutput:\n{}",
-                        log.text()
-                    );
-                }
-            }
-        };
-        Self {
-            child,
-            addr,
-            log,
-            readers,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            exited: None,
-            _cwd: cwd,
-        }
+        Self::start_in(TempDir::new("srv"), args)
     }
 
     pub fn pid(&self) -> u32 {
