@@ -1,16 +1,16 @@
 //! TLS inside the loop: rustls driven by readiness, and server TLS settings.
 //!
-//! [`TlsSession`] drives rustls's unbuffered server API for the reactor. It is
+//! `TlsSession` drives rustls's unbuffered server API for the reactor. It is
 //! generic over `Read`/`Write`, so it never blocks and never sees a socket
 //! type: the reactor hands it the nonblocking stream and its shared scratch
-//! buffers. One [`TlsSession::read_step`] reads the socket once and processes
+//! buffers. One `TlsSession::read_step` reads the socket once and processes
 //! every complete record; the reactor repeats it until `WouldBlock`, within
-//! its read budget. [`TlsSession::write_to`] encrypts queued plaintext into
+//! its read budget. `TlsSession::write_to` encrypts queued plaintext into
 //! records and writes them until the socket would block.
 //!
 //! The unbuffered API was chosen by measurement over `ServerConnection`: the
 //! loop owns every buffer, so an idle TLS connection keeps none (see
-//! [`TlsSession`] and the README's footprint table). Its rules, as rustls's
+//! `TlsSession` and the README's footprint table). Its rules, as rustls's
 //! `unbuffered` module documents them: each state is handled before
 //! `process_tls_records` is called again, and `discard` bytes are dropped from
 //! the front of the input first; handshake records are written in the order
