@@ -1329,3 +1329,69 @@ fn remove_sorted(v: &mut Vec<usize>, key: usize) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+impl<T> Broker<T> {
+    /// Checks the cross-indexes (group members <-> session groups, watchers,
+    /// user table <-> sessions). Panics with the first inconsistency.
+    pub(crate) fn assert_consistent(&self) {
+        for (&g, group) in &self.groups {
+            assert!(
+                group.subscribers.is_sorted(),
+                "group {g} subscribers unsorted"
+            );
+            assert!(group.watchers.is_sorted(), "group {g} watchers unsorted");
+            for &k in &group.subscribers {
+                let s = self.sessions.get(k).expect("subscriber exists");
+                assert!(
+                    s.groups.contains(&g),
+                    "#{k} in group {g} but not in its list"
+                );
+                assert!(!s.is_closing(), "closing #{k} still subscribed to {g}");
+            }
+            for &k in &group.watchers {
+                let s = self.sessions.get(k).expect("watcher exists");
+                assert!(
+                    s.watching.contains(&g),
+                    "#{k} watches {g} but not in its list"
+                );
+            }
+            if !group.registered {
+                assert!(
+                    !group.subscribers.is_empty() || !group.watchers.is_empty(),
+                    "unused open group {g} kept"
+                );
+            }
+        }
+        for (k, s) in &self.sessions {
+            for g in &s.groups {
+                let group = self.groups.get(g).expect("group exists");
+                assert!(
+                    group.subscribers.binary_search(&k).is_ok(),
+                    "#{k} lists {g}"
+                );
+            }
+            for g in &s.watching {
+                let group = self.groups.get(g).expect("group exists");
+                assert!(group.watchers.binary_search(&k).is_ok(), "#{k} watches {g}");
+            }
+            if let (Some(name), true) = (&s.name, s.is_logged_in()) {
+                let user = self
+                    .users
+                    .get(name.to_ascii_lowercase().as_str())
+                    .expect("user entry");
+                assert!(user.sessions.contains(&k), "#{k} missing from user {name}");
+            }
+        }
+        for (folded, user) in &self.users {
+            assert!(!user.sessions.is_empty(), "empty user {folded} kept");
+            for &k in &user.sessions {
+                let s = self.sessions.get(k).expect("user session exists");
+                assert!(
+                    s.is_logged_in(),
+                    "user {folded} lists #{k} which is not logged in"
+                );
+            }
+        }
+    }
+}
