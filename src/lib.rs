@@ -8,7 +8,8 @@
 //!   server.rs    ServerConfig, Server::bind/run, ServerHandle (any thread)
 //!   handler.rs   Handler callbacks + Context (publish/send as @server)
 //!      |
-//!   reactor/     the only module that names mio: poll, accept, read, write
+//!   client/      Client: sans-IO ClientSession + a background mio thread
+//!   reactor/     the only server module that names mio: poll, accept, read, write
 //!   tls.rs       rustls driven by readiness (TlsSession), TLS settings
 //!      |
 //!   broker/      sans-IO: sessions, users, groups, fan-out, deadlines
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod broker;
 pub mod buf;
 pub mod certs;
+pub mod client;
 pub mod error;
 pub mod handler;
 pub mod passwd;
@@ -41,5 +43,6 @@ pub mod tls;
 
 pub use auth::Authenticator;
 pub use broker::{AuthMode, BrokerConfig, CloseReason, ConnId, DeliveryError};
+pub use client::{Client, ClientConfig, ClientError, Push};
 pub use handler::{Context, Handler};
 pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped};

@@ -1,0 +1,853 @@
+//! The client's background thread: one `mio::Poll`, one connection, one
+//! [`ClientSession`].
+//!
+//! Requests arrive on a channel, each with its own reply channel, and a
+//! `mio::Waker` wakes the loop for them. Everything else is readiness and
+//! deadlines:
+//!
+//! ```text
+//!   Connecting --connected (+TLS handshake)--> LoggingIn --ACK--> Restoring --ACKs--> Ready
+//!       ^                                                                              |
+//!       +---------------- Waiting (backoff) <--- connection lost (reconnect on) -------+
+//! ```
+//!
+//! Readiness is edge-triggered, so every read loop runs until `WouldBlock`
+//! (or a byte budget, after which the loop polls again with a zero timeout
+//! instead of waiting for an edge that will not come), and writes are tried
+//! after every turn; writable interest is registered only while output is
+//! pending. The poll timeout is the nearest deadline (connect, reply, backoff):
+//! the thread never spins and never sleeps.
+//!
+//! Nothing is written before the connection is usable: for TLS that means the
+//! handshake, including the server certificate's verification and the
+//! caller's inspection, has completed.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{self, TryRecvError};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
+
+use super::session::{ClientSession, Event, Reply, Request, RequestId};
+use super::tls::map_tls_error;
+use super::{Backoff, ClientError, Push};
+use crate::error::ErrorCode;
+
+/// The connection's token.
+const SOCKET: Token = Token(0);
+/// The waker's token.
+pub(super) const WAKER: Token = Token(1);
+/// Most bytes read per loop turn before replies and pushes are handed out.
+const READ_BUDGET: usize = 1 << 20;
+/// Size of the read buffer.
+const SCRATCH: usize = 64 << 10;
+
+/// A push callback (see [`Client::on_push`](super::Client::on_push)).
+pub(super) type Callback = Box<dyn FnMut(&Push) + Send>;
+/// Where a request's outcome goes.
+pub(super) type ReplyTx = mpsc::Sender<Result<Reply, ClientError>>;
+
+/// What a [`Client`](super::Client) handle asks of the thread.
+pub(super) enum Cmd {
+    /// Send `req` (now, or once logged in) and answer on `reply` by `deadline`.
+    Request {
+        req: Request,
+        reply: ReplyTx,
+        deadline: Instant,
+    },
+    /// Deliver pushes to this callback from now on.
+    OnPush(Callback),
+    /// Stop the thread (the handle was dropped).
+    Shutdown,
+}
+
+/// Everything the thread needs to (re)connect and log in.
+pub(super) struct Setup {
+    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) user: String,
+    pub(super) password: Option<String>,
+    pub(super) tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    pub(super) reconnect: Option<Backoff>,
+    pub(super) connect_timeout: Duration,
+    pub(super) reply_timeout: Duration,
+}
+
+/// The transport: TCP, optionally with TLS on top.
+struct Conn {
+    sock: TcpStream,
+    tls: Option<rustls::ClientConnection>,
+    connected: bool,
+    interest: Interest,
+}
+
+impl Conn {
+    /// Whether bytes are waiting to be written (or the connect to complete).
+    fn wants_write(&self, session: &ClientSession) -> bool {
+        if !self.connected {
+            return true;
+        }
+        match &self.tls {
+            None => session.wants_write(),
+            Some(tls) => tls.wants_write() || (!tls.is_handshaking() && session.wants_write()),
+        }
+    }
+
+    /// Whether the protocol can start: TCP is up and any TLS handshake done.
+    fn usable(&self) -> bool {
+        self.connected && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP connect and TLS handshake, until `deadline`.
+    Connecting { deadline: Instant },
+    /// `USER`/`PASS` sent.
+    LoggingIn,
+    /// Logged in; `left` re-subscribe/re-watch replies to go.
+    Restoring { left: usize },
+    /// Logged in and restored.
+    Ready,
+    /// Backing off until the next reconnect attempt.
+    Waiting { until: Instant },
+    /// The thread is ending.
+    Stopped,
+}
+
+/// Why a request in flight was sent, so its reply goes to the right place.
+enum Purpose {
+    /// A caller's request.
+    Caller(ReplyTx),
+    /// A caller's `QUIT`: the thread stops once it is answered.
+    Quit(ReplyTx),
+    /// `USER` or `PASS`; `last` is the one whose `ACK` means logged in.
+    Login { last: bool },
+    /// A re-subscribe or re-watch after a reconnect.
+    Restore,
+    /// Its caller gave up (timeout); the reply is dropped when it comes.
+    Abandoned,
+}
+
+struct Waiter {
+    id: RequestId,
+    purpose: Purpose,
+    deadline: Option<Instant>,
+}
+
+struct Queued {
+    req: Request,
+    reply: ReplyTx,
+    deadline: Instant,
+}
+
+/// The thread's state.
+pub(super) struct Driver {
+    setup: Setup,
+    poll: Poll,
+    cmds: mpsc::Receiver<Cmd>,
+    pushes: mpsc::Sender<Push>,
+    callback: Option<Callback>,
+    /// The answer to `Client::connect`, until the first login.
+    init: Option<mpsc::Sender<Result<(), ClientError>>>,
+    session: ClientSession,
+    conn: Option<Conn>,
+    phase: Phase,
+    /// Aligned with the session's requests in flight, oldest first.
+    waiters: VecDeque<Waiter>,
+    /// Callers' requests made while not logged in.
+    queued: VecDeque<Queued>,
+    next_addr: usize,
+    /// Addresses left to try before a connect attempt counts as failed.
+    addrs_left: usize,
+    backoff: Duration,
+    /// Whether this connection got as far as logged in (for `Disconnected`).
+    was_up: bool,
+    /// An `ERR` the server sent that answers nothing: why it is closing.
+    server_error: Option<ClientError>,
+    /// The read budget ran out before `WouldBlock`: poll again at once.
+    read_more: bool,
+    scratch: Box<[u8]>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        setup: Setup,
+        poll: Poll,
+        cmds: mpsc::Receiver<Cmd>,
+        pushes: mpsc::Sender<Push>,
+        init: mpsc::Sender<Result<(), ClientError>>,
+    ) -> Self {
+        let backoff = setup.reconnect.map_or(Duration::ZERO, |b| b.initial);
+        Self {
+            setup,
+            poll,
+            cmds,
+            pushes,
+            callback: None,
+            init: Some(init),
+            session: ClientSession::new(),
+            conn: None,
+            phase: Phase::Stopped,
+            waiters: VecDeque::new(),
+            queued: VecDeque::new(),
+            next_addr: 0,
+            addrs_left: 0,
+            backoff,
+            was_up: false,
+            server_error: None,
+            read_more: false,
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+        }
+    }
+
+    /// Runs until stopped: by `QUIT`, by the handle's drop, by a failed first
+    /// login, or by a lost connection with reconnect off.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(16);
+        self.addrs_left = self.setup.addrs.len();
+        self.start_connect(Instant::now());
+        while self.phase != Phase::Stopped {
+            let timeout = if self.read_more {
+                Some(Duration::ZERO)
+            } else {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                warn!("client poll failed: {e}");
+                self.lost(ClientError::Io(e), Instant::now());
+                break;
+            }
+            let mut socket = std::mem::take(&mut self.read_more);
+            let mut waker = false;
+            for event in &events {
+                match event.token() {
+                    SOCKET => socket = true,
+                    WAKER => waker = true,
+                    // Spurious or stale: ignore (mio's "Spurious events").
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if waker {
+                self.drain_cmds(now);
+            }
+            if socket {
+                self.on_socket(now);
+            }
+            // Requests queued by commands (and PONGs) are written now: with
+            // edge-triggered readiness no writable event may come for them.
+            self.flush(now);
+            self.on_timers(Instant::now());
+        }
+        self.finish();
+    }
+
+    /// Fails everything still waiting, closes the connection politely.
+    fn finish(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            if let Some(tls) = &mut conn.tls {
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut conn.sock);
+            }
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+        }
+        for w in self.waiters.drain(..) {
+            match w.purpose {
+                Purpose::Caller(tx) => drop(tx.send(Err(ClientError::Closed))),
+                Purpose::Quit(tx) => drop(tx.send(Ok(Reply::Ack("closed".into())))),
+                _ => {}
+            }
+        }
+        for q in self.queued.drain(..) {
+            let _ = q.reply.send(Err(ClientError::Closed));
+        }
+        if let Some(init) = self.init.take() {
+            let _ = init.send(Err(ClientError::Closed));
+        }
+        debug!("client thread stopped");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Connecting { deadline } => Some(deadline),
+            Phase::Waiting { until } => Some(until),
+            _ => None,
+        };
+        let waiters = self.waiters.iter().filter_map(|w| w.deadline);
+        let queued = self.queued.iter().map(|q| q.deadline);
+        phase.into_iter().chain(waiters).chain(queued).min()
+    }
+
+    fn logged_in(&self) -> bool {
+        matches!(self.phase, Phase::Restoring { .. } | Phase::Ready)
+    }
+
+    // Commands from the handles
+    // -----------------------------------------------------------------------
+
+    fn drain_cmds(&mut self, now: Instant) {
+        loop {
+            match self.cmds.try_recv() {
+                Ok(Cmd::Request {
+                    req,
+                    reply,
+                    deadline,
+                }) => self.on_request(req, reply, deadline, now),
+                Ok(Cmd::OnPush(cb)) => self.callback = Some(cb),
+                Ok(Cmd::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.phase = Phase::Stopped;
+                    return;
+                }
+                Err(TryRecvError::Empty) => return,
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request, reply: ReplyTx, deadline: Instant, now: Instant) {
+        let quit = req == Request::Quit;
+        if self.logged_in() {
+            let purpose = if quit {
+                Purpose::Quit(reply)
+            } else {
+                Purpose::Caller(reply)
+            };
+            self.send(&req, purpose, Some(deadline));
+        } else if quit {
+            // Not connected: there is nobody to say goodbye to.
+            let _ = reply.send(Ok(Reply::Ack("not connected".into())));
+            self.phase = Phase::Stopped;
+        } else if self.setup.reconnect.is_some() && deadline > now {
+            self.queued.push_back(Queued {
+                req,
+                reply,
+                deadline,
+            });
+        } else {
+            let _ = reply.send(Err(ClientError::Closed));
+        }
+    }
+
+    /// Puts a request into the session; its outcome goes where `purpose` says.
+    fn send(&mut self, req: &Request, purpose: Purpose, deadline: Option<Instant>) {
+        match self.session.send_request(req) {
+            Ok(id) => self.waiters.push_back(Waiter {
+                id,
+                purpose,
+                deadline,
+            }),
+            Err(e) => match purpose {
+                Purpose::Caller(tx) | Purpose::Quit(tx) => drop(tx.send(Err(e))),
+                // Our own requests are well-formed; a failed session is
+                // being torn down anyway.
+                _ => warn!("client: cannot send {req:?}: {e}"),
+            },
+        }
+    }
+
+    // Connecting and logging in
+    // -----------------------------------------------------------------------
+
+    fn start_connect(&mut self, now: Instant) {
+        let Some(&addr) = self
+            .setup
+            .addrs
+            .get(self.next_addr % self.setup.addrs.len().max(1))
+        else {
+            return self.lost(
+                ClientError::Io(io::Error::new(ErrorKind::NotFound, "no address")),
+                now,
+            );
+        };
+        self.next_addr = self.next_addr.wrapping_add(1);
+        self.session.reset();
+        self.server_error = None;
+        self.was_up = false;
+        debug!("client: connecting to {addr}");
+        let mut sock = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => return self.connect_failed(ClientError::Io(e), now),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut sock, SOCKET, interest) {
+            return self.connect_failed(ClientError::Io(e), now);
+        }
+        let tls = match &self.setup.tls {
+            None => None,
+            Some((config, name)) => {
+                match rustls::ClientConnection::new(config.clone(), name.clone()) {
+                    Ok(mut c) => {
+                        // The client is not memory-critical: let rustls take all
+                        // plaintext at once rather than juggle partial writes.
+                        c.set_buffer_limit(None);
+                        Some(c)
+                    }
+                    Err(e) => return self.connect_failed(map_tls_error(&e), now),
+                }
+            }
+        };
+        self.conn = Some(Conn {
+            sock,
+            tls,
+            connected: false,
+            interest,
+        });
+        self.phase = Phase::Connecting {
+            deadline: now + self.setup.connect_timeout,
+        };
+    }
+
+    /// A connect attempt failed before login: try the next address, or give up.
+    fn connect_failed(&mut self, err: ClientError, now: Instant) {
+        self.addrs_left = self.addrs_left.saturating_sub(1);
+        let retry_now = self.addrs_left > 0
+            && matches!(err, ClientError::Io(_) | ClientError::Timeout)
+            && self.conn.as_ref().is_none_or(|c| !c.connected);
+        if retry_now {
+            debug!("client: connect failed ({err}), trying the next address");
+            self.drop_conn();
+            return self.start_connect(now);
+        }
+        self.lost(err, now);
+    }
+
+    /// The connection is usable: log in (nothing was written before this).
+    fn begin_login(&mut self) {
+        self.phase = Phase::LoggingIn;
+        let user = self.setup.user.clone();
+        let password = self.setup.password.clone();
+        let deadline = Some(Instant::now() + self.setup.reply_timeout);
+        if user.is_empty() {
+            // `--auth cert`: the handshake logged us in.
+            return self.on_logged_in(Instant::now());
+        }
+        self.send(
+            &Request::User(user),
+            Purpose::Login {
+                last: password.is_none(),
+            },
+            deadline,
+        );
+        if let Some(pw) = password {
+            self.send(
+                &Request::Pass(pw.into_bytes()),
+                Purpose::Login { last: true },
+                deadline,
+            );
+        }
+    }
+
+    fn on_logged_in(&mut self, now: Instant) {
+        let first = self.init.is_some();
+        if let Some(init) = self.init.take() {
+            let _ = init.send(Ok(()));
+        }
+        self.was_up = true;
+        self.addrs_left = self.setup.addrs.len();
+        if let Some(b) = self.setup.reconnect {
+            self.backoff = b.initial;
+        }
+        let mut left = 0;
+        if !first {
+            let deadline = Some(now + self.setup.reply_timeout);
+            let subs = self.session.subscriptions();
+            let watches = self.session.watches();
+            for chunk in subs.chunks(64) {
+                self.send(
+                    &Request::Subscribe(chunk.to_vec()),
+                    Purpose::Restore,
+                    deadline,
+                );
+                left += 1;
+            }
+            for chunk in watches.chunks(64) {
+                self.send(&Request::Watch(chunk.to_vec()), Purpose::Restore, deadline);
+                left += 1;
+            }
+            info!(
+                "client: logged in again; restoring {} subscriptions, {} watches",
+                subs.len(),
+                watches.len()
+            );
+        }
+        self.phase = if left == 0 {
+            if !first {
+                self.deliver(Push::Reconnected);
+            }
+            Phase::Ready
+        } else {
+            Phase::Restoring { left }
+        };
+        // Requests made while disconnected go out after the restore, in order.
+        while let Some(q) = self.queued.pop_front() {
+            self.on_request(q.req, q.reply, q.deadline, now);
+        }
+    }
+
+    // Socket I/O
+    // -----------------------------------------------------------------------
+
+    fn on_socket(&mut self, now: Instant) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if !conn.connected {
+            match conn.sock.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.connect_failed(ClientError::Io(e), now),
+            }
+            match conn.sock.peer_addr() {
+                Ok(_) => {
+                    conn.connected = true;
+                    let _ = conn.sock.set_nodelay(true);
+                    debug!("client: connected");
+                }
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => return self.connect_failed(ClientError::Io(e), now),
+            }
+        }
+        let result = read_some(conn, &mut self.session, &mut self.scratch);
+        self.handle_events(now);
+        if self.conn.is_none() || self.phase == Phase::Stopped {
+            // A reply already ended this connection (refused login, QUIT).
+            return;
+        }
+        match result {
+            Ok(ReadState::Drained) => {}
+            Ok(ReadState::More) => self.read_more = true,
+            Ok(ReadState::Eof) => {
+                let err = match self.session.handle_eof() {
+                    Err(e) => e,
+                    Ok(()) => self.server_error.take().unwrap_or(ClientError::Closed),
+                };
+                return self.lost(err, now);
+            }
+            Err(e) => return self.lost(e, now),
+        }
+        if matches!(self.phase, Phase::Connecting { .. })
+            && self.conn.as_ref().is_some_and(Conn::usable)
+        {
+            debug!("client: connection usable, logging in");
+            self.begin_login();
+        }
+    }
+
+    /// Writes what is pending, and updates the writable interest.
+    fn flush(&mut self, now: Instant) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if !conn.connected {
+            return;
+        }
+        if let Err(e) = write_some(conn, &mut self.session) {
+            return self.lost(e, now);
+        }
+        let want = if conn.wants_write(&self.session) {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if want != conn.interest {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.sock, SOCKET, want)
+            {
+                return self.lost(ClientError::Io(e), now);
+            }
+            conn.interest = want;
+        }
+    }
+
+    fn handle_events(&mut self, now: Instant) {
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Push(push) => self.deliver(push),
+                Event::ServerError { code, text } => {
+                    warn!("client: server says {code}: {text}");
+                    self.server_error = Some(ClientError::Refused { code, text });
+                }
+                Event::Reply { id, verb, reply } => self.on_reply(id, verb, reply, now),
+            }
+            if self.phase == Phase::Stopped {
+                return;
+            }
+        }
+    }
+
+    fn on_reply(&mut self, id: RequestId, verb: &str, reply: Reply, now: Instant) {
+        let Some(pos) = self.waiters.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let Some(waiter) = self.waiters.remove(pos) else {
+            return;
+        };
+        match waiter.purpose {
+            Purpose::Caller(tx) => drop(tx.send(Ok(reply))),
+            Purpose::Abandoned => debug!("client: late reply to {verb} dropped"),
+            Purpose::Quit(tx) => {
+                let _ = tx.send(Ok(reply));
+                self.phase = Phase::Stopped;
+            }
+            Purpose::Login { last } => match reply {
+                // The server wants a password and none is configured: the
+                // ACK text is for people, but this one is the contract's.
+                Reply::Ack(text) if last && verb == "USER" && text == "authentication required" => {
+                    self.lost(
+                        ClientError::Refused {
+                            code: ErrorCode::AuthRequired,
+                            text: "the server requires a password".into(),
+                        },
+                        now,
+                    );
+                }
+                Reply::Ack(_) if last => self.on_logged_in(now),
+                Reply::Ack(_) => {}
+                other => {
+                    let err = match other {
+                        Reply::Err { code, text } => ClientError::Refused { code, text },
+                        _ => ClientError::Protocol(format!("unexpected reply to {verb}")),
+                    };
+                    self.lost(err, now);
+                }
+            },
+            Purpose::Restore => {
+                if let Reply::Err { code, text } = &reply {
+                    warn!("client: could not restore {verb} after reconnecting: {code}: {text}");
+                }
+                if let Phase::Restoring { left } = self.phase {
+                    if left <= 1 {
+                        self.phase = Phase::Ready;
+                        self.deliver(Push::Reconnected);
+                    } else {
+                        self.phase = Phase::Restoring { left: left - 1 };
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, push: Push) {
+        match &mut self.callback {
+            Some(cb) => cb(&push),
+            None => drop(self.pushes.send(push)),
+        }
+    }
+
+    // Timers and loss
+    // -----------------------------------------------------------------------
+
+    fn on_timers(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Connecting { deadline } if now >= deadline => {
+                return self.connect_failed(ClientError::Timeout, now);
+            }
+            Phase::Waiting { until } if now >= until => {
+                self.addrs_left = self.setup.addrs.len();
+                return self.start_connect(now);
+            }
+            _ => {}
+        }
+        let mut login_timed_out = false;
+        for w in &mut self.waiters {
+            if w.deadline.is_none_or(|d| d > now) {
+                continue;
+            }
+            w.deadline = None;
+            match std::mem::replace(&mut w.purpose, Purpose::Abandoned) {
+                Purpose::Caller(tx) | Purpose::Quit(tx) => drop(tx.send(Err(ClientError::Timeout))),
+                Purpose::Login { .. } | Purpose::Restore => login_timed_out = true,
+                Purpose::Abandoned => {}
+            }
+        }
+        self.queued.retain(|q| {
+            let keep = q.deadline > now;
+            if !keep {
+                let _ = q.reply.send(Err(ClientError::Timeout));
+            }
+            keep
+        });
+        if login_timed_out {
+            warn!(
+                "client: no reply to login within {:?}",
+                self.setup.reply_timeout
+            );
+            self.lost(ClientError::Timeout, now);
+        }
+    }
+
+    fn drop_conn(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+        }
+        self.read_more = false;
+    }
+
+    /// The connection is gone (or could not be made): fail what was in flight,
+    /// tell the caller, and reconnect or stop.
+    fn lost(&mut self, err: ClientError, now: Instant) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        // A TLS alert for our own refusal goes out before the socket closes.
+        if let Some(conn) = self.conn.as_mut() {
+            if let Some(tls) = &mut conn.tls {
+                while tls.wants_write() {
+                    if tls.write_tls(&mut conn.sock).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.drop_conn();
+        self.session.reset();
+        for w in self.waiters.drain(..) {
+            match w.purpose {
+                Purpose::Caller(tx) => drop(tx.send(Err(err.duplicate()))),
+                Purpose::Quit(tx) => {
+                    // The server closed after (or instead of) its ACK: done.
+                    let _ = tx.send(Ok(Reply::Ack("closed".into())));
+                    self.phase = Phase::Stopped;
+                }
+                _ => {}
+            }
+        }
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        if let Some(init) = self.init.take() {
+            debug!("client: first connect failed: {err}");
+            let _ = init.send(Err(err));
+            self.phase = Phase::Stopped;
+            return;
+        }
+        if self.was_up {
+            info!("client: connection lost: {err}");
+            self.was_up = false;
+            self.deliver(Push::Disconnected);
+        } else {
+            debug!("client: reconnect attempt failed: {err}");
+        }
+        match self.setup.reconnect {
+            Some(b) => {
+                let delay = self.backoff;
+                self.backoff = (delay * 2).min(b.max.max(b.initial));
+                self.phase = Phase::Waiting { until: now + delay };
+            }
+            None => self.phase = Phase::Stopped,
+        }
+    }
+}
+
+enum ReadState {
+    /// Read until `WouldBlock`.
+    Drained,
+    /// Stopped at the budget; readable data may remain.
+    More,
+    /// The server closed its end (TCP FIN, or TLS `close_notify`).
+    Eof,
+}
+
+fn io_err(e: io::Error) -> ClientError {
+    ClientError::Io(e)
+}
+
+/// Reads until `WouldBlock`, end of stream or the budget, feeding the session.
+fn read_some(
+    conn: &mut Conn,
+    session: &mut ClientSession,
+    scratch: &mut [u8],
+) -> Result<ReadState, ClientError> {
+    let mut total = 0;
+    match &mut conn.tls {
+        None => loop {
+            if total >= READ_BUDGET {
+                return Ok(ReadState::More);
+            }
+            match conn.sock.read(scratch) {
+                Ok(0) => return Ok(ReadState::Eof),
+                Ok(n) => {
+                    total += n;
+                    session.handle_input(scratch.get(..n).unwrap_or_default())?;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(ReadState::Drained),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        },
+        Some(tls) => loop {
+            if total >= READ_BUDGET {
+                return Ok(ReadState::More);
+            }
+            let mut eof = false;
+            let mut drained = false;
+            match tls.read_tls(&mut conn.sock) {
+                Ok(0) => eof = true,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => drained = true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(e)),
+            }
+            tls.process_new_packets().map_err(|e| map_tls_error(&e))?;
+            loop {
+                match tls.reader().read(scratch) {
+                    Ok(0) => return Ok(ReadState::Eof), // close_notify
+                    Ok(n) => session.handle_input(scratch.get(..n).unwrap_or_default())?,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // TCP closed without close_notify: end of stream all the same.
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(ReadState::Eof),
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            if eof {
+                return Ok(ReadState::Eof);
+            }
+            if drained {
+                return Ok(ReadState::Drained);
+            }
+        },
+    }
+}
+
+/// Writes pending output until done or `WouldBlock`.
+fn write_some(conn: &mut Conn, session: &mut ClientSession) -> Result<(), ClientError> {
+    match &mut conn.tls {
+        None => {
+            while session.wants_write() {
+                match conn.sock.write(session.transmit()) {
+                    Ok(0) => return Err(io_err(ErrorKind::WriteZero.into())),
+                    Ok(n) => session.advance_transmit(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+        }
+        Some(tls) => {
+            // Plaintext waits for the handshake (and so for verification).
+            if !tls.is_handshaking() && session.wants_write() {
+                let n = tls.writer().write(session.transmit()).map_err(io_err)?;
+                session.advance_transmit(n);
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut conn.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,650 @@
+//! The client library: connect, verify, log in, request, follow pushes.
+//!
+//! [`Client`] is a cheap, thread-safe handle to one background I/O thread
+//! that runs its own `mio` loop for one connection (plain TCP, TLS, or mutual
+//! TLS). Each request method sends one frame and blocks until its reply (or
+//! [`ClientConfig::reply_timeout`]); pushed frames arrive through
+//! [`Client::recv`] or an [`Client::on_push`] callback. With
+//! [`ClientConfig::reconnect`] set, a lost connection is re-established with
+//! doubling backoff, logged in again, and its subscriptions and watches are
+//! restored.
+//!
+//! Underneath is [`ClientSession`], the sans-IO protocol core (bytes in,
+//! frames out, replies matched to requests in order), which a program with an
+//! event loop of its own can step directly instead.
+//!
+//! With TLS, the server certificate is verified against
+//! [`ClientTls::roots`], then shown to [`ClientTls::inspect`] if set, before
+//! a single protocol byte (a user name, a password) is sent.
+//!
+//! # A complete program
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use std::time::Duration;
+//!
+//! use switchboard::client::{Backoff, ClientTls};
+//! use switchboard::{Client, ClientConfig, ClientError, Push};
+//!
+//! fn main() -> Result<(), ClientError> {
+//!     let mut config = ClientConfig::new("localhost:7421", "alice");
+//!     config.password = Some("correct horse".into());
+//!     // Trust the server's CA, and look at its certificate before logging in.
+//!     config.tls = Some(
+//!         ClientTls::from_ca_file(Path::new("certs/ca.pem"))?.with_inspect(|cert| {
+//!             cert.subject.cn.as_deref() == Some("localhost")
+//!         }),
+//!     );
+//!     config.reconnect = Some(Backoff::default());
+//!
+//!     let client = Client::connect(config)?;
+//!     client.subscribe(&[1])?;
+//!     client.publish(&[1], b"hello, group 1")?;
+//!     match client.send("bob", b"hi bob") {
+//!         Ok(_) => {}
+//!         Err(ClientError::Refused { code, text }) => eprintln!("not sent ({code}): {text}"),
+//!         Err(e) => return Err(e),
+//!     }
+//!     println!("online: {:?}", client.who(None)?);
+//!     println!("round trip: {:?}", client.ping()?);
+//!
+//!     // Follow pushes for a while.
+//!     loop {
+//!         match client.recv(Some(Duration::from_secs(5))) {
+//!             Ok(Push::Published { sender, groups, payload }) => {
+//!                 println!("{sender} to {groups:?}: {}", String::from_utf8_lossy(&payload));
+//!             }
+//!             Ok(Push::Message { sender, payload }) => {
+//!                 println!("{sender} to me: {}", String::from_utf8_lossy(&payload));
+//!             }
+//!             Ok(other) => println!("{other:?}"),
+//!             Err(ClientError::Timeout) => break,
+//!             Err(e) => return Err(e),
+//!         }
+//!     }
+//!     client.quit()
+//! }
+//! ```
+
+mod driver;
+mod session;
+mod tls;
+
+use std::fmt;
+use std::io;
+use std::net::ToSocketAddrs;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::{Poll, Waker};
+
+use self::driver::{Cmd, Driver, Setup};
+pub use self::session::{ClientSession, Event, MAX_SERVER_PAYLOAD, Reply, Request, RequestId};
+use self::session::{parse_groups, parse_hello};
+pub use self::tls::{ClientTls, InspectFn, ServerCert};
+use crate::error::ErrorCode;
+
+/// How long a handle waits beyond the driver's own deadline before it gives
+/// up on the thread (which enforces every deadline itself).
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Where and how a [`Client`] connects.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The server, `host:port` (resolved once, in [`Client::connect`]).
+    pub addr: String,
+    /// The user name sent with `USER`. With `--auth cert` the handshake logs
+    /// the client in: an empty name sends no `USER`, and the certificate's CN
+    /// is accepted too.
+    pub user: String,
+    /// Sent with `PASS` after `USER` when set (password authentication).
+    pub password: Option<String>,
+    /// TLS settings; `None` is plain TCP.
+    pub tls: Option<ClientTls>,
+    /// Reconnect with this backoff after the connection is lost; `None` is no
+    /// automatic reconnect (requests then fail with [`ClientError::Closed`]).
+    pub reconnect: Option<Backoff>,
+    /// Limit for the TCP connect plus the TLS handshake, per attempt. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Limit for each reply (and for login). Default 10 s.
+    pub reply_timeout: Duration,
+}
+
+impl fmt::Debug for ClientConfig {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("reconnect", &self.reconnect)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reply_timeout", &self.reply_timeout)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// Plain TCP to `addr` as `user`: no password, no reconnect, 10 s timeouts.
+    pub fn new(addr: impl Into<String>, user: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            user: user.into(),
+            password: None,
+            tls: None,
+            reconnect: None,
+            connect_timeout: Duration::from_secs(10),
+            reply_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Reconnect delays: `initial`, doubling after each failed attempt, capped
+/// at `max`; back to `initial` after a successful login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first delay.
+    pub initial: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 100 ms, doubling up to 5 s.
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A frame the server pushed (never a reply), or a change of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Push {
+    /// `PUBLISHED`: a message to groups this client is subscribed to.
+    Published {
+        /// Who published it (`@server` for the server itself).
+        sender: String,
+        /// The groups, as published.
+        groups: Vec<u32>,
+        /// The message.
+        payload: Bytes,
+    },
+    /// `MESSAGE`: a message to this user.
+    Message {
+        /// Who sent it.
+        sender: String,
+        /// The message.
+        payload: Bytes,
+    },
+    /// `JOINED`: `user` subscribed to a watched group.
+    Joined {
+        /// The user.
+        user: String,
+        /// The group.
+        group: u32,
+    },
+    /// `PARTED`: `user` unsubscribed from (or left) a watched group.
+    Parted {
+        /// The user.
+        user: String,
+        /// The group.
+        group: u32,
+    },
+    /// The connection was lost. With reconnect on, [`Push::Reconnected`]
+    /// follows once the client is logged in again; without, the client is closed.
+    Disconnected,
+    /// Logged in again after [`Push::Disconnected`], with subscriptions and
+    /// watches restored. Pushes sent while disconnected are lost.
+    Reconnected,
+}
+
+/// Why a client call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The socket failed (connect refused, reset, ...), or the address did
+    /// not resolve.
+    Io(io::Error),
+    /// TLS failed: a certificate that does not verify (wrong CA, wrong name),
+    /// a handshake error, or TLS files that cannot be loaded.
+    Tls(String),
+    /// [`ClientTls::inspect`] refused the server certificate; nothing was sent.
+    CertificateRejected,
+    /// The server refused the request with `ERR` (or the client refused it
+    /// locally with [`ErrorCode::BadArgs`], without sending it, because the
+    /// server would have).
+    Refused {
+        /// The contract's code.
+        code: ErrorCode,
+        /// The server's sentence.
+        text: String,
+    },
+    /// No reply (or no connection) within the configured time.
+    Timeout,
+    /// The connection is closed, or the client was stopped.
+    Closed,
+    /// The server sent something the contract does not allow (a malformed
+    /// frame, a reply to nothing, a stream cut inside a frame).
+    Protocol(String),
+}
+
+impl ClientError {
+    /// A copy for each of several waiters (`io::Error` is not `Clone`).
+    fn duplicate(&self) -> Self {
+        match self {
+            Self::Io(e) => Self::Io(io::Error::new(e.kind(), e.to_string())),
+            Self::Tls(s) => Self::Tls(s.clone()),
+            Self::CertificateRejected => Self::CertificateRejected,
+            Self::Refused { code, text } => Self::Refused {
+                code: *code,
+                text: text.clone(),
+            },
+            Self::Timeout => Self::Timeout,
+            Self::Closed => Self::Closed,
+            Self::Protocol(s) => Self::Protocol(s.clone()),
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "I/O error: {e}"),
+            Self::Tls(why) => write!(f, "TLS error: {why}"),
+            Self::CertificateRejected => f.write_str("server certificate rejected by the client"),
+            Self::Refused { code, text } => write!(f, "refused ({code}): {text}"),
+            Self::Timeout => f.write_str("timed out"),
+            Self::Closed => f.write_str("connection closed"),
+            Self::Protocol(why) => write!(f, "protocol error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// A connection to a Switchboard server, served by a background I/O thread.
+///
+/// `Client` is `Send + Sync`: share it (`Arc<Client>`) between threads; each
+/// call waits for its own reply, and replies are matched to requests in order.
+/// Dropping it (or [`Client::quit`]) stops the thread.
+///
+/// Calling a request method from inside an [`Client::on_push`] callback would
+/// block the thread that must read the reply: it fails at once with
+/// [`ClientError::Io`] of kind `WouldBlock`.
+pub struct Client {
+    cmds: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+    pushes: Mutex<mpsc::Receiver<Push>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    io_thread: ThreadId,
+    reply_timeout: Duration,
+    addr: String,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, completes the TLS handshake with verification (and
+    /// [`ClientTls::inspect`]), then logs in with `USER` (+ `PASS`); returns
+    /// once the server acknowledged the login.
+    ///
+    /// Nothing is sent before the server certificate is verified. The first
+    /// connection is not retried, even with [`ClientConfig::reconnect`]: a
+    /// wrong address or password is reported at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Io`] (address, connect), [`ClientError::Timeout`]
+    /// (connect + handshake over [`ClientConfig::connect_timeout`], or no
+    /// login reply within [`ClientConfig::reply_timeout`]), [`ClientError::Tls`],
+    /// [`ClientError::CertificateRejected`], [`ClientError::Refused`] (e.g.
+    /// `auth-failed`), [`ClientError::Closed`] or [`ClientError::Protocol`].
+    pub fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let addrs: Vec<_> = config.addr.to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} resolves to no address", config.addr),
+            )));
+        }
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some((t.rustls_config()?, tls::server_name(t, &config.addr)?)),
+        };
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), driver::WAKER)?);
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (push_tx, push_rx) = mpsc::channel();
+        let (init_tx, init_rx) = mpsc::channel();
+        let setup = Setup {
+            addrs: addrs.clone(),
+            user: config.user.clone(),
+            password: config.password.clone(),
+            tls,
+            reconnect: config.reconnect,
+            connect_timeout: config.connect_timeout,
+            reply_timeout: config.reply_timeout,
+        };
+        let driver = Driver::new(setup, poll, cmd_rx, push_tx, init_tx);
+        let thread = thread::Builder::new()
+            .name("switchboard-client".into())
+            .spawn(move || driver.run())?;
+        let client = Self {
+            cmds: cmd_tx,
+            waker,
+            pushes: Mutex::new(push_rx),
+            io_thread: thread.thread().id(),
+            thread: Mutex::new(Some(thread)),
+            reply_timeout: config.reply_timeout,
+            addr: config.addr,
+        };
+        // Each address gets a connect timeout, then login gets two replies.
+        let attempts = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+        let limit = config
+            .connect_timeout
+            .saturating_mul(attempts)
+            .saturating_add(config.reply_timeout.saturating_mul(2))
+            .saturating_add(GRACE);
+        match init_rx.recv_timeout(limit) {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+        }
+        // On error, dropping `client` stops and joins the thread.
+    }
+
+    /// Sends one request and waits for its reply.
+    fn request(&self, req: Request) -> Result<Reply, ClientError> {
+        if thread::current().id() == self.io_thread {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "a client request from its own I/O thread (an on_push callback) would deadlock",
+            )));
+        }
+        let (tx, rx) = mpsc::channel();
+        let deadline = Instant::now() + self.reply_timeout;
+        self.cmds
+            .send(Cmd::Request {
+                req,
+                reply: tx,
+                deadline,
+            })
+            .map_err(|_| ClientError::Closed)?;
+        self.waker.wake()?;
+        match rx.recv_timeout(self.reply_timeout.saturating_add(GRACE)) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+        }
+    }
+
+    /// `SUBSCRIBE`: receive what is published to `groups` (all or nothing).
+    /// The groups are re-subscribed after a reconnect.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] (`unknown-group`, `bad-args`), or a connection
+    /// error ([`ClientError::Timeout`], [`ClientError::Closed`], ...).
+    pub fn subscribe(&self, groups: &[u32]) -> Result<String, ClientError> {
+        self.request(Request::Subscribe(groups.to_vec()))?
+            .into_ack()
+    }
+
+    /// `UNSUBSCRIBE` from `groups` (ones not subscribed are fine).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub fn unsubscribe(&self, groups: &[u32]) -> Result<String, ClientError> {
+        self.request(Request::Unsubscribe(groups.to_vec()))?
+            .into_ack()
+    }
+
+    /// `WATCH`: get [`Push::Joined`] / [`Push::Parted`] for `groups`.
+    /// Re-watched after a reconnect.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub fn watch(&self, groups: &[u32]) -> Result<String, ClientError> {
+        self.request(Request::Watch(groups.to_vec()))?.into_ack()
+    }
+
+    /// `UNWATCH` `groups`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub fn unwatch(&self, groups: &[u32]) -> Result<String, ClientError> {
+        self.request(Request::Unwatch(groups.to_vec()))?.into_ack()
+    }
+
+    /// `PUBLISH` `payload` to `groups` (1 to 63); returns once the server has
+    /// queued it for every subscriber.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] (`unknown-group`, `too-large`: the server then
+    /// closes the connection), or a connection error.
+    pub fn publish(&self, groups: &[u32], payload: &[u8]) -> Result<String, ClientError> {
+        self.request(Request::Publish {
+            groups: groups.to_vec(),
+            payload: Bytes::copy_from_slice(payload),
+        })?
+        .into_ack()
+    }
+
+    /// `SEND` `payload` to every session of `user`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] (`no-such-user`, `bad-args`), or a connection error.
+    pub fn send(&self, user: &str, payload: &[u8]) -> Result<String, ClientError> {
+        self.request(Request::Send {
+            to: user.to_owned(),
+            payload: Bytes::copy_from_slice(payload),
+        })?
+        .into_ack()
+    }
+
+    /// `WHO`: the users online, or those subscribed to `group`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`], a connection error, or
+    /// [`ClientError::Protocol`] for a malformed `RESULT`.
+    pub fn who(&self, group: Option<u32>) -> Result<Vec<String>, ClientError> {
+        self.request(Request::Who(group))?.into_lines()
+    }
+
+    /// `GROUPS`: every group, as `(id, name)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::who`].
+    pub fn groups(&self) -> Result<Vec<(u32, String)>, ClientError> {
+        parse_groups(self.request(Request::Groups)?.into_lines()?)
+    }
+
+    /// `HELLO`: the server's `key=value` facts (`server`, `version`,
+    /// `protocol`, `max_payload`, `auth`, ...), in the order sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::who`].
+    pub fn hello(&self) -> Result<Vec<(String, String)>, ClientError> {
+        parse_hello(self.request(Request::Hello)?.into_lines()?)
+    }
+
+    /// `PING`; returns the round trip as this caller saw it.
+    ///
+    /// # Errors
+    ///
+    /// A connection error, or [`ClientError::Protocol`] if the reply is not `PONG`.
+    pub fn ping(&self) -> Result<Duration, ClientError> {
+        let start = Instant::now();
+        match self.request(Request::Ping)? {
+            Reply::Pong => Ok(start.elapsed()),
+            Reply::Err { code, text } => Err(ClientError::Refused { code, text }),
+            _ => Err(ClientError::Protocol(
+                "PING answered with something other than PONG".into(),
+            )),
+        }
+    }
+
+    /// `QUIT`: waits for the server's `ACK`, then stops the I/O thread. Later
+    /// calls fail with [`ClientError::Closed`]; a second `quit` is `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Timeout`] if the server does not acknowledge in time
+    /// (the thread is stopped all the same).
+    pub fn quit(&self) -> Result<(), ClientError> {
+        let result = match self.request(Request::Quit) {
+            Ok(_) | Err(ClientError::Closed) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.stop();
+        result
+    }
+
+    /// Waits for the next pushed frame (or [`Push::Disconnected`] /
+    /// [`Push::Reconnected`]), at most `timeout` (`None`: no limit).
+    ///
+    /// While an [`Client::on_push`] callback is set, pushes go to it instead.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Timeout`], or [`ClientError::Closed`] once the client
+    /// is stopped and every push received before has been returned.
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<Push, ClientError> {
+        let rx = self.pushes.lock().unwrap_or_else(PoisonError::into_inner);
+        match timeout {
+            None => rx.recv().map_err(|_| ClientError::Closed),
+            Some(t) => rx.recv_timeout(t).map_err(|e| match e {
+                RecvTimeoutError::Timeout => ClientError::Timeout,
+                RecvTimeoutError::Disconnected => ClientError::Closed,
+            }),
+        }
+    }
+
+    /// Delivers every later push to `callback`, on the I/O thread, instead of
+    /// [`Client::recv`] (pushes already waiting there stay there). A new
+    /// callback replaces the previous one.
+    ///
+    /// The callback should be quick: the connection is not read while it
+    /// runs. It must not call the client's request methods (they would fail,
+    /// see [`Client`]); hand work to another thread instead.
+    pub fn on_push(&self, callback: impl FnMut(&Push) + Send + 'static) {
+        if self.cmds.send(Cmd::OnPush(Box::new(callback))).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Stops the thread and waits for it (unless called on it).
+    fn stop(&self) {
+        if self.cmds.send(Cmd::Shutdown).is_ok() {
+            let _ = self.waker.wake();
+        }
+        if thread::current().id() == self.io_thread {
+            return;
+        }
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Client>();
+        check::<ClientConfig>();
+        check::<ClientError>();
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        let errors = [
+            ClientError::Io(io::Error::other("boom")),
+            ClientError::Tls("bad".into()),
+            ClientError::CertificateRejected,
+            ClientError::Refused {
+                code: ErrorCode::NoSuchUser,
+                text: "no bob".into(),
+            },
+            ClientError::Timeout,
+            ClientError::Closed,
+            ClientError::Protocol("junk".into()),
+        ];
+        for e in &errors {
+            let s = e.to_string();
+            assert!(!s.is_empty() && !s.contains('\n'), "{s:?}");
+            assert_eq!(e.duplicate().to_string(), s);
+        }
+        assert_eq!(errors[3].to_string(), "refused (no-such-user): no bob");
+    }
+
+    #[test]
+    fn config_debug_hides_the_password() {
+        let mut c = ClientConfig::new("localhost:7420", "alice");
+        c.password = Some("hunter2".into());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(Backoff::default().initial, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn connect_to_nothing_is_an_io_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let mut c = ClientConfig::new(format!("127.0.0.1:{port}"), "alice");
+        c.connect_timeout = Duration::from_secs(2);
+        match Client::connect(c) {
+            Err(ClientError::Io(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
