@@ -669,3 +669,15 @@ fn idle_and_backing_off_clients_do_not_spin() {
     assert!(used < 30, "client threads used {used} ticks while idle");
     drop(idle);
 }
+
+#[test]
+fn bad_user_name_or_empty_password_fail_at_once() {
+    // Nothing listens here: the checks come before any connection.
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let start = Instant::now();
+    assert_refused(Client::connect(config(addr, "al ice")), ErrorCode::BadArgs);
+    let mut c = config(addr, "alice");
+    c.password = Some(String::new());
+    assert_refused(Client::connect(c), ErrorCode::BadArgs);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}

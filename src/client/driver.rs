@@ -347,7 +347,8 @@ impl Driver {
             }),
             Err(e) => match purpose {
                 Purpose::Caller(tx) | Purpose::Quit(tx) => drop(tx.send(Err(e))),
-                // Our own requests are well-formed; a failed session is
+                // Our own requests are well-formed (Client::connect checks
+                // the user name and password first); a failed session is
                 // being torn down anyway.
                 _ => warn!("client: cannot send {req:?}: {e}"),
             },

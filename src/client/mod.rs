@@ -325,6 +325,21 @@ impl Client {
     /// [`ClientError::CertificateRejected`], [`ClientError::Refused`] (e.g.
     /// `auth-failed`), [`ClientError::Closed`] or [`ClientError::Protocol`].
     pub fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        // The login requests are made by the I/O thread; refuse what the
+        // server would refuse for its form here, before connecting.
+        if !config.user.is_empty() && !crate::proto::command::is_valid_user(config.user.as_bytes())
+        {
+            return Err(ClientError::Refused {
+                code: crate::error::ErrorCode::BadArgs,
+                text: "user names are 1 to 64 of A-Z a-z 0-9 . _ -".into(),
+            });
+        }
+        if config.password.as_deref() == Some("") {
+            return Err(ClientError::Refused {
+                code: crate::error::ErrorCode::BadArgs,
+                text: "empty password".into(),
+            });
+        }
         let addrs: Vec<_> = config.addr.to_socket_addrs()?.collect();
         if addrs.is_empty() {
             return Err(ClientError::Io(io::Error::new(

@@ -1,5 +1,6 @@
 //! The `switchboard` command: thin wrappers over the library (cli.md).
 
+mod clients;
 mod serve;
 
 use std::path::PathBuf;
@@ -47,25 +48,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Interactive chat client (not available yet).
-    Chat(ClientArgs),
-    /// Publish messages (not available yet).
-    Pub(ClientArgs),
-    /// Print received messages (not available yet).
-    Sub(ClientArgs),
+    /// Interactive line client: join groups, talk, send one-to-one messages.
+    Chat(clients::ChatArgs),
+    /// Publish a message (or each line of standard input) and exit.
+    Pub(clients::PubArgs),
+    /// Print each message received in groups, one a line.
+    Sub(clients::SubArgs),
     /// Load generator (not available yet).
     Bench {
         /// Anything.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
-}
-
-/// Accepts the client commands' arguments until the clients land.
-#[derive(clap::Args, Debug)]
-struct ClientArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -111,9 +105,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Chat(_) => not_yet("chat"),
-        Command::Pub(_) => not_yet("pub"),
-        Command::Sub(_) => not_yet("sub"),
+        Command::Chat(args) => clients::run_chat(args),
+        Command::Pub(args) => clients::run_pub(args),
+        Command::Sub(args) => clients::run_sub(args),
         Command::Bench { .. } => not_yet("bench"),
     }
 }

@@ -1,0 +1,975 @@
+//! `switchboard chat`, `pub` and `sub`: thin command-line clients over
+//! [`switchboard::Client`] (cli.md, "Clients").
+//!
+//! Every command connects with the common flags ([`ConnectArgs`]), does its
+//! job, and says what went wrong in one line on standard error with a
+//! non-zero status when it cannot connect, verify the server, or log in.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use switchboard::client::{Backoff, ClientTls};
+use switchboard::error::ErrorCode;
+use switchboard::{Client, ClientConfig, ClientError, Push};
+
+/// The plain TCP address the server listens on by default.
+const DEFAULT_ADDR: &str = "127.0.0.1:7420";
+/// The TLS address the server listens on by default.
+const DEFAULT_TLS_ADDR: &str = "127.0.0.1:7421";
+/// The CA file `switchboard serve` writes on first start (in its directory).
+const DEFAULT_CA: &str = "certs/ca.pem";
+
+// ---------------------------------------------------------------------------
+// Common flags
+// ---------------------------------------------------------------------------
+
+/// The flags every client command takes.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ConnectArgs {
+    /// The user name to log in as (with `--auth cert`, the client
+    /// certificate's CN).
+    #[arg(long, short = 'u', value_name = "NAME")]
+    user: String,
+    /// Server address `host:port`, instead of the positional ADDR
+    /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+    /// Connect with TLS and verify the server certificate against `--ca`
+    /// before sending the user name or password. Implied by `--ca`,
+    /// `--cert` and `--server-name`.
+    #[arg(long)]
+    tls: bool,
+    /// CA bundle (PEM) the server certificate must chain to
+    /// [default with TLS: certs/ca.pem, as written by `switchboard serve`].
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `--key`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of `--cert`.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Name to verify the server certificate for [default: the host of ADDR].
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// Read the password from the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "password_prompt")]
+    password_file: Option<PathBuf>,
+    /// Ask for the password on the terminal (without echo) before connecting.
+    /// Without this flag or `--password-file` the password is asked for only
+    /// when the server says it requires one, and only if there is a terminal.
+    #[arg(long)]
+    password_prompt: bool,
+    /// Reconnect (with backoff, logging in and re-subscribing again) when the
+    /// connection drops, instead of ending.
+    #[arg(long)]
+    reconnect: bool,
+    /// Seconds to wait for the connection, the TLS handshake and the login.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    connect_timeout: f64,
+}
+
+impl ConnectArgs {
+    fn uses_tls(&self) -> bool {
+        self.tls || self.ca.is_some() || self.cert.is_some() || self.server_name.is_some()
+    }
+
+    /// The address: `--addr`, else the positional one, else the default.
+    fn resolve_addr(&self, positional: Option<&str>) -> Result<String, String> {
+        match (&self.addr, positional) {
+            (Some(_), Some(p)) => Err(format!(
+                "the address is given twice (--addr and {p:?}); give it once"
+            )),
+            (Some(a), None) => Ok(a.clone()),
+            (None, Some(p)) => Ok(p.to_string()),
+            (None, None) if self.uses_tls() => Ok(DEFAULT_TLS_ADDR.to_string()),
+            (None, None) => Ok(DEFAULT_ADDR.to_string()),
+        }
+    }
+
+    fn tls_config(&self) -> Result<Option<ClientTls>, String> {
+        if !self.uses_tls() {
+            return Ok(None);
+        }
+        let ca = self.ca.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA));
+        let mut tls = ClientTls::from_ca_file(&ca)
+            .map_err(|e| format!("cannot use CA file {}: {}", ca.display(), file_error(&e)))?;
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls.with_client_cert(cert, key).map_err(|e| {
+                format!(
+                    "cannot use client certificate {} / key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    file_error(&e)
+                )
+            })?;
+        }
+        if let Some(name) = &self.server_name {
+            tls.server_name = Some(name.clone());
+        }
+        Ok(Some(tls))
+    }
+
+    /// Connects and logs in, asking for a password on the terminal if the
+    /// server wants one and none was given.
+    fn connect(&self, positional_addr: Option<&str>) -> Result<Client, String> {
+        let addr = self.resolve_addr(positional_addr)?;
+        if !switchboard::proto::command::is_valid_user(self.user.as_bytes()) {
+            return Err(format!(
+                "invalid user name {:?}: 1 to 64 of A-Z a-z 0-9 . _ -",
+                self.user
+            ));
+        }
+        if !(self.connect_timeout.is_finite() && self.connect_timeout > 0.0) {
+            return Err(format!(
+                "--connect-timeout must be a positive number of seconds, not {}",
+                self.connect_timeout
+            ));
+        }
+        // Checked once up front so a bad file is reported before a password
+        // is asked for; built again for each attempt (a key is not `Clone`).
+        self.tls_config()?;
+        let mut password = if let Some(file) = &self.password_file {
+            Some(read_password_file(file)?)
+        } else if self.password_prompt {
+            Some(prompt_password(&self.user)?)
+        } else {
+            None
+        };
+        let config = |password: Option<String>| -> Result<ClientConfig, String> {
+            let mut c = ClientConfig::new(addr.clone(), self.user.clone());
+            c.password = password;
+            c.tls = self.tls_config()?;
+            c.connect_timeout = Duration::from_secs_f64(self.connect_timeout);
+            if self.reconnect {
+                c.reconnect = Some(Backoff::default());
+            }
+            Ok(c)
+        };
+        let mut asked = false;
+        loop {
+            match Client::connect(config(password.clone())?) {
+                Ok(client) => return Ok(client),
+                Err(e) if password.is_none() && !asked && wants_password(&e) => {
+                    if !io::stdin().is_terminal() && !has_tty() {
+                        return Err(format!(
+                            "{addr}: the server requires a password: give --password-file FILE \
+                             (or --password-prompt on a terminal)"
+                        ));
+                    }
+                    password = Some(prompt_password(&self.user)?);
+                    asked = true;
+                }
+                Err(e) => return Err(describe_connect_error(&addr, self.uses_tls(), &e)),
+            }
+        }
+    }
+}
+
+/// Whether a failed login means "a password is needed".
+fn wants_password(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Refused {
+            code: ErrorCode::AuthRequired,
+            ..
+        }
+    )
+}
+
+/// One line for a connection that could not be made, with a hint where the
+/// cause is a likely mix-up (wrong CA, TLS against a plain port or back).
+fn describe_connect_error(addr: &str, tls: bool, e: &ClientError) -> String {
+    match e {
+        ClientError::Io(io) => format!("cannot connect to {addr}: {io}"),
+        ClientError::Tls(t) if t.contains("CertificateRequired") => format!(
+            "{addr}: TLS failed: {t} (the server wants a client certificate: --cert and --key)"
+        ),
+        ClientError::Tls(t) if t.contains("certificate") => format!(
+            "{addr}: TLS failed: {t} (is --ca the CA that signed the server's certificate?)"
+        ),
+        ClientError::Tls(t) if t.contains("corrupt message") => {
+            format!("{addr}: TLS failed: {t} (is {addr} a TLS listener?)")
+        }
+        ClientError::Tls(t) => format!("{addr}: TLS failed: {t}"),
+        ClientError::CertificateRejected => {
+            format!("{addr}: the server certificate was rejected")
+        }
+        ClientError::Refused { code, text } => {
+            format!("{addr}: login refused: {}: {text}", code.as_str())
+        }
+        ClientError::Timeout => format!("{addr}: no answer in time (connect, TLS or login)"),
+        ClientError::Protocol(p) if !tls => {
+            format!("{addr}: {p} (a TLS listener? then add --tls)")
+        }
+        other => format!("{addr}: {other}"),
+    }
+}
+
+/// The text of an error without the variant's prefix where it is a file
+/// problem (`ClientTls` loading reports those as `Tls`).
+fn file_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Tls(t) => t.clone(),
+        ClientError::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a controlling terminal can be opened for the password prompt.
+fn has_tty() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
+}
+
+fn read_password_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() {
+        return Err(format!(
+            "password file {}: the first line is empty",
+            path.display()
+        ));
+    }
+    Ok(line.to_string())
+}
+
+/// Reads a password on the terminal without echo (not from standard input,
+/// which carries the messages for `pub` and `chat`).
+fn prompt_password(user: &str) -> Result<String, String> {
+    let password = rpassword::prompt_password(format!("Password for {user}: "))
+        .map_err(|e| format!("cannot read a password from the terminal: {e}"))?;
+    if password.is_empty() {
+        return Err("the password is empty".to_string());
+    }
+    Ok(password)
+}
+
+fn fail(cmd: &str, msg: &str) -> ExitCode {
+    eprintln!("switchboard {cmd}: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Whether `s` is clearly a server address rather than a message: an
+/// `IP:port`, `[IPv6]:port`, `localhost:port` or `dotted.host.name:port`.
+fn looks_like_addr(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && (host.eq_ignore_ascii_case("localhost") || host.contains('.'));
+    port_ok && host_ok
+}
+
+/// Joins group numbers as `1,2`.
+fn group_list(groups: &[u32]) -> String {
+    groups
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One line for a failed request: `code: text` for a refusal.
+fn describe_error(e: &ClientError) -> String {
+    match e {
+        ClientError::Refused { code, text } => format!("{}: {text}", code.as_str()),
+        other => other.to_string(),
+    }
+}
+
+/// Whether the error means the session is over (no point in going on).
+fn is_fatal(e: &ClientError) -> bool {
+    matches!(e, ClientError::Closed | ClientError::Io(_))
+}
+
+/// SIGINT and SIGTERM: sets `stop` and ends the session (so `recv` returns);
+/// exits 0 if the main thread has not finished `grace` later.
+fn on_interrupt(client: &Arc<Client>, stop: &Arc<AtomicBool>, grace: Duration) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        // Without a handler the default action (terminate) still applies.
+        return;
+    };
+    let client = Arc::clone(client);
+    let stop = Arc::clone(stop);
+    thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = client.quit();
+            thread::sleep(grace);
+            std::process::exit(0);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// pub
+// ---------------------------------------------------------------------------
+
+/// `switchboard pub`: publish one message, or each line of standard input.
+#[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "switchboard pub --user NAME --group G [OPTIONS] [ADDR] [MESSAGE]",
+    after_help = "Without MESSAGE (and without -m), each line of standard input is \
+published as one message, without its line ending; empty lines are skipped. \
+A lone positional argument is the MESSAGE unless it looks like a server \
+address (IP:port, localhost:port or host.name:port); use --addr or -m to be explicit.\n\
+Exits 0 once every message was acknowledged by the server; on a refusal \
+(e.g. unknown-group) it stops and exits 1 with `code: text` on standard error."
+)]
+pub(crate) struct PubArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+    /// Group to publish to; repeatable, or comma-separated (`--group 1,2`):
+    /// one message reaches each subscriber of any of them exactly once.
+    #[arg(
+        long,
+        short = 'g',
+        value_name = "G",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(1..),
+        required_unless_present = "to"
+    )]
+    group: Vec<u32>,
+    /// Send one-to-one to USER instead of (or as well as) publishing to groups.
+    #[arg(long, value_name = "USER")]
+    to: Option<String>,
+    /// The message (same as the positional MESSAGE).
+    #[arg(long, short = 'm', value_name = "MESSAGE")]
+    message: Option<String>,
+    /// [ADDR] [MESSAGE]
+    #[arg(value_name = "ARGS", num_args = 0..=2, hide = true)]
+    positional: Vec<String>,
+}
+
+/// Splits pub's positionals into (address, message).
+fn pub_positionals(
+    args: &[String],
+    flag_message: bool,
+) -> Result<(Option<String>, Option<String>), String> {
+    match args {
+        [] => Ok((None, None)),
+        [one] if flag_message || looks_like_addr(one) => Ok((Some(one.clone()), None)),
+        [one] => Ok((None, Some(one.clone()))),
+        [a, b] if !flag_message && looks_like_addr(a) => Ok((Some(a.clone()), Some(b.clone()))),
+        [a, b] if !flag_message && looks_like_addr(b) => Ok((Some(b.clone()), Some(a.clone()))),
+        _ => Err(format!(
+            "unexpected arguments {args:?}: expected [ADDR] [MESSAGE] (quote a message \
+             that has spaces)"
+        )),
+    }
+}
+
+pub(crate) fn run_pub(args: PubArgs) -> ExitCode {
+    let (addr, positional_message) = match pub_positionals(&args.positional, args.message.is_some())
+    {
+        Ok(v) => v,
+        Err(e) => return fail("pub", &e),
+    };
+    let message = args.message.clone().or(positional_message);
+    let client = match args.conn.connect(addr.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail("pub", &e),
+    };
+    let deliver = |payload: &[u8]| -> Result<(), ClientError> {
+        if !args.group.is_empty() {
+            client.publish(&args.group, payload)?;
+        }
+        if let Some(user) = &args.to {
+            client.send(user, payload)?;
+        }
+        Ok(())
+    };
+    let outcome = match message {
+        Some(m) => deliver(m.as_bytes()),
+        None => {
+            let stdin = io::stdin();
+            let mut lock = stdin.lock();
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match lock.read_until(b'\n', &mut line) {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if line.is_empty() {
+                            continue;
+                        }
+                        if let Err(e) = deliver(&line) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = client.quit();
+                        return fail("pub", &format!("cannot read standard input: {e}"));
+                    }
+                }
+            }
+        }
+    };
+    let _ = client.quit();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("pub", &describe_error(&e)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sub
+// ---------------------------------------------------------------------------
+
+/// `switchboard sub`: print each message received, one a line.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prints the payload of each message published to the groups, \
+followed by a newline, and flushes after each one (so it works in a pipe). \
+One-to-one messages are not printed. Exits 0 after --count messages, on SIGINT \
+or SIGTERM, when the server closes the connection (unless --reconnect), or when \
+standard output is closed (e.g. piped into `head`)."
+)]
+pub(crate) struct SubArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+    /// Group to subscribe to; repeatable, or comma-separated (`--group 1,2`).
+    #[arg(
+        long,
+        short = 'g',
+        value_name = "G",
+        required = true,
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    group: Vec<u32>,
+    /// Exit after N messages.
+    #[arg(long, short = 'n', short_alias = 'C', value_name = "N")]
+    count: Option<u64>,
+    /// Print `[G] sender: payload` instead of the bare payload.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+    /// Server address `host:port` [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    #[arg(value_name = "ADDR")]
+    address: Option<String>,
+}
+
+pub(crate) fn run_sub(args: SubArgs) -> ExitCode {
+    if args.count == Some(0) {
+        return ExitCode::SUCCESS;
+    }
+    let client = match args.conn.connect(args.address.as_deref()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return fail("sub", &e),
+    };
+    if let Err(e) = client.subscribe(&args.group) {
+        let _ = client.quit();
+        return fail(
+            "sub",
+            &format!(
+                "cannot subscribe to {}: {}",
+                group_list(&args.group),
+                describe_error(&e)
+            ),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    // A second for the main thread to finish the line it may be writing.
+    on_interrupt(&client, &stop, Duration::from_secs(1));
+    let stdout = io::stdout();
+    let mut received = 0u64;
+    loop {
+        let push = match client.recv(None) {
+            Ok(p) => p,
+            Err(ClientError::Timeout) => continue,
+            Err(e) => {
+                if !stop.load(Ordering::SeqCst) && !matches!(e, ClientError::Closed) {
+                    eprintln!("switchboard sub: {}", describe_error(&e));
+                }
+                return ExitCode::SUCCESS;
+            }
+        };
+        match push {
+            Push::Published {
+                sender,
+                groups,
+                payload,
+            } => {
+                let mut out = stdout.lock();
+                let written = if args.verbose {
+                    write!(out, "[{}] {sender}: ", group_list(&groups))
+                        .and_then(|()| out.write_all(&payload))
+                } else {
+                    out.write_all(&payload)
+                }
+                .and_then(|()| out.write_all(b"\n"))
+                .and_then(|()| out.flush());
+                drop(out);
+                if let Err(e) = written {
+                    let _ = client.quit();
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        // The reader went away (`| head`): a normal end.
+                        return ExitCode::SUCCESS;
+                    }
+                    return fail("sub", &format!("cannot write to standard output: {e}"));
+                }
+                received += 1;
+                if args.count.is_some_and(|n| received >= n) {
+                    let _ = client.quit();
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Push::Disconnected if args.conn.reconnect => {
+                eprintln!("switchboard sub: connection lost; reconnecting");
+            }
+            Push::Reconnected => eprintln!("switchboard sub: reconnected"),
+            Push::Disconnected => {
+                if !stop.load(Ordering::SeqCst) {
+                    eprintln!("switchboard sub: the server closed the connection");
+                }
+                return ExitCode::SUCCESS;
+            }
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// chat
+// ---------------------------------------------------------------------------
+
+/// `switchboard chat`: an interactive line client.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Reads lines from standard input (a terminal or a pipe):\n  \
+/join G       subscribe to group G, watch who joins and leaves it, and make it current\n  \
+/part G       leave group G\n  \
+/msg USER TEXT  send TEXT to USER only\n  \
+/who [G]      users online, or in group G\n  \
+/groups       the server's groups\n  \
+/hello        server information\n  \
+/ping         round-trip time\n  \
+/quit         leave (so does end of input)\n  \
+TEXT          publish TEXT to the current group (`//text` sends `/text`)\n\
+Output, one line each:\n  \
+[G] alice: text     a message published to group G (your own included)\n  \
+* alice: text       a one-to-one message from alice\n  \
+-> bob: text        your one-to-one message to bob, once delivered\n  \
+* bob joined G / * bob left G\n  \
+* ...               replies to commands\n  \
+! code: text        a refused command\n\
+Exits 0 on /quit or end of input, 1 if the server closes the connection."
+)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+    /// Server address `host:port` [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    #[arg(value_name = "ADDR")]
+    address: Option<String>,
+}
+
+/// Writes one line to standard output; a closed output ends the program quietly.
+fn say(line: &str) {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let written = out
+        .write_all(line.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if written.is_err() {
+        // Nobody reads us any more (`chat | head`): leave like /quit.
+        std::process::exit(0);
+    }
+}
+
+/// A pushed frame as a chat line.
+fn push_line(push: &Push) -> Option<String> {
+    let text = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    Some(match push {
+        Push::Published {
+            sender,
+            groups,
+            payload,
+        } => format!("[{}] {sender}: {}", group_list(groups), text(payload)),
+        Push::Message { sender, payload } => format!("* {sender}: {}", text(payload)),
+        Push::Joined { user, group } => format!("* {user} joined {group}"),
+        Push::Parted { user, group } => format!("* {user} left {group}"),
+        Push::Disconnected => "* connection lost".to_string(),
+        Push::Reconnected => "* reconnected".to_string(),
+        #[allow(unreachable_patterns)] // `Push` may grow variants
+        _ => return None,
+    })
+}
+
+/// Parses a group number argument of a chat command.
+fn parse_group(arg: &str) -> Result<u32, String> {
+    match arg.parse::<u32>() {
+        Ok(g) if g > 0 => Ok(g),
+        _ => Err(format!(
+            "bad-args: {arg:?} is not a group number (1 to 4294967295)"
+        )),
+    }
+}
+
+/// What one input line asks for.
+enum Step {
+    Go,
+    Quit,
+}
+
+struct Chat {
+    client: Arc<Client>,
+    /// The group a plain line is published to.
+    current: Option<u32>,
+    /// `--reconnect`: a lost connection is not the end.
+    reconnect: bool,
+}
+
+impl Chat {
+    fn line(&mut self, line: &str) -> Step {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.trim().is_empty() {
+            return Step::Go;
+        }
+        if let Some(rest) = line.strip_prefix("//") {
+            self.publish(&format!("/{rest}"));
+            return Step::Go;
+        }
+        let Some(cmd) = line.strip_prefix('/') else {
+            self.publish(line);
+            return Step::Go;
+        };
+        let (name, rest) = match cmd.split_once(char::is_whitespace) {
+            Some((n, r)) => (n, r.trim_start()),
+            None => (cmd, ""),
+        };
+        let outcome = match name.to_ascii_lowercase().as_str() {
+            "join" | "j" => self.join(rest),
+            "part" | "leave" => self.part(rest),
+            "msg" | "m" => self.msg(rest),
+            "who" => self.who(rest),
+            "groups" | "list" => self.groups(),
+            "hello" => self.hello(),
+            "ping" => self.client.ping().map(|rtt| {
+                say(&format!("* pong in {:.1} ms", rtt.as_secs_f64() * 1000.0));
+            }),
+            "help" | "?" => {
+                say(
+                    "* commands: /join G, /part G, /msg USER TEXT, /who [G], /groups, /hello, /ping, /quit",
+                );
+                Ok(())
+            }
+            "quit" | "exit" | "q" => return Step::Quit,
+            other => {
+                say(&format!("! unknown command /{other} (try /help)"));
+                Ok(())
+            }
+        };
+        match outcome {
+            Ok(()) => Step::Go,
+            Err(e) => {
+                say(&format!("! {}", describe_error(&e)));
+                if is_fatal(&e) && !self.reconnect {
+                    Step::Quit
+                } else {
+                    Step::Go
+                }
+            }
+        }
+    }
+
+    fn groups_arg(&self, rest: &str) -> Result<Vec<u32>, ClientError> {
+        let mut groups = Vec::new();
+        for a in rest.split([' ', ',']).filter(|a| !a.is_empty()) {
+            match parse_group(a) {
+                Ok(g) => groups.push(g),
+                Err(e) => {
+                    say(&format!("! {e}"));
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    fn publish(&mut self, text: &str) {
+        let Some(g) = self.current else {
+            say("! join a group first (/join G)");
+            return;
+        };
+        if let Err(e) = self.client.publish(&[g], text.as_bytes()) {
+            say(&format!("! {}", describe_error(&e)));
+        }
+    }
+
+    fn join(&mut self, rest: &str) -> Result<(), ClientError> {
+        let groups = self.groups_arg(rest)?;
+        let Some(&last) = groups.last() else {
+            if rest.trim().is_empty() {
+                say("! usage: /join G");
+            }
+            return Ok(());
+        };
+        self.client.subscribe(&groups)?;
+        // Watching shows who joins and leaves; a refusal here is not worth
+        // failing the join for.
+        if let Err(e) = self.client.watch(&groups) {
+            say(&format!("! {}", describe_error(&e)));
+        }
+        self.current = Some(last);
+        say(&format!(
+            "* joined {}; now talking in {last}",
+            group_list(&groups)
+        ));
+        Ok(())
+    }
+
+    fn part(&mut self, rest: &str) -> Result<(), ClientError> {
+        let groups = if rest.trim().is_empty() {
+            self.current.into_iter().collect()
+        } else {
+            self.groups_arg(rest)?
+        };
+        if groups.is_empty() {
+            say("! usage: /part G");
+            return Ok(());
+        }
+        // Unwatch first: our own leaving is not news to us (nor is our join,
+        // which happens before the watch).
+        let _ = self.client.unwatch(&groups);
+        self.client.unsubscribe(&groups)?;
+        if self.current.is_some_and(|c| groups.contains(&c)) {
+            self.current = None;
+        }
+        say(&format!("* left {}", group_list(&groups)));
+        Ok(())
+    }
+
+    fn msg(&mut self, rest: &str) -> Result<(), ClientError> {
+        let Some((user, text)) = rest.split_once(char::is_whitespace) else {
+            say("! usage: /msg USER TEXT");
+            return Ok(());
+        };
+        self.client.send(user, text.as_bytes())?;
+        say(&format!("-> {user}: {text}"));
+        Ok(())
+    }
+
+    fn who(&mut self, rest: &str) -> Result<(), ClientError> {
+        let group = match rest.trim() {
+            "" => None,
+            g => match parse_group(g) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    say(&format!("! {e}"));
+                    return Ok(());
+                }
+            },
+        };
+        let users = self.client.who(group)?;
+        let list = if users.is_empty() {
+            "(nobody)".to_string()
+        } else {
+            users.join(", ")
+        };
+        match group {
+            Some(g) => say(&format!("* in {g}: {list}")),
+            None => say(&format!("* online: {list}")),
+        }
+        Ok(())
+    }
+
+    fn groups(&mut self) -> Result<(), ClientError> {
+        let groups = self.client.groups()?;
+        if groups.is_empty() {
+            say("* groups: (none registered)");
+        } else {
+            let list = groups
+                .iter()
+                .map(|(id, name)| {
+                    if name.is_empty() {
+                        id.to_string()
+                    } else {
+                        format!("{id} ({name})")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            say(&format!("* groups: {list}"));
+        }
+        Ok(())
+    }
+
+    fn hello(&mut self) -> Result<(), ClientError> {
+        let info = self.client.hello()?;
+        let list = info
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        say(&format!("* server: {list}"));
+        Ok(())
+    }
+}
+
+pub(crate) fn run_chat(args: ChatArgs) -> ExitCode {
+    let client = match args.conn.connect(args.address.as_deref()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return fail("chat", &e),
+    };
+    let reconnect = args.conn.reconnect;
+    let stop = Arc::new(AtomicBool::new(false));
+    // The main thread is blocked reading input: no reason to wait for it.
+    on_interrupt(&client, &stop, Duration::ZERO);
+    // Pushes are printed by their own thread, so they appear while the main
+    // thread waits for input. It ends the program when the session is over.
+    {
+        let client = Arc::clone(&client);
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            loop {
+                match client.recv(None) {
+                    Ok(Push::Disconnected) if !reconnect => {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        say("* the server closed the connection");
+                        std::process::exit(1);
+                    }
+                    Ok(push) => {
+                        if let Some(line) = push_line(&push) {
+                            say(&line);
+                        }
+                    }
+                    Err(ClientError::Timeout) => {}
+                    Err(_) => {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        say("* the server closed the connection");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        });
+    }
+    let user = args.conn.user.clone();
+    if io::stdin().is_terminal() {
+        say(&format!(
+            "* connected as {user}; /join G to talk in a group, /help for commands"
+        ));
+    }
+    let mut chat = Chat {
+        client: Arc::clone(&client),
+        current: None,
+        reconnect,
+    };
+    let stdin = io::stdin();
+    let mut lock = stdin.lock();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match lock.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                if let Step::Quit = chat.line(&line) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("switchboard chat: cannot read standard input: {e}");
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = client.quit();
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        use clap::Args;
+        let cmd = clap::Command::new("switchboard")
+            .subcommand(ChatArgs::augment_args(clap::Command::new("chat")))
+            .subcommand(PubArgs::augment_args(clap::Command::new("pub")))
+            .subcommand(SubArgs::augment_args(clap::Command::new("sub")));
+        cmd.debug_assert();
+    }
+
+    #[test]
+    fn addresses_are_told_from_messages() {
+        for a in [
+            "127.0.0.1:7420",
+            "[::1]:7420",
+            "localhost:7421",
+            "chat.example.org:7420",
+        ] {
+            assert!(looks_like_addr(a), "{a}");
+        }
+        for m in [
+            "hello",
+            "hello world",
+            "note:1",
+            "a:b",
+            "x.y:",
+            "12:30",
+            "ratio 1:2",
+        ] {
+            assert!(!looks_like_addr(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn pub_positionals_split() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            pub_positionals(&s(&["hi"]), false),
+            Ok((None, Some("hi".into())))
+        );
+        assert_eq!(
+            pub_positionals(&s(&["127.0.0.1:1", "hi"]), false),
+            Ok((Some("127.0.0.1:1".into()), Some("hi".into())))
+        );
+        assert_eq!(
+            pub_positionals(&s(&["hi", "127.0.0.1:1"]), false),
+            Ok((Some("127.0.0.1:1".into()), Some("hi".into())))
+        );
+        assert_eq!(
+            pub_positionals(&s(&["127.0.0.1:1"]), false),
+            Ok((Some("127.0.0.1:1".into()), None))
+        );
+        assert!(pub_positionals(&s(&["a", "b"]), false).is_err());
+    }
+}
