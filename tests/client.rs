@@ -681,3 +681,53 @@ fn bad_user_name_or_empty_password_fail_at_once() {
     assert_refused(Client::connect(c), ErrorCode::BadArgs);
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn reconnects_over_tls_and_verifies_again() {
+    let certs = CertDir::new(&[]);
+    let port = free_port();
+    let tls_listen = format!("127.0.0.1:{port}");
+    let start = |certs: &CertDir| {
+        let mut args = vec![
+            "serve".to_owned(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--tls-listen".into(),
+            tls_listen.clone(),
+            "--ws-listen".into(),
+            "off".into(),
+            "--group".into(),
+            "1=general".into(),
+        ];
+        args.extend(certs.server_args());
+        ServerProc::start_raw(&strs(&args))
+    };
+    let srv = start(&certs);
+    let checks = Arc::new(Mutex::new(0));
+    let checks2 = checks.clone();
+    let mut c = config(srv.tls_addr(), "alice");
+    c.tls = Some(
+        ClientTls::from_ca_file(&certs.ca())
+            .expect("CA")
+            .with_inspect(move |_| {
+                *checks2.lock().expect("lock") += 1;
+                true
+            }),
+    );
+    c.reconnect = Some(Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    });
+    let alice = Client::connect(c).expect("TLS connect");
+    alice.subscribe(&[1]).expect("subscribe");
+    drop(srv);
+    assert_eq!(next_push(&alice), Push::Disconnected);
+    let srv = start(&certs);
+    assert_eq!(next_push(&alice), Push::Reconnected);
+    // The new TLS session verified (and inspected) the server again.
+    assert_eq!(*checks.lock().expect("lock"), 2);
+    let bob = connect(srv.addr, "bob");
+    bob.publish(&[1], b"over TLS again").expect("publish");
+    assert_eq!(next_push(&alice), published("bob", &[1], b"over TLS again"));
+    alice.quit().expect("quit");
+}
