@@ -731,3 +731,25 @@ fn reconnects_over_tls_and_verifies_again() {
     assert_eq!(next_push(&alice), published("bob", &[1], b"over TLS again"));
     alice.quit().expect("quit");
 }
+
+#[test]
+fn a_request_the_server_never_answers_times_out() {
+    let (addr, h) = fake_server(|mut s| {
+        assert_eq!(read_line(&mut s), "USER 0 alice\n");
+        let _ = s.write_all(b"ACK 9\nlogged in");
+        assert_eq!(read_line(&mut s), "WHO 0\n");
+        // Never answers; stays connected a while.
+        thread::sleep(Duration::from_millis(1500));
+    });
+    let mut c = config(addr, "alice");
+    c.reply_timeout = Duration::from_millis(300);
+    let alice = Client::connect(c).expect("login");
+    let start = Instant::now();
+    assert!(matches!(alice.who(None), Err(ClientError::Timeout)));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    h.join().expect("fake server");
+}
