@@ -883,21 +883,7 @@ fn tls_slow_consumer_is_closed_and_holds_back_nobody() {
     });
 
     let mut publisher = srv.tls_login(&config, "publisher");
-    let t0 = Instant::now();
-    let mut slowest_ack = Duration::ZERO;
-    for i in 0..COUNT {
-        if i > 0 && progress.recv_timeout(READ_TIMEOUT).is_err() {
-            break; // the reader failed: its panic is reported below
-        }
-        let mut payload = vec![(i % 256) as u8; SIZE];
-        payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
-        let t = Instant::now();
-        publisher.label = format!("publisher, message {i}");
-        publisher.send_frame("PUBLISH", &["1"], &payload);
-        publisher.expect_ack();
-        slowest_ack = slowest_ack.max(t.elapsed());
-    }
-    let publish_time = t0.elapsed();
+    let (slowest_ack, publish_time) = publish_paced(&mut publisher, &progress, COUNT, SIZE);
     let (got, _fast) = match reader.join() {
         Ok(g) => g,
         Err(e) => std::panic::resume_unwind(e),

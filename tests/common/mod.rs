@@ -155,8 +155,13 @@ fn spawn_reader<R: Read + Send + 'static>(
 
 /// Finds the address in a `tcp listening on ADDR` line.
 fn parse_listening(line: &str) -> Option<Result<SocketAddr, String>> {
-    let at = line.find(LISTENING)?;
-    let rest = line[at + LISTENING.len()..].trim();
+    listening_addr(line, LISTENING)
+}
+
+/// Finds the address after `marker` (e.g. `tls listening on `) in a log line.
+fn listening_addr(line: &str, marker: &str) -> Option<Result<SocketAddr, String>> {
+    let at = line.find(marker)?;
+    let rest = line[at + marker.len()..].trim();
     let token = rest.split_whitespace().next().unwrap_or("");
     let token = token.trim_end_matches([',', '.', ';', ')']);
     Some(
@@ -1295,15 +1300,7 @@ impl ServerProc {
 
 /// Finds the address in a `tls listening on ADDR` line.
 fn tls_listening(line: &str) -> Option<Result<SocketAddr, String>> {
-    let at = line.find(TLS_LISTENING)?;
-    let rest = line[at + TLS_LISTENING.len()..].trim();
-    let token = rest.split_whitespace().next().unwrap_or("");
-    let token = token.trim_end_matches([',', '.', ';', ')']);
-    Some(
-        token
-            .parse::<SocketAddr>()
-            .map_err(|e| format!("cannot parse address {token:?} in log line {line:?}: {e}")),
-    )
+    listening_addr(line, TLS_LISTENING)
 }
 
 /// A directory of certificates made by `switchboard certs DIR --client ...`.
@@ -2050,4 +2047,32 @@ pub fn have_program(name: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Publishes `count` messages of `size` bytes to group 1, each starting with
+/// its sequence number (big-endian u32), staying at most one message ahead of
+/// a reader that reports each message it got on `progress`. Returns the
+/// slowest ACK and the time for all of them.
+#[track_caller]
+pub fn publish_paced(
+    publisher: &mut Client,
+    progress: &mpsc::Receiver<usize>,
+    count: usize,
+    size: usize,
+) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let mut slowest_ack = Duration::ZERO;
+    for i in 0..count {
+        if i > 0 && progress.recv_timeout(READ_TIMEOUT).is_err() {
+            break; // the reader failed: its panic is reported by the caller
+        }
+        let mut payload = vec![(i % 256) as u8; size];
+        payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        let t = Instant::now();
+        publisher.label = format!("publisher, message {i}");
+        publisher.send_frame("PUBLISH", &["1"], &payload);
+        publisher.expect_ack();
+        slowest_ack = slowest_ack.max(t.elapsed());
+    }
+    (slowest_ack, t0.elapsed())
 }
