@@ -28,8 +28,9 @@
 //! event_loop.run().expect("clean stop");
 //! ```
 //!
-//! Outgoing (client) connections are not hosted yet: a program that needs
-//! one uses [`crate::Client`] (for the broker's protocol) or its own socket.
+//! Outgoing connections ([`EventLoop::connect`]) are plain TCP; an outgoing
+//! TLS connection is not hosted yet (the broker's own protocol has
+//! [`crate::Client`], which does TLS on its own loop).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,13 +132,7 @@ impl EventLoop {
         framing: Framing,
         handler: H,
     ) -> Result<SocketAddr, StartError> {
-        if let Framing::Delimited { max_len: 0, .. } | Framing::LengthPrefixed { max_len: 0 } =
-            framing
-        {
-            return Err(StartError::Config(
-                "a framed listener's max_len must be at least 1".into(),
-            ));
-        }
+        check_framing(framing)?;
         let index = self.next_service()?;
         let socket = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let local = socket
@@ -155,6 +150,33 @@ impl EventLoop {
             .map_err(StartError::Io)?;
         info!("{kind} listening on {local}");
         Ok(local)
+    }
+
+    /// Adds a framed service with one outgoing plain TCP connection to
+    /// `addr`. The connect is nonblocking: `handler` hears
+    /// [`FramedHandler::on_established`] once it completes, or
+    /// [`FramedHandler::on_closed`] with
+    /// [`CloseReason::ConnectFailed`](crate::CloseReason::ConnectFailed) if it
+    /// fails. The connection is not remade after it closes.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Connect`] if the connect cannot even start (e.g. no
+    /// route), [`StartError::Config`] for a zero `max_len` or when the loop
+    /// already hosts 64 services.
+    pub fn connect<H: FramedHandler + 'static>(
+        &mut self,
+        addr: SocketAddr,
+        framing: Framing,
+        handler: H,
+    ) -> Result<(), StartError> {
+        check_framing(framing)?;
+        let index = self.next_service()?;
+        self.reactor
+            .add_service(Box::new(FramedService::new(framing, true, handler)));
+        self.reactor
+            .add_outgoing(index, addr)
+            .map_err(|source| StartError::Connect { addr, source })
     }
 
     /// A cloneable, `Send` handle that stops the loop from another thread.
@@ -183,6 +205,16 @@ impl EventLoop {
                 reactor::MAX_SERVICES
             ))
         })
+    }
+}
+
+/// Refuses a framing that could carry nothing.
+fn check_framing(framing: Framing) -> Result<(), StartError> {
+    match framing {
+        Framing::Delimited { max_len: 0, .. } | Framing::LengthPrefixed { max_len: 0 } => Err(
+            StartError::Config("a framed service's max_len must be at least 1".into()),
+        ),
+        _ => Ok(()),
     }
 }
 

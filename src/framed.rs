@@ -161,11 +161,13 @@ fn encode(framing: Framing, message: &[u8]) -> Option<Bytes> {
 
 /// Callbacks of a framed service. They run on the loop thread and must not
 /// block. `on_established` and `on_closed` come in pairs: a connection whose
-/// TLS handshake never completed is never reported.
+/// TLS handshake never completed is never reported. The one exception is an
+/// outgoing connection ([`crate::EventLoop::connect`]) that could not be
+/// made: it gets `on_closed` with [`CloseReason::ConnectFailed`] alone.
 #[allow(unused_variables)] // The defaults ignore their arguments by design.
 pub trait FramedHandler {
-    /// A connection is ready: accepted (plain TCP) or its TLS handshake
-    /// completed (TLS; [`FramedContext::client_cert`] then has the verified
+    /// A connection is ready: accepted (plain TCP), connected (outgoing), or
+    /// its TLS handshake completed (TLS; [`FramedContext::client_cert`] then has the verified
     /// client certificate subject, if one was presented).
     fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {}
     /// A whole message arrived (without its delimiter or length prefix).
@@ -357,12 +359,13 @@ impl<T> CoreOps for FramedCore<T> {
 pub(crate) struct FramedService<T, H> {
     pub(crate) core: FramedCore<T>,
     pub(crate) handler: H,
-    /// Connections are TLS: `on_established` waits for the handshake.
-    tls: bool,
+    /// `on_established` waits for `handle_secured`: the connections are TLS
+    /// (the handshake) or outgoing (the connect).
+    deferred: bool,
 }
 
 impl<T, H: FramedHandler> FramedService<T, H> {
-    pub(crate) fn new(framing: Framing, tls: bool, handler: H) -> Self {
+    pub(crate) fn new(framing: Framing, deferred: bool, handler: H) -> Self {
         Self {
             core: FramedCore {
                 framing,
@@ -373,7 +376,7 @@ impl<T, H: FramedHandler> FramedService<T, H> {
                 stop: false,
             },
             handler,
-            tls,
+            deferred,
         }
     }
 
@@ -441,7 +444,7 @@ impl<T, H: FramedHandler> FramedService<T, H> {
             closing: None,
         });
         debug!("#{key} {peer}: connected");
-        if !self.tls {
+        if !self.deferred {
             self.established(key, now);
         }
         Ok(ConnId(key))
@@ -579,7 +582,8 @@ impl<T, H: FramedHandler> FramedService<T, H> {
         self.core.mark_dirty(key);
     }
 
-    /// The TLS handshake completed: the connection is established.
+    /// The TLS handshake completed, or an outgoing connect did: the
+    /// connection is established.
     pub(crate) fn handle_secured(
         &mut self,
         conn: ConnId,
@@ -610,12 +614,13 @@ impl<T, H: FramedHandler> FramedService<T, H> {
     /// pauses under backpressure.
     pub(crate) fn resume(&mut self, _conn: ConnId, _now: Instant) {}
 
-    /// Drops a connection and tells the handler (if it was established).
+    /// Drops a connection and tells the handler (if it was established, or
+    /// if it was an outgoing connection that could not be made).
     pub(crate) fn remove(&mut self, conn: ConnId, reason: CloseReason, now: Instant) -> Option<T> {
         let c = self.core.conns.try_remove(conn.0)?;
         let reason = c.closing.map_or(reason, |cl| cl.reason);
         debug!("{conn} {}: closed ({reason})", c.peer);
-        if c.established {
+        if c.established || reason == CloseReason::ConnectFailed {
             let mut ctx = FramedContext {
                 core: &mut self.core,
                 now,

@@ -96,6 +96,13 @@ pub enum StartError {
     Config(String),
     /// The poll loop or a worker thread could not be created.
     Io(io::Error),
+    /// An outgoing connection could not be started.
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -104,6 +111,7 @@ impl fmt::Display for StartError {
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Self::Config(why) => f.write_str(why),
             Self::Io(e) => write!(f, "cannot start the poll loop: {e}"),
+            Self::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
         }
     }
 }
@@ -111,7 +119,9 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind { source, .. } | Self::Io(source) => Some(source),
+            Self::Bind { source, .. } | Self::Io(source) | Self::Connect { source, .. } => {
+                Some(source)
+            }
             Self::Config(_) => None,
         }
     }

@@ -81,6 +81,20 @@ fn echo_server_and_client_examples() {
 }
 
 #[test]
+fn echo_client_reports_a_refused_connection() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let client = Command::new(example("echo_client"))
+        .args([free.to_string().as_str(), "hello"])
+        .output()
+        .expect("client runs");
+    assert!(!client.status.success(), "{client:?}");
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert!(stderr.contains("connect failed"), "{stderr}");
+}
+
+#[test]
 fn delimited_server_example() {
     let (child, out, addr) = start("delimited_server", &["127.0.0.1:0", "2"]);
     let mut good = TcpStream::connect(&addr).expect("connect");

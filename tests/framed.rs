@@ -249,3 +249,77 @@ fn tls_echo_sees_the_client_certificate() {
     let up = events.recv_timeout(WAIT).expect("established");
     assert!(up.starts_with("up CN=alice "), "{up}");
 }
+
+/// An outgoing connection's side: sends `greeting` once connected, then
+/// reports what comes back and how it ends.
+struct Caller {
+    greeting: &'static [u8],
+    events: Sender<String>,
+}
+
+impl FramedHandler for Caller {
+    fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
+        let _ = self.events.send("connected".into());
+        ctx.send(conn, self.greeting);
+    }
+    fn on_message(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId, message: &[u8]) {
+        let _ = self
+            .events
+            .send(format!("got {}", String::from_utf8_lossy(message)));
+        ctx.close(conn);
+    }
+    fn on_closed(&mut self, _ctx: &mut FramedContext<'_>, _conn: ConnId, reason: CloseReason) {
+        let _ = self.events.send(format!("closed {reason:?}"));
+    }
+}
+
+#[test]
+fn outgoing_connection_to_a_service_on_the_same_loop() {
+    let (tx, events) = mpsc::channel();
+    let (server_tx, _server_events) = mpsc::channel();
+    let lines = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 64,
+    };
+    let _running = Running::start(move |l| {
+        let addr = l
+            .listen(any(), None, lines, Echo { events: server_tx })
+            .expect("listen");
+        let caller = Caller {
+            greeting: b"hello from the same loop",
+            events: tx,
+        };
+        l.connect(addr, lines, caller).expect("connect");
+        vec![addr]
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
+        seen.push(events.recv_timeout(WAIT).expect("event"));
+    }
+    assert_eq!(
+        seen,
+        ["connected", "got hello from the same loop", "closed Closed"]
+    );
+}
+
+#[test]
+fn outgoing_connection_refused_is_reported() {
+    // A port that was just free: nothing listens there.
+    let free = std::net::TcpListener::bind(any())
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let (tx, events) = mpsc::channel();
+    let _running = Running::start(move |l| {
+        let caller = Caller {
+            greeting: b"anyone?",
+            events: tx,
+        };
+        l.connect(free, Framing::Raw, caller)
+            .expect("connect starts");
+        Vec::new()
+    });
+    assert_eq!(
+        events.recv_timeout(WAIT).expect("event"),
+        "closed ConnectFailed"
+    );
+}

@@ -90,6 +90,8 @@ pub(crate) struct Conn {
     write_shut: bool,
     /// Reading stopped because the service did not want input; resume when it does.
     read_stalled: bool,
+    /// An outgoing connection whose nonblocking connect has not completed.
+    connecting: bool,
 }
 
 /// A listening socket, plain or TLS, and the service it feeds.
@@ -391,6 +393,7 @@ impl Reactor {
             writable: false,
             write_shut: false,
             read_stalled: false,
+            connecting: false,
         };
         let Some(service) = self.services.get_mut(svc) else {
             return;
@@ -411,9 +414,92 @@ impl Reactor {
         }
     }
 
+    /// Starts an outgoing plain TCP connection for service `svc` (mio's
+    /// nonblocking connect: register for writable, then check the result
+    /// when the socket says so; see [`Reactor::check_connect`]).
+    pub(crate) fn add_outgoing(&mut self, svc: usize, addr: SocketAddr) -> std::io::Result<()> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            stream,
+            tls: None,
+            writable: true,
+            write_shut: false,
+            read_stalled: false,
+            connecting: true,
+        };
+        let service = self
+            .services
+            .get_mut(svc)
+            .ok_or_else(|| std::io::Error::other("no such service"))?;
+        let Ok(id) = service.accept(conn, addr, Instant::now()) else {
+            return Err(std::io::Error::other("the service refused the connection"));
+        };
+        let token = token_of((svc, id));
+        let registered = match (token, service.io_mut(id)) {
+            (Some(token), Some(c)) => self.poll.registry().register(
+                &mut c.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            _ => Err(std::io::Error::other("connection key out of token range")),
+        };
+        if let Err(e) = registered {
+            service.remove(id, CloseReason::ConnectFailed);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// For a connection still connecting: whether the connect has completed
+    /// (then the service hears of it as established). A failed connect drops
+    /// the connection; a spurious wakeup leaves it waiting.
+    fn check_connect(&mut self, key: Key, now: Instant) -> bool {
+        let (svc, conn) = key;
+        let Some(service) = self.services.get_mut(svc) else {
+            return false;
+        };
+        let closing = service.is_closing(conn);
+        let Some(c) = service.io_mut(conn) else {
+            return false;
+        };
+        if !c.connecting {
+            return true;
+        }
+        if closing {
+            // Closed (e.g. by a shutdown) before the connect completed.
+            self.drop_conn(key, CloseReason::ConnectFailed);
+            return false;
+        }
+        let failure = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match c.stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return false,
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            let peer = service
+                .peer(conn)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            info!("{conn}: connect to {peer} failed: {e}");
+            self.drop_conn(key, CloseReason::ConnectFailed);
+            return false;
+        }
+        c.connecting = false;
+        debug!("{conn}: connected");
+        service.handle_secured(conn, None, now);
+        true
+    }
+
     /// Reads until `WouldBlock`, end of stream, the service pausing, or the budget.
     fn read(&mut self, key: Key, now: Instant) {
         let (svc, conn) = key;
+        if !self.check_connect(key, now) {
+            return;
+        }
         for _ in 0..READ_BUDGET {
             let Some(service) = self.services.get_mut(svc) else {
                 return;
@@ -520,6 +606,9 @@ impl Reactor {
     /// Writes what is queued, then settles interest, half-close and drop.
     fn flush(&mut self, key: Key, now: Instant) {
         let (svc, conn) = key;
+        if !self.check_connect(key, now) {
+            return;
+        }
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
