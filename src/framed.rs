@@ -417,16 +417,21 @@ impl<T, H: FramedHandler> FramedService<T, H> {
                 }
                 Ok(None) => return used,
                 Err(e) => {
-                    let peer = self.core.peer(ConnId(key));
-                    info!(
-                        "#{key} {}: closing: {e}",
-                        peer.map(|p| p.to_string()).unwrap_or_default()
-                    );
-                    self.core.begin_close(key, CloseReason::TooLarge, now);
+                    self.too_long(key, e, now);
                     return data.len();
                 }
             }
         }
+    }
+
+    /// A message over the maximum: logged, and the connection closed.
+    fn too_long(&mut self, key: usize, e: TooLong, now: Instant) {
+        let peer = self.core.peer(ConnId(key));
+        info!(
+            "#{key} {}: closing: {e}",
+            peer.map(|p| p.to_string()).unwrap_or_default()
+        );
+        self.core.begin_close(key, CloseReason::TooLarge, now);
     }
 
     pub(crate) fn accept(&mut self, io: T, peer: SocketAddr, now: Instant) -> Result<ConnId, T> {
@@ -544,6 +549,21 @@ impl<T, H: FramedHandler> FramedService<T, H> {
                 }
             }
         } else {
+            if let Framing::Delimited { delimiter, max_len } = self.core.framing {
+                if !data.contains(&delimiter) {
+                    // The kept tail has no delimiter either (it would have
+                    // been cut): still one unfinished message. Checking only
+                    // the new bytes keeps a peer that drips one byte at a
+                    // time from making every read rescan up to `max_len`.
+                    let len = c.inbuf.len() + data.len();
+                    if len > max_len {
+                        self.too_long(key, TooLong { len, max_len }, now);
+                    } else {
+                        c.inbuf.extend_from_slice(data);
+                    }
+                    return;
+                }
+            }
             c.inbuf.extend_from_slice(data);
             let buf = std::mem::take(&mut c.inbuf);
             let used = self.process(key, &buf, now);
@@ -551,6 +571,9 @@ impl<T, H: FramedHandler> FramedService<T, H> {
                 if c.closing.is_none() && used < buf.len() {
                     let mut buf = buf;
                     buf.drain(..used);
+                    if buf.capacity() > 2 * buf.len() + 4096 {
+                        buf.shrink_to_fit();
+                    }
                     c.inbuf = buf;
                 }
             }
@@ -649,6 +672,12 @@ impl<T, H: FramedHandler> FramedService<T, H> {
 
     pub(crate) fn linger(&self) -> Duration {
         LINGER
+    }
+
+    /// Whether a handler asked to stop and [`FramedService::take_stop`] has
+    /// not reported it yet.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.core.stop
     }
 
     /// Whether a handler asked to stop since the last call.

@@ -125,6 +125,41 @@ fn delimited_max_len_is_inclusive_and_over_it_closes() {
 }
 
 #[test]
+fn dripped_over_long_message_closes_without_rescanning() {
+    let framing = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 1000,
+    };
+    let (mut s, conn, now) = service(framing);
+    for _ in 0..1000 {
+        s.handle_input(conn, b"x", now);
+    }
+    assert!(!s.is_closing(conn));
+    assert_eq!(s.core.conns[conn.0].inbuf.len(), 1000);
+    s.handle_input(conn, b"\n", now);
+    assert_eq!(messages(&s), vec![vec![b'x'; 1000]]);
+    for _ in 0..1001 {
+        s.handle_input(conn, b"y", now);
+    }
+    assert!(s.is_closing(conn));
+}
+
+#[test]
+fn a_stop_from_a_late_callback_is_seen() {
+    let (mut s, conn, now) = service(LINES);
+    assert!(!s.stop_requested());
+    let mut ctx = FramedContext {
+        core: &mut s.core,
+        now,
+    };
+    ctx.stop();
+    assert!(s.stop_requested());
+    assert!(s.take_stop());
+    assert!(!s.stop_requested());
+    assert!(s.peer(conn).is_some());
+}
+
+#[test]
 fn over_long_message_closes_only_that_connection() {
     let (mut s, a, now) = service(LINES);
     let b = s.accept((), peer(), now).expect("second");

@@ -216,7 +216,10 @@ impl<H: FramedHandler> Service for FramedService<Conn, H> {
         Self::has_dirty(self)
     }
     fn has_events(&self) -> bool {
-        false
+        // A handler may ask to stop from a callback that runs after this
+        // turn's `after_input` (a close during the final flush): the next
+        // poll must not block before the loop sees it.
+        self.stop_requested()
     }
     fn handle_timeout(&mut self, now: Instant) {
         Self::handle_timeout(self, now);
