@@ -43,14 +43,17 @@ use mio::{Poll, Waker};
 
 use crate::framed::{FramedHandler, FramedService, Framing};
 use crate::handler::Handler;
+use crate::reactor::service::Service;
 use crate::reactor::{self, Listener, Reactor};
-use crate::server::{Control, ServerConfig, ServerHandle, StartError, build_broker};
+use crate::server::{
+    Control, ServerConfig, ServerHandle, StartError, build_broker, install_broker,
+};
 
 /// One poll loop hosting any number of services (up to 64) and their
 /// listeners. Build it, add services, then [`run`](EventLoop::run) it on the
 /// thread that should serve them.
 pub struct EventLoop {
-    reactor: Reactor,
+    reactor: Reactor<Box<dyn Service>>,
     tx: Sender<Control>,
     waker: Arc<Waker>,
 }
@@ -96,14 +99,8 @@ impl EventLoop {
         handler: H,
     ) -> Result<(Vec<SocketAddr>, ServerHandle), StartError> {
         let index = self.next_service()?;
-        let (listeners, addrs, service) =
-            build_broker(config, handler, index, &self.tx, &self.waker)?;
-        self.reactor.add_service(Box::new(service));
-        for (l, addr) in listeners.into_iter().zip(&addrs) {
-            let kind = if l.tls.is_some() { "tls" } else { "tcp" };
-            self.reactor.add_listener(l).map_err(StartError::Io)?;
-            info!("{kind} listening on {addr}");
-        }
+        let built = build_broker(config, handler, index, &self.tx, &self.waker)?;
+        let addrs = install_broker(&mut self.reactor, built, |s| Box::new(s))?;
         let handle = ServerHandle {
             tx: self.tx.clone(),
             waker: Arc::clone(&self.waker),

@@ -16,23 +16,24 @@
 //! server.run().expect("clean stop");
 //! ```
 
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Sender};
 use std::{fmt, io};
 
-use mio::Waker;
+use log::info;
 use mio::net::TcpListener;
+use mio::{Poll, Waker};
 
 use crate::auth::{AuthPool, AuthVerdict, Authenticator};
 use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
+#[cfg(doc)]
 use crate::event_loop::EventLoop;
 use crate::handler::{Context, Handler};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
-use crate::reactor::Listener;
-use crate::reactor::service::BrokerService;
+use crate::reactor::service::{BrokerService, Service};
+use crate::reactor::{self, Listener, Reactor};
 
 /// Everything a server needs to start.
 #[derive(Clone)]
@@ -135,13 +136,13 @@ pub(crate) enum Control {
     Call(usize, Box<dyn FnOnce(&mut Context<'_>) + Send>),
 }
 
-/// A bound server, ready to [`run`](Server::run): an [`EventLoop`] hosting
-/// one broker.
+/// A bound server, ready to [`run`](Server::run): a loop hosting one broker
+/// (an [`EventLoop`] hosts several services; a `Server` keeps the broker's
+/// concrete type, so it is `Send` when its handler is).
 pub struct Server<H: Handler = ()> {
-    event_loop: EventLoop,
+    reactor: Reactor<BrokerService<H>>,
     local_addrs: Vec<SocketAddr>,
     handle: ServerHandle,
-    _handler: PhantomData<fn(H)>,
 }
 
 impl<H: Handler> fmt::Debug for Server<H> {
@@ -160,13 +161,20 @@ impl<H: Handler + 'static> Server<H> {
     ///
     /// [`StartError`] naming the address or setting that stopped it.
     pub fn bind(config: ServerConfig, handler: H) -> Result<Self, StartError> {
-        let mut event_loop = EventLoop::new()?;
-        let (local_addrs, handle) = event_loop.add_broker(config, handler)?;
+        let poll = Poll::new().map_err(StartError::Io)?;
+        let waker = reactor::waker(&poll).map_err(StartError::Io)?;
+        let (tx, rx) = mpsc::channel();
+        let mut reactor = Reactor::new(poll, rx);
+        let built = build_broker(config, handler, 0, &tx, &waker)?;
+        let local_addrs = install_broker(&mut reactor, built, |s| s)?;
         Ok(Self {
-            event_loop,
+            reactor,
             local_addrs,
-            handle,
-            _handler: PhantomData,
+            handle: ServerHandle {
+                tx,
+                waker,
+                service: 0,
+            },
         })
     }
 
@@ -188,9 +196,28 @@ impl<H: Handler + 'static> Server<H> {
     /// # Errors
     ///
     /// An error from `poll` itself; connection errors never end the loop.
-    pub fn run(self) -> io::Result<()> {
-        self.event_loop.run()
+    pub fn run(mut self) -> io::Result<()> {
+        self.reactor.run()
     }
+}
+
+/// Adds a built broker to `reactor` (wrapped by `wrap` into its service
+/// type) with its listeners; logs `tcp listening on ADDR` for each. Returns
+/// the addresses.
+pub(crate) fn install_broker<H: Handler + 'static, S: Service>(
+    reactor: &mut Reactor<S>,
+    (listeners, addrs, service): BuiltBroker<H>,
+    wrap: impl FnOnce(BrokerService<H>) -> S,
+) -> Result<Vec<SocketAddr>, StartError> {
+    reactor
+        .add_service(wrap(service))
+        .ok_or_else(|| StartError::Config("the loop hosts too many services".into()))?;
+    for (l, addr) in listeners.into_iter().zip(&addrs) {
+        let kind = if l.tls.is_some() { "tls" } else { "tcp" };
+        reactor.add_listener(l).map_err(StartError::Io)?;
+        info!("{kind} listening on {addr}");
+    }
+    Ok(addrs)
 }
 
 /// A broker ready to join a loop: its bound listeners, their addresses, and
@@ -353,5 +380,19 @@ impl ServerHandle {
         if self.tx.send(Control::Stop).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server can be bound on one thread and run on another, as before the
+    /// loop could host several services.
+    #[test]
+    fn a_server_is_send_when_its_handler_is() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Server<()>>();
+        assert_send::<ServerHandle>();
     }
 }

@@ -101,12 +101,14 @@ pub(crate) struct Listener {
     pub(crate) service: usize,
 }
 
-/// The loop and everything it owns.
-pub(crate) struct Reactor {
+/// The loop and everything it owns. `S` is the service type: one concrete
+/// type for a [`crate::Server`] (so a server is `Send` when its handler is),
+/// `Box<dyn Service>` for an [`crate::EventLoop`] hosting several kinds.
+pub(crate) struct Reactor<S> {
     poll: Poll,
     events: Events,
     listeners: Vec<Listener>,
-    services: Vec<Box<dyn Service>>,
+    services: Vec<S>,
     scratch: Box<[u8]>,
     /// Plaintext decrypted from TLS records in one read step.
     plain: Vec<u8>,
@@ -122,7 +124,7 @@ pub(crate) struct Reactor {
     stop_requested: bool,
 }
 
-impl std::fmt::Debug for Reactor {
+impl<S: Service> std::fmt::Debug for Reactor<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
             .field("listeners", &self.listeners.len())
@@ -132,7 +134,7 @@ impl std::fmt::Debug for Reactor {
     }
 }
 
-impl Reactor {
+impl<S: Service> Reactor<S> {
     /// An empty loop: add services and listeners, then [`Reactor::run`].
     pub(crate) fn new(poll: Poll, control: Receiver<Control>) -> Self {
         Self {
@@ -159,7 +161,7 @@ impl Reactor {
     }
 
     /// Adds a service; returns its index (its listeners name it).
-    pub(crate) fn add_service(&mut self, service: Box<dyn Service>) -> Option<usize> {
+    pub(crate) fn add_service(&mut self, service: S) -> Option<usize> {
         let index = self.next_service()?;
         self.services.push(service);
         Some(index)
@@ -683,7 +685,7 @@ impl Reactor {
 }
 
 /// The peer closed its side.
-fn service_eof(services: &mut [Box<dyn Service>], (svc, conn): Key, now: Instant) {
+fn service_eof<S: Service>(services: &mut [S], (svc, conn): Key, now: Instant) {
     if let Some(s) = services.get_mut(svc) {
         s.handle_eof(conn, now);
     }

@@ -56,6 +56,80 @@ pub(crate) trait Service {
     fn handle_control(&mut self, control: Control, now: Instant) -> bool;
 }
 
+/// A boxed service is a service: the [`crate::EventLoop`] hosts
+/// `Box<dyn Service>` to mix kinds.
+impl<S: Service + ?Sized> Service for Box<S> {
+    fn accept(&mut self, io: Conn, peer: SocketAddr, now: Instant) -> Result<ConnId, Conn> {
+        (**self).accept(io, peer, now)
+    }
+    fn io_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        (**self).io_mut(conn)
+    }
+    fn io_and_output(&mut self, conn: ConnId) -> Option<(&mut Conn, &mut OutQueue)> {
+        (**self).io_and_output(conn)
+    }
+    fn wants_read(&self, conn: ConnId) -> bool {
+        (**self).wants_read(conn)
+    }
+    fn is_closing(&self, conn: ConnId) -> bool {
+        (**self).is_closing(conn)
+    }
+    fn finished(&self, conn: ConnId, now: Instant) -> bool {
+        (**self).finished(conn, now)
+    }
+    fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        (**self).take_dirty(into);
+    }
+    fn has_dirty(&self) -> bool {
+        (**self).has_dirty()
+    }
+    fn has_events(&self) -> bool {
+        (**self).has_events()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        (**self).handle_input(conn, data, now);
+    }
+    fn handle_eof(&mut self, conn: ConnId, now: Instant) {
+        (**self).handle_eof(conn, now);
+    }
+    fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+        (**self).handle_secured(conn, subject, now);
+    }
+    fn touch(&mut self, conn: ConnId) {
+        (**self).touch(conn);
+    }
+    fn resume(&mut self, conn: ConnId, now: Instant) {
+        (**self).resume(conn, now);
+    }
+    fn remove(&mut self, conn: ConnId, reason: CloseReason) -> Option<Conn> {
+        (**self).remove(conn, reason)
+    }
+    fn shutdown(&mut self, now: Instant) {
+        (**self).shutdown(now);
+    }
+    fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        (**self).peer(conn)
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn linger(&self) -> Duration {
+        (**self).linger()
+    }
+    fn after_input(&mut self, now: Instant) -> bool {
+        (**self).after_input(now)
+    }
+    fn handle_control(&mut self, control: Control, now: Instant) -> bool {
+        (**self).handle_control(control, now)
+    }
+}
+
 /// The broker with the host's [`Handler`] and its password-check pool.
 pub(crate) struct BrokerService<H> {
     pub(crate) broker: Broker<Conn>,
