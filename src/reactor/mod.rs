@@ -9,7 +9,9 @@
 //! - A connection's token encodes its service and that service's key:
 //!   `key * MAX_SERVICES + service`. The waker and listener tokens sit at the
 //!   top of the `usize` range, far above any key a slab reaches.
-//!
+//! - Outgoing connections use mio's nonblocking connect: registered for
+//!   writable at once, and checked (`take_error`, then `peer_addr`, where
+//!   `NotConnected` is a spurious wakeup) before their first read or write.
 //! - Sockets are edge-triggered, so every readable socket is read until
 //!   `WouldBlock`, within a budget per wakeup; a connection that used up its
 //!   budget is revisited on the next turn (with a zero poll timeout), so one

@@ -1,5 +1,6 @@
-//! What the reactor needs from a protocol: the `Service` trait, and the
-//! broker as one implementation of it.
+//! What the reactor needs from a protocol: the `Service` trait, with its two
+//! implementations, the broker (`BrokerService`) and the generic layer's
+//! `FramedService` (see [`crate::framed`]).
 //!
 //! The reactor owns sockets, readiness and buffers; a service owns the
 //! per-connection protocol state and keeps the reactor's [`Conn`] in its own
