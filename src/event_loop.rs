@@ -28,9 +28,8 @@
 //! event_loop.run().expect("clean stop");
 //! ```
 //!
-//! Outgoing connections ([`EventLoop::connect`]) are plain TCP; an outgoing
-//! TLS connection is not hosted yet (the broker's own protocol has
-//! [`crate::Client`], which does TLS on its own loop).
+//! Outgoing connections are plain TCP ([`EventLoop::connect`]) or TLS
+//! ([`EventLoop::connect_tls`]), on the same loop as the listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +47,8 @@ use crate::reactor::{self, Listener, Reactor};
 use crate::server::{
     Control, ServerConfig, ServerHandle, StartError, build_broker, install_broker,
 };
+use crate::tls::TlsSession;
+use rustls::pki_types::ServerName;
 
 /// One poll loop hosting any number of services (up to 64) and their
 /// listeners. Build it, add services, then [`run`](EventLoop::run) it on the
@@ -169,10 +170,44 @@ impl EventLoop {
     ) -> Result<(), StartError> {
         check_framing(framing)?;
         let index = self.next_service()?;
+        self.reactor.add_service(Box::new(
+            FramedService::new(framing, true, handler).outgoing(),
+        ));
         self.reactor
-            .add_service(Box::new(FramedService::new(framing, true, handler)));
+            .add_outgoing(index, addr, None)
+            .map_err(|source| StartError::Connect { addr, source })
+    }
+
+    /// [`EventLoop::connect`] over TLS: the server's certificate is verified
+    /// per `tls` (its roots, and a client certificate to present if the
+    /// server asks) for the name `server_name`. `on_established` comes after
+    /// the handshake, and
+    /// [`FramedContext::client_cert`](crate::framed::FramedContext::client_cert)
+    /// then reads the *server's* certificate subject. A handshake that fails
+    /// (e.g. an untrusted server) gets `on_closed` with
+    /// [`CloseReason::Tls`](crate::CloseReason::Tls).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::connect`], and [`StartError::Config`] if rustls
+    /// refuses the settings.
+    pub fn connect_tls<H: FramedHandler + 'static>(
+        &mut self,
+        addr: SocketAddr,
+        tls: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+        framing: Framing,
+        handler: H,
+    ) -> Result<(), StartError> {
+        check_framing(framing)?;
+        let session = TlsSession::new_client(tls, server_name)
+            .map_err(|e| StartError::Config(format!("TLS client settings: {e}")))?;
+        let index = self.next_service()?;
+        self.reactor.add_service(Box::new(
+            FramedService::new(framing, true, handler).outgoing(),
+        ));
         self.reactor
-            .add_outgoing(index, addr)
+            .add_outgoing(index, addr, Some(Box::new(session)))
             .map_err(|source| StartError::Connect { addr, source })
     }
 

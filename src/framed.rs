@@ -162,8 +162,10 @@ fn encode(framing: Framing, message: &[u8]) -> Option<Bytes> {
 /// Callbacks of a framed service. They run on the loop thread and must not
 /// block. `on_established` and `on_closed` come in pairs: a connection whose
 /// TLS handshake never completed is never reported. The one exception is an
-/// outgoing connection ([`crate::EventLoop::connect`]) that could not be
-/// made: it gets `on_closed` with [`CloseReason::ConnectFailed`] alone.
+/// outgoing connection ([`crate::EventLoop::connect`]) that was never
+/// established: it gets `on_closed` alone, with
+/// [`CloseReason::ConnectFailed`] (or [`CloseReason::Tls`] for a failed
+/// handshake).
 #[allow(unused_variables)] // The defaults ignore their arguments by design.
 pub trait FramedHandler {
     /// A connection is ready: accepted (plain TCP), connected (outgoing), or
@@ -213,7 +215,8 @@ impl FramedContext<'_> {
     }
 
     /// The verified client certificate subject of `conn`, on a TLS listener
-    /// that asks for client certificates.
+    /// that asks for client certificates; on an outgoing TLS connection, the
+    /// verified server certificate's subject.
     pub fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
         self.core.client_cert(conn)
     }
@@ -362,6 +365,9 @@ pub(crate) struct FramedService<T, H> {
     /// `on_established` waits for `handle_secured`: the connections are TLS
     /// (the handshake) or outgoing (the connect).
     deferred: bool,
+    /// The connection is outgoing: one that never got established is still
+    /// reported to `on_closed`, or its handler would never hear of it.
+    outgoing: bool,
 }
 
 impl<T, H: FramedHandler> FramedService<T, H> {
@@ -377,7 +383,14 @@ impl<T, H: FramedHandler> FramedService<T, H> {
             },
             handler,
             deferred,
+            outgoing: false,
         }
+    }
+
+    /// Marks the service's connections as outgoing (see `on_closed`).
+    pub(crate) fn outgoing(mut self) -> Self {
+        self.outgoing = true;
+        self
     }
 
     fn established(&mut self, key: usize, now: Instant) {
@@ -638,12 +651,12 @@ impl<T, H: FramedHandler> FramedService<T, H> {
     pub(crate) fn resume(&mut self, _conn: ConnId, _now: Instant) {}
 
     /// Drops a connection and tells the handler (if it was established, or
-    /// if it was an outgoing connection that could not be made).
+    /// is outgoing).
     pub(crate) fn remove(&mut self, conn: ConnId, reason: CloseReason, now: Instant) -> Option<T> {
         let c = self.core.conns.try_remove(conn.0)?;
         let reason = c.closing.map_or(reason, |cl| cl.reason);
         debug!("{conn} {}: closed ({reason})", c.peer);
-        if c.established || reason == CloseReason::ConnectFailed {
+        if c.established || self.outgoing {
             let mut ctx = FramedContext {
                 core: &mut self.core,
                 now,

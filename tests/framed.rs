@@ -259,7 +259,11 @@ struct Caller {
 
 impl FramedHandler for Caller {
     fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
-        let _ = self.events.send("connected".into());
+        let peer = ctx
+            .client_cert(conn)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = self.events.send(format!("connected {peer}"));
         ctx.send(conn, self.greeting);
     }
     fn on_message(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId, message: &[u8]) {
@@ -298,7 +302,11 @@ fn outgoing_connection_to_a_service_on_the_same_loop() {
     }
     assert_eq!(
         seen,
-        ["connected", "got hello from the same loop", "closed Closed"]
+        [
+            "connected -",
+            "got hello from the same loop",
+            "closed Closed"
+        ]
     );
 }
 
@@ -322,4 +330,90 @@ fn outgoing_connection_refused_is_reported() {
         events.recv_timeout(WAIT).expect("event"),
         "closed ConnectFailed"
     );
+}
+
+#[test]
+fn outgoing_tls_with_a_client_certificate_on_the_same_loop() {
+    let dir = TempDir::new("framed-tls-out");
+    switchboard::certs::generate(dir.path(), &["alice".to_string()], false).expect("certs");
+    let ca = dir.join("ca.pem");
+    let roots = switchboard::certs::load_roots(&ca).expect("roots");
+    let server = switchboard::tls::server_config(
+        switchboard::certs::load_certs(&dir.join("server.pem")).expect("cert"),
+        switchboard::certs::load_key(&dir.join("server.key")).expect("key"),
+        &switchboard::tls::ClientAuth::Required(Arc::new(roots)),
+    )
+    .expect("tls settings");
+    let client = tls_client_config(
+        &ca,
+        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
+        TLS_ANY,
+    );
+    let (server_tx, server_events) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
+    let lines = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 64,
+    };
+    let _running = Running::start(move |l| {
+        let addr = l
+            .listen(any(), Some(server), lines, Echo { events: server_tx })
+            .expect("listen");
+        let caller = Caller {
+            greeting: b"hello over TLS",
+            events: tx,
+        };
+        let name = "localhost".try_into().expect("name");
+        l.connect_tls(addr, client, name, lines, caller)
+            .expect("connect");
+        vec![addr]
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
+        seen.push(events.recv_timeout(WAIT).expect("event"));
+    }
+    assert!(
+        seen[0].starts_with("connected ") && seen[0] != "connected -",
+        "{seen:?}"
+    );
+    assert_eq!(seen[1..], ["got hello over TLS", "closed Closed"]);
+    let up = server_events.recv_timeout(WAIT).expect("server side");
+    assert!(up.starts_with("up CN=alice "), "{up}");
+}
+
+#[test]
+fn outgoing_tls_to_an_untrusted_server_is_reported() {
+    // The server's certificates come from one CA, the client trusts another.
+    let server_dir = TempDir::new("framed-tls-srv");
+    let client_dir = TempDir::new("framed-tls-cli");
+    switchboard::certs::generate(server_dir.path(), &[], false).expect("certs");
+    switchboard::certs::generate(client_dir.path(), &[], false).expect("certs");
+    let server = switchboard::tls::server_config(
+        switchboard::certs::load_certs(&server_dir.join("server.pem")).expect("cert"),
+        switchboard::certs::load_key(&server_dir.join("server.key")).expect("key"),
+        &switchboard::tls::ClientAuth::None,
+    )
+    .expect("tls settings");
+    let client = tls_client_config(&client_dir.join("ca.pem"), None, TLS_ANY);
+    let (server_tx, _server_events) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
+    let _running = Running::start(move |l| {
+        let addr = l
+            .listen(
+                any(),
+                Some(server),
+                Framing::Raw,
+                Echo { events: server_tx },
+            )
+            .expect("listen");
+        let caller = Caller {
+            greeting: b"never sent",
+            events: tx,
+        };
+        let name = "localhost".try_into().expect("name");
+        l.connect_tls(addr, client, name, Framing::Raw, caller)
+            .expect("connect");
+        vec![addr]
+    });
+    assert_eq!(events.recv_timeout(WAIT).expect("event"), "closed Tls");
 }

@@ -418,15 +418,21 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    /// Starts an outgoing plain TCP connection for service `svc` (mio's
-    /// nonblocking connect: register for writable, then check the result
-    /// when the socket says so; see [`Reactor::check_connect`]).
-    pub(crate) fn add_outgoing(&mut self, svc: usize, addr: SocketAddr) -> std::io::Result<()> {
+    /// Starts an outgoing connection for service `svc`, plain or (with
+    /// `tls`) TLS, by mio's nonblocking connect: register for writable, then
+    /// check the result when the socket says so (see
+    /// [`Reactor::check_connect`]).
+    pub(crate) fn add_outgoing(
+        &mut self,
+        svc: usize,
+        addr: SocketAddr,
+        tls: Option<Box<TlsSession>>,
+    ) -> std::io::Result<()> {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             stream,
-            tls: None,
+            tls,
             writable: true,
             write_shut: false,
             read_stalled: false,
@@ -494,7 +500,14 @@ impl<S: Service> Reactor<S> {
         }
         c.connecting = false;
         debug!("{conn}: connected");
-        service.handle_secured(conn, None, now);
+        match &mut c.tls {
+            // Established once the handshake completes (`tls_progress`).
+            Some(tls) => {
+                tls.start();
+                service.touch(conn);
+            }
+            None => service.handle_secured(conn, None, now),
+        }
         true
     }
 
