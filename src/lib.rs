@@ -7,9 +7,12 @@
 //! ```text
 //!   server.rs    ServerConfig, Server::bind/run, ServerHandle (any thread)
 //!   handler.rs   Handler callbacks + Context (publish/send as @server)
+//!   event_loop.rs EventLoop: several services (brokers, framed) on one loop
+//!   framed.rs    the generic layer: Framing, FramedHandler, FramedContext
 //!      |
 //!   client/      Client: sans-IO ClientSession + a background mio thread
-//!   reactor/     the only server module that names mio: poll, accept, read, write
+//!   reactor/     the only server module that names mio: poll, accept, read,
+//!                write; hosts services through its Service trait
 //!   tls.rs       rustls driven by readiness (TlsSession), TLS settings
 //!      |
 //!   broker/      sans-IO: sessions, users, groups, fan-out, deadlines
@@ -34,6 +37,8 @@ pub mod buf;
 pub mod certs;
 pub mod client;
 pub mod error;
+pub mod event_loop;
+pub mod framed;
 pub mod handler;
 pub mod passwd;
 pub mod proto;
@@ -44,5 +49,7 @@ pub mod tls;
 pub use auth::Authenticator;
 pub use broker::{AuthMode, BrokerConfig, CloseReason, ConnId, DeliveryError};
 pub use client::{Client, ClientConfig, ClientError, Push};
+pub use event_loop::{EventLoop, LoopHandle};
+pub use framed::{FramedContext, FramedHandler, Framing};
 pub use handler::{Context, Handler};
 pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped};

@@ -27,9 +27,12 @@ use mio::{Poll, Waker};
 
 use crate::auth::{AuthPool, AuthVerdict, Authenticator};
 use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
+#[cfg(doc)]
+use crate::event_loop::EventLoop;
 use crate::handler::{Context, Handler};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
+use crate::reactor::service::{BrokerService, Service};
 use crate::reactor::{self, Listener, Reactor};
 
 /// Everything a server needs to start.
@@ -94,6 +97,13 @@ pub enum StartError {
     Config(String),
     /// The poll loop or a worker thread could not be created.
     Io(io::Error),
+    /// An outgoing connection could not be started.
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -102,6 +112,7 @@ impl fmt::Display for StartError {
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Self::Config(why) => f.write_str(why),
             Self::Io(e) => write!(f, "cannot start the poll loop: {e}"),
+            Self::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
         }
     }
 }
@@ -109,22 +120,27 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Bind { source, .. } | Self::Io(source) => Some(source),
+            Self::Bind { source, .. } | Self::Io(source) | Self::Connect { source, .. } => {
+                Some(source)
+            }
             Self::Config(_) => None,
         }
     }
 }
 
-/// A request from another thread to the loop.
+/// A request from another thread to the loop. `Auth` and `Call` name the
+/// service (by index) they are for.
 pub(crate) enum Control {
     Stop,
-    Auth(AuthVerdict),
-    Call(Box<dyn FnOnce(&mut Context<'_>) + Send>),
+    Auth(usize, AuthVerdict),
+    Call(usize, Box<dyn FnOnce(&mut Context<'_>) + Send>),
 }
 
-/// A bound server, ready to [`run`](Server::run).
+/// A bound server, ready to [`run`](Server::run): a loop hosting one broker
+/// (an [`EventLoop`] hosts several services; a `Server` keeps the broker's
+/// concrete type, so it is `Send` when its handler is).
 pub struct Server<H: Handler = ()> {
-    reactor: Reactor<H>,
+    reactor: Reactor<BrokerService<H>>,
     local_addrs: Vec<SocketAddr>,
     handle: ServerHandle,
 }
@@ -137,7 +153,7 @@ impl<H: Handler> fmt::Debug for Server<H> {
     }
 }
 
-impl<H: Handler> Server<H> {
+impl<H: Handler + 'static> Server<H> {
     /// Binds every listener and prepares the loop. Logs `tcp listening on ADDR`
     /// for each listener.
     ///
@@ -145,83 +161,20 @@ impl<H: Handler> Server<H> {
     ///
     /// [`StartError`] naming the address or setting that stopped it.
     pub fn bind(config: ServerConfig, handler: H) -> Result<Self, StartError> {
-        let bc = &config.broker;
-        if bc.max_payload < MIN_MAX_PAYLOAD {
-            return Err(StartError::Config(format!(
-                "max_payload must be at least {MIN_MAX_PAYLOAD} bytes, not {}",
-                bc.max_payload
-            )));
-        }
-        if bc.max_connections == 0 {
-            return Err(StartError::Config(
-                "max_connections must be at least 1".into(),
-            ));
-        }
-        if bc.auth == AuthMode::Password && config.authenticator.is_none() {
-            return Err(StartError::Config(
-                "auth password needs a password file (--passwd FILE)".into(),
-            ));
-        }
-        if !config.tls_listen.is_empty() && config.tls.is_none() {
-            return Err(StartError::Config(
-                "a TLS listener needs TLS settings (a certificate and key)".into(),
-            ));
-        }
         let poll = Poll::new().map_err(StartError::Io)?;
-        let mut listeners = Vec::new();
-        let mut local_addrs = Vec::new();
-        let mut log_lines = Vec::new();
-        let plain = config.listen.iter().map(|a| (*a, None));
-        let tls = config.tls_listen.iter().map(|a| (*a, config.tls.clone()));
-        for (addr, tls) in plain.chain(tls) {
-            let socket =
-                TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-            let local = socket
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let kind = if tls.is_some() { "tls" } else { "tcp" };
-            log_lines.push(format!("{kind} listening on {local}"));
-            listeners.push(Listener { socket, tls });
-            local_addrs.push(local);
-        }
-        let mut broker = Broker::new(config.broker.clone());
-        for (id, name) in &config.groups {
-            if !broker.register_group(*id, name) {
-                return Err(StartError::Config(format!("invalid group number {id}")));
-            }
-        }
         let waker = reactor::waker(&poll).map_err(StartError::Io)?;
         let (tx, rx) = mpsc::channel();
-        let handle = ServerHandle {
-            tx: tx.clone(),
-            waker: Arc::clone(&waker),
-        };
-        let auth = match (&config.authenticator, config.broker.auth) {
-            (Some(a), AuthMode::Password) => {
-                let w = Arc::clone(&waker);
-                let tx = std::sync::Mutex::new(tx);
-                let deliver = move |v: AuthVerdict| {
-                    if let Ok(tx) = tx.lock() {
-                        let _ = tx.send(Control::Auth(v));
-                    }
-                    let _ = w.wake();
-                };
-                Some(
-                    AuthPool::start(Arc::clone(a), config.auth_threads, deliver)
-                        .map_err(StartError::Io)?,
-                )
-            }
-            _ => None,
-        };
-        let reactor =
-            Reactor::new(poll, listeners, broker, handler, rx, auth).map_err(StartError::Io)?;
-        for line in log_lines {
-            info!("{line}");
-        }
+        let mut reactor = Reactor::new(poll, rx);
+        let built = build_broker(config, handler, 0, &tx, &waker)?;
+        let local_addrs = install_broker(&mut reactor, built, |s| s)?;
         Ok(Self {
             reactor,
             local_addrs,
-            handle,
+            handle: ServerHandle {
+                tx,
+                waker,
+                service: 0,
+            },
         })
     }
 
@@ -248,12 +201,114 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// Adds a built broker to `reactor` (wrapped by `wrap` into its service
+/// type) with its listeners; logs `tcp listening on ADDR` for each. Returns
+/// the addresses.
+pub(crate) fn install_broker<H: Handler + 'static, S: Service>(
+    reactor: &mut Reactor<S>,
+    (listeners, addrs, service): BuiltBroker<H>,
+    wrap: impl FnOnce(BrokerService<H>) -> S,
+) -> Result<Vec<SocketAddr>, StartError> {
+    reactor
+        .add_service(wrap(service))
+        .ok_or_else(|| StartError::Config("the loop hosts too many services".into()))?;
+    for (l, addr) in listeners.into_iter().zip(&addrs) {
+        let kind = if l.tls.is_some() { "tls" } else { "tcp" };
+        reactor.add_listener(l).map_err(StartError::Io)?;
+        info!("{kind} listening on {addr}");
+    }
+    Ok(addrs)
+}
+
+/// A broker ready to join a loop: its bound listeners, their addresses, and
+/// the service.
+pub(crate) type BuiltBroker<H> = (Vec<Listener>, Vec<SocketAddr>, BrokerService<H>);
+
+/// Checks a server configuration, binds its listeners and builds its broker
+/// service for the loop that will host it as service `index`.
+pub(crate) fn build_broker<H: Handler + 'static>(
+    config: ServerConfig,
+    handler: H,
+    index: usize,
+    tx: &Sender<Control>,
+    waker: &Arc<Waker>,
+) -> Result<BuiltBroker<H>, StartError> {
+    let bc = &config.broker;
+    if bc.max_payload < MIN_MAX_PAYLOAD {
+        return Err(StartError::Config(format!(
+            "max_payload must be at least {MIN_MAX_PAYLOAD} bytes, not {}",
+            bc.max_payload
+        )));
+    }
+    if bc.max_connections == 0 {
+        return Err(StartError::Config(
+            "max_connections must be at least 1".into(),
+        ));
+    }
+    if bc.auth == AuthMode::Password && config.authenticator.is_none() {
+        return Err(StartError::Config(
+            "auth password needs a password file (--passwd FILE)".into(),
+        ));
+    }
+    if !config.tls_listen.is_empty() && config.tls.is_none() {
+        return Err(StartError::Config(
+            "a TLS listener needs TLS settings (a certificate and key)".into(),
+        ));
+    }
+    let mut listeners = Vec::new();
+    let mut local_addrs = Vec::new();
+    let plain = config.listen.iter().map(|a| (*a, None));
+    let tls = config.tls_listen.iter().map(|a| (*a, config.tls.clone()));
+    for (addr, tls) in plain.chain(tls) {
+        let socket = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        listeners.push(Listener {
+            socket,
+            tls,
+            service: index,
+        });
+        local_addrs.push(local);
+    }
+    let mut broker = Broker::new(config.broker.clone());
+    for (id, name) in &config.groups {
+        if !broker.register_group(*id, name) {
+            return Err(StartError::Config(format!("invalid group number {id}")));
+        }
+    }
+    let auth = match (&config.authenticator, config.broker.auth) {
+        (Some(a), AuthMode::Password) => {
+            let w = Arc::clone(waker);
+            let tx = std::sync::Mutex::new(tx.clone());
+            let deliver = move |v: AuthVerdict| {
+                if let Ok(tx) = tx.lock() {
+                    let _ = tx.send(Control::Auth(index, v));
+                }
+                let _ = w.wake();
+            };
+            Some(
+                AuthPool::start(Arc::clone(a), config.auth_threads, deliver)
+                    .map_err(StartError::Io)?,
+            )
+        }
+        _ => None,
+    };
+    Ok((
+        listeners,
+        local_addrs,
+        BrokerService::new(broker, handler, auth),
+    ))
+}
+
 /// Reaches a running server from any thread. Each call queues a request and
 /// wakes the loop; it does not wait for the loop to act.
 #[derive(Clone)]
 pub struct ServerHandle {
-    tx: Sender<Control>,
-    waker: Arc<Waker>,
+    pub(crate) tx: Sender<Control>,
+    pub(crate) waker: Arc<Waker>,
+    /// The broker's service index in its loop.
+    pub(crate) service: usize,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -282,7 +337,7 @@ impl ServerHandle {
     /// [`Stopped`] if the loop is gone.
     pub fn call(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<(), Stopped> {
         self.tx
-            .send(Control::Call(Box::new(f)))
+            .send(Control::Call(self.service, Box::new(f)))
             .map_err(|_| Stopped)?;
         self.waker.wake().map_err(|_| Stopped)
     }
@@ -319,9 +374,25 @@ impl ServerHandle {
 
     /// Stops the server gracefully: listeners close, each connection gets
     /// `ERR shutting-down` after what it is owed, and [`Server::run`] returns.
+    /// When the broker shares an [`EventLoop`] with other services, this stops
+    /// the whole loop.
     pub fn stop(&self) {
         if self.tx.send(Control::Stop).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server can be bound on one thread and run on another, as before the
+    /// loop could host several services.
+    #[test]
+    fn a_server_is_send_when_its_handler_is() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Server<()>>();
+        assert_send::<ServerHandle>();
     }
 }

@@ -1,6 +1,8 @@
 //! TLS inside the loop: rustls driven by readiness, and server TLS settings.
 //!
-//! `TlsSession` drives rustls's unbuffered server API for the reactor. It is
+//! `TlsSession` drives rustls's unbuffered API for the reactor: the server
+//! end for TLS listeners, the client end for outgoing connections of the
+//! generic layer (both through the same code, see `Records`). It is
 //! generic over `Read`/`Write`, so it never blocks and never sees a socket
 //! type: the reactor hands it the nonblocking stream and its shared scratch
 //! buffers. One `TlsSession::read_step` reads the socket once and processes
@@ -23,9 +25,14 @@ use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ServerSessionMemoryCache, UnbufferedServerConnection, WebPkiClientVerifier};
-use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::server::{
+    ServerConnectionData, ServerSessionMemoryCache, UnbufferedServerConnection,
+    WebPkiClientVerifier,
+};
+use rustls::unbuffered::{ConnectionState, EncodeError, ReadEarlyData, UnbufferedStatus};
 
 use crate::buf::{MAX_IOV, OutQueue};
 use crate::certs::{CertSubject, subject_of};
@@ -132,6 +139,78 @@ const RECORD_OVERHEAD: usize = 256;
 /// handshake messages at 64 KiB) plus a record.
 const MAX_INCOMING: usize = 96 * 1024;
 
+/// The two ends rustls's unbuffered API drives the same way.
+trait Records {
+    /// The side's connection data type.
+    type Data;
+    /// `process_tls_records`.
+    fn records<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// Takes early data as plaintext; returns the bytes to discard.
+    fn read_early(early: &mut ReadEarlyData<'_, '_, Self::Data>, plain: &mut Vec<u8>) -> usize;
+}
+
+impl Records for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn records<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+    fn read_early(early: &mut ReadEarlyData<'_, '_, Self::Data>, plain: &mut Vec<u8>) -> usize {
+        let mut discard = 0;
+        while let Some(Ok(record)) = early.next_record() {
+            discard += record.discard;
+            plain.extend_from_slice(record.payload);
+        }
+        discard
+    }
+}
+
+impl Records for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn records<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+    /// A client never receives early data (rustls never reports it).
+    fn read_early(_early: &mut ReadEarlyData<'_, '_, Self::Data>, _plain: &mut Vec<u8>) -> usize {
+        0
+    }
+}
+
+/// Which end of the handshake this connection is.
+enum Side {
+    /// Accepted by a TLS listener.
+    Server(UnbufferedServerConnection),
+    /// An outgoing connection.
+    Client(UnbufferedClientConnection),
+}
+
+impl Side {
+    fn process(
+        &mut self,
+        buf: &mut [u8],
+        outgoing: &mut Vec<u8>,
+        plain: &mut Vec<u8>,
+    ) -> (usize, Processed) {
+        match self {
+            Self::Server(c) => process(c, buf, outgoing, plain),
+            Self::Client(c) => process(c, buf, outgoing, plain),
+        }
+    }
+
+    fn is_handshaking(&self) -> bool {
+        match self {
+            Self::Server(c) => c.is_handshaking(),
+            Self::Client(c) => c.is_handshaking(),
+        }
+    }
+
+    fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        match self {
+            Self::Server(c) => c.peer_certificates(),
+            Self::Client(c) => c.peer_certificates(),
+        }
+    }
+}
+
 /// One TLS connection's state, as the reactor keeps it.
 ///
 /// Built on rustls's unbuffered API, so the loop owns the buffers: records are
@@ -144,7 +223,7 @@ const MAX_INCOMING: usize = 96 * 1024;
 /// server memory per idle connection against 8.0 KB with the buffered
 /// `ServerConnection`, whose receive buffer never shrinks below 4 KiB).
 pub(crate) struct TlsSession {
-    conn: UnbufferedServerConnection,
+    conn: Side,
     /// Received TLS bytes not yet consumed by rustls.
     incoming: Vec<u8>,
     /// Encoded TLS bytes not yet written to the socket.
@@ -176,7 +255,7 @@ struct Processed {
 impl TlsSession {
     pub(crate) fn new(config: &Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
         Ok(Self {
-            conn: UnbufferedServerConnection::new(Arc::clone(config))?,
+            conn: Side::Server(UnbufferedServerConnection::new(Arc::clone(config))?),
             incoming: Vec::new(),
             outgoing: Vec::new(),
             established: false,
@@ -184,6 +263,30 @@ impl TlsSession {
             close_requested: false,
             close_notify_sent: false,
         })
+    }
+
+    /// The client end of an outgoing connection to `name`, verified per
+    /// `config`. Call [`TlsSession::start`] once the TCP connect completes.
+    pub(crate) fn new_client(
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            conn: Side::Client(UnbufferedClientConnection::new(config, name)?),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            established: false,
+            peer_closed: false,
+            close_requested: false,
+            close_notify_sent: false,
+        })
+    }
+
+    /// Encodes the client's first handshake flight for
+    /// [`TlsSession::write_to`] (a server end has nothing to say first).
+    pub(crate) fn start(&mut self) {
+        let mut plain = Vec::new();
+        let _ = self.conn.process(&mut [], &mut self.outgoing, &mut plain);
     }
 
     /// Reads from the socket once (into `scratch`) and processes every
@@ -214,7 +317,7 @@ impl TlsSession {
         let fresh = scratch.get_mut(..n).unwrap_or_default();
         let processed = if self.incoming.is_empty() {
             // The common case: process in place, keep only a partial record.
-            let (used, processed) = process(&mut self.conn, fresh, &mut self.outgoing, plain);
+            let (used, processed) = self.conn.process(fresh, &mut self.outgoing, plain);
             self.incoming
                 .extend_from_slice(fresh.get(used..).unwrap_or_default());
             processed
@@ -227,7 +330,7 @@ impl TlsSession {
             }
             self.incoming.extend_from_slice(fresh);
             let mut buf = std::mem::take(&mut self.incoming);
-            let (used, processed) = process(&mut self.conn, &mut buf, &mut self.outgoing, plain);
+            let (used, processed) = self.conn.process(&mut buf, &mut self.outgoing, plain);
             buf.drain(..used.min(buf.len()));
             if !buf.is_empty() {
                 self.incoming = buf;
@@ -341,64 +444,112 @@ impl TlsSession {
         scratch: &mut [u8],
         want_close: bool,
     ) -> io::Result<usize> {
-        let (cipher, plain) = scratch.split_at_mut(scratch.len().saturating_sub(MAX_PLAINTEXT));
-        let mut produced = 0;
         let mut incoming = std::mem::take(&mut self.incoming);
-        let status = self.conn.process_tls_records(&mut incoming);
-        let discard = status.discard;
-        let result = match status.state {
-            Ok(ConnectionState::WriteTraffic(mut wt)) => {
-                let mut result = Ok(());
-                if want_close {
-                    match wt.queue_close_notify(cipher) {
-                        Ok(n) => {
-                            produced = n;
-                            self.close_notify_sent = true;
-                        }
-                        Err(e) => result = Err(io::Error::other(e.to_string())),
-                    }
-                }
-                while result.is_ok()
-                    && !out.is_empty()
-                    && cipher.len() - produced >= MAX_PLAINTEXT + RECORD_OVERHEAD
-                {
-                    let len = gather(out, plain);
-                    match wt.encrypt(
-                        plain.get(..len).unwrap_or_default(),
-                        cipher.get_mut(produced..).unwrap_or_default(),
-                    ) {
-                        Ok(n) => {
-                            produced += n;
-                            out.consume(len);
-                        }
-                        Err(e) => result = Err(io::Error::other(e.to_string())),
-                    }
-                }
-                result
-            }
-            Ok(ConnectionState::EncodeTlsData(mut enc)) => {
-                encode_into(&mut self.outgoing, |buf| enc.encode(buf));
-                Ok(())
-            }
-            Ok(ConnectionState::TransmitTlsData(t)) => {
-                t.done();
-                Ok(())
-            }
-            Ok(ConnectionState::PeerClosed) => {
-                self.peer_closed = true;
-                Ok(())
-            }
-            // Plaintext waiting (it is handed out by the next read step),
-            // a closed connection, or a handshake waiting for input.
-            Ok(_) => Ok(()),
-            Err(e) => Err(io::Error::new(ErrorKind::InvalidData, e)),
+        let mut flags = Flags {
+            close_notify_sent: self.close_notify_sent,
+            peer_closed: self.peer_closed,
         };
+        let (discard, result) = match &mut self.conn {
+            Side::Server(c) => encrypt_step(
+                c,
+                &mut incoming,
+                out,
+                scratch,
+                want_close,
+                &mut self.outgoing,
+                &mut flags,
+            ),
+            Side::Client(c) => encrypt_step(
+                c,
+                &mut incoming,
+                out,
+                scratch,
+                want_close,
+                &mut self.outgoing,
+                &mut flags,
+            ),
+        };
+        self.close_notify_sent = flags.close_notify_sent;
+        self.peer_closed = flags.peer_closed;
         incoming.drain(..discard.min(incoming.len()));
         if !incoming.is_empty() {
             self.incoming = incoming;
         }
-        result.map(|()| produced)
+        result
     }
+}
+
+/// Connection flags [`encrypt_step`] may set.
+struct Flags {
+    close_notify_sent: bool,
+    peer_closed: bool,
+}
+
+/// One `process_tls_records` call for writing: encrypts queued plaintext
+/// (or `close_notify`) into the front of `scratch`, or encodes handshake
+/// records into `outgoing`. Returns the input bytes to discard and how many
+/// ciphertext bytes were produced.
+fn encrypt_step<C: Records>(
+    conn: &mut C,
+    incoming: &mut [u8],
+    out: &mut OutQueue,
+    scratch: &mut [u8],
+    want_close: bool,
+    outgoing: &mut Vec<u8>,
+    flags: &mut Flags,
+) -> (usize, io::Result<usize>) {
+    let (cipher, plain) = scratch.split_at_mut(scratch.len().saturating_sub(MAX_PLAINTEXT));
+    let mut produced = 0;
+    let status = conn.records(incoming);
+    let discard = status.discard;
+    let result = match status.state {
+        Ok(ConnectionState::WriteTraffic(mut wt)) => {
+            let mut result = Ok(());
+            if want_close {
+                match wt.queue_close_notify(cipher) {
+                    Ok(n) => {
+                        produced = n;
+                        flags.close_notify_sent = true;
+                    }
+                    Err(e) => result = Err(io::Error::other(e.to_string())),
+                }
+            }
+            while result.is_ok()
+                && !out.is_empty()
+                && cipher.len() - produced >= MAX_PLAINTEXT + RECORD_OVERHEAD
+            {
+                let len = gather(out, plain);
+                match wt.encrypt(
+                    plain.get(..len).unwrap_or_default(),
+                    cipher.get_mut(produced..).unwrap_or_default(),
+                ) {
+                    Ok(n) => {
+                        produced += n;
+                        out.consume(len);
+                    }
+                    Err(e) => result = Err(io::Error::other(e.to_string())),
+                }
+            }
+            result
+        }
+        Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+            encode_into(outgoing, |buf| enc.encode(buf));
+            Ok(())
+        }
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            t.done();
+            Ok(())
+        }
+        Ok(ConnectionState::PeerClosed) => {
+            flags.peer_closed = true;
+            Ok(())
+        }
+        // Plaintext waiting (it is handed out by the next read step),
+        // a closed connection, or a handshake waiting for input.
+        Ok(_) => Ok(()),
+        Err(e) => Err(io::Error::new(ErrorKind::InvalidData, e)),
+    };
+    (discard, result.map(|()| produced))
 }
 
 /// Copies up to `buf.len()` bytes from the front of `out` into `buf` (without
@@ -446,8 +597,8 @@ fn encode_into(out: &mut Vec<u8>, mut encode: impl FnMut(&mut [u8]) -> Result<us
 /// Runs rustls over `buf` until it needs more input: plaintext goes to
 /// `plain`, handshake records to `outgoing`. Returns how many bytes of `buf`
 /// rustls consumed, and whether the peer closed or an error occurred.
-fn process(
-    conn: &mut UnbufferedServerConnection,
+fn process<C: Records>(
+    conn: &mut C,
     buf: &mut [u8],
     outgoing: &mut Vec<u8>,
     plain: &mut Vec<u8>,
@@ -456,7 +607,7 @@ fn process(
     let mut processed = Processed::default();
     loop {
         let rest = buf.get_mut(used..).unwrap_or_default();
-        let UnbufferedStatus { discard, state } = conn.process_tls_records(rest);
+        let UnbufferedStatus { discard, state } = conn.records(rest);
         let mut discard = discard;
         let mut again = false;
         match state {
@@ -477,10 +628,7 @@ fn process(
             }
             Ok(ConnectionState::ReadEarlyData(mut early)) => {
                 // Early data is off in our settings; take it as plaintext anyway.
-                while let Some(Ok(record)) = early.next_record() {
-                    discard += record.discard;
-                    plain.extend_from_slice(record.payload);
-                }
+                discard += C::read_early(&mut early, plain);
                 again = true;
             }
             Ok(ConnectionState::EncodeTlsData(mut enc)) => {
@@ -498,7 +646,7 @@ fn process(
                 used += discard;
                 // rustls has queued the fatal alert: encode it for write_to.
                 let rest = buf.get_mut(used..).unwrap_or_default();
-                let UnbufferedStatus { discard, state } = conn.process_tls_records(rest);
+                let UnbufferedStatus { discard, state } = conn.records(rest);
                 if let Ok(ConnectionState::EncodeTlsData(mut enc)) = state {
                     encode_into(outgoing, |b| enc.encode(b));
                 }
@@ -511,5 +659,17 @@ fn process(
         if !again || used > buf.len() {
             return (used.min(buf.len()), processed);
         }
+    }
+}
+#[cfg(test)]
+mod side_size {
+    /// Outgoing TLS costs accepted connections nothing: the client end fits
+    /// in the server end's room (measured: 1088 and 976 bytes, rustls 0.23).
+    #[test]
+    fn a_server_side_is_no_larger_than_before() {
+        assert!(
+            std::mem::size_of::<super::Side>()
+                <= std::mem::size_of::<rustls::server::UnbufferedServerConnection>() + 8
+        );
     }
 }

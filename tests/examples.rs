@@ -1,9 +1,11 @@
 //! Runs the examples in `examples/` against real sockets.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 /// `target/<profile>/examples/<name>`, next to this test's own `deps/` directory.
@@ -11,6 +13,146 @@ fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     dir.join("examples").join(name)
+}
+
+/// Starts an example with `args`, and reads its `listening on ADDR` line.
+fn start(name: &str, args: &[&str]) -> (Child, BufReader<ChildStdout>, String) {
+    let path = example(name);
+    assert!(
+        path.exists(),
+        "{} not built (cargo test builds examples)",
+        path.display()
+    );
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("example starts");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("listening line, not {line:?}"))
+        .to_owned();
+    (child, out, addr)
+}
+
+/// Waits for the example to stop by itself; returns the rest of its output.
+fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> String {
+    let status = child.wait().expect("exit");
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("stdout");
+    assert!(rest.contains("stopped"), "{rest}");
+    rest
+}
+
+/// Reads until end of stream (or a reset).
+fn read_to_end(s: &mut impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return v,
+            Ok(n) => v.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return v,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn echo_server_and_client_examples() {
+    let (child, out, addr) = start("echo_server", &["127.0.0.1:0", "2"]);
+    let client = Command::new(example("echo_client"))
+        .args([addr.as_str(), "hello", "generic layer"])
+        .output()
+        .expect("client runs");
+    assert!(client.status.success(), "{client:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&client.stdout),
+        "echo: hello\necho: generic layer\n"
+    );
+    let rest = finish(child, out);
+    assert!(rest.contains("said \"generic layer\""), "{rest}");
+    assert!(rest.contains("closed: peer closed"), "{rest}");
+}
+
+#[test]
+fn echo_client_reports_a_refused_connection() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let client = Command::new(example("echo_client"))
+        .args([free.to_string().as_str(), "hello"])
+        .output()
+        .expect("client runs");
+    assert!(!client.status.success(), "{client:?}");
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert!(stderr.contains("connect failed"), "{stderr}");
+}
+
+#[test]
+fn delimited_server_example() {
+    let (child, out, addr) = start("delimited_server", &["127.0.0.1:0", "2"]);
+    let mut good = TcpStream::connect(&addr).expect("connect");
+    good.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut bad = TcpStream::connect(&addr).expect("connect");
+    bad.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    good.write_all(b"short;").expect("write");
+    let mut reply = [0u8; 8];
+    good.read_exact(&mut reply).expect("reply");
+    assert_eq!(&reply, b"5 bytes;");
+    // Over 16 bytes without a `;`: that connection is closed, not the other.
+    bad.write_all(b"this one is much too long;").expect("write");
+    assert_eq!(read_to_end(&mut bad), b"");
+    good.write_all(b"still here;").expect("write");
+    let mut reply = [0u8; 9];
+    good.read_exact(&mut reply).expect("reply");
+    assert_eq!(&reply, b"10 bytes;");
+    drop(good);
+    let rest = finish(child, out);
+    assert!(rest.contains("closed: message over 16 bytes"), "{rest}");
+}
+
+#[test]
+fn tls_echo_example() {
+    let (child, mut out, addr) = start("tls_echo", &["127.0.0.1:0", "2"]);
+    let mut line = String::new();
+    out.read_line(&mut line).expect("certificates line");
+    let dir = PathBuf::from(
+        line.trim()
+            .strip_prefix("certificates in ")
+            .unwrap_or_else(|| panic!("certificates line, not {line:?}")),
+    );
+    let config = common::tls_client_config(
+        &dir.join("ca.pem"),
+        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
+        common::TLS_ANY,
+    );
+    let name = "localhost".try_into().expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
+    let sock = TcpStream::connect(&addr).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"over TLS\n").expect("write");
+    let mut reply = [0u8; 9];
+    tls.read_exact(&mut reply).expect("echo");
+    assert_eq!(&reply, b"over TLS\n");
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    drop(tls);
+    let rest = finish(child, out);
+    assert!(
+        rest.contains("client certificate subject: CN=alice"),
+        "{rest}"
+    );
+    assert!(!dir.exists(), "the example removes its certificates");
 }
 
 /// Reads one frame: header line, then LEN payload bytes.

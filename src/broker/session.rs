@@ -44,6 +44,8 @@ pub enum CloseReason {
     Closed,
     /// The TLS handshake or a TLS record failed.
     Tls,
+    /// An outgoing connection could not be made (refused, unreachable).
+    ConnectFailed,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -62,6 +64,7 @@ impl std::fmt::Display for CloseReason {
             Self::Shutdown => "shutting down",
             Self::Closed => "closed by the server",
             Self::Tls => "TLS error",
+            Self::ConnectFailed => "connect failed",
         })
     }
 }

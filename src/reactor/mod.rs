@@ -1,8 +1,17 @@
-//! The reactor: one `mio::Poll` loop on one thread. The only module that
-//! names mio types.
+//! The reactor: one `mio::Poll` loop on one thread. The only server module
+//! that names mio types.
 //!
-//! It is deliberately thin: readiness in, the broker stepped, writes flushed.
+//! It is deliberately thin: readiness in, a service stepped, writes flushed.
+//! It hosts several services (the broker, framed services of the host
+//! program's own protocols; see [`service::Service`]) and any number of
+//! listeners, each naming the service its connections belong to.
 //!
+//! - A connection's token encodes its service and that service's key:
+//!   `key * MAX_SERVICES + service`. The waker and listener tokens sit at the
+//!   top of the `usize` range, far above any key a slab reaches.
+//! - Outgoing connections use mio's nonblocking connect: registered for
+//!   writable at once, and checked (`take_error`, then `peer_addr`, where
+//!   `NotConnected` is a spurious wakeup) before their first read or write.
 //! - Sockets are edge-triggered, so every readable socket is read until
 //!   `WouldBlock`, within a budget per wakeup; a connection that used up its
 //!   budget is revisited on the next turn (with a zero poll timeout), so one
@@ -10,9 +19,9 @@
 //! - Bytes are read into one scratch buffer shared by all connections; the
 //!   broker copies only a frame's unfinished tail.
 //! - Output is flushed with vectored writes once per turn for each connection
-//!   the broker marked dirty, so several frames queued in one turn leave in one
+//!   the service marked dirty, so several frames queued in one turn leave in one
 //!   system call. Writable interest is registered only while output is pending.
-//! - Timers live in the broker's heap; the poll timeout is its next deadline.
+//! - Timers live in the services; the poll timeout is the earliest deadline.
 //!   There is no sleep anywhere.
 //! - A closing connection is flushed, its write side shut down, and it is
 //!   dropped when the peer closes or its linger deadline passes, so the peer
@@ -20,6 +29,7 @@
 //! - Spurious wakeups and events for unknown tokens are ignored.
 
 mod io;
+pub(crate) mod service;
 
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -31,17 +41,21 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::auth::{AuthPool, AuthVerdict};
-use crate::broker::{Broker, CloseReason, ConnId};
+use crate::broker::{CloseReason, ConnId};
 use crate::buf::MAX_IOV;
-use crate::handler::{Context, Handler, dispatch};
 use crate::server::Control;
 use crate::tls::{ReadStep, TlsSession};
+use service::Service;
 
 /// The waker's token.
 const WAKER: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 1;
+/// Most listeners one loop hosts (their tokens are reserved).
+pub(crate) const MAX_LISTENERS: usize = 1 << 16;
+/// Most services one loop hosts; a connection token is
+/// `key * MAX_SERVICES + service`.
+pub(crate) const MAX_SERVICES: usize = 64;
 /// Size of the shared read buffer.
 const SCRATCH_LEN: usize = 64 << 10;
 /// Read steps per connection per wakeup before the others get a turn (a TLS
@@ -50,7 +64,22 @@ const READ_BUDGET: usize = 32;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// What the reactor keeps with each connection (inside the broker's slab).
+/// A connection as the reactor names it: the service, and the service's id.
+type Key = (usize, ConnId);
+
+/// The token of a connection, or `None` if the key is too large to encode
+/// (it would collide with the reserved listener tokens).
+fn token_of((svc, conn): Key) -> Option<Token> {
+    let t = conn.0.checked_mul(MAX_SERVICES)?.checked_add(svc)?;
+    (t < LISTENER_BASE - MAX_LISTENERS).then_some(Token(t))
+}
+
+/// The connection a token names.
+fn key_of(token: usize) -> Key {
+    (token % MAX_SERVICES, ConnId(token / MAX_SERVICES))
+}
+
+/// What the reactor keeps with each connection (inside a service's slab).
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: TcpStream,
@@ -61,76 +90,63 @@ pub(crate) struct Conn {
     writable: bool,
     /// The write side has been shut down (closing, all flushed).
     write_shut: bool,
-    /// Reading stopped because the broker did not want input; resume when it does.
+    /// Reading stopped because the service did not want input; resume when it does.
     read_stalled: bool,
+    /// An outgoing connection whose nonblocking connect has not completed.
+    connecting: bool,
 }
 
-/// A listening socket, plain or TLS.
+/// A listening socket, plain or TLS, and the service it feeds.
 pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) service: usize,
 }
 
-/// The loop and everything it owns.
-pub(crate) struct Reactor<H> {
+/// The loop and everything it owns. `S` is the service type: one concrete
+/// type for a [`crate::Server`] (so a server is `Send` when its handler is),
+/// `Box<dyn Service>` for an [`crate::EventLoop`] hosting several kinds.
+pub(crate) struct Reactor<S> {
     poll: Poll,
     events: Events,
     listeners: Vec<Listener>,
-    broker: Broker<Conn>,
-    handler: H,
+    services: Vec<S>,
     scratch: Box<[u8]>,
     /// Plaintext decrypted from TLS records in one read step.
     plain: Vec<u8>,
     control: Receiver<Control>,
-    auth: Option<AuthPool>,
     /// Connections whose read budget ran out.
-    ready: Vec<ConnId>,
+    ready: Vec<Key>,
     /// Per-turn lists, kept to reuse their allocations.
-    readable: Vec<ConnId>,
-    writable: Vec<ConnId>,
+    readable: Vec<Key>,
+    writable: Vec<Key>,
     dirty: Vec<ConnId>,
     accept_retry_at: Option<Instant>,
     stop_deadline: Option<Instant>,
     stop_requested: bool,
 }
 
-impl<H> std::fmt::Debug for Reactor<H> {
+impl<S: Service> std::fmt::Debug for Reactor<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
             .field("listeners", &self.listeners.len())
-            .field("connections", &self.broker.len())
+            .field("services", &self.services.len())
+            .field("connections", &self.connections())
             .finish()
     }
 }
 
-impl<H: Handler> Reactor<H> {
-    pub(crate) fn new(
-        poll: Poll,
-        listeners: Vec<Listener>,
-        mut broker: Broker<Conn>,
-        handler: H,
-        control: Receiver<Control>,
-        auth: Option<AuthPool>,
-    ) -> std::io::Result<Self> {
-        let mut listeners = listeners;
-        for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry().register(
-                &mut l.socket,
-                Token(LISTENER_BASE - i),
-                Interest::READABLE,
-            )?;
-        }
-        broker.set_events_enabled(handler.wants_events());
-        Ok(Self {
+impl<S: Service> Reactor<S> {
+    /// An empty loop: add services and listeners, then [`Reactor::run`].
+    pub(crate) fn new(poll: Poll, control: Receiver<Control>) -> Self {
+        Self {
             poll,
             events: Events::with_capacity(1024),
-            listeners,
-            broker,
-            handler,
+            listeners: Vec::new(),
+            services: Vec::new(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
             plain: Vec::with_capacity(SCRATCH_LEN),
             control,
-            auth,
             ready: Vec::new(),
             readable: Vec::new(),
             writable: Vec::new(),
@@ -138,7 +154,38 @@ impl<H: Handler> Reactor<H> {
             accept_retry_at: None,
             stop_deadline: None,
             stop_requested: false,
-        })
+        }
+    }
+
+    /// The index the next service added will get, or `None` when full.
+    pub(crate) fn next_service(&self) -> Option<usize> {
+        (self.services.len() < MAX_SERVICES).then_some(self.services.len())
+    }
+
+    /// Adds a service; returns its index (its listeners name it).
+    pub(crate) fn add_service(&mut self, service: S) -> Option<usize> {
+        let index = self.next_service()?;
+        self.services.push(service);
+        Some(index)
+    }
+
+    /// Registers a bound listener for service `listener.service`.
+    pub(crate) fn add_listener(&mut self, mut listener: Listener) -> std::io::Result<()> {
+        let i = self.listeners.len();
+        if i >= MAX_LISTENERS {
+            return Err(std::io::Error::other("too many listeners"));
+        }
+        self.poll.registry().register(
+            &mut listener.socket,
+            Token(LISTENER_BASE - i),
+            Interest::READABLE,
+        )?;
+        self.listeners.push(listener);
+        Ok(())
+    }
+
+    fn connections(&self) -> usize {
+        self.services.iter().map(|s| s.len()).sum()
     }
 
     /// Runs until stopped and every connection has been closed.
@@ -155,12 +202,13 @@ impl<H: Handler> Reactor<H> {
             let now = Instant::now();
             self.turn(now);
             if let Some(deadline) = self.stop_deadline {
-                if self.broker.is_empty() {
+                let open = self.connections();
+                if open == 0 {
                     info!("stopped");
                     return Ok(());
                 }
                 if now >= deadline {
-                    info!("stopped; {} connections cut off", self.broker.len());
+                    info!("stopped; {open} connections cut off");
                     return Ok(());
                 }
             }
@@ -168,19 +216,25 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || self.broker.has_dirty() || self.broker.has_events() {
+        if !self.ready.is_empty()
+            || self
+                .services
+                .iter()
+                .any(|s| s.has_dirty() || s.has_events())
+        {
             return Some(Duration::ZERO);
         }
-        [
-            self.broker.poll_timeout(),
-            self.accept_retry_at,
-            self.stop_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        // Round up so a deadline is never polled for a hair too early.
-        .map(|t| t.saturating_duration_since(now) + Duration::from_micros(500))
+        self.services
+            .iter()
+            .filter_map(|s| s.poll_timeout())
+            .chain(
+                [self.accept_retry_at, self.stop_deadline]
+                    .into_iter()
+                    .flatten(),
+            )
+            .min()
+            // Round up so a deadline is never polled for a hair too early.
+            .map(|t| t.saturating_duration_since(now) + Duration::from_micros(500))
     }
 
     /// One loop turn after `poll` returned.
@@ -194,15 +248,16 @@ impl<H: Handler> Reactor<H> {
         for event in self.events.iter() {
             match event.token() {
                 WAKER => woken = true,
-                Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                Token(t) if t > LISTENER_BASE - MAX_LISTENERS && t <= LISTENER_BASE => {
                     accept.push(LISTENER_BASE - t);
                 }
-                Token(key) => {
+                Token(t) => {
+                    let key = key_of(t);
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        readable.push(ConnId(key));
+                        readable.push(key);
                     }
                     if event.is_writable() || event.is_write_closed() {
-                        writable.push(ConnId(key));
+                        writable.push(key);
                     }
                 }
             }
@@ -218,77 +273,61 @@ impl<H: Handler> Reactor<H> {
             self.accept(i, now);
         }
         let mut again = std::mem::take(&mut self.ready);
-        for &conn in readable.iter().chain(again.iter()) {
-            self.read(conn, now);
+        for &key in readable.iter().chain(again.iter()) {
+            self.read(key, now);
         }
         again.clear();
         if self.ready.is_empty() {
             self.ready = again;
         }
-        self.broker.handle_timeout(now);
-        self.after_input(now);
-        for &conn in &writable {
-            self.flush(conn, now);
+        let mut stop = false;
+        for s in &mut self.services {
+            s.handle_timeout(now);
+            stop |= s.after_input(now);
+        }
+        if stop {
+            self.begin_stop(now);
+        }
+        for &key in &writable {
+            self.flush(key, now);
         }
         self.flush_dirty(now);
         self.readable = readable;
         self.writable = writable;
     }
 
-    /// Hands password checks to the pool and events to the handler.
-    fn after_input(&mut self, now: Instant) {
-        while let Some(req) = self.broker.poll_auth_request() {
-            match &self.auth {
-                Some(pool) => pool.submit(req),
-                None => self
-                    .broker
-                    .handle_auth_result(req.conn, req.ticket, false, now),
-            }
-        }
-        let mut stop = false;
-        while let Some(event) = self.broker.poll_event() {
-            let mut ctx = Context {
-                broker: &mut self.broker,
-                now,
-                stop: &mut stop,
-            };
-            dispatch(&mut self.handler, &mut ctx, event);
-        }
-        if stop {
-            self.begin_stop(now);
-        }
-    }
-
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        self.broker.take_dirty(&mut dirty);
-        for &conn in &dirty {
-            self.flush(conn, now);
+        for svc in 0..self.services.len() {
+            if let Some(s) = self.services.get_mut(svc) {
+                s.take_dirty(&mut dirty);
+            }
+            for &conn in &dirty {
+                self.flush((svc, conn), now);
+            }
         }
         self.dirty = dirty;
     }
 
     fn drain_control(&mut self, now: Instant) {
         loop {
-            match self.control.try_recv() {
-                Ok(Control::Stop) => self.begin_stop(now),
-                Ok(Control::Auth(AuthVerdict { conn, ticket, ok })) => {
-                    self.broker.handle_auth_result(conn, ticket, ok, now);
+            let control = match self.control.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            let svc = match &control {
+                Control::Stop => {
+                    self.begin_stop(now);
+                    continue;
                 }
-                Ok(Control::Call(f)) => {
-                    let mut stop = false;
-                    let mut ctx = Context {
-                        broker: &mut self.broker,
-                        now,
-                        stop: &mut stop,
-                    };
-                    f(&mut ctx);
-                    if stop {
-                        self.begin_stop(now);
-                    }
-                }
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => return,
+                Control::Auth(svc, _) | Control::Call(svc, _) => *svc,
+            };
+            let stop = self
+                .services
+                .get_mut(svc)
+                .is_some_and(|s| s.handle_control(control, now));
+            if stop {
+                self.begin_stop(now);
             }
         }
     }
@@ -298,12 +337,16 @@ impl<H: Handler> Reactor<H> {
             return;
         }
         self.stop_requested = true;
-        info!("shutting down: {} connections to close", self.broker.len());
+        info!("shutting down: {} connections to close", self.connections());
         for mut l in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }
-        self.broker.shutdown(now);
-        self.stop_deadline = Some(now + self.broker.config().linger + Duration::from_millis(500));
+        let mut linger = Duration::ZERO;
+        for s in &mut self.services {
+            s.shutdown(now);
+            linger = linger.max(s.linger());
+        }
+        self.stop_deadline = Some(now + linger + Duration::from_millis(500));
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -314,7 +357,8 @@ impl<H: Handler> Reactor<H> {
             match listener.socket.accept() {
                 Ok((stream, peer)) => {
                     let tls = listener.tls.clone();
-                    self.admit(stream, peer, tls, now);
+                    let svc = listener.service;
+                    self.admit(svc, stream, peer, tls, now);
                 }
                 Err(e) if io::is_would_block(&e) => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -332,6 +376,7 @@ impl<H: Handler> Reactor<H> {
 
     fn admit(
         &mut self,
+        svc: usize,
         stream: TcpStream,
         peer: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
@@ -352,27 +397,132 @@ impl<H: Handler> Reactor<H> {
             writable: false,
             write_shut: false,
             read_stalled: false,
+            connecting: false,
         };
-        let Ok(id) = self.broker.accept(conn, peer, now) else {
+        let Some(service) = self.services.get_mut(svc) else {
+            return;
+        };
+        let Ok(id) = service.accept(conn, peer, now) else {
             debug!("{peer}: dropped (over the connection limit)");
             return;
         };
         let registry = self.poll.registry();
-        let registered = self
-            .broker
-            .io_mut(id)
-            .map(|c| registry.register(&mut c.stream, Token(id.0), Interest::READABLE));
-        if let Some(Err(e)) = registered {
+        let registered = match (token_of((svc, id)), service.io_mut(id)) {
+            (Some(token), Some(c)) => registry.register(&mut c.stream, token, Interest::READABLE),
+            (None, _) => Err(std::io::Error::other("connection key out of token range")),
+            (_, None) => Ok(()),
+        };
+        if let Err(e) = registered {
             warn!("{peer}: cannot register: {e}");
-            self.broker.remove(id, CloseReason::Io);
+            service.remove(id, CloseReason::Io);
         }
     }
 
-    /// Reads until `WouldBlock`, end of stream, the broker pausing, or the budget.
-    fn read(&mut self, conn: ConnId, now: Instant) {
+    /// Starts an outgoing connection for service `svc`, plain or (with
+    /// `tls`) TLS, by mio's nonblocking connect: register for writable, then
+    /// check the result when the socket says so (see
+    /// [`Reactor::check_connect`]).
+    pub(crate) fn add_outgoing(
+        &mut self,
+        svc: usize,
+        addr: SocketAddr,
+        tls: Option<Box<TlsSession>>,
+    ) -> std::io::Result<()> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            stream,
+            tls,
+            writable: true,
+            write_shut: false,
+            read_stalled: false,
+            connecting: true,
+        };
+        let service = self
+            .services
+            .get_mut(svc)
+            .ok_or_else(|| std::io::Error::other("no such service"))?;
+        let Ok(id) = service.accept(conn, addr, Instant::now()) else {
+            return Err(std::io::Error::other("the service refused the connection"));
+        };
+        let token = token_of((svc, id));
+        let registered = match (token, service.io_mut(id)) {
+            (Some(token), Some(c)) => self.poll.registry().register(
+                &mut c.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            _ => Err(std::io::Error::other("connection key out of token range")),
+        };
+        if let Err(e) = registered {
+            service.remove(id, CloseReason::ConnectFailed);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// For a connection still connecting: whether the connect has completed
+    /// (then the service hears of it as established). A failed connect drops
+    /// the connection; a spurious wakeup leaves it waiting.
+    fn check_connect(&mut self, key: Key, now: Instant) -> bool {
+        let (svc, conn) = key;
+        let Some(service) = self.services.get_mut(svc) else {
+            return false;
+        };
+        let closing = service.is_closing(conn);
+        let Some(c) = service.io_mut(conn) else {
+            return false;
+        };
+        if !c.connecting {
+            return true;
+        }
+        if closing {
+            // Closed (e.g. by a shutdown) before the connect completed.
+            self.drop_conn(key, CloseReason::ConnectFailed);
+            return false;
+        }
+        let failure = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match c.stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return false,
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            let peer = service
+                .peer(conn)
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            info!("{conn}: connect to {peer} failed: {e}");
+            self.drop_conn(key, CloseReason::ConnectFailed);
+            return false;
+        }
+        c.connecting = false;
+        debug!("{conn}: connected");
+        match &mut c.tls {
+            // Established once the handshake completes (`tls_progress`).
+            Some(tls) => {
+                tls.start();
+                service.touch(conn);
+            }
+            None => service.handle_secured(conn, None, now),
+        }
+        true
+    }
+
+    /// Reads until `WouldBlock`, end of stream, the service pausing, or the budget.
+    fn read(&mut self, key: Key, now: Instant) {
+        let (svc, conn) = key;
+        if !self.check_connect(key, now) {
+            return;
+        }
         for _ in 0..READ_BUDGET {
-            if !self.broker.wants_read(conn) {
-                if let Some(c) = self.broker.io_mut(conn) {
+            let Some(service) = self.services.get_mut(svc) else {
+                return;
+            };
+            if !service.wants_read(conn) {
+                if let Some(c) = service.io_mut(conn) {
                     if !c.read_stalled {
                         log::trace!("{conn}: reading paused");
                     }
@@ -380,9 +530,10 @@ impl<H: Handler> Reactor<H> {
                 }
                 return;
             }
-            let Some(c) = self.broker.io_mut(conn) else {
+            let Some(c) = service.io_mut(conn) else {
                 return;
             };
+            let is_tls = c.tls.is_some();
             let step = match &mut c.tls {
                 Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch, &mut self.plain),
                 None => match c.stream.read(&mut self.scratch) {
@@ -394,57 +545,64 @@ impl<H: Handler> Reactor<H> {
             };
             match step {
                 Ok(ReadStep::Data(n)) => {
-                    let is_tls = self.broker.io_mut(conn).is_some_and(|c| c.tls.is_some());
                     if is_tls {
                         // The handshake may have finished in the same read as
                         // this data: log in by certificate before commands run.
-                        self.tls_progress(conn, now);
+                        self.tls_progress(key, now);
                     }
                     let data = if is_tls {
                         self.plain.get(..n)
                     } else {
                         self.scratch.get(..n)
                     };
-                    self.broker
-                        .handle_input(conn, data.unwrap_or_default(), now);
+                    if let Some(service) = self.services.get_mut(svc) {
+                        service.handle_input(conn, data.unwrap_or_default(), now);
+                    }
                 }
-                Ok(ReadStep::Progress) => self.tls_progress(conn, now),
+                Ok(ReadStep::Progress) => self.tls_progress(key, now),
                 Ok(ReadStep::WouldBlock) => return,
                 Ok(ReadStep::Eof) => {
-                    self.broker.handle_eof(conn, now);
+                    service_eof(&mut self.services, key, now);
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.read_failed(conn, &e);
+                    self.read_failed(key, &e);
                     return;
                 }
             }
         }
-        self.ready.push(conn);
+        self.ready.push(key);
     }
 
     /// After TLS records were processed: report a completed handshake, and
     /// make sure handshake records get written this turn.
-    fn tls_progress(&mut self, conn: ConnId, now: Instant) {
-        let Some(tls) = self.broker.io_mut(conn).and_then(|c| c.tls.as_mut()) else {
+    fn tls_progress(&mut self, (svc, conn): Key, now: Instant) {
+        let Some(service) = self.services.get_mut(svc) else {
+            return;
+        };
+        let Some(tls) = service.io_mut(conn).and_then(|c| c.tls.as_mut()) else {
             return;
         };
         let established = tls.take_established();
         let wants_write = tls.wants_write();
         if let Some(subject) = established {
-            self.broker.handle_secured(conn, subject, now);
+            service.handle_secured(conn, subject, now);
         }
         if wants_write {
-            self.broker.touch(conn);
+            service.touch(conn);
         }
     }
 
     /// A read failed: for TLS, send the alert rustls queued (best effort); then drop.
-    fn read_failed(&mut self, conn: ConnId, e: &std::io::Error) {
-        let peer = self.broker.peer(conn);
+    fn read_failed(&mut self, key: Key, e: &std::io::Error) {
+        let (svc, conn) = key;
+        let Some(service) = self.services.get_mut(svc) else {
+            return;
+        };
+        let peer = service.peer(conn);
         let tls_error = e.kind() == ErrorKind::InvalidData;
-        if let Some(c) = self.broker.io_mut(conn) {
+        if let Some(c) = service.io_mut(conn) {
             if let Some(tls) = &mut c.tls {
                 let mut none = crate::buf::OutQueue::default();
                 let _ = tls.write_to(&mut c.stream, &mut none, &mut self.scratch);
@@ -455,17 +613,24 @@ impl<H: Handler> Reactor<H> {
                 "{conn} {}: TLS error, closing: {e}",
                 peer.map(|p| p.to_string()).unwrap_or_default()
             );
-            self.drop_conn(conn, CloseReason::Tls);
+            self.drop_conn(key, CloseReason::Tls);
         } else {
             debug!("{conn}: read failed: {e}");
-            self.drop_conn(conn, CloseReason::Io);
+            self.drop_conn(key, CloseReason::Io);
         }
     }
 
     /// Writes what is queued, then settles interest, half-close and drop.
-    fn flush(&mut self, conn: ConnId, now: Instant) {
-        let closing = self.broker.is_closing(conn);
-        let Some((c, out)) = self.broker.io_and_output(conn) else {
+    fn flush(&mut self, key: Key, now: Instant) {
+        let (svc, conn) = key;
+        if !self.check_connect(key, now) {
+            return;
+        }
+        let Some(service) = self.services.get_mut(svc) else {
+            return;
+        };
+        let closing = service.is_closing(conn);
+        let Some((c, out)) = service.io_and_output(conn) else {
             return;
         };
         let written = match &mut c.tls {
@@ -482,7 +647,7 @@ impl<H: Handler> Reactor<H> {
             Ok(pending) => pending,
             Err(e) => {
                 debug!("{conn}: write failed: {e}");
-                self.drop_conn(conn, CloseReason::Io);
+                self.drop_conn(key, CloseReason::Io);
                 return;
             }
         };
@@ -492,13 +657,16 @@ impl<H: Handler> Reactor<H> {
             } else {
                 Interest::READABLE
             };
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, Token(conn.0), interest)
-            {
+            let rereg = match token_of(key) {
+                Some(token) => self
+                    .poll
+                    .registry()
+                    .reregister(&mut c.stream, token, interest),
+                None => Err(std::io::Error::other("connection key out of token range")),
+            };
+            if let Err(e) = rereg {
                 warn!("{conn}: cannot reregister: {e}");
-                self.drop_conn(conn, CloseReason::Io);
+                self.drop_conn(key, CloseReason::Io);
                 return;
             }
             c.writable = pending;
@@ -507,24 +675,34 @@ impl<H: Handler> Reactor<H> {
             c.write_shut = true;
             let _ = c.stream.shutdown(Shutdown::Write);
         }
-        if self.broker.finished(conn, now) {
-            self.drop_conn(conn, CloseReason::Io);
+        if service.finished(conn, now) {
+            self.drop_conn(key, CloseReason::Io);
             return;
         }
-        let resume = self
-            .broker
+        let resume = service
             .io_mut(conn)
             .is_some_and(|c| std::mem::take(&mut c.read_stalled));
         if resume {
-            self.broker.resume(conn, now);
-            self.read(conn, now);
+            service.resume(conn, now);
+            self.read(key, now);
         }
     }
 
-    fn drop_conn(&mut self, conn: ConnId, reason: CloseReason) {
-        if let Some(mut c) = self.broker.remove(conn, reason) {
+    fn drop_conn(&mut self, (svc, conn): Key, reason: CloseReason) {
+        let removed = self
+            .services
+            .get_mut(svc)
+            .and_then(|s| s.remove(conn, reason));
+        if let Some(mut c) = removed {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
+    }
+}
+
+/// The peer closed its side.
+fn service_eof<S: Service>(services: &mut [S], (svc, conn): Key, now: Instant) {
+    if let Some(s) = services.get_mut(svc) {
+        s.handle_eof(conn, now);
     }
 }
 
@@ -560,5 +738,20 @@ mod tests {
         let slot = std::mem::size_of::<crate::broker::SessionSize>();
         assert!(slot <= 320, "session slot grew to {slot} bytes");
         assert!(std::mem::size_of::<super::Conn>() <= 32);
+    }
+
+    #[test]
+    fn tokens_round_trip_and_stay_below_listeners() {
+        use super::*;
+        for key in [
+            (0, ConnId(0)),
+            (3, ConnId(7)),
+            (MAX_SERVICES - 1, ConnId(1 << 20)),
+        ] {
+            let t = token_of(key).expect("encodable");
+            assert_eq!(key_of(t.0), key);
+            assert!(t.0 <= LISTENER_BASE - MAX_LISTENERS);
+        }
+        assert_eq!(token_of((0, ConnId(usize::MAX / 2))), None);
     }
 }

@@ -1,0 +1,419 @@
+//! The generic layer over loopback: the three framings, a message over the
+//! maximum closing only its own connection, the broker and an echo service
+//! on one loop at once, and TLS with the client certificate's subject in the
+//! handler.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use common::{TLS_ANY, TempDir, tls_client_config};
+use switchboard::framed::{FramedContext, FramedHandler, Framing};
+use switchboard::{CloseReason, ConnId, EventLoop, LoopHandle, ServerConfig};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Echoes every message and reports what happens.
+struct Echo {
+    events: Sender<String>,
+}
+
+impl FramedHandler for Echo {
+    fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
+        let subject = ctx
+            .client_cert(conn)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let peer = ctx.peer(conn).map(|p| p.to_string()).unwrap_or_default();
+        let _ = self.events.send(format!("up {subject} {peer}"));
+    }
+    fn on_message(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId, message: &[u8]) {
+        ctx.send(conn, message);
+    }
+    fn on_closed(&mut self, _ctx: &mut FramedContext<'_>, _conn: ConnId, reason: CloseReason) {
+        let _ = self.events.send(format!("closed {reason:?}"));
+    }
+}
+
+/// A loop built by `build` on its own thread (services are not `Send`).
+struct Running {
+    addrs: Vec<SocketAddr>,
+    handle: LoopHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(build: impl FnOnce(&mut EventLoop) -> Vec<SocketAddr> + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let mut event_loop = EventLoop::new().expect("loop");
+            let addrs = build(&mut event_loop);
+            tx.send((addrs, event_loop.handle())).expect("report");
+            event_loop.run().expect("run");
+        });
+        let (addrs, handle) = rx.recv_timeout(WAIT).expect("loop started");
+        Self {
+            addrs,
+            handle,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn any() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// An echo service with `framing`; returns it and its event channel.
+fn echo(framing: Framing) -> (Running, Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let running = Running::start(move |l| {
+        vec![
+            l.listen(any(), None, framing, Echo { events: tx })
+                .expect("listen"),
+        ]
+    });
+    (running, rx)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s
+}
+
+#[track_caller]
+fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut v = vec![0; n];
+    s.read_exact(&mut v).expect("read");
+    v
+}
+
+/// Reads until end of stream (or a reset); returns what came.
+fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return v,
+            Ok(n) => v.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return v,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn delimited_echo() {
+    let framing = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 64,
+    };
+    let (running, events) = echo(framing);
+    let mut s = connect(running.addrs[0]);
+    // Split mid-message, and two messages in one write.
+    s.write_all(b"hel").expect("write");
+    thread::sleep(Duration::from_millis(20));
+    s.write_all(b"lo\nworld\n").expect("write");
+    assert_eq!(read_n(&mut s, 12), b"hello\nworld\n");
+    let up = events.recv_timeout(WAIT).expect("established");
+    assert!(up.starts_with("up - 127.0.0.1:"), "{up}");
+}
+
+#[test]
+fn length_prefixed_echo() {
+    let (running, _events) = echo(Framing::LengthPrefixed { max_len: 100_000 });
+    let mut s = connect(running.addrs[0]);
+    let body = vec![7u8; 70_000];
+    let mut wire = (body.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(&body);
+    wire.extend_from_slice(&[0, 0, 0, 0]);
+    s.write_all(&wire).expect("write");
+    assert_eq!(read_n(&mut s, wire.len()), wire);
+}
+
+#[test]
+fn raw_echo() {
+    let (running, _events) = echo(Framing::Raw);
+    let mut s = connect(running.addrs[0]);
+    s.write_all(b"no framing at all").expect("write");
+    assert_eq!(read_n(&mut s, 17), b"no framing at all");
+}
+
+#[test]
+fn over_max_len_closes_only_that_connection() {
+    let framing = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 8,
+    };
+    let (running, events) = echo(framing);
+    let mut good = connect(running.addrs[0]);
+    let mut bad = connect(running.addrs[0]);
+    bad.write_all(b"this line is far too long\n")
+        .expect("write");
+    assert_eq!(read_to_end(&mut bad), b"");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
+        seen.push(events.recv_timeout(WAIT).expect("event"));
+    }
+    assert!(seen.contains(&"closed TooLarge".to_string()), "{seen:?}");
+    good.write_all(b"ok\n").expect("write");
+    assert_eq!(read_n(&mut good, 3), b"ok\n");
+
+    // The same for a declared length: refused before the body arrives.
+    let (running, _events) = echo(Framing::LengthPrefixed { max_len: 10 });
+    let mut bad = connect(running.addrs[0]);
+    bad.write_all(&11u32.to_be_bytes()).expect("write");
+    assert_eq!(read_to_end(&mut bad), b"");
+}
+
+#[test]
+fn broker_and_echo_share_one_loop() {
+    let (tx, _events) = mpsc::channel();
+    let running = Running::start(move |l| {
+        let config = ServerConfig {
+            listen: vec![any()],
+            ..ServerConfig::default()
+        };
+        let (mut addrs, _handle) = l.add_broker(config, ()).expect("broker");
+        let lines = Framing::Delimited {
+            delimiter: b'\n',
+            max_len: 64,
+        };
+        addrs.push(
+            l.listen(any(), None, lines, Echo { events: tx })
+                .expect("echo"),
+        );
+        addrs
+    });
+    let mut broker = connect(running.addrs[0]);
+    let mut echo = connect(running.addrs[1]);
+    for round in 0..3 {
+        broker.write_all(b"PING 0\n").expect("write");
+        echo.write_all(format!("round {round}\n").as_bytes())
+            .expect("write");
+        assert_eq!(read_n(&mut broker, 7), b"PONG 0\n");
+        assert_eq!(read_n(&mut echo, 8), format!("round {round}\n").as_bytes());
+    }
+    broker.write_all(b"USER 0 alice\n").expect("write");
+    assert_eq!(read_n(&mut broker, 15), b"ACK 9\nlogged in");
+}
+
+#[test]
+fn tls_echo_sees_the_client_certificate() {
+    let dir = TempDir::new("framed-tls");
+    switchboard::certs::generate(dir.path(), &["alice".to_string()], false).expect("certs");
+    let ca = dir.join("ca.pem");
+    let roots = switchboard::certs::load_roots(&ca).expect("roots");
+    let server = switchboard::tls::server_config(
+        switchboard::certs::load_certs(&dir.join("server.pem")).expect("cert"),
+        switchboard::certs::load_key(&dir.join("server.key")).expect("key"),
+        &switchboard::tls::ClientAuth::Required(Arc::new(roots)),
+    )
+    .expect("tls settings");
+    let (tx, events) = mpsc::channel();
+    let running = Running::start(move |l| {
+        let lines = Framing::Delimited {
+            delimiter: b'\n',
+            max_len: 64,
+        };
+        vec![
+            l.listen(any(), Some(server), lines, Echo { events: tx })
+                .expect("listen"),
+        ]
+    });
+    let config = tls_client_config(
+        &ca,
+        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
+        TLS_ANY,
+    );
+    let name = "localhost".try_into().expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, connect(running.addrs[0]));
+    tls.write_all(b"secret\n").expect("write");
+    assert_eq!(read_n(&mut tls, 7), b"secret\n");
+    let up = events.recv_timeout(WAIT).expect("established");
+    assert!(up.starts_with("up CN=alice "), "{up}");
+}
+
+/// An outgoing connection's side: sends `greeting` once connected, then
+/// reports what comes back and how it ends.
+struct Caller {
+    greeting: &'static [u8],
+    events: Sender<String>,
+}
+
+impl FramedHandler for Caller {
+    fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
+        let peer = ctx
+            .client_cert(conn)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = self.events.send(format!("connected {peer}"));
+        ctx.send(conn, self.greeting);
+    }
+    fn on_message(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId, message: &[u8]) {
+        let _ = self
+            .events
+            .send(format!("got {}", String::from_utf8_lossy(message)));
+        ctx.close(conn);
+    }
+    fn on_closed(&mut self, _ctx: &mut FramedContext<'_>, _conn: ConnId, reason: CloseReason) {
+        let _ = self.events.send(format!("closed {reason:?}"));
+    }
+}
+
+#[test]
+fn outgoing_connection_to_a_service_on_the_same_loop() {
+    let (tx, events) = mpsc::channel();
+    let (server_tx, _server_events) = mpsc::channel();
+    let lines = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 64,
+    };
+    let _running = Running::start(move |l| {
+        let addr = l
+            .listen(any(), None, lines, Echo { events: server_tx })
+            .expect("listen");
+        let caller = Caller {
+            greeting: b"hello from the same loop",
+            events: tx,
+        };
+        l.connect(addr, lines, caller).expect("connect");
+        vec![addr]
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
+        seen.push(events.recv_timeout(WAIT).expect("event"));
+    }
+    assert_eq!(
+        seen,
+        [
+            "connected -",
+            "got hello from the same loop",
+            "closed Closed"
+        ]
+    );
+}
+
+#[test]
+fn outgoing_connection_refused_is_reported() {
+    // A port that was just free: nothing listens there.
+    let free = std::net::TcpListener::bind(any())
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let (tx, events) = mpsc::channel();
+    let _running = Running::start(move |l| {
+        let caller = Caller {
+            greeting: b"anyone?",
+            events: tx,
+        };
+        l.connect(free, Framing::Raw, caller)
+            .expect("connect starts");
+        Vec::new()
+    });
+    assert_eq!(
+        events.recv_timeout(WAIT).expect("event"),
+        "closed ConnectFailed"
+    );
+}
+
+#[test]
+fn outgoing_tls_with_a_client_certificate_on_the_same_loop() {
+    let dir = TempDir::new("framed-tls-out");
+    switchboard::certs::generate(dir.path(), &["alice".to_string()], false).expect("certs");
+    let ca = dir.join("ca.pem");
+    let roots = switchboard::certs::load_roots(&ca).expect("roots");
+    let server = switchboard::tls::server_config(
+        switchboard::certs::load_certs(&dir.join("server.pem")).expect("cert"),
+        switchboard::certs::load_key(&dir.join("server.key")).expect("key"),
+        &switchboard::tls::ClientAuth::Required(Arc::new(roots)),
+    )
+    .expect("tls settings");
+    let client = tls_client_config(
+        &ca,
+        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
+        TLS_ANY,
+    );
+    let (server_tx, server_events) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
+    let lines = Framing::Delimited {
+        delimiter: b'\n',
+        max_len: 64,
+    };
+    let _running = Running::start(move |l| {
+        let addr = l
+            .listen(any(), Some(server), lines, Echo { events: server_tx })
+            .expect("listen");
+        let caller = Caller {
+            greeting: b"hello over TLS",
+            events: tx,
+        };
+        let name = "localhost".try_into().expect("name");
+        l.connect_tls(addr, client, name, lines, caller)
+            .expect("connect");
+        vec![addr]
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
+        seen.push(events.recv_timeout(WAIT).expect("event"));
+    }
+    assert!(
+        seen[0].starts_with("connected ") && seen[0] != "connected -",
+        "{seen:?}"
+    );
+    assert_eq!(seen[1..], ["got hello over TLS", "closed Closed"]);
+    let up = server_events.recv_timeout(WAIT).expect("server side");
+    assert!(up.starts_with("up CN=alice "), "{up}");
+}
+
+#[test]
+fn outgoing_tls_to_an_untrusted_server_is_reported() {
+    // The server's certificates come from one CA, the client trusts another.
+    let server_dir = TempDir::new("framed-tls-srv");
+    let client_dir = TempDir::new("framed-tls-cli");
+    switchboard::certs::generate(server_dir.path(), &[], false).expect("certs");
+    switchboard::certs::generate(client_dir.path(), &[], false).expect("certs");
+    let server = switchboard::tls::server_config(
+        switchboard::certs::load_certs(&server_dir.join("server.pem")).expect("cert"),
+        switchboard::certs::load_key(&server_dir.join("server.key")).expect("key"),
+        &switchboard::tls::ClientAuth::None,
+    )
+    .expect("tls settings");
+    let client = tls_client_config(&client_dir.join("ca.pem"), None, TLS_ANY);
+    let (server_tx, _server_events) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
+    let _running = Running::start(move |l| {
+        let addr = l
+            .listen(
+                any(),
+                Some(server),
+                Framing::Raw,
+                Echo { events: server_tx },
+            )
+            .expect("listen");
+        let caller = Caller {
+            greeting: b"never sent",
+            events: tx,
+        };
+        let name = "localhost".try_into().expect("name");
+        l.connect_tls(addr, client, name, Framing::Raw, caller)
+            .expect("connect");
+        vec![addr]
+    });
+    assert_eq!(events.recv_timeout(WAIT).expect("event"), "closed Tls");
+}
