@@ -1,15 +1,23 @@
-//! A client for `echo_server`, on the same generic layer: one outgoing
-//! connection on an [`EventLoop`], sending each argument as a line once
-//! connected and printing each echo, then stopping.
+//! A client for `echo_server` (and, with `--tls DIR`, for `tls_echo`), on the
+//! same generic layer: one outgoing connection on an [`EventLoop`], sending
+//! each argument as a line once connected and printing each echo, then
+//! stopping.
 //!
 //! ```text
 //! cargo run --example echo_client -- 127.0.0.1:7440 hello world
+//! cargo run --example echo_client -- 127.0.0.1:7442 --tls DIR hello
 //! ```
+//!
+//! With `--tls DIR` it verifies the server against `DIR/ca.pem`, presents the
+//! client certificate `DIR/alice.pem` (mutual TLS), and prints the server
+//! certificate's subject once the handshake is done.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use switchboard::framed::{FramedContext, FramedHandler, Framing};
 use switchboard::{CloseReason, ConnId, EventLoop};
@@ -38,6 +46,9 @@ impl Client {
 
 impl FramedHandler for Client {
     fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
+        if let Some(server) = ctx.client_cert(conn) {
+            println!("server certificate subject: {server}");
+        }
         self.next(ctx, conn);
     }
 
@@ -60,9 +71,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .unwrap_or_else(|| "127.0.0.1:7440".into())
         .parse()?;
+    let mut rest: Vec<String> = args.collect();
+    let tls_dir = match rest.first().map(String::as_str) {
+        Some("--tls") if rest.len() >= 2 => {
+            let dir = rest.remove(1);
+            rest.remove(0);
+            Some(dir)
+        }
+        _ => None,
+    };
     let failure = Rc::new(RefCell::new(None));
     let client = Client {
-        to_send: args.collect(),
+        to_send: rest.into(),
         failure: Rc::clone(&failure),
     };
     let mut event_loop = EventLoop::new()?;
@@ -70,10 +90,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         delimiter: b'\n',
         max_len: 4096,
     };
-    event_loop.connect(addr, lines, client)?;
+    match tls_dir {
+        Some(dir) => {
+            let tls = client_config(Path::new(&dir))?;
+            let name = "localhost".try_into()?;
+            event_loop.connect_tls(addr, tls, name, lines, client)?;
+        }
+        None => event_loop.connect(addr, lines, client)?,
+    }
     event_loop.run()?;
     match failure.take() {
         Some(why) => Err(why.into()),
         None => Ok(()),
     }
+}
+
+/// Trusts `DIR/ca.pem` and presents `DIR/alice.pem` (mutual TLS).
+fn client_config(dir: &Path) -> Result<Arc<rustls::ClientConfig>, Box<dyn std::error::Error>> {
+    use switchboard::certs::{load_certs, load_key, load_roots};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(load_roots(&dir.join("ca.pem"))?)
+        .with_client_auth_cert(
+            load_certs(&dir.join("alice.pem"))?,
+            load_key(&dir.join("alice.key"))?,
+        )?;
+    Ok(Arc::new(config))
 }

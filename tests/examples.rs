@@ -147,9 +147,22 @@ fn tls_echo_example() {
     tls.conn.send_close_notify();
     let _ = tls.flush();
     drop(tls);
-    let rest = finish(child, out);
+    // The other half of the pair: echo_client over mutual TLS.
+    let client = Command::new(example("echo_client"))
+        .args([addr.as_str(), "--tls", &dir.display().to_string(), "pair"])
+        .output()
+        .expect("echo_client runs");
+    let printed = String::from_utf8_lossy(&client.stdout);
+    assert!(client.status.success(), "{printed}");
     assert!(
-        rest.contains("client certificate subject: CN=alice"),
+        printed.contains("server certificate subject: CN=localhost"),
+        "{printed}"
+    );
+    assert!(printed.contains("echo: pair"), "{printed}");
+    let rest = finish(child, out);
+    assert_eq!(
+        rest.matches("client certificate subject: CN=alice").count(),
+        2,
         "{rest}"
     );
     assert!(!dir.exists(), "the example removes its certificates");
