@@ -1,5 +1,6 @@
 //! The `switchboard` command: thin wrappers over the library (cli.md).
 
+mod bench;
 mod clients;
 mod serve;
 
@@ -54,12 +55,9 @@ enum Command {
     Pub(clients::PubArgs),
     /// Print each message received in groups, one a line.
     Sub(clients::SubArgs),
-    /// Load generator (not available yet).
-    Bench {
-        /// Anything.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
+    /// Load generator against a running server on loopback: density,
+    /// fanout, echo, handshake.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -108,11 +106,6 @@ fn main() -> ExitCode {
         Command::Chat(args) => clients::run_chat(args),
         Command::Pub(args) => clients::run_pub(args),
         Command::Sub(args) => clients::run_sub(args),
-        Command::Bench { .. } => not_yet("bench"),
+        Command::Bench(args) => bench::run(args),
     }
-}
-
-fn not_yet(what: &str) -> ExitCode {
-    eprintln!("switchboard {what}: not available yet in this version");
-    ExitCode::from(2)
 }

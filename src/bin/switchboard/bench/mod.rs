@@ -1,0 +1,223 @@
+//! `switchboard bench`: loopback load generators (cli.md "switchboard
+//! bench", issue 5). Each scenario is bounded by its duration and a hard
+//! `--timeout`, stops by itself, prints a table (or one JSON object with
+//! `--json`), and fails with one line on standard error and status 1.
+//!
+//! `density`, `fanout` and `echo` run many connections on one thread and one
+//! mio `Poll` ([`net`]); `handshake` does one blocking TLS connection at a
+//! time. The server's memory and CPU come from `/proc/PID` ([`proc`]);
+//! protocols are behind the [`target::Target`] trait.
+
+mod density;
+mod echo;
+mod fanout;
+mod handshake;
+mod net;
+mod proc;
+mod report;
+mod target;
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use self::net::Endpoint;
+use self::report::Report;
+
+const DEFAULT_ADDR: &str = "127.0.0.1:7420";
+const DEFAULT_TLS_ADDR: &str = "127.0.0.1:7421";
+const DEFAULT_CA: &str = "certs/ca.pem";
+
+/// `switchboard bench SCENARIO ...`
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = "\
+Targets: only this server's protocol (docs/protocol.md) for now; the scenarios \
+talk to it through a small protocol-target trait so MQTT, Redis and NATS \
+adapters can be added later (issue 5).
+
+Loopback only. All connections come from 127.0.0.1 and use the kernel's \
+ephemeral ports (ip_local_port_range, about 28,000 here): source addresses are \
+not spread over 127.0.0.x, because neither std nor mio can bind a socket \
+before connecting it. Keep `density` at or below about 19,000 connections \
+(and below the open-file limit).")]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Scenario {
+    /// N idle logged-in connections: time to set them up and, with
+    /// --server-pid, the server's resident memory per connection.
+    Density(density::DensityArgs),
+    /// 1 publisher, N subscribers: deliveries per second, loss, latency
+    /// percentiles and, with --server-pid, server CPU per delivery.
+    Fanout(fanout::FanoutArgs),
+    /// Sequential round trips (PING/PONG, or SEND to oneself with
+    /// --payload) on N connections: round trips per second and latency.
+    Echo(echo::EchoArgs),
+    /// TLS handshakes per second (full, or resumed with --resume) and, with
+    /// --server-pid, server CPU per handshake.
+    Handshake(handshake::HandshakeArgs),
+}
+
+/// Flags every scenario takes.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct CommonArgs {
+    /// Server address [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    #[arg(value_name = "ADDR")]
+    addr: Option<String>,
+    /// Connect with TLS, verifying the server against --ca.
+    #[arg(long)]
+    tls: bool,
+    /// CA bundle (PEM) the server certificate must chain to.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CA)]
+    ca: PathBuf,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Name the server certificate must be valid for [default: the host of ADDR].
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// The server's process id: read its memory and CPU time from /proc/PID.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Print one JSON object on standard output instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Hard limit in seconds on any phase (setup, measurement, drain).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    timeout: f64,
+}
+
+impl CommonArgs {
+    fn addr(&self, tls: bool) -> Result<SocketAddr, String> {
+        let text =
+            self.addr
+                .as_deref()
+                .unwrap_or(if tls { DEFAULT_TLS_ADDR } else { DEFAULT_ADDR });
+        let addr = text
+            .to_socket_addrs()
+            .map_err(|e| format!("bad address {text}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("bad address {text}: no address"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "{addr} is not a loopback address: bench is for loopback only"
+            ));
+        }
+        Ok(addr)
+    }
+
+    fn timeout(&self) -> Result<Duration, String> {
+        secs(self.timeout, "--timeout")
+    }
+
+    /// The address plus (with `tls`) the rustls configuration, after a
+    /// probe that the server accepts connections at all.
+    fn endpoint(&self, tls: bool) -> Result<Endpoint, String> {
+        let addr = self.addr(tls)?;
+        let tls = if tls {
+            Some((self.tls_config(true)?, self.server_name(addr)?))
+        } else {
+            None
+        };
+        probe(addr)?;
+        Ok(Endpoint { addr, tls })
+    }
+
+    fn server_name(&self, addr: SocketAddr) -> Result<ServerName<'static>, String> {
+        let name = match &self.server_name {
+            Some(n) => n.clone(),
+            None => match self.addr.as_deref() {
+                Some(text) => text
+                    .rsplit_once(':')
+                    .map_or(text, |(h, _)| h)
+                    .trim_matches(['[', ']'])
+                    .to_string(),
+                None => addr.ip().to_string(),
+            },
+        };
+        ServerName::try_from(name.clone()).map_err(|e| format!("bad server name {name}: {e}"))
+    }
+
+    fn tls_config(&self, resume: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+        let roots = switchboard::certs::load_roots(&self.ca).map_err(|e| e.to_string())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots);
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = switchboard::certs::load_certs(cert).map_err(|e| e.to_string())?;
+                let key = switchboard::certs::load_key(key).map_err(|e| e.to_string())?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("TLS: {e}"))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        if !resume {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
+        Ok(Arc::new(config))
+    }
+
+    /// The parameters every report starts with.
+    fn describe(&self, report: &mut Report, addr: SocketAddr, tls: bool) {
+        report.param("target", target::Target::name(&target::Switchboard));
+        report.param("addr", addr.to_string());
+        report.param("tls", tls);
+        if let Some(pid) = self.server_pid {
+            report.param("server_pid", pid.to_string());
+        }
+    }
+}
+
+/// A positive, finite number of seconds.
+fn secs(value: f64, flag: &str) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 && value < 1e6 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{flag} must be a positive number of seconds"))
+    }
+}
+
+/// One blocking connection, so "server not running" is one clear line.
+fn probe(addr: SocketAddr) -> Result<(), String> {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map(drop)
+        .map_err(|e| format!("cannot connect to {addr}: {e} (is the server running?)"))
+}
+
+/// Runs the scenario and prints its report.
+pub(crate) fn run(args: BenchArgs) -> ExitCode {
+    let (name, result) = match args.scenario {
+        Scenario::Density(a) => ("density", density::run(a)),
+        Scenario::Fanout(a) => ("fanout", fanout::run(a)),
+        Scenario::Echo(a) => ("echo", echo::run(a)),
+        Scenario::Handshake(a) => ("handshake", handshake::run(a)),
+    };
+    match result {
+        Ok((report, json)) => {
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchboard bench {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
