@@ -28,6 +28,7 @@ mod session;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 use std::{cmp::Reverse, fmt::Write as _};
 
@@ -106,9 +107,47 @@ struct Group {
 
 #[derive(Debug)]
 struct User {
-    /// The name as first typed.
-    name: Box<str>,
-    sessions: Vec<usize>,
+    /// The name as first typed (shared with that session's own copy).
+    name: Arc<str>,
+    sessions: Keys,
+}
+
+/// The sessions of one user: almost always one, kept inline so that a user
+/// table entry costs no allocation of its own.
+#[derive(Debug, Clone)]
+enum Keys {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Keys {
+    fn push(&mut self, key: usize) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![*first, key]),
+            Self::Many(keys) => keys.push(key),
+        }
+    }
+
+    /// Removes `key`; returns whether none are left.
+    fn remove(&mut self, key: usize) -> bool {
+        match self {
+            Self::One(k) => *k == key,
+            Self::Many(keys) => {
+                keys.retain(|&k| k != key);
+                if let [only] = keys.as_slice() {
+                    *self = Self::One(*only);
+                }
+                matches!(self, Self::Many(keys) if keys.is_empty())
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Self::One(k) => std::slice::from_ref(k),
+            Self::Many(keys) => keys,
+        }
+    }
 }
 
 /// The broker. `T` is what the reactor keeps with each connection (its
@@ -118,8 +157,9 @@ pub struct Broker<T = ()> {
     config: BrokerConfig,
     sessions: Slab<Session<T>>,
     groups: HashMap<GroupId, Group>,
-    /// Online users by case-folded name.
-    users: HashMap<Box<str>, User>,
+    /// Online users by case-folded name (the key shares the display name's
+    /// allocation when the name is already lower case).
+    users: HashMap<Arc<str>, User>,
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     dirty: Vec<usize>,
     events: VecDeque<Event>,
@@ -486,7 +526,7 @@ impl<T> Broker<T> {
             debug!("#{key} {}: closed ({reason})", s.peer);
             self.emit(Event::Closed {
                 conn,
-                user: s.name.map(String::from),
+                user: s.name.as_deref().map(String::from),
                 reason,
             });
         }
@@ -929,20 +969,35 @@ impl<T> Broker<T> {
     // ---- broker state ----
 
     fn login(&mut self, key: usize, name: Box<str>) {
+        let folded = name.to_ascii_lowercase();
+        // One allocation for the name in the common case: the session, the
+        // user record and the table key share it.
+        let typed: Arc<str> = match self.users.get(folded.as_str()) {
+            Some(user) if *user.name == *name => Arc::clone(&user.name),
+            _ => Arc::from(name.as_ref()),
+        };
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         s.state = State::Open;
-        s.name = Some(name.clone());
-        let folded: Box<str> = name.to_ascii_lowercase().into();
-        self.users
-            .entry(folded)
-            .or_insert_with(|| User {
-                name: name.clone(),
-                sessions: Vec::new(),
-            })
-            .sessions
-            .push(key);
+        s.name = Some(Arc::clone(&typed));
+        match self.users.get_mut(folded.as_str()) {
+            Some(user) => user.sessions.push(key),
+            None => {
+                let table_key = if *typed == *folded {
+                    Arc::clone(&typed)
+                } else {
+                    Arc::from(folded.as_str())
+                };
+                self.users.insert(
+                    table_key,
+                    User {
+                        name: typed,
+                        sessions: Keys::One(key),
+                    },
+                );
+            }
+        }
         debug!("#{key}: logged in as {name}");
         self.emit(Event::LoggedIn {
             conn: ConnId(key),
@@ -1029,8 +1084,7 @@ impl<T> Broker<T> {
         if let Some(name) = &s.name {
             let folded = name.to_ascii_lowercase();
             if let Some(user) = self.users.get_mut(folded.as_str()) {
-                user.sessions.retain(|&k| k != key);
-                if user.sessions.is_empty() {
+                if user.sessions.remove(key) {
                     self.users.remove(folded.as_str());
                 }
             }
@@ -1136,7 +1190,7 @@ impl<T> Broker<T> {
             return Err(DeliveryError::NoSuchUser);
         };
         let msg = frame::encode_to_bytes("MESSAGE", &[sender.as_bytes()], payload);
-        let targets = user.sessions.clone();
+        let targets = user.sessions.as_slice().to_vec();
         let to_name = user.name.to_string();
         for &t in &targets {
             self.push_frame(t, msg.clone());
@@ -1380,12 +1434,18 @@ impl<T> Broker<T> {
                     .users
                     .get(name.to_ascii_lowercase().as_str())
                     .expect("user entry");
-                assert!(user.sessions.contains(&k), "#{k} missing from user {name}");
+                assert!(
+                    user.sessions.as_slice().contains(&k),
+                    "#{k} missing from user {name}"
+                );
             }
         }
         for (folded, user) in &self.users {
-            assert!(!user.sessions.is_empty(), "empty user {folded} kept");
-            for &k in &user.sessions {
+            assert!(
+                !user.sessions.as_slice().is_empty(),
+                "empty user {folded} kept"
+            );
+            for &k in user.sessions.as_slice() {
                 let s = self.sessions.get(k).expect("user session exists");
                 assert!(
                     s.is_logged_in(),

@@ -7,6 +7,7 @@
 //! derived deadline when it fires.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::broker::config::BrokerConfig;
@@ -102,7 +103,7 @@ pub(crate) struct Session<T> {
     pub(crate) generation: u32,
     pub(crate) state: State,
     /// The name this session logged in with, as typed.
-    pub(crate) name: Option<Box<str>>,
+    pub(crate) name: Option<Arc<str>>,
     /// The unconsumed tail of the input (a frame not fully arrived). Empty and
     /// unallocated most of the time.
     pub(crate) inbuf: Vec<u8>,
