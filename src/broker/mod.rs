@@ -105,15 +105,9 @@ struct Group {
     watchers: Vec<usize>,
 }
 
-#[derive(Debug)]
-struct User {
-    /// The name as first typed (shared with that session's own copy).
-    name: Arc<str>,
-    sessions: Keys,
-}
-
-/// The sessions of one user: almost always one, kept inline so that a user
-/// table entry costs no allocation of its own.
+/// The sessions of one user, oldest first: almost always one, kept inline so
+/// that a user table entry costs no allocation of its own. The user's display
+/// name is its oldest session's (no separate copy).
 #[derive(Debug, Clone)]
 enum Keys {
     One(usize),
@@ -157,9 +151,9 @@ pub struct Broker<T = ()> {
     config: BrokerConfig,
     sessions: Slab<Session<T>>,
     groups: HashMap<GroupId, Group>,
-    /// Online users by case-folded name (the key shares the display name's
-    /// allocation when the name is already lower case).
-    users: HashMap<Arc<str>, User>,
+    /// Online users by case-folded name, with their sessions (the key shares
+    /// the session's name allocation when the name is already lower case).
+    users: HashMap<Arc<str>, Keys>,
     timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     dirty: Vec<usize>,
     events: VecDeque<Event>,
@@ -241,7 +235,10 @@ impl<T> Broker<T> {
     pub fn users(&self) -> Vec<String> {
         let mut v: Vec<_> = self.users.iter().collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        v.into_iter().map(|(_, u)| u.name.to_string()).collect()
+        v.into_iter()
+            .filter_map(|(_, keys)| self.user_name(keys))
+            .map(|n| n.to_string())
+            .collect()
     }
 
     /// Open connections (including ones being closed).
@@ -938,7 +935,7 @@ impl<T> Broker<T> {
             None => self
                 .users
                 .iter()
-                .map(|(k, u)| (k.to_string(), &*u.name))
+                .filter_map(|(k, keys)| Some((k.to_string(), &**self.user_name(keys)?)))
                 .collect(),
             Some(g) => match self.groups.get(&g) {
                 // Shown as in the user table, like `WHO 0`.
@@ -948,8 +945,9 @@ impl<T> Broker<T> {
                     .filter_map(|&k| self.sessions.get(k)?.name.as_deref())
                     .filter_map(|n| {
                         let folded = n.to_ascii_lowercase();
-                        let user = self.users.get(folded.as_str())?;
-                        Some((folded, &*user.name))
+                        let keys = self.users.get(folded.as_str())?;
+                        let name = self.user_name(keys)?;
+                        Some((folded, &**name))
                     })
                     .collect(),
                 None if self.config.open_groups => Vec::new(),
@@ -973,7 +971,10 @@ impl<T> Broker<T> {
         // One allocation for the name in the common case: the session, the
         // user record and the table key share it.
         let typed: Arc<str> = match self.users.get(folded.as_str()) {
-            Some(user) if *user.name == *name => Arc::clone(&user.name),
+            Some(keys) => match self.user_name(keys) {
+                Some(first) if **first == *name => Arc::clone(first),
+                _ => Arc::from(name.as_ref()),
+            },
             _ => Arc::from(name.as_ref()),
         };
         let Some(s) = self.sessions.get_mut(key) else {
@@ -982,20 +983,14 @@ impl<T> Broker<T> {
         s.state = State::Open;
         s.name = Some(Arc::clone(&typed));
         match self.users.get_mut(folded.as_str()) {
-            Some(user) => user.sessions.push(key),
+            Some(keys) => keys.push(key),
             None => {
                 let table_key = if *typed == *folded {
                     Arc::clone(&typed)
                 } else {
                     Arc::from(folded.as_str())
                 };
-                self.users.insert(
-                    table_key,
-                    User {
-                        name: typed,
-                        sessions: Keys::One(key),
-                    },
-                );
+                self.users.insert(table_key, Keys::One(key));
             }
         }
         debug!("#{key}: logged in as {name}");
@@ -1084,7 +1079,7 @@ impl<T> Broker<T> {
         if let Some(name) = &s.name {
             let folded = name.to_ascii_lowercase();
             if let Some(user) = self.users.get_mut(folded.as_str()) {
-                if user.sessions.remove(key) {
+                if user.remove(key) {
                     self.users.remove(folded.as_str());
                 }
             }
@@ -1186,12 +1181,15 @@ impl<T> Broker<T> {
         payload: &[u8],
     ) -> Result<usize, DeliveryError> {
         let folded = to.to_ascii_lowercase();
-        let Some(user) = self.users.get(folded.as_str()) else {
+        let Some(keys) = self.users.get(folded.as_str()) else {
             return Err(DeliveryError::NoSuchUser);
         };
         let msg = frame::encode_to_bytes("MESSAGE", &[sender.as_bytes()], payload);
-        let targets = user.sessions.as_slice().to_vec();
-        let to_name = user.name.to_string();
+        let targets = keys.as_slice().to_vec();
+        let to_name = self
+            .user_name(keys)
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         for &t in &targets {
             self.push_frame(t, msg.clone());
         }
@@ -1351,6 +1349,12 @@ impl<T> Broker<T> {
         }
     }
 
+    /// A user's display name: its oldest session's.
+    fn user_name(&self, keys: &Keys) -> Option<&Arc<str>> {
+        let first = *keys.as_slice().first()?;
+        self.sessions.get(first)?.name.as_ref()
+    }
+
     fn name_of(&self, key: usize) -> String {
         self.sessions
             .get(key)
@@ -1435,17 +1439,14 @@ impl<T> Broker<T> {
                     .get(name.to_ascii_lowercase().as_str())
                     .expect("user entry");
                 assert!(
-                    user.sessions.as_slice().contains(&k),
+                    user.as_slice().contains(&k),
                     "#{k} missing from user {name}"
                 );
             }
         }
         for (folded, user) in &self.users {
-            assert!(
-                !user.sessions.as_slice().is_empty(),
-                "empty user {folded} kept"
-            );
-            for &k in user.sessions.as_slice() {
+            assert!(!user.as_slice().is_empty(), "empty user {folded} kept");
+            for &k in user.as_slice() {
                 let s = self.sessions.get(k).expect("user session exists");
                 assert!(
                     s.is_logged_in(),
