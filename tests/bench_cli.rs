@@ -421,3 +421,215 @@ fn unreachable_server_is_one_line_and_status_1() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Peers (issue 5): the same scenarios against Mosquitto, Redis and NATS when
+// their binaries are installed (Debian: mosquitto, redis-server,
+// nats-server), each on a free loopback port, killed by pid on drop.
+// ---------------------------------------------------------------------------
+
+/// A peer server process; killed (by its pid) and waited for on drop.
+struct Peer {
+    child: std::process::Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+impl Peer {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The installed binary `name` (PATH, then the sbin directories Debian uses).
+fn installed(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin"].map(Into::into))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A loopback port nothing listens on right now (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Starts `name` with `args(port, dir)` and waits until it accepts
+/// connections; `None` (after printing SKIP) if it is not installed.
+fn start_peer(name: &str, args: impl Fn(u16, &TempDir) -> Vec<String>) -> Option<Peer> {
+    let Some(bin) = installed(name) else {
+        eprintln!("SKIP: {name} not installed");
+        return None;
+    };
+    let dir = TempDir::new(name);
+    let port = free_port();
+    let child = std::process::Command::new(&bin)
+        .args(args(port, &dir))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let addr = format!("127.0.0.1:{port}");
+    let mut peer = Peer {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if std::net::TcpStream::connect(&peer.addr).is_ok() {
+            return Some(peer);
+        }
+        if let Ok(Some(status)) = peer.child.try_wait() {
+            panic!(
+                "{name} exited with {status} before listening on {}",
+                peer.addr
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not listen on {} within 10 s",
+            peer.addr
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tiny density, fanout and echo against `peer` through `--target target`.
+fn peer_scenarios(peer: &Peer, target: &str) {
+    let (addr, pid) = (peer.addr.as_str(), peer.pid());
+    let j = bench(
+        "density",
+        &[
+            addr,
+            "--target",
+            target,
+            "--connections",
+            "30",
+            "--server-pid",
+            &pid,
+            "--settle",
+            "0.1",
+        ],
+    );
+    assert_eq!(
+        j.get("parameters").and_then(|p| p.get("target")),
+        Some(&Json::Str(target.into()))
+    );
+    assert_eq!(j.num("results", "connections"), 30.0);
+    j.num("results", "server_bytes_per_connection");
+
+    let j = bench(
+        "fanout",
+        &[
+            addr,
+            "--target",
+            target,
+            "--subscribers",
+            "4",
+            "--payload",
+            "64",
+            "--duration",
+            "0.3",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let published = j.num("results", "published");
+    assert!(published > 0.0, "{j:?}");
+    assert_eq!(j.num("results", "acked"), published, "{j:?}");
+    assert_eq!(j.num("results", "deliveries"), published * 4.0, "{j:?}");
+    assert_eq!(j.num("results", "loss"), 0.0, "{j:?}");
+    j.num("results", "server_cpu_us_per_delivery");
+
+    let j = bench(
+        "echo",
+        &[
+            addr,
+            "--target",
+            target,
+            "--connections",
+            "2",
+            "--duration",
+            "0.2",
+        ],
+    );
+    assert!(j.num("results", "round_trips") > 0.0, "{j:?}");
+}
+
+#[test]
+fn mosquitto_density_fanout_echo() {
+    let Some(peer) = start_peer("mosquitto", |port, dir| {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+        .unwrap();
+        vec!["-c".into(), path_str(&conf).into()]
+    }) else {
+        return;
+    };
+    peer_scenarios(&peer, "mqtt");
+}
+
+#[test]
+fn redis_density_fanout_echo() {
+    let Some(peer) = start_peer("redis-server", |port, dir| {
+        let port = port.to_string();
+        let dir = path_str(dir.path()).to_string();
+        [
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ]
+        .map(String::from)
+        .to_vec()
+    }) else {
+        return;
+    };
+    peer_scenarios(&peer, "redis");
+}
+
+#[test]
+fn nats_density_fanout_echo() {
+    let Some(peer) = start_peer("nats-server", |port, _| {
+        ["-a", "127.0.0.1", "-p", &port.to_string()]
+            .map(String::from)
+            .to_vec()
+    }) else {
+        return;
+    };
+    peer_scenarios(&peer, "nats");
+}
+
+#[test]
+fn tls_with_a_peer_target_is_refused() {
+    let out = run_bin(
+        &["bench", "density", "--target", "redis", "--tls"],
+        None,
+        RUN_LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("not supported"), "{lines:?}");
+}

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use super::net::{Net, establish};
 use super::report::Report;
-use super::target::{Switchboard, Target};
 use super::{CommonArgs, proc, secs};
 
 #[derive(clap::Args, Debug)]
@@ -45,6 +44,8 @@ pub(crate) fn check_count(n: usize) -> Result<(), String> {
 
 pub(crate) fn run(args: DensityArgs) -> Result<(Report, bool), String> {
     let c = &args.common;
+    let target = c.target()?;
+    let target = target.as_ref();
     let n = args.connections;
     if n == 0 {
         return Err("--connections must be at least 1".into());
@@ -62,7 +63,6 @@ pub(crate) fn run(args: DensityArgs) -> Result<(Report, bool), String> {
     report.param("connections", n);
     report.param("user_prefix", args.user_prefix.as_str());
 
-    let target = Switchboard;
     // Let the probe's connection go before the first reading.
     std::thread::sleep(Duration::from_millis(100));
     let rss_before = c.server_pid.map(proc::rss_kib).transpose()?;
@@ -70,7 +70,7 @@ pub(crate) fn run(args: DensityArgs) -> Result<(Report, bool), String> {
     let prefix = &args.user_prefix;
     let took = establish(
         &mut net,
-        &target,
+        target,
         n,
         Instant::now() + timeout,
         |i, out| target.login(out, &format!("{prefix}{i}")),

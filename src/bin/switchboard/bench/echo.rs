@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::net::{Net, establish, events};
 use super::report::{Histogram, Report, rate};
-use super::target::{Event, Switchboard, Target};
+use super::target::Event;
 use super::{CommonArgs, secs};
 
 #[derive(clap::Args, Debug)]
@@ -36,9 +36,17 @@ struct State {
 
 pub(crate) fn run(args: EchoArgs) -> Result<(Report, bool), String> {
     let c = &args.common;
+    let target = c.target()?;
+    let target = target.as_ref();
     let n = args.connections;
     if n == 0 {
         return Err("--connections must be at least 1".into());
+    }
+    if args.payload > 0 && !target.direct_messages() {
+        return Err(format!(
+            "--payload (a message to oneself) is not supported for --target {} yet",
+            target.name()
+        ));
     }
     super::density::check_count(n)?;
     let duration = secs(args.duration, "--duration")?;
@@ -58,12 +66,11 @@ pub(crate) fn run(args: EchoArgs) -> Result<(Report, bool), String> {
         },
     );
 
-    let target = Switchboard;
     let mut net = Net::new(endpoint)?;
     let names: Vec<String> = (0..n).map(|i| format!("{}{i}", args.user_prefix)).collect();
     establish(
         &mut net,
-        &target,
+        target,
         n,
         Instant::now() + timeout,
         |i, out| target.login(out, &names[i]),
@@ -108,7 +115,7 @@ pub(crate) fn run(args: EchoArgs) -> Result<(Report, bool), String> {
             let st = &mut state[i];
             let mut done = false;
             let with_payload = !payload.is_empty();
-            events(&target, conn, |ev| {
+            events(target, conn, |ev| {
                 match ev {
                     Event::Pong if !with_payload => done = true,
                     Event::Delivery(_) if with_payload => st.delivered = true,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::net::{Net, establish, events};
 use super::report::{Histogram, Report, rate};
-use super::target::{Event, Switchboard, Target};
+use super::target::Event;
 use super::{CommonArgs, proc, secs};
 
 /// Publishes without an ACK at most this many at a time.
@@ -47,6 +47,8 @@ pub(crate) struct FanoutArgs {
 pub(crate) fn run(args: FanoutArgs) -> Result<(Report, bool), String> {
     let bench_start = Instant::now();
     let c = &args.common;
+    let target = c.target()?;
+    let target = target.as_ref();
     let n = args.subscribers;
     if n == 0 {
         return Err("--subscribers must be at least 1".into());
@@ -77,13 +79,12 @@ pub(crate) fn run(args: FanoutArgs) -> Result<(Report, bool), String> {
         None => report.param("window", WINDOW),
     }
 
-    let target = Switchboard;
     let mut net = Net::new(endpoint)?;
     let prefix = &args.user_prefix;
     let group = args.group;
     establish(
         &mut net,
-        &target,
+        target,
         n + 1,
         Instant::now() + timeout,
         |i, out| {
@@ -151,8 +152,8 @@ pub(crate) fn run(args: FanoutArgs) -> Result<(Report, bool), String> {
         for &idx in &ready {
             let conn = &mut net.conns[idx];
             if idx == 0 {
-                events(&target, conn, |ev| match ev {
-                    Event::Ok => {
+                events(target, conn, |ev| match ev {
+                    ev if ev.is_ack() => {
                         acked += 1;
                         Ok(())
                     }
@@ -167,7 +168,7 @@ pub(crate) fn run(args: FanoutArgs) -> Result<(Report, bool), String> {
                     u64::try_from((conn.read_at - bench_start).as_nanos()).unwrap_or(u64::MAX);
                 let expect = &mut next[idx - 1];
                 let mut got = 0;
-                events(&target, conn, |ev| {
+                events(target, conn, |ev| {
                     let Event::Delivery(p) = ev else {
                         return Ok(());
                     };

@@ -30,6 +30,9 @@ pub(crate) struct HandshakeArgs {
 
 pub(crate) fn run(args: HandshakeArgs) -> Result<(Report, bool), String> {
     let c = &args.common;
+    if c.target != super::TargetKind::Switchboard {
+        return Err("handshake measures this server's TLS only: --target switchboard".into());
+    }
     let duration = secs(args.duration, "--duration")?;
     let addr = c.addr(true)?;
     let config = c.tls_config(args.resume)?;

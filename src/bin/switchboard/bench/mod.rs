@@ -32,12 +32,45 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7420";
 const DEFAULT_TLS_ADDR: &str = "127.0.0.1:7421";
 const DEFAULT_CA: &str = "certs/ca.pem";
 
+/// The server protocol a scenario speaks (`--target`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TargetKind {
+    /// This server (docs/protocol.md).
+    Switchboard,
+    /// MQTT 3.1.1, QoS 0 (Mosquitto).
+    Mqtt,
+    /// Redis RESP2 SUBSCRIBE/PUBLISH (redis-server).
+    Redis,
+    /// The NATS text protocol (nats-server).
+    Nats,
+}
+
+impl TargetKind {
+    fn default_addr(self, tls: bool) -> &'static str {
+        match self {
+            Self::Switchboard if tls => DEFAULT_TLS_ADDR,
+            Self::Switchboard => DEFAULT_ADDR,
+            Self::Mqtt => "127.0.0.1:1883",
+            Self::Redis => "127.0.0.1:6379",
+            Self::Nats => "127.0.0.1:4222",
+        }
+    }
+}
+
 /// `switchboard bench SCENARIO ...`
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = "\
-Targets: only this server's protocol (docs/protocol.md) for now; the scenarios \
-talk to it through a small protocol-target trait so MQTT, Redis and NATS \
-adapters can be added later (issue 5).
+Targets (--target, for density, fanout and echo; plain TCP only): \
+switchboard (docs/protocol.md, default port 7420); mqtt (MQTT 3.1.1 at QoS 0, \
+e.g. Mosquitto, port 1883: CONNECT with the user name as client id, SUBSCRIBE \
+g/GROUP; QoS 0 PUBLISH has no acknowledgement, so each publish is followed by a \
+PINGREQ and its PINGRESP counts as the acknowledgement; echo is \
+PINGREQ/PINGRESP); redis (RESP2, port 6379: the login is PING, SUBSCRIBE \
+gGROUP, PUBLISH gGROUP PAYLOAD acknowledged by its integer reply; echo is \
+PING/PONG); nats (the NATS text protocol, port 4222: CONNECT after the \
+server's INFO, SUB g.GROUP, PUB g.GROUP; NATS acknowledges none of these, so \
+each is followed by PING and the PONG counts as the acknowledgement). echo \
+--payload and --tls need --target switchboard.
 
 Loopback only. All connections come from 127.0.0.1 and use the kernel's \
 ephemeral ports (ip_local_port_range, about 28,000 here): source addresses are \
@@ -68,9 +101,18 @@ enum Scenario {
 /// Flags every scenario takes.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct CommonArgs {
-    /// Server address [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    /// Server address [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS;
+    /// 1883 for mqtt, 6379 for redis, 4222 for nats].
     #[arg(value_name = "ADDR")]
     addr: Option<String>,
+    /// The server's protocol (see the notes at the end of --help).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PROTOCOL",
+        default_value = "switchboard"
+    )]
+    target: TargetKind,
     /// Connect with TLS, verifying the server against --ca.
     #[arg(long)]
     tls: bool,
@@ -99,10 +141,10 @@ pub(crate) struct CommonArgs {
 
 impl CommonArgs {
     fn addr(&self, tls: bool) -> Result<SocketAddr, String> {
-        let text =
-            self.addr
-                .as_deref()
-                .unwrap_or(if tls { DEFAULT_TLS_ADDR } else { DEFAULT_ADDR });
+        let text = self
+            .addr
+            .as_deref()
+            .unwrap_or(self.target.default_addr(tls));
         let addr = text
             .to_socket_addrs()
             .map_err(|e| format!("bad address {text}: {e}"))?
@@ -114,6 +156,31 @@ impl CommonArgs {
             ));
         }
         Ok(addr)
+    }
+
+    /// The protocol adapter; TLS is for this server only so far.
+    fn target(&self) -> Result<Box<dyn target::Target>, String> {
+        if self.tls && self.target != TargetKind::Switchboard {
+            return Err(format!(
+                "--tls is not supported for --target {} yet",
+                self.target_name()
+            ));
+        }
+        Ok(match self.target {
+            TargetKind::Switchboard => Box::new(target::Switchboard),
+            TargetKind::Mqtt => Box::new(target::mqtt::Mqtt),
+            TargetKind::Redis => Box::new(target::redis::Redis),
+            TargetKind::Nats => Box::new(target::nats::Nats),
+        })
+    }
+
+    fn target_name(&self) -> &'static str {
+        match self.target {
+            TargetKind::Switchboard => "switchboard",
+            TargetKind::Mqtt => "mqtt",
+            TargetKind::Redis => "redis",
+            TargetKind::Nats => "nats",
+        }
     }
 
     fn timeout(&self) -> Result<Duration, String> {
@@ -173,7 +240,7 @@ impl CommonArgs {
 
     /// The parameters every report starts with.
     fn describe(&self, report: &mut Report, addr: SocketAddr, tls: bool) {
-        report.param("target", target::Target::name(&target::Switchboard));
+        report.param("target", self.target_name());
         report.param("addr", addr.to_string());
         report.param("tls", tls);
         if let Some(pid) = self.server_pid {

@@ -280,8 +280,9 @@ pub(crate) fn events(
 }
 
 /// Opens `count` connections (at most [`CONNECT_WINDOW`] unanswered at a
-/// time), queues `setup(i, out)` on each, and waits until connection `i` has
-/// had `replies(i)` successful replies. Fails on any refusal, close or the
+/// time), queues `setup(i, out)` on each (after the server's greeting for
+/// targets that [`Target::greets_first`]), and waits until connection `i` has
+/// had `replies(i)` acknowledgements ([`Event::is_ack`]). Fails on any refusal, close or the
 /// deadline. Returns the time it took.
 pub(crate) fn establish(
     net: &mut Net,
@@ -294,13 +295,19 @@ pub(crate) fn establish(
     let start = Instant::now();
     let base = net.conns.len();
     let mut owed: Vec<usize> = Vec::with_capacity(count);
+    let mut started: Vec<bool> = Vec::with_capacity(count);
     let mut done = 0;
     let mut ready = Vec::new();
     while done < count {
         while net.conns.len() - base < count && net.conns.len() - base - done < CONNECT_WINDOW {
             let i = net.conns.len() - base;
             let idx = net.open()?;
-            setup(i, &mut net.conns[idx].out);
+            // A server that greets first gets the setup after its greeting.
+            let greets = target.greets_first();
+            if !greets {
+                setup(i, &mut net.conns[idx].out);
+            }
+            started.push(!greets);
             owed.push(replies(i));
             if owed[i] == 0 {
                 done += 1;
@@ -319,8 +326,13 @@ pub(crate) fn establish(
             };
             let conn = &mut net.conns[idx];
             let mut acked = 0;
+            let mut greeted = false;
             events(target, conn, |ev| match ev {
-                Event::Ok => {
+                Event::Greeting => {
+                    greeted = true;
+                    Ok(())
+                }
+                ev if ev.is_ack() => {
                     acked += 1;
                     Ok(())
                 }
@@ -328,6 +340,10 @@ pub(crate) fn establish(
                 _ => Ok(()),
             })
             .map_err(|e| format!("connection {}: {e}", idx + 1))?;
+            if greeted && !started[i] {
+                started[i] = true;
+                setup(i, &mut conn.out);
+            }
             if acked > 0 && owed[i] > 0 {
                 let left = owed[i].saturating_sub(acked);
                 owed[i] = left;

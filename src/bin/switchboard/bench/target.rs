@@ -2,10 +2,17 @@
 //! publish, ping) become bytes on the wire, and how the bytes a server sends
 //! back become [`Event`]s.
 //!
-//! Only [`Switchboard`] exists today. Issue 5 wants the same scenarios run
-//! against Mosquitto (MQTT 3.1.1 QoS 0), Redis (RESP SUBSCRIBE/PUBLISH) and
-//! NATS (text protocol) so every figure comes from one tool; each of those is
-//! one more implementation of [`Target`] (plus a `--target` flag).
+//! [`Switchboard`] speaks this project's protocol; [`mqtt::Mqtt`] (MQTT 3.1.1
+//! QoS 0, Mosquitto), [`redis::Redis`] (RESP2 SUBSCRIBE/PUBLISH) and
+//! [`nats::Nats`] (the NATS text protocol) let the same scenarios measure the
+//! servers issue 5 compares against, so every figure comes from one tool.
+//! Protocols without a reply to a step (NATS SUB, MQTT QoS 0 PUBLISH) follow
+//! it with their ping, and the pong is the step's acknowledgement: every
+//! scenario counts [`Event::is_ack`].
+
+pub(crate) mod mqtt;
+pub(crate) mod nats;
+pub(crate) mod redis;
 
 use switchboard::proto::{Decoded, decode};
 
@@ -22,14 +29,35 @@ pub(crate) enum Event<'a> {
     Pong,
     /// The server's keep-alive ping: answer with [`Target::pong`].
     Ping,
+    /// The server's greeting (NATS `INFO`), for targets that
+    /// [`Target::greets_first`].
+    Greeting,
     /// Anything else (notifications the scenario does not use).
     Other,
 }
 
-/// One server protocol. Every encoder appends to `out`.
+impl Event<'_> {
+    /// Acknowledges the oldest outstanding request: [`Event::Ok`], or
+    /// [`Event::Pong`] for steps a target follows with its ping.
+    pub(crate) fn is_ack(&self) -> bool {
+        matches!(self, Event::Ok | Event::Pong)
+    }
+}
+
+/// One server protocol. Every encoder appends to `out`; every step is
+/// answered by one acknowledgement ([`Event::is_ack`]) or a refusal.
 pub(crate) trait Target {
     /// The name reported in results.
     fn name(&self) -> &'static str;
+    /// The server speaks first ([`Event::Greeting`]): the login is sent only
+    /// once the greeting has arrived.
+    fn greets_first(&self) -> bool {
+        false
+    }
+    /// Whether [`Target::send_to`] exists (a message to one user).
+    fn direct_messages(&self) -> bool {
+        false
+    }
     /// Logs in as `user`; answered by one [`Event::Ok`] (or `Refused`).
     fn login(&self, out: &mut Vec<u8>, user: &str);
     /// Subscribes to `group`; answered by one [`Event::Ok`].
@@ -38,8 +66,11 @@ pub(crate) trait Target {
     /// server has taken it.
     fn publish(&self, out: &mut Vec<u8>, group: u32, payload: &[u8]);
     /// Sends `payload` to `user` (one [`Event::Delivery`] per session of the
-    /// user), answered by one [`Event::Ok`].
-    fn send_to(&self, out: &mut Vec<u8>, user: &str, payload: &[u8]);
+    /// user), answered by one [`Event::Ok`]. Only where
+    /// [`Target::direct_messages`]; elsewhere it queues nothing.
+    fn send_to(&self, out: &mut Vec<u8>, user: &str, payload: &[u8]) {
+        let _ = (out, user, payload);
+    }
     /// A ping, answered by [`Event::Pong`].
     fn ping(&self, out: &mut Vec<u8>);
     /// The answer to the server's ping.
@@ -55,7 +86,7 @@ pub(crate) struct Switchboard;
 
 /// Largest payload the client accepts from the server (the server's limit
 /// is at most this in any sane configuration).
-const MAX_PAYLOAD: usize = 1 << 30;
+pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
 
 fn frame(out: &mut Vec<u8>, verb: &str, args: &[&str], payload: &[u8]) {
     out.extend_from_slice(verb.as_bytes());
@@ -72,6 +103,10 @@ fn frame(out: &mut Vec<u8>, verb: &str, args: &[&str], payload: &[u8]) {
 impl Target for Switchboard {
     fn name(&self) -> &'static str {
         "switchboard"
+    }
+
+    fn direct_messages(&self) -> bool {
+        true
     }
 
     fn login(&self, out: &mut Vec<u8>, user: &str) {
@@ -120,6 +155,72 @@ impl Target for Switchboard {
             _ => Event::Other,
         };
         Ok(Some((event, consumed)))
+    }
+}
+
+/// Test helpers shared by the adapters' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Target;
+
+    /// Decodes all of `input` fed in pieces of `step` bytes (as a socket
+    /// might deliver it) and returns each event's `Debug` text.
+    pub(crate) fn decode_split(t: &dyn Target, input: &[u8], step: usize) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        for piece in input.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            let mut pos = 0;
+            while let Some((ev, n)) = t.decode(&buf[pos..]).unwrap() {
+                assert!(n > 0, "an event of zero bytes");
+                seen.push(format!("{ev:?}"));
+                pos += n;
+            }
+            buf.drain(..pos);
+        }
+        assert!(buf.is_empty(), "bytes left over: {buf:?}");
+        seen
+    }
+
+    /// Every split of `input` gives the same events as the whole.
+    pub(crate) fn check_splits(t: &dyn Target, input: &[u8]) -> Vec<String> {
+        let whole = decode_split(t, input, input.len());
+        for step in 1..8 {
+            assert_eq!(decode_split(t, input, step), whole, "step {step}");
+        }
+        whole
+    }
+
+    /// Arbitrary bytes (and every prefix of them) never panic the decoder,
+    /// and a decoded event never claims more bytes than it was given.
+    pub(crate) fn check_garbage(t: &dyn Target, alphabet: &[u8]) {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if round % 2 == 0 {
+                        r as u8
+                    } else {
+                        alphabet[(r % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            for end in 0..=bytes.len() {
+                let mut pos = 0;
+                while let Ok(Some((_, n))) = t.decode(&bytes[pos..end]) {
+                    assert!(n > 0 && pos + n <= end);
+                    pos += n;
+                }
+            }
+        }
     }
 }
 
