@@ -37,7 +37,6 @@ use std::sync::mpsc::{self, Sender};
 use std::{fmt, io};
 
 use log::info;
-use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::framed::{FramedHandler, FramedService, Framing};
@@ -132,7 +131,8 @@ impl EventLoop {
     ) -> Result<SocketAddr, StartError> {
         check_framing(framing)?;
         let index = self.next_service()?;
-        let socket = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let socket = crate::reactor::bind_listener(addr)
+            .map_err(|source| StartError::Bind { addr, source })?;
         let local = socket
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;

@@ -22,7 +22,6 @@ use std::sync::mpsc::{self, Sender};
 use std::{fmt, io};
 
 use log::info;
-use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
 use crate::auth::{AuthPool, AuthVerdict, Authenticator};
@@ -260,7 +259,8 @@ pub(crate) fn build_broker<H: Handler + 'static>(
     let plain = config.listen.iter().map(|a| (*a, None));
     let tls = config.tls_listen.iter().map(|a| (*a, config.tls.clone()));
     for (addr, tls) in plain.chain(tls) {
-        let socket = TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let socket = crate::reactor::bind_listener(addr)
+            .map_err(|source| StartError::Bind { addr, source })?;
         let local = socket
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;

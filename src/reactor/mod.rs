@@ -29,6 +29,8 @@
 //! - Spurious wakeups and events for unknown tokens are ignored.
 
 mod io;
+
+pub(crate) use io::bind_listener;
 pub(crate) mod service;
 
 use std::io::{ErrorKind, IoSlice, Read, Write};
