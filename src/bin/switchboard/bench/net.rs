@@ -282,8 +282,8 @@ pub(crate) fn events(
 /// Opens `count` connections (at most [`CONNECT_WINDOW`] unanswered at a
 /// time), queues `setup(i, out)` on each (after the server's greeting for
 /// targets that [`Target::greets_first`]), and waits until connection `i` has
-/// had `replies(i)` acknowledgements ([`Event::is_ack`]). Fails on any refusal, close or the
-/// deadline. Returns the time it took.
+/// had `replies(i)` acknowledgements ([`Event::is_ack`]). Fails on any
+/// refusal, close or the deadline. Returns the time it took.
 pub(crate) fn establish(
     net: &mut Net,
     target: &dyn Target,
