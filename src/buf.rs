@@ -20,12 +20,20 @@ use bytes::{Buf, Bytes};
 pub const MAX_IOV: usize = 64;
 
 /// Frames waiting to be written to one connection.
+///
+/// The front frame is kept inline, so the common case of a fan-out (one frame
+/// queued for a subscriber, written in the same loop turn) allocates nothing;
+/// only a second frame queued behind it needs the ring, which is freed again
+/// when the queue drains.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    chunks: VecDeque<Bytes>,
-    /// Unsent bytes in `chunks`.
+    /// The front frame; `None` only when the queue is empty.
+    head: Option<Bytes>,
+    /// Frames behind `head`.
+    rest: VecDeque<Bytes>,
+    /// Unsent bytes in `head` and `rest`.
     len: usize,
-    /// Whether part of the front chunk has been written already.
+    /// Whether part of `head` has been written already.
     front_started: bool,
 }
 
@@ -46,14 +54,18 @@ impl OutQueue {
             return;
         }
         self.len += frame.len();
-        self.chunks.push_back(frame);
+        if self.head.is_none() {
+            self.head = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
     }
 
     /// Fills `slices` with the front of the queue, for `write_vectored`.
     /// Returns how many slices were filled.
     pub fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, chunk) in slices.iter_mut().zip(&self.chunks) {
+        for (slot, chunk) in slices.iter_mut().zip(self.head.iter().chain(&self.rest)) {
             *slot = IoSlice::new(chunk);
             n += 1;
         }
@@ -65,7 +77,7 @@ impl OutQueue {
         n = n.min(self.len);
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
+            let Some(front) = self.head.as_mut() else {
                 break;
             };
             if n < front.len() {
@@ -74,7 +86,7 @@ impl OutQueue {
                 return;
             }
             n -= front.len();
-            self.chunks.pop_front();
+            self.head = self.rest.pop_front();
             self.front_started = false;
         }
         if self.len == 0 {
@@ -85,22 +97,25 @@ impl OutQueue {
     /// Drops every queued frame except a partly written front one (so the stream
     /// stays well-formed), e.g. before the last `ERR` to a slow consumer.
     pub fn discard_unstarted(&mut self) {
-        let keep = if self.front_started { 1 } else { 0 };
-        self.chunks.truncate(keep);
-        self.len = self.chunks.iter().map(Bytes::len).sum();
+        self.rest.clear();
+        if !self.front_started {
+            self.head = None;
+        }
+        self.len = self.head.as_ref().map_or(0, Bytes::len);
     }
 
     /// Frees the ring buffer if nothing is queued.
     pub fn release(&mut self) {
         if self.len == 0 {
-            self.chunks = VecDeque::new();
+            self.head = None;
+            self.rest = VecDeque::new();
             self.front_started = false;
         }
     }
 
     /// Heap bytes held by the queue's ring (not counting shared frames).
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.capacity() * std::mem::size_of::<Bytes>()
+        self.rest.capacity() * std::mem::size_of::<Bytes>()
     }
 }
 
@@ -139,5 +154,24 @@ mod tests {
         q.consume(1);
         q.discard_unstarted();
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn one_queued_frame_needs_no_ring() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"one"));
+        assert_eq!(q.heap_bytes(), 0, "the front frame is inline");
+        q.push(Bytes::from_static(b"two"));
+        assert!(q.heap_bytes() > 0);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(q.fill_slices(&mut slices), 2);
+        assert_eq!((&*slices[0], &*slices[1]), (&b"one"[..], &b"two"[..]));
+        q.consume(4);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(q.fill_slices(&mut slices), 1);
+        assert_eq!(&*slices[0], b"wo");
+        q.consume(2);
+        assert!(q.is_empty());
+        assert_eq!(q.heap_bytes(), 0);
     }
 }
