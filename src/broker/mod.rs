@@ -1114,18 +1114,8 @@ impl<T> Broker<T> {
     ) -> Result<usize, DeliveryError> {
         self.ensure_groups(groups)
             .map_err(DeliveryError::UnknownGroup)?;
-        let mut header =
-            BytesMut::with_capacity(sender.len() + groups.len() * 11 + 24 + payload.len());
-        let mut args: Vec<Bytes> = Vec::with_capacity(groups.len() + 1);
-        args.push(Bytes::copy_from_slice(sender.as_bytes()));
-        for &g in groups {
-            let mut b = BytesMut::new();
-            frame::put_decimal(&mut b, u64::from(g));
-            args.push(b.freeze());
-        }
-        let arg_refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
-        frame::encode(&mut header, "PUBLISHED", &arg_refs, payload);
-        let msg = header.freeze();
+        // Encoded once, into one allocation, and shared by every subscriber.
+        let msg = frame::published(sender, groups, payload);
         self.publish_seq += 1;
         let seq = self.publish_seq;
         let mut delivered = 0;

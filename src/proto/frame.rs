@@ -140,6 +140,24 @@ pub fn err(code: ErrorCode, text: &str) -> Bytes {
     encode_to_bytes("ERR", &[code.as_str().as_bytes()], text.as_bytes())
 }
 
+/// `PUBLISHED LEN <sender> <g>...\n<payload>`, encoded into one buffer sized
+/// up front (one allocation per publish, whatever the number of groups).
+pub fn published(sender: &str, groups: &[u32], payload: &[u8]) -> Bytes {
+    let mut out =
+        BytesMut::with_capacity(10 + 11 + sender.len() + groups.len() * 11 + 1 + payload.len());
+    out.put_slice(b"PUBLISHED ");
+    put_decimal(&mut out, payload.len() as u64);
+    out.put_u8(b' ');
+    out.put_slice(sender.as_bytes());
+    for &g in groups {
+        out.put_u8(b' ');
+        put_decimal(&mut out, u64::from(g));
+    }
+    out.put_u8(b'\n');
+    out.put_slice(payload);
+    out.freeze()
+}
+
 /// `PING 0\n`.
 pub const PING: &[u8] = b"PING 0\n";
 /// `PONG 0\n`.
@@ -172,6 +190,21 @@ mod tests {
         let mut out = BytesMut::new();
         encode(&mut out, "PUBLISHED", &[b"alice", b"1", b"3"], b"hello");
         assert_eq!(&out[..], b"PUBLISHED 5 alice 1 3\nhello");
+    }
+
+    #[test]
+    fn published_matches_the_generic_encoder() {
+        let mut generic = BytesMut::new();
+        encode(
+            &mut generic,
+            "PUBLISHED",
+            &[b"alice", b"1", b"4294967295"],
+            b"hi",
+        );
+        assert_eq!(
+            published("alice", &[1, 4_294_967_295], b"hi"),
+            generic.freeze()
+        );
     }
 
     #[test]
