@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -286,27 +285,7 @@ fn slow_consumer_is_closed_and_holds_back_nobody() {
     slow.ack("SUBSCRIBE 0 1");
     let mut fast = srv.login("fast");
     fast.ack("SUBSCRIBE 0 1");
-    let (received, progress) = std::sync::mpsc::channel::<usize>();
-    let reader = thread::spawn(move || {
-        let mut got = Vec::new();
-        for i in 0..COUNT {
-            fast.label = format!("fast subscriber waiting for message {i}");
-            let f = fast.push();
-            assert!(
-                f.ty == "PUBLISHED" && f.args == ["publisher", "1"] && f.payload.len() == SIZE,
-                "fast subscriber: expected PUBLISHED {SIZE} publisher 1, got {f:?}"
-            );
-            got.push(u32::from_be_bytes([
-                f.payload[0],
-                f.payload[1],
-                f.payload[2],
-                f.payload[3],
-            ]));
-            let _ = received.send(i);
-        }
-        fast.expect_quiet("every message exactly once");
-        (got, fast)
-    });
+    let (reader, progress) = read_paced(fast, COUNT, SIZE);
 
     // The publisher keeps pace with the reading subscriber (at most one
     // message ahead of it), so only the subscriber that never reads falls

@@ -14,7 +14,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -860,27 +859,7 @@ fn tls_slow_consumer_is_closed_and_holds_back_nobody() {
 
     let mut fast = srv.tls_login(&config, "fast");
     fast.ack("SUBSCRIBE 0 1");
-    let (received, progress) = std::sync::mpsc::channel::<usize>();
-    let reader = thread::spawn(move || {
-        let mut got = Vec::new();
-        for i in 0..COUNT {
-            fast.label = format!("fast subscriber waiting for message {i}");
-            let f = fast.push();
-            assert!(
-                f.ty == "PUBLISHED" && f.args == ["publisher", "1"] && f.payload.len() == SIZE,
-                "fast subscriber: expected PUBLISHED {SIZE} publisher 1, got {f:?}"
-            );
-            got.push(u32::from_be_bytes([
-                f.payload[0],
-                f.payload[1],
-                f.payload[2],
-                f.payload[3],
-            ]));
-            let _ = received.send(i);
-        }
-        fast.expect_quiet("every message exactly once");
-        (got, fast)
-    });
+    let (reader, progress) = read_paced(fast, COUNT, SIZE);
 
     let mut publisher = srv.tls_login(&config, "publisher");
     let (slowest_ack, publish_time) = publish_paced(&mut publisher, &progress, COUNT, SIZE);

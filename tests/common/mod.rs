@@ -1650,6 +1650,18 @@ impl std::ops::DerefMut for TlsClient {
     }
 }
 
+impl std::borrow::Borrow<Client> for TlsClient {
+    fn borrow(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::borrow::BorrowMut<Client> for TlsClient {
+    fn borrow_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 impl TlsClient {
     /// Connects and completes the handshake, or panics.
     #[track_caller]
@@ -2075,4 +2087,41 @@ pub fn publish_paced(
         slowest_ack = slowest_ack.max(t.elapsed());
     }
     (slowest_ack, t0.elapsed())
+}
+
+/// The reading side of [`publish_paced`]: a thread that takes `count`
+/// PUBLISHED frames of `size` bytes from `publisher` in group 1 on `fast`,
+/// reports each on the returned channel, checks nothing more arrives, and
+/// returns the sequence numbers it saw (and the client).
+pub fn read_paced<C>(
+    mut fast: C,
+    count: usize,
+    size: usize,
+) -> (JoinHandle<(Vec<u32>, C)>, mpsc::Receiver<usize>)
+where
+    C: std::borrow::BorrowMut<Client> + Send + 'static,
+{
+    let (received, progress) = mpsc::channel::<usize>();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        for i in 0..count {
+            let client = fast.borrow_mut();
+            client.label = format!("fast subscriber waiting for message {i}");
+            let f = client.push();
+            assert!(
+                f.ty == "PUBLISHED" && f.args == ["publisher", "1"] && f.payload.len() == size,
+                "fast subscriber: expected PUBLISHED {size} publisher 1, got {f:?}"
+            );
+            got.push(u32::from_be_bytes([
+                f.payload[0],
+                f.payload[1],
+                f.payload[2],
+                f.payload[3],
+            ]));
+            let _ = received.send(i);
+        }
+        fast.borrow_mut().expect_quiet("every message exactly once");
+        (got, fast)
+    });
+    (reader, progress)
 }
