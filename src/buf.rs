@@ -17,7 +17,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes};
 
 /// Most slices handed to one vectored write.
-pub const MAX_IOV: usize = 64;
+pub const MAX_IOV: usize = 512;
 
 /// Frames waiting to be written to one connection.
 ///
@@ -70,6 +70,36 @@ impl OutQueue {
             n += 1;
         }
         n
+    }
+
+    /// Frames queued (the front one counted even when partly written).
+    pub fn frames(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    /// The unsent part of the front frame.
+    pub fn front(&self) -> &[u8] {
+        self.head.as_deref().unwrap_or_default()
+    }
+
+    /// Copies up to `buf.len()` bytes from the front of the queue into `buf`,
+    /// without consuming them; returns how many.
+    pub fn copy_front(&self, buf: &mut [u8]) -> usize {
+        let mut len = 0;
+        for chunk in self.head.iter().chain(&self.rest) {
+            let Some(room) = buf.get_mut(len..) else {
+                break;
+            };
+            let take = chunk.len().min(room.len());
+            if let (Some(dst), Some(src)) = (room.get_mut(..take), chunk.get(..take)) {
+                dst.copy_from_slice(src);
+            }
+            len += take;
+            if len == buf.len() {
+                break;
+            }
+        }
+        len
     }
 
     /// Drops `n` written bytes from the front.
@@ -140,6 +170,24 @@ mod tests {
         q.consume(100);
         assert!(q.is_empty());
         assert_eq!(q.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn copy_front_spans_frames_and_stops_when_full() {
+        let mut q = OutQueue::default();
+        for f in [&b"ab"[..], b"cde", b"f"] {
+            q.push(Bytes::copy_from_slice(f));
+        }
+        assert_eq!(q.frames(), 3);
+        let mut buf = [0u8; 4];
+        assert_eq!(q.copy_front(&mut buf), 4);
+        assert_eq!(&buf, b"abcd");
+        q.consume(3);
+        assert_eq!(q.front(), b"de");
+        let mut buf = [0u8; 8];
+        assert_eq!(q.copy_front(&mut buf), 3);
+        assert_eq!(&buf[..3], b"def");
+        assert_eq!(q.len(), 3, "copying consumes nothing");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! `close_notify` is sent when the broker closes a session, and a peer's
 //! `close_notify` is end of stream.
 
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
@@ -34,7 +34,7 @@ use rustls::server::{
 };
 use rustls::unbuffered::{ConnectionState, EncodeError, ReadEarlyData, UnbufferedStatus};
 
-use crate::buf::{MAX_IOV, OutQueue};
+use crate::buf::OutQueue;
 use crate::certs::{CertSubject, subject_of};
 
 /// Whether and how clients present certificates (`--client-auth`).
@@ -518,7 +518,7 @@ fn encrypt_step<C: Records>(
                 && !out.is_empty()
                 && cipher.len() - produced >= MAX_PLAINTEXT + RECORD_OVERHEAD
             {
-                let len = gather(out, plain);
+                let len = out.copy_front(plain);
                 match wt.encrypt(
                     plain.get(..len).unwrap_or_default(),
                     cipher.get_mut(produced..).unwrap_or_default(),
@@ -550,26 +550,6 @@ fn encrypt_step<C: Records>(
         Err(e) => Err(io::Error::new(ErrorKind::InvalidData, e)),
     };
     (discard, result.map(|()| produced))
-}
-
-/// Copies up to `buf.len()` bytes from the front of `out` into `buf` (without
-/// consuming them); returns how many.
-fn gather(out: &OutQueue, buf: &mut [u8]) -> usize {
-    let mut slices = [IoSlice::new(&[]); MAX_IOV];
-    let n = out.fill_slices(&mut slices);
-    let mut len = 0;
-    for slice in slices.iter().take(n) {
-        let room = buf.len() - len;
-        let take = slice.len().min(room);
-        if let (Some(dst), Some(src)) = (buf.get_mut(len..len + take), slice.get(..take)) {
-            dst.copy_from_slice(src);
-        }
-        len += take;
-        if len == buf.len() {
-            break;
-        }
-    }
-    len
 }
 
 /// Encodes one handshake record at the end of `out`, growing it as needed.

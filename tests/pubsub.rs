@@ -251,6 +251,52 @@ fn two_hundred_subscribers_each_get_one_publish_once() {
     assert_eq!(alice.result("WHO 0 1").len(), 200);
 }
 
+/// More subscribers than the reactor flushes in one turn, and a publisher
+/// that pipelines frames both smaller and larger than the reactor gathers
+/// into one write: every subscriber still gets every frame whole and in
+/// order, and the publisher every OK.
+#[test]
+fn pipelined_mixed_sizes_reach_many_subscribers_whole_and_in_order() {
+    const SUBS: usize = 64;
+    const MESSAGES: usize = 300;
+    let payload = |i: usize| {
+        let len = if i % 7 == 0 { 6000 } else { 30 };
+        let mut p = format!("m{i:04}-").into_bytes();
+        p.resize(len, b'a' + (i % 26) as u8);
+        p
+    };
+    let srv = ServerProc::start(&GROUPS);
+    let mut subs: Vec<Client> = (0..SUBS)
+        .map(|i| {
+            let name = format!("sub{i:03}");
+            let mut c = Client::connect(srv.addr, &name);
+            c.send(format!("USER 0 {name}\nSUBSCRIBE 0 1\n").as_bytes());
+            c
+        })
+        .collect();
+    for c in &mut subs {
+        c.expect_ack();
+        c.expect_ack();
+    }
+    let mut alice = srv.login("alice");
+    let mut batch = Vec::new();
+    for i in 0..MESSAGES {
+        batch.extend_from_slice(&frame("PUBLISH", &["1"], &payload(i)));
+    }
+    alice.send(&batch);
+    for _ in 0..MESSAGES {
+        alice.expect_ack();
+    }
+    for c in &mut subs {
+        for i in 0..MESSAGES {
+            c.expect_published("alice", &["1"], &payload(i));
+        }
+    }
+    for c in &mut subs {
+        c.ping();
+    }
+}
+
 #[test]
 fn send_reaches_every_session_of_the_user() {
     let srv = ServerProc::start(&GROUPS);

@@ -18,9 +18,16 @@
 //!   busy client cannot starve the others.
 //! - Bytes are read into one scratch buffer shared by all connections; the
 //!   broker copies only a frame's unfinished tail.
-//! - Output is flushed with vectored writes once per turn for each connection
-//!   the service marked dirty, so several frames queued in one turn leave in one
-//!   system call. Writable interest is registered only while output is pending.
+//! - Output is flushed with vectored writes, at most once per turn for each
+//!   connection the service marked dirty, so several frames queued in one turn
+//!   leave in one system call. A connection whose input was handled this turn
+//!   is flushed in the same turn (replies go out at once); connections dirtied
+//!   by someone else's message (fan-out) wait in a first-in first-out queue
+//!   flushed [`FLUSH_BUDGET`] at a time, with new input read between batches.
+//!   Under load, frames published while a sweep is under way pile up behind
+//!   the subscribers it has not reached, so each write carries more of them:
+//!   the system calls per delivery fall as the load rises. Writable interest
+//!   is registered only while output is pending.
 //! - Timers live in the services; the poll timeout is the earliest deadline.
 //!   There is no sleep anywhere.
 //! - A closing connection is flushed, its write side shut down, and it is
@@ -33,6 +40,7 @@ mod io;
 pub(crate) use io::bind_listener;
 pub(crate) mod service;
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -61,8 +69,15 @@ pub(crate) const MAX_SERVICES: usize = 64;
 /// Size of the shared read buffer.
 const SCRATCH_LEN: usize = 64 << 10;
 /// Read steps per connection per wakeup before the others get a turn (a TLS
-/// connection uses about two per record: read, then hand out plaintext).
+/// connection uses about two per record: read, then hand out plaintext);
+/// one while deferred flushes wait.
 const READ_BUDGET: usize = 32;
+/// Connections dirtied by fan-out flushed per loop turn (at least) before
+/// the loop polls for input again. Smaller batches let more frames coalesce
+/// into each write under load (measured at 1,000 subscribers: 0.08-0.12 µs
+/// of server CPU per delivery with 16-31 a turn, 0.12-0.15 with 64, 0.17 with
+/// 64 slices a write and no gathering); each batch costs one `epoll_wait`.
+const FLUSH_BUDGET: usize = 16;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -96,6 +111,11 @@ pub(crate) struct Conn {
     read_stalled: bool,
     /// An outgoing connection whose nonblocking connect has not completed.
     connecting: bool,
+    /// In the reactor's queue of deferred flushes.
+    flush_queued: bool,
+    /// The loop turn (wrapping; a match 65,536 turns later only flushes it
+    /// early) in which input from it was last handled.
+    read_turn: u16,
 }
 
 /// A listening socket, plain or TLS, and the service it feeds.
@@ -123,6 +143,12 @@ pub(crate) struct Reactor<S> {
     readable: Vec<Key>,
     writable: Vec<Key>,
     dirty: Vec<ConnId>,
+    /// Dirty connections waiting for their write, oldest first (see
+    /// [`FLUSH_BUDGET`]); an entry counts only while its `flush_queued` is set.
+    deferred: VecDeque<Key>,
+    /// Counts loop turns (wrapping), to tell which connections were read in
+    /// this one.
+    turn_no: u16,
     accept_retry_at: Option<Instant>,
     stop_deadline: Option<Instant>,
     stop_requested: bool,
@@ -153,6 +179,8 @@ impl<S: Service> Reactor<S> {
             readable: Vec::new(),
             writable: Vec::new(),
             dirty: Vec::new(),
+            deferred: VecDeque::new(),
+            turn_no: 0,
             accept_retry_at: None,
             stop_deadline: None,
             stop_requested: false,
@@ -219,6 +247,7 @@ impl<S: Service> Reactor<S> {
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.ready.is_empty()
+            || !self.deferred.is_empty()
             || self
                 .services
                 .iter()
@@ -241,6 +270,7 @@ impl<S: Service> Reactor<S> {
 
     /// One loop turn after `poll` returned.
     fn turn(&mut self, now: Instant) {
+        self.turn_no = self.turn_no.wrapping_add(1);
         let mut readable = std::mem::take(&mut self.readable);
         let mut writable = std::mem::take(&mut self.writable);
         readable.clear();
@@ -298,17 +328,50 @@ impl<S: Service> Reactor<S> {
         self.writable = writable;
     }
 
+    /// Flushes the connections read this turn, queues the other dirty ones,
+    /// and flushes up to [`FLUSH_BUDGET`] of the queue's oldest.
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for svc in 0..self.services.len() {
+            dirty.clear();
             if let Some(s) = self.services.get_mut(svc) {
                 s.take_dirty(&mut dirty);
             }
             for &conn in &dirty {
-                self.flush((svc, conn), now);
+                let Some(c) = self.services.get_mut(svc).and_then(|s| s.io_mut(conn)) else {
+                    continue;
+                };
+                if c.read_turn == self.turn_no {
+                    self.flush((svc, conn), now);
+                } else if !c.flush_queued {
+                    c.flush_queued = true;
+                    self.deferred.push_back((svc, conn));
+                }
             }
         }
         self.dirty = dirty;
+        // A sweep of the queue takes at most `READ_BUDGET` turns, and while
+        // it lasts each connection gets one read step per turn (`read`), so a
+        // publisher adds at most `READ_BUDGET` steps of input to a
+        // subscriber's queue between two of its writes: the bound a turn's
+        // read budget gave when every turn flushed everything.
+        let mut budget = FLUSH_BUDGET.max(self.deferred.len().div_ceil(READ_BUDGET));
+        while budget > 0 {
+            let Some((svc, conn)) = self.deferred.pop_front() else {
+                break;
+            };
+            let Some(c) = self.services.get_mut(svc).and_then(|s| s.io_mut(conn)) else {
+                continue;
+            };
+            // A stale entry (flushed since, or a new connection in a reused
+            // slot) is skipped; one waiting for writable space is flushed by
+            // the writable event.
+            if !std::mem::take(&mut c.flush_queued) || c.writable {
+                continue;
+            }
+            self.flush((svc, conn), now);
+            budget -= 1;
+        }
     }
 
     fn drain_control(&mut self, now: Instant) {
@@ -400,6 +463,8 @@ impl<S: Service> Reactor<S> {
             write_shut: false,
             read_stalled: false,
             connecting: false,
+            flush_queued: false,
+            read_turn: 0,
         };
         let Some(service) = self.services.get_mut(svc) else {
             return;
@@ -439,6 +504,8 @@ impl<S: Service> Reactor<S> {
             write_shut: false,
             read_stalled: false,
             connecting: true,
+            flush_queued: false,
+            read_turn: 0,
         };
         let service = self
             .services
@@ -519,7 +586,14 @@ impl<S: Service> Reactor<S> {
         if !self.check_connect(key, now) {
             return;
         }
-        for _ in 0..READ_BUDGET {
+        // One step per turn while deferred flushes are waiting (see
+        // `flush_dirty`), so input cannot outrun the writes.
+        let steps = if self.deferred.is_empty() {
+            READ_BUDGET
+        } else {
+            1
+        };
+        for _ in 0..steps {
             let Some(service) = self.services.get_mut(svc) else {
                 return;
             };
@@ -547,6 +621,7 @@ impl<S: Service> Reactor<S> {
             };
             match step {
                 Ok(ReadStep::Data(n)) => {
+                    c.read_turn = self.turn_no;
                     if is_tls {
                         // The handshake may have finished in the same read as
                         // this data: log in by certificate before commands run.
@@ -635,6 +710,7 @@ impl<S: Service> Reactor<S> {
         let Some((c, out)) = service.io_and_output(conn) else {
             return;
         };
+        c.flush_queued = false;
         let written = match &mut c.tls {
             Some(tls) => {
                 if closing {
@@ -643,7 +719,7 @@ impl<S: Service> Reactor<S> {
                 }
                 tls.write_to(&mut c.stream, out, &mut self.scratch)
             }
-            None => write_plain(&mut c.stream, out),
+            None => write_plain(&mut c.stream, out, &mut self.scratch),
         };
         let pending = match written {
             Ok(pending) => pending,
@@ -708,13 +784,36 @@ fn service_eof<S: Service>(services: &mut [S], (svc, conn): Key, now: Instant) {
     }
 }
 
-/// Writes queued plaintext with vectored writes until done or `WouldBlock`.
-/// Returns whether output is still pending.
-fn write_plain(stream: &mut TcpStream, out: &mut crate::buf::OutQueue) -> std::io::Result<bool> {
+/// Front frames at most this long are copied into one buffer before the
+/// write rather than handed over as one slice each.
+const GATHER_MAX_FRAME: usize = 4 << 10;
+
+/// Writes queued plaintext until done or `WouldBlock`; returns whether
+/// output is still pending.
+///
+/// A queue of many small frames (a subscriber's share of a busy group) is
+/// first copied into `scratch` and written as one slice: the kernel's copy
+/// costs per slice, and walking a few hundred 100-byte slices cost more than
+/// the copy here does. Large frames go out by vectored writes, uncopied.
+fn write_plain(
+    stream: &mut TcpStream,
+    out: &mut crate::buf::OutQueue,
+    scratch: &mut [u8],
+) -> std::io::Result<bool> {
     while !out.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let n = out.fill_slices(&mut slices);
-        match stream.write_vectored(slices.get(..n).unwrap_or_default()) {
+        let gathered = if out.frames() > 1 && out.front().len() <= GATHER_MAX_FRAME {
+            out.copy_front(scratch)
+        } else {
+            0
+        };
+        let result = if gathered > 0 {
+            stream.write(scratch.get(..gathered).unwrap_or_default())
+        } else {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.fill_slices(&mut slices);
+            stream.write_vectored(slices.get(..n).unwrap_or_default())
+        };
+        match result {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(written) => out.consume(written),
             Err(e) if io::is_would_block(&e) => return Ok(true),
