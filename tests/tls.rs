@@ -587,6 +587,51 @@ fn expired_or_not_yet_valid_client_certificates_are_refused() {
     assert_eq!(valid.result("WHO 0"), ["valid"]);
 }
 
+/// The server picks the cipher suite by its own order, SHA-256 suites first
+/// (cheaper key schedules: docs/benchmarks.md), even from a client that
+/// lists AES-256-GCM-SHA384 first, as rustls's defaults do; a client that
+/// offers only a SHA-384 suite still gets it.
+#[test]
+fn server_prefers_sha256_suites_and_still_speaks_sha384() {
+    use rustls::CipherSuite;
+    let certs = CertDir::new(&[]);
+    let srv = tls_server(&certs, &[]);
+    for (versions, want) in [
+        (TLS13_ONLY, CipherSuite::TLS13_AES_128_GCM_SHA256),
+        (
+            TLS12_ONLY,
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let config = certs.client_config(versions);
+        assert!(
+            config.crypto_provider().cipher_suites[0]
+                .suite()
+                .as_str()
+                .is_some_and(|s| s.contains("SHA384")),
+            "the client under test should prefer a SHA-384 suite"
+        );
+        let mut c = srv.tls_connect(&config, "default client");
+        assert_eq!(c.cipher_suite, Some(want));
+        c.ping();
+    }
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| s.suite() == CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let roots = switchboard::certs::load_roots(&certs.ca()).expect("CA");
+    let only_384 = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(TLS13_ONLY)
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut c = srv.tls_connect(&only_384, "SHA-384 only");
+    assert_eq!(c.cipher_suite, Some(CipherSuite::TLS13_AES_256_GCM_SHA384));
+    c.ping();
+}
+
 // ---------------------------------------------------------------------------
 // Session resumption
 // ---------------------------------------------------------------------------

@@ -1623,6 +1623,8 @@ pub struct TlsClient {
     pub version: Option<rustls::ProtocolVersion>,
     /// Full or resumed handshake.
     pub handshake_kind: Option<rustls::HandshakeKind>,
+    /// The negotiated cipher suite.
+    pub cipher_suite: Option<rustls::CipherSuite>,
     end: Arc<Mutex<Option<TlsEnd>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     pump: Option<JoinHandle<()>>,
@@ -1701,6 +1703,7 @@ impl TlsClient {
             .unwrap_or_else(|e| panic!("{label}: tunnel accept: {e}"));
         let version = conn.protocol_version();
         let handshake_kind = conn.handshake_kind();
+        let cipher_suite = conn.negotiated_cipher_suite().map(|s| s.suite());
         let end = Arc::new(Mutex::new(None));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pump = {
@@ -1712,6 +1715,7 @@ impl TlsClient {
             client,
             version,
             handshake_kind,
+            cipher_suite,
             end,
             stop,
             pump: Some(pump),
