@@ -396,6 +396,44 @@ fn handshake_full_and_resumed() {
     );
     assert!(j.num("results", "handshakes") >= 2.0, "{j:?}");
     assert!(j.num("results", "resumed") >= 1.0, "{j:?}");
+    // Several sequences at once, TLS 1.2 only: every thread's handshakes
+    // counted, and sessions resumed by id.
+    let j = bench(
+        "handshake",
+        &[
+            &addr,
+            "--ca",
+            &ca,
+            "--duration",
+            "0.3",
+            "--resume",
+            "--tls12",
+            "--concurrency",
+            "3",
+        ],
+    );
+    assert_eq!(j.num("parameters", "concurrency"), 3.0, "{j:?}");
+    assert_eq!(
+        j.get("results").and_then(|r| r.get("protocol")),
+        Some(&Json::Str("TLS 1.2".into())),
+        "{j:?}"
+    );
+    assert!(j.num("results", "handshakes") >= 3.0, "{j:?}");
+    assert!(j.num("results", "resumed") >= 1.0, "{j:?}");
+    let out = run_bin(
+        &[
+            "bench",
+            "handshake",
+            &addr,
+            "--ca",
+            &ca,
+            "--concurrency",
+            "0",
+        ],
+        None,
+        RUN_LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[test]

@@ -216,10 +216,19 @@ impl CommonArgs {
     }
 
     fn tls_config(&self, resume: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.tls_config_for(resume, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`CommonArgs::tls_config`] offering only `versions`.
+    fn tls_config_for(
+        &self,
+        resume: bool,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
         let roots = switchboard::certs::load_roots(&self.ca).map_err(|e| e.to_string())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| format!("TLS: {e}"))?
             .with_root_certificates(roots);
         let mut config = match (&self.cert, &self.key) {
