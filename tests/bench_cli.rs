@@ -375,43 +375,21 @@ fn handshake_full_and_resumed() {
     let ca = certs.arg("ca.pem");
     let srv = tls_server(&certs, &[]);
     let (addr, pid) = (srv.tls_addr().to_string(), srv.pid().to_string());
-    let j = bench(
-        "handshake",
-        &[
-            &addr,
-            "--ca",
-            &ca,
-            "--duration",
-            "0.3",
-            "--server-pid",
-            &pid,
-        ],
-    );
+    let handshakes = |extra: &[&str]| {
+        let mut args = vec![addr.as_str(), "--ca", &ca, "--duration", "0.3"];
+        args.extend_from_slice(extra);
+        bench("handshake", &args)
+    };
+    let j = handshakes(&["--server-pid", &pid]);
     assert!(j.num("results", "handshakes") > 0.0, "{j:?}");
     assert_eq!(j.num("results", "resumed"), 0.0, "{j:?}");
     j.num("results", "server_cpu_us_per_handshake");
-    let j = bench(
-        "handshake",
-        &[&addr, "--ca", &ca, "--duration", "0.3", "--resume"],
-    );
+    let j = handshakes(&["--resume"]);
     assert!(j.num("results", "handshakes") >= 2.0, "{j:?}");
     assert!(j.num("results", "resumed") >= 1.0, "{j:?}");
     // Several sequences at once, TLS 1.2 only: every thread's handshakes
     // counted, and sessions resumed by id.
-    let j = bench(
-        "handshake",
-        &[
-            &addr,
-            "--ca",
-            &ca,
-            "--duration",
-            "0.3",
-            "--resume",
-            "--tls12",
-            "--concurrency",
-            "3",
-        ],
-    );
+    let j = handshakes(&["--resume", "--tls12", "--concurrency", "3"]);
     assert_eq!(j.num("parameters", "concurrency"), 3.0, "{j:?}");
     assert_eq!(
         j.get("results").and_then(|r| r.get("protocol")),

@@ -216,10 +216,9 @@ fn thousand_messages_arrive_in_order() {
     bob.expect_quiet("1000 messages, no more");
 }
 
-#[test]
-fn two_hundred_subscribers_each_get_one_publish_once() {
-    let srv = ServerProc::start(&GROUPS);
-    let mut subs: Vec<Client> = (0..200)
+/// `n` sessions `sub000`... logged in and subscribed to group 1.
+fn subscribers(srv: &ServerProc, n: usize) -> Vec<Client> {
+    let mut subs: Vec<Client> = (0..n)
         .map(|i| {
             let name = format!("sub{i:03}");
             let mut c = Client::connect(srv.addr, &name);
@@ -231,6 +230,13 @@ fn two_hundred_subscribers_each_get_one_publish_once() {
         c.expect_ack();
         c.expect_ack();
     }
+    subs
+}
+
+#[test]
+fn two_hundred_subscribers_each_get_one_publish_once() {
+    let srv = ServerProc::start(&GROUPS);
+    let mut subs = subscribers(&srv, 200);
     let mut alice = srv.login("alice");
     alice.send_frame("PUBLISH", &["1"], b"to all 200");
     alice.expect_ack();
@@ -266,18 +272,7 @@ fn pipelined_mixed_sizes_reach_many_subscribers_whole_and_in_order() {
         p
     };
     let srv = ServerProc::start(&GROUPS);
-    let mut subs: Vec<Client> = (0..SUBS)
-        .map(|i| {
-            let name = format!("sub{i:03}");
-            let mut c = Client::connect(srv.addr, &name);
-            c.send(format!("USER 0 {name}\nSUBSCRIBE 0 1\n").as_bytes());
-            c
-        })
-        .collect();
-    for c in &mut subs {
-        c.expect_ack();
-        c.expect_ack();
-    }
+    let mut subs = subscribers(&srv, SUBS);
     let mut alice = srv.login("alice");
     let mut batch = Vec::new();
     for i in 0..MESSAGES {

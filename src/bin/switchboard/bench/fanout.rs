@@ -221,18 +221,11 @@ pub(crate) fn run(args: FanoutArgs) -> Result<(Report, bool), String> {
     report.figure("messages_per_s", rate(published, elapsed));
     report.figure("deliveries_per_s", rate(received, elapsed));
     hist.report(&mut report);
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let cpu = after.saturating_sub(before);
-        report.figure("server_cpu_us", cpu);
-        report.figure(
-            "server_cpu_us_per_delivery",
-            if received > 0 {
-                cpu as f64 / received as f64
-            } else {
-                0.0
-            },
-        );
-        report.figure("clock_ticks_per_s", proc::clock_ticks_per_second());
-    }
+    report.server_cpu(
+        cpu_before,
+        cpu_after,
+        "server_cpu_us_per_delivery",
+        received,
+    );
     Ok((report, c.json))
 }

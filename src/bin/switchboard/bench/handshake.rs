@@ -96,19 +96,7 @@ pub(crate) fn run(args: HandshakeArgs) -> Result<(Report, bool), String> {
     report.figure("resumed", tally.resumed);
     report.figure("elapsed_s", elapsed.as_secs_f64());
     report.figure("handshakes_per_s", rate(total, elapsed));
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        let cpu = after.saturating_sub(before);
-        report.figure("server_cpu_us", cpu);
-        report.figure(
-            "server_cpu_us_per_handshake",
-            if total > 0 {
-                cpu as f64 / total as f64
-            } else {
-                0.0
-            },
-        );
-        report.figure("clock_ticks_per_s", proc::clock_ticks_per_second());
-    }
+    report.server_cpu(cpu_before, cpu_after, "server_cpu_us_per_handshake", total);
     Ok((report, c.json))
 }
 

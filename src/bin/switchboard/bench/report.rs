@@ -125,6 +125,29 @@ impl Report {
         self.figures.push((key, v.into()));
     }
 
+    /// The server's CPU time over the measured window (from `/proc`, when
+    /// both readings exist), in total and per `count` units of work.
+    pub(crate) fn server_cpu(
+        &mut self,
+        before: Option<u64>,
+        after: Option<u64>,
+        per_key: &'static str,
+        count: u64,
+    ) {
+        let (Some(before), Some(after)) = (before, after) else {
+            return;
+        };
+        let cpu = after.saturating_sub(before);
+        self.figure("server_cpu_us", cpu);
+        let per = if count > 0 {
+            cpu as f64 / count as f64
+        } else {
+            0.0
+        };
+        self.figure(per_key, per);
+        self.figure("clock_ticks_per_s", super::proc::clock_ticks_per_second());
+    }
+
     /// `{"scenario":..,"parameters":{..},"results":{..}}` on one line.
     pub(crate) fn json(&self) -> String {
         let mut out = String::from("{\"scenario\":");
