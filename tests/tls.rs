@@ -926,27 +926,7 @@ fn tls_slow_consumer_is_closed_and_holds_back_nobody() {
     // ERR slow-consumer, then the end of the session.
     let mut slow = TlsClient::from_conn(slow_conn, slow_sock, "slow");
     let frames = slow.drain_until_closed(Duration::from_secs(10));
-    let mut next = 0u32;
-    for (k, f) in frames.iter().enumerate() {
-        if f.ty == "ERR" {
-            assert!(
-                f.is("ERR", &["slow-consumer"]) && k == frames.len() - 1,
-                "slow subscriber: only a final ERR slow-consumer may follow the messages, got {f:?} at {k}"
-            );
-            continue;
-        }
-        assert!(
-            f.ty == "PUBLISHED" && f.payload.len() == SIZE,
-            "slow subscriber: unexpected {f:?}"
-        );
-        let idx = u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
-        assert_eq!(idx, next, "slow subscriber: messages out of order");
-        next += 1;
-    }
-    assert!(
-        (next as usize) < COUNT,
-        "the slow TLS subscriber got all {COUNT} messages: it was never treated as a slow consumer"
-    );
+    let next = assert_slow_consumer_prefix(&frames, SIZE, COUNT);
     eprintln!(
         "slow TLS subscriber: {next} of {COUNT} messages, then {:?}",
         slow.tls_end()

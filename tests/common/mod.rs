@@ -2094,6 +2094,37 @@ pub fn publish_paced(
 }
 
 /// The reading side of [`publish_paced`]: a thread that takes `count`
+/// Checks what a subscriber cut off as a slow consumer received: PUBLISHED
+/// frames of `size` bytes numbered 0, 1, ... (big-endian in their first four
+/// bytes), fewer than `count`, optionally followed by one final
+/// `ERR slow-consumer`. Returns how many messages it got.
+#[track_caller]
+pub fn assert_slow_consumer_prefix(frames: &[Frame], size: usize, count: usize) -> usize {
+    let mut next = 0u32;
+    for (k, f) in frames.iter().enumerate() {
+        if f.ty == "ERR" {
+            assert!(
+                f.is("ERR", &["slow-consumer"]) && k == frames.len() - 1,
+                "slow subscriber: only a final ERR slow-consumer may follow the messages, got {f:?} at {k}"
+            );
+            continue;
+        }
+        assert!(
+            f.ty == "PUBLISHED" && f.payload.len() == size,
+            "slow subscriber: unexpected {f:?}"
+        );
+        let idx = u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+        assert_eq!(idx, next, "slow subscriber: messages out of order");
+        next += 1;
+    }
+    let got = next as usize;
+    assert!(
+        got < count,
+        "the slow subscriber got all {count} messages: it was never treated as a slow consumer"
+    );
+    got
+}
+
 /// PUBLISHED frames of `size` bytes from `publisher` in group 1 on `fast`,
 /// reports each on the returned channel, checks nothing more arrives, and
 /// returns the sequence numbers it saw (and the client).
