@@ -935,6 +935,48 @@ mod tests {
         true
     }
 
+    /// `openssl req -x509`: a self-signed certificate for the existing key
+    /// `key`, valid one day.
+    fn openssl_self_sign(key: &str, subj: &str, cert: &Path) -> bool {
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key,
+            "-subj",
+            subj,
+            "-days",
+            "1",
+            "-out",
+            cert.to_str().unwrap(),
+        ])
+    }
+
+    /// `openssl req -x509 -newkey ec`: a new P-256 key and a self-signed
+    /// certificate for it, valid `days`, with `extra` arguments.
+    fn openssl_new_p256(key: &Path, cert: &Path, days: &str, subj: &str, extra: &[&str]) -> bool {
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+            "-days",
+            days,
+            "-subj",
+            subj,
+        ];
+        args.extend_from_slice(extra);
+        openssl(&args)
+    }
+
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
     }
@@ -1175,19 +1217,7 @@ mod tests {
         );
         let key = load_key(&rsa_key).unwrap();
         assert!(matches!(key, PrivateKeyDer::Pkcs1(_)));
-        assert!(openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            rsa_key_s,
-            "-subj",
-            "/CN=rsa",
-            "-days",
-            "1",
-            "-out",
-            rsa_cert.to_str().unwrap(),
-        ]));
+        assert!(openssl_self_sign(rsa_key_s, "/CN=rsa", &rsa_cert));
         check_key_matches(&load_certs(&rsa_cert).unwrap(), &key, &rsa_cert, &rsa_key).unwrap();
 
         let ec_key = dir.path().join("ec.key");
@@ -1209,19 +1239,7 @@ mod tests {
         );
         let key = load_key(&ec_key).unwrap();
         assert!(matches!(key, PrivateKeyDer::Sec1(_)));
-        assert!(openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            ec_key_s,
-            "-subj",
-            "/CN=ec",
-            "-days",
-            "1",
-            "-out",
-            ec_cert.to_str().unwrap(),
-        ]));
+        assert!(openssl_self_sign(ec_key_s, "/CN=ec", &ec_cert));
         check_key_matches(&load_certs(&ec_cert).unwrap(), &key, &ec_cert, &ec_key).unwrap();
         // And across formats: the RSA key does not match the EC certificate.
         let rsa = load_key(&rsa_key).unwrap();
@@ -1252,23 +1270,13 @@ mod tests {
 
         let key = dir.path().join("full.key");
         let cert = dir.path().join("full.pem");
-        if !openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-days",
+        if !openssl_new_p256(
+            &key,
+            &cert,
             "1",
-            "-subj",
             "/C=FR/ST=Paris/L=Paris/O=Acme/OU=Dev/CN=alice",
-        ]) {
+            &[],
+        ) {
             return;
         }
         let subject = subject_of(&first_cert(&cert)).unwrap();
@@ -1531,27 +1539,18 @@ mod tests {
         let dir = TempDir::new("openssl-ca");
         let key = dir.path().join("ca.key");
         let cert = dir.path().join("ca.pem");
-        if !openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-days",
+        if !openssl_new_p256(
+            &key,
+            &cert,
             "2",
-            "-subj",
             "/C=FR/O=Acme Corp/CN=Acme Root",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]) {
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ) {
             return;
         }
         let now = SystemTime::now();
