@@ -338,10 +338,18 @@ impl<S: Service> Reactor<S> {
                 s.take_dirty(&mut dirty);
             }
             for &conn in &dirty {
-                let Some(c) = self.services.get_mut(svc).and_then(|s| s.io_mut(conn)) else {
+                let Some((c, out)) = self
+                    .services
+                    .get_mut(svc)
+                    .and_then(|s| s.io_and_output(conn))
+                else {
                     continue;
                 };
-                if c.read_turn == self.turn_no {
+                // Replies go out at once, and so does a queue that already
+                // fills a write (waiting would only let it grow towards the
+                // slow-consumer limit), unless the socket itself is full.
+                let fills_a_write = out.len() >= SCRATCH_LEN && !c.writable;
+                if c.read_turn == self.turn_no || fills_a_write {
                     self.flush((svc, conn), now);
                 } else if !c.flush_queued {
                     c.flush_queued = true;
@@ -351,10 +359,10 @@ impl<S: Service> Reactor<S> {
         }
         self.dirty = dirty;
         // A sweep of the queue takes at most `READ_BUDGET` turns, and while
-        // it lasts each connection gets one read step per turn (`read`), so a
-        // publisher adds at most `READ_BUDGET` steps of input to a
-        // subscriber's queue between two of its writes: the bound a turn's
-        // read budget gave when every turn flushed everything.
+        // it lasts each connection gets one read step per turn (`read`). A
+        // deferred queue is written as soon as it holds `SCRATCH_LEN`, so
+        // deferring adds at most one read step per publisher to what a
+        // subscriber's queue holds before its write.
         let mut budget = FLUSH_BUDGET.max(self.deferred.len().div_ceil(READ_BUDGET));
         while budget > 0 {
             let Some((svc, conn)) = self.deferred.pop_front() else {

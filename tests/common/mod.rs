@@ -2093,7 +2093,6 @@ pub fn publish_paced(
     (slowest_ack, t0.elapsed())
 }
 
-/// The reading side of [`publish_paced`]: a thread that takes `count`
 /// Checks what a subscriber cut off as a slow consumer received: PUBLISHED
 /// frames of `size` bytes numbered 0, 1, ... (big-endian in their first four
 /// bytes), fewer than `count`, optionally followed by one final
@@ -2125,6 +2124,7 @@ pub fn assert_slow_consumer_prefix(frames: &[Frame], size: usize, count: usize) 
     got
 }
 
+/// The reading side of [`publish_paced`]: a thread that takes `count`
 /// PUBLISHED frames of `size` bytes from `publisher` in group 1 on `fast`,
 /// reports each on the returned channel, checks nothing more arrives, and
 /// returns the sequence numbers it saw (and the client).
