@@ -4,9 +4,8 @@
 //! A `Broker<()>` (no sockets) holds 10,000 logged-in sessions subscribed to
 //! group 1, with events off as in the standalone server. Each iteration is one
 //! server-side publish of a 64-byte payload, after which every subscriber's
-//! output queue is drained the way the reactor drains it (`fill_slices` for a
-//! vectored write, then `consume`), without copying, so the next iteration
-//! starts clean.
+//! output queue is drained the way the reactor drains it (`write_to`, here
+//! into a sink), so the next iteration starts clean.
 //!
 //! - `fanout/publish`: the publish alone (the drain runs outside the timer);
 //! - `fanout/publish_and_drain`: the publish plus the reactor-side drain.
@@ -22,14 +21,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use switchboard::broker::{Broker, SERVER_USER};
-use switchboard::buf::MAX_IOV;
 use switchboard::{BrokerConfig, ConnId};
 
 /// Counts allocation calls (`alloc`, `alloc_zeroed`, `realloc`) and frees.
@@ -83,6 +80,8 @@ const PAYLOAD: [u8; 64] = [b'x'; 64];
 struct Bed {
     broker: Broker<()>,
     dirty: Vec<ConnId>,
+    /// The reactor's scratch buffer, for gathered writes.
+    scratch: Vec<u8>,
 }
 
 impl Bed {
@@ -99,6 +98,7 @@ impl Bed {
         let mut bed = Self {
             broker,
             dirty: Vec::new(),
+            scratch: vec![0; 64 << 10],
         };
         let mut line = Vec::with_capacity(64);
         for i in 0..SUBSCRIBERS {
@@ -120,8 +120,8 @@ impl Bed {
         debug_assert_eq!(n, SUBSCRIBERS);
     }
 
-    /// Drains every connection with new output as the reactor does: vectored
-    /// slices over the queued frames, then `consume` of what was "written".
+    /// Drains every connection with new output as the reactor does
+    /// (`OutQueue::write_to`), into a sink that takes everything.
     /// Returns how many connections had output.
     fn drain(&mut self) -> usize {
         self.broker.take_dirty(&mut self.dirty);
@@ -129,12 +129,10 @@ impl Bed {
             let Some(out) = self.broker.output(conn) else {
                 continue;
             };
-            while !out.is_empty() {
-                let mut slices = [IoSlice::new(&[]); MAX_IOV];
-                let n = out.fill_slices(&mut slices);
-                let written: usize = slices[..n].iter().map(|s| black_box(s.len())).sum();
-                out.consume(written);
-            }
+            let pending = out
+                .write_to(&mut std::io::sink(), &mut self.scratch)
+                .expect("a sink takes everything");
+            black_box(pending);
         }
         self.dirty.len()
     }

@@ -41,7 +41,7 @@ pub(crate) use io::bind_listener;
 pub(crate) mod service;
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -52,7 +52,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::broker::{CloseReason, ConnId};
-use crate::buf::MAX_IOV;
 use crate::server::Control;
 use crate::tls::{ReadStep, TlsSession};
 use service::Service;
@@ -727,7 +726,7 @@ impl<S: Service> Reactor<S> {
                 }
                 tls.write_to(&mut c.stream, out, &mut self.scratch)
             }
-            None => write_plain(&mut c.stream, out, &mut self.scratch),
+            None => out.write_to(&mut c.stream, &mut self.scratch),
         };
         let pending = match written {
             Ok(pending) => pending,
@@ -790,46 +789,6 @@ fn service_eof<S: Service>(services: &mut [S], (svc, conn): Key, now: Instant) {
     if let Some(s) = services.get_mut(svc) {
         s.handle_eof(conn, now);
     }
-}
-
-/// Front frames at most this long are copied into one buffer before the
-/// write rather than handed over as one slice each.
-const GATHER_MAX_FRAME: usize = 4 << 10;
-
-/// Writes queued plaintext until done or `WouldBlock`; returns whether
-/// output is still pending.
-///
-/// A queue of many small frames (a subscriber's share of a busy group) is
-/// first copied into `scratch` and written as one slice: the kernel's copy
-/// costs per slice, and walking a few hundred 100-byte slices cost more than
-/// the copy here does. Large frames go out by vectored writes, uncopied.
-fn write_plain(
-    stream: &mut TcpStream,
-    out: &mut crate::buf::OutQueue,
-    scratch: &mut [u8],
-) -> std::io::Result<bool> {
-    while !out.is_empty() {
-        let gathered = if out.frames() > 1 && out.front().len() <= GATHER_MAX_FRAME {
-            out.copy_front(scratch)
-        } else {
-            0
-        };
-        let result = if gathered > 0 {
-            stream.write(scratch.get(..gathered).unwrap_or_default())
-        } else {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = out.fill_slices(&mut slices);
-            stream.write_vectored(slices.get(..n).unwrap_or_default())
-        };
-        match result {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(written) => out.consume(written),
-            Err(e) if io::is_would_block(&e) => return Ok(true),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(false)
 }
 
 /// Makes a waker for the control channel.
