@@ -25,12 +25,15 @@
 mod config;
 mod event;
 mod session;
+mod tick;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use std::{cmp::Reverse, fmt::Write as _};
+
+use tick::{Clock, Tick};
 
 use bytes::{Bytes, BytesMut};
 use log::{debug, info};
@@ -154,7 +157,9 @@ pub struct Broker<T = ()> {
     /// Online users by case-folded name, with their sessions (the key shares
     /// the session's name allocation when the name is already lower case).
     users: HashMap<Arc<str>, Keys>,
-    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    timers: BinaryHeap<Reverse<(Tick, usize, u32)>>,
+    /// Turns the caller's `Instant`s into the [`Tick`]s sessions store.
+    clock: Clock,
     dirty: Vec<usize>,
     events: VecDeque<Event>,
     events_enabled: bool,
@@ -165,7 +170,7 @@ pub struct Broker<T = ()> {
     admitted: usize,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
-    now: Instant,
+    now: Tick,
     shutting_down: bool,
 }
 
@@ -178,6 +183,7 @@ impl<T> Broker<T> {
             groups: HashMap::new(),
             users: HashMap::new(),
             timers: BinaryHeap::new(),
+            clock: Clock::new(Instant::now()),
             dirty: Vec::new(),
             events: VecDeque::new(),
             events_enabled: true,
@@ -185,7 +191,7 @@ impl<T> Broker<T> {
             next_gen: 0,
             publish_seq: 0,
             admitted: 0,
-            now: Instant::now(),
+            now: Tick::EPOCH,
             shutting_down: false,
         }
     }
@@ -261,6 +267,7 @@ impl<T> Broker<T> {
     ///
     /// Returns `io` when the connection should simply be dropped.
     pub fn accept(&mut self, io: T, peer: SocketAddr, now: Instant) -> Result<ConnId, T> {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         let full = self.admitted >= self.config.max_connections;
         if self.shutting_down
@@ -324,6 +331,7 @@ impl<T> Broker<T> {
     /// The TLS handshake of a connection completed. With [`AuthMode::Cert`],
     /// a certificate whose subject CN is a valid user name logs the session in.
     pub fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
@@ -388,6 +396,7 @@ impl<T> Broker<T> {
     /// [`Broker::remove`]): it is closing and either everything was flushed
     /// and the peer closed, or its linger deadline passed.
     pub fn finished(&self, conn: ConnId, now: Instant) -> bool {
+        let now = self.clock.tick(now);
         match self
             .sessions
             .get(conn.0)
@@ -431,11 +440,14 @@ impl<T> Broker<T> {
 
     /// The earliest instant at which [`Broker::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
+        self.timers
+            .peek()
+            .map(|Reverse((at, _, _))| self.clock.instant(*at))
     }
 
     /// Bytes received from a connection.
     pub fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
@@ -458,12 +470,17 @@ impl<T> Broker<T> {
             }
         } else {
             s.inbuf.extend_from_slice(data);
-            self.resume(conn, now);
+            self.resume_at(conn, now);
         }
     }
 
     /// Processes input buffered while the connection was paused.
     pub fn resume(&mut self, conn: ConnId, now: Instant) {
+        let now = self.clock.tick(now);
+        self.resume_at(conn, now);
+    }
+
+    fn resume_at(&mut self, conn: ConnId, now: Tick) {
         self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
@@ -487,6 +504,7 @@ impl<T> Broker<T> {
 
     /// The peer closed its side: finish what is owed, then close.
     pub fn handle_eof(&mut self, conn: ConnId, now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
@@ -532,6 +550,7 @@ impl<T> Broker<T> {
 
     /// Starts closing a connection from the embedding program.
     pub fn close(&mut self, conn: ConnId, now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         if self.sessions.contains(conn.0) {
             self.begin_close(conn.0, CloseReason::Closed, now);
@@ -540,6 +559,7 @@ impl<T> Broker<T> {
 
     /// The verdict on an [`AuthRequest`].
     pub fn handle_auth_result(&mut self, conn: ConnId, ticket: u32, ok: bool, now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         let key = conn.0;
         let Some(s) = self.sessions.get_mut(key) else {
@@ -557,7 +577,7 @@ impl<T> Broker<T> {
             (true, Some(name)) => {
                 self.login(key, name);
                 self.push_reply(key, frame::ack("logged in"));
-                self.resume(conn, now);
+                self.resume_at(conn, now);
             }
             (_, name) => {
                 info!(
@@ -578,6 +598,7 @@ impl<T> Broker<T> {
     /// Runs the deadlines that are due: login timeout, keep-alive pings and
     /// their timeout, and the linger of closing connections.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > now {
@@ -609,6 +630,7 @@ impl<T> Broker<T> {
     /// Starts a graceful shutdown: every connection gets `ERR shutting-down`
     /// after what it is owed, then closes. No new connection is accepted.
     pub fn shutdown(&mut self, now: Instant) {
+        let now = self.clock.tick(now);
         self.now = self.now.max(now);
         self.shutting_down = true;
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
@@ -679,7 +701,7 @@ impl<T> Broker<T> {
 
     /// Decodes and executes frames from `data` while the session can process
     /// input. Returns how many bytes were used.
-    fn process(&mut self, key: usize, data: &[u8], now: Instant) -> usize {
+    fn process(&mut self, key: usize, data: &[u8], now: Tick) -> usize {
         let mut used = 0;
         loop {
             let Some(s) = self.sessions.get_mut(key) else {
@@ -708,7 +730,7 @@ impl<T> Broker<T> {
         }
     }
 
-    fn frame_error(&mut self, key: usize, e: FrameError, now: Instant) {
+    fn frame_error(&mut self, key: usize, e: FrameError, now: Tick) {
         let reason = if matches!(e, FrameError::TooLarge { .. }) {
             CloseReason::TooLarge
         } else {
@@ -720,12 +742,12 @@ impl<T> Broker<T> {
     }
 
     /// Sends a final `ERR` and starts closing.
-    fn fail(&mut self, key: usize, code: ErrorCode, text: &str, reason: CloseReason, now: Instant) {
+    fn fail(&mut self, key: usize, code: ErrorCode, text: &str, reason: CloseReason, now: Tick) {
         self.push_reply(key, frame::err(code, text));
         self.begin_close(key, reason, now);
     }
 
-    fn execute(&mut self, key: usize, frame: &crate::proto::Frame<'_>, now: Instant) {
+    fn execute(&mut self, key: usize, frame: &crate::proto::Frame<'_>, now: Tick) {
         let logged_in = self.sessions.get(key).is_some_and(Session::is_logged_in);
         if !logged_in && !verb_allowed_before_login(frame.verb().as_bytes()) {
             return self.reply_err(key, ErrorCode::AuthRequired, "log in first (USER)");
@@ -1253,7 +1275,7 @@ impl<T> Broker<T> {
 
     /// Moves a session to `Closing`: it leaves every group and the user table
     /// at once, and is dropped after flushing (or at the linger deadline).
-    fn begin_close(&mut self, key: usize, reason: CloseReason, now: Instant) {
+    fn begin_close(&mut self, key: usize, reason: CloseReason, now: Tick) {
         if self.sessions.get(key).is_none_or(Session::is_closing) {
             return;
         }
@@ -1272,7 +1294,7 @@ impl<T> Broker<T> {
         self.schedule(key);
     }
 
-    fn check_deadlines(&mut self, key: usize, now: Instant) {
+    fn check_deadlines(&mut self, key: usize, now: Tick) {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };

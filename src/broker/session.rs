@@ -6,9 +6,9 @@
 //! heap: the heap holds at most one entry per session, which re-checks the
 //! derived deadline when it fires.
 
+use super::tick::Tick;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::broker::config::BrokerConfig;
 use crate::buf::OutQueue;
@@ -88,7 +88,7 @@ pub(crate) enum State {
     /// closed too, or at `deadline`.
     Closing {
         reason: CloseReason,
-        deadline: Instant,
+        deadline: Tick,
         eof: bool,
     },
 }
@@ -114,11 +114,11 @@ pub(crate) struct Session<T> {
     pub(crate) groups: Vec<GroupId>,
     /// Groups this session watches.
     pub(crate) watching: Vec<GroupId>,
-    pub(crate) opened: Instant,
-    pub(crate) last_rx: Instant,
-    pub(crate) ping_sent: Option<Instant>,
+    pub(crate) opened: Tick,
+    pub(crate) last_rx: Tick,
+    pub(crate) ping_sent: Option<Tick>,
     /// The deadline of this session's entry in the timer heap, if any.
-    pub(crate) timer_at: Option<Instant>,
+    pub(crate) timer_at: Option<Tick>,
     /// The last publish sequence number delivered here (dedup across groups).
     pub(crate) mark: u64,
     /// Queued in the broker's dirty list.
@@ -126,7 +126,7 @@ pub(crate) struct Session<T> {
 }
 
 impl<T> Session<T> {
-    pub(crate) fn new(io: T, peer: SocketAddr, generation: u32, now: Instant) -> Self {
+    pub(crate) fn new(io: T, peer: SocketAddr, generation: u32, now: Tick) -> Self {
         Self {
             io,
             peer,
@@ -169,7 +169,7 @@ impl<T> Session<T> {
 
     /// The next instant at which [`crate::broker::Broker::handle_timeout`]
     /// has something to do for this session.
-    pub(crate) fn next_deadline(&self, config: &BrokerConfig) -> Instant {
+    pub(crate) fn next_deadline(&self, config: &BrokerConfig) -> Tick {
         if let State::Closing { deadline, .. } = self.state {
             return deadline;
         }
