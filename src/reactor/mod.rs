@@ -18,9 +18,10 @@
 //!   busy client cannot starve the others.
 //! - Bytes are read into one scratch buffer shared by all connections; the
 //!   broker copies only a frame's unfinished tail.
-//! - Output is flushed with vectored writes, at most once per turn for each
-//!   connection the service marked dirty, so several frames queued in one turn
-//!   leave in one system call. A connection whose input was handled this turn
+//! - Output is written at most once per turn for each connection the service
+//!   marked dirty (`OutQueue::write_to`: one frame as it is, small frames
+//!   gathered into one slice, large ones by vectored writes), so several
+//!   frames queued in one turn leave in one system call. A connection whose input was handled this turn
 //!   is flushed in the same turn (replies go out at once); connections dirtied
 //!   by someone else's message (fan-out) wait in a first-in first-out queue
 //!   flushed [`FLUSH_BUDGET`] at a time, with new input read between batches.
@@ -616,6 +617,9 @@ impl<S: Service> Reactor<S> {
             let Some(c) = service.io_mut(conn) else {
                 return;
             };
+            // Whatever this read brings (data, handshake records, the end of
+            // the stream), the replies to it go out this turn.
+            c.read_turn = self.turn_no;
             let is_tls = c.tls.is_some();
             let step = match &mut c.tls {
                 Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch, &mut self.plain),
@@ -628,7 +632,6 @@ impl<S: Service> Reactor<S> {
             };
             match step {
                 Ok(ReadStep::Data(n)) => {
-                    c.read_turn = self.turn_no;
                     if is_tls {
                         // The handshake may have finished in the same read as
                         // this data: log in by certificate before commands run.
