@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,20 +26,38 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// TLS versions tested one at a time, with the name used in messages.
+const EACH_VERSION: [(&[&rustls::SupportedProtocolVersion], &str); 2] =
+    [(TLS13_ONLY, "1.3"), (TLS12_ONLY, "1.2")];
+
+/// `serve` with plain and TLS listeners on ephemeral ports and no WebSocket.
+const SERVE_TLS: [&str; 7] = [
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--tls-listen",
+    "127.0.0.1:0",
+    "--ws-listen",
+    "off",
+];
+
+/// `start_tls` with `args` (certificate flags) plus `extra`.
+#[track_caller]
+fn start_tls_with(mut args: Vec<String>, extra: &[&str]) -> ServerProc {
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ServerProc::start_tls(&strs(&args))
+}
+
 /// `start_tls` with the certificates of `certs` plus `extra`.
 #[track_caller]
 fn tls_server(certs: &CertDir, extra: &[&str]) -> ServerProc {
-    let mut args = certs.server_args();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    ServerProc::start_tls(&strs(&args))
+    start_tls_with(certs.server_args(), extra)
 }
 
 /// `start_tls` with mutual TLS (`--client-ca`, `--client-auth mode`) plus `extra`.
 #[track_caller]
 fn mutual_server(certs: &CertDir, mode: &str, extra: &[&str]) -> ServerProc {
-    let mut args = certs.mutual_args(mode);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    ServerProc::start_tls(&strs(&args))
+    start_tls_with(certs.mutual_args(mode), extra)
 }
 
 /// Parses HELLO's `key=value` lines.
@@ -70,6 +88,13 @@ fn check_hello(c: &mut Client, auth: &str) {
         m.contains_key("version"),
         "HELLO without version: {lines:?}"
     );
+}
+
+/// Reads `c`'s next push and asserts it is `kind args`; `who` names `c`.
+#[track_caller]
+fn expect_push(c: &mut Client, who: &str, kind: &str, args: &[&str]) {
+    let f = c.push();
+    assert!(f.is(kind, args), "{who}: {f:?}");
 }
 
 /// `PING 0` answered within [`PROMPT`].
@@ -156,6 +181,29 @@ fn connect_raw(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Handshakes a raw TLS session, writes `commands` (ending in `PING 0`) and
+/// asserts the answers are ACKs then the PONG; `what` names it in messages.
+#[track_caller]
+fn raw_tls_session(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    commands: &[u8],
+    what: &str,
+) -> (rustls::ClientConnection, TcpStream) {
+    let (mut conn, mut sock) =
+        tls_handshake(addr, config).unwrap_or_else(|e| panic!("{what}: {e}"));
+    tls_write_all(&mut conn, &mut sock, commands).unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    let (got, end) = tls_read_until(&mut conn, &mut sock, READ_TIMEOUT, |b| {
+        b.ends_with(b"PONG 0\n")
+    });
+    assert!(
+        end.is_none() && got.starts_with(b"ACK "),
+        "{what}: expected ACKs then PONG, got {} ({end:?})",
+        show_bytes(&got)
+    );
+    (conn, sock)
+}
+
 fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.next_u64() as u8).collect()
 }
@@ -188,15 +236,11 @@ fn every_command_over_tls_with_a_plain_client_alongside() {
     alice.ack("WATCH 0 1");
     bob.ack("WATCH 0 1");
     bob.ack("SUBSCRIBE 0 1");
-    let f = alice.push();
-    assert!(f.is("JOINED", &["bob", "1"]), "alice: {f:?}");
-    let f = bob.push();
-    assert!(f.is("JOINED", &["bob", "1"]), "bob: {f:?}");
+    expect_push(&mut alice, "alice", "JOINED", &["bob", "1"]);
+    expect_push(&mut bob, "bob", "JOINED", &["bob", "1"]);
     alice.ack("SUBSCRIBE 0 1 2");
-    let f = alice.push();
-    assert!(f.is("JOINED", &["alice", "1"]), "alice: {f:?}");
-    let f = bob.push();
-    assert!(f.is("JOINED", &["alice", "1"]), "bob: {f:?}");
+    expect_push(&mut alice, "alice", "JOINED", &["alice", "1"]);
+    expect_push(&mut bob, "bob", "JOINED", &["alice", "1"]);
 
     // Plain → TLS and TLS → plain, publisher included when subscribed.
     bob.send_frame("PUBLISH", &["1"], b"from plain");
@@ -225,14 +269,11 @@ fn every_command_over_tls_with_a_plain_client_alongside() {
     alice.expect_err("no-such-user");
 
     bob.ack("UNSUBSCRIBE 0 1");
-    let f = alice.push();
-    assert!(f.is("PARTED", &["bob", "1"]), "alice: {f:?}");
-    let f = bob.push();
-    assert!(f.is("PARTED", &["bob", "1"]), "bob: {f:?}");
+    expect_push(&mut alice, "alice", "PARTED", &["bob", "1"]);
+    expect_push(&mut bob, "bob", "PARTED", &["bob", "1"]);
     alice.ack("UNWATCH 0 1");
     bob.ack("SUBSCRIBE 0 1");
-    let f = bob.push();
-    assert!(f.is("JOINED", &["bob", "1"]), "bob: {f:?}");
+    expect_push(&mut bob, "bob", "JOINED", &["bob", "1"]);
     alice.expect_quiet("alice no longer watches group 1");
 
     // An unknown command and bad arguments leave the session going.
@@ -244,8 +285,7 @@ fn every_command_over_tls_with_a_plain_client_alongside() {
     // QUIT: ACK, then close_notify; bob (watching group 1) sees alice part.
     alice.ack("QUIT 0");
     alice.expect_close_notify();
-    let f = bob.push();
-    assert!(f.is("PARTED", &["alice", "1"]), "bob: {f:?}");
+    expect_push(&mut bob, "bob", "PARTED", &["alice", "1"]);
     assert_eq!(bob.result("WHO 0"), ["bob"]);
 
     // A bad frame over TLS: ERR bad-frame, then the session is closed.
@@ -365,19 +405,11 @@ fn a_thousand_messages_in_order_over_tls() {
 fn auth_cert_logs_in_by_certificate_cn() {
     let certs = CertDir::new(&["alice", "bob"]);
     // --client-auth defaults to required with --auth cert.
-    let mut args = certs.server_args();
-    args.extend(
-        [
-            "--client-ca",
-            &certs.arg("ca.pem"),
-            "--auth",
-            "cert",
-            "--group",
-            "1=general",
-        ]
-        .map(String::from),
+    let ca = certs.arg("ca.pem");
+    let srv = start_tls_with(
+        certs.server_args(),
+        &["--client-ca", &ca, "--auth", "cert", "--group", "1=general"],
     );
-    let srv = ServerProc::start_tls(&strs(&args));
 
     let mut alice = srv.tls_connect(&certs.client_config_as("alice", TLS13_ONLY), "alice");
     assert_eq!(alice.version, Some(ProtocolVersion::TLSv1_3));
@@ -409,18 +441,14 @@ fn auth_cert_logs_in_by_certificate_cn() {
     alice.expect_message("alice", b"me");
 
     // Required: no client certificate, no session.
-    let how = expect_tls_refused(
-        srv.tls_addr(),
-        &certs.client_config(TLS13_ONLY),
-        "no client certificate, --client-auth required",
-    );
-    eprintln!("no client certificate (TLS 1.3): {how}");
-    let how = expect_tls_refused(
-        srv.tls_addr(),
-        &certs.client_config(TLS12_ONLY),
-        "no client certificate, --client-auth required",
-    );
-    eprintln!("no client certificate (TLS 1.2): {how}");
+    for (versions, v) in EACH_VERSION {
+        let how = expect_tls_refused(
+            srv.tls_addr(),
+            &certs.client_config(versions),
+            "no client certificate, --client-auth required",
+        );
+        eprintln!("no client certificate (TLS {v}): {how}");
+    }
     alice.ping();
 }
 
@@ -439,7 +467,7 @@ fn auth_cert_first_command_in_the_same_read_as_the_finished() {
     let first = b"SUBSCRIBE 0 1\nWHO 0\n";
     let mut report = Vec::new();
     let mut failed = false;
-    for (versions, v) in [(TLS13_ONLY, "1.3"), (TLS12_ONLY, "1.2")] {
+    for (versions, v) in EACH_VERSION {
         let config = certs.client_config_as("alice", versions);
         // TLS 1.3 full handshake: the client's Finished is the last flight.
         // TLS 1.2: it is last only in a resumed (abbreviated) handshake.
@@ -512,22 +540,33 @@ fn client_certificate_from_an_untrusted_ca_is_refused() {
         let srv = mutual_server(&trusted, mode, &["--auth", "cert"]);
         let mut good = srv.tls_connect(&trusted.client_config_as("alice", TLS_ANY), "good");
         good.ping();
-        for (versions, v) in [(TLS13_ONLY, "1.3"), (TLS12_ONLY, "1.2")] {
+        for (versions, v) in EACH_VERSION {
             // Trusts the right server CA, but presents a certificate of another CA.
-            let cert = other.file("mallory.pem");
-            let key = other.file("mallory.key");
-            let config = tls_client_config(&trusted.ca(), Some((&cert, &key)), versions);
-            let how = expect_tls_refused(srv.tls_addr(), &config, "untrusted client CA");
+            let mallory = (other.file("mallory.pem"), other.file("mallory.key"));
+            let how = refused_cert(&srv, &trusted, &mallory, versions, "untrusted client CA");
             eprintln!("untrusted client CA, --client-auth {mode}, TLS {v}: {how}");
             // Even with a CN that exists.
-            let cert = other.file("alice.pem");
-            let key = other.file("alice.key");
-            let config = tls_client_config(&trusted.ca(), Some((&cert, &key)), versions);
-            expect_tls_refused(srv.tls_addr(), &config, "untrusted client CA, CN=alice");
+            let alice = (other.file("alice.pem"), other.file("alice.key"));
+            let what = "untrusted client CA, CN=alice";
+            refused_cert(&srv, &trusted, &alice, versions, what);
             ping_promptly(&mut good, "after a refused client certificate");
         }
         assert_eq!(good.result("WHO 0"), ["alice"]);
     }
+}
+
+/// `expect_tls_refused` for a client trusting `certs`' CA and presenting
+/// `client` (cert, key) over `versions`; returns how it was refused.
+#[track_caller]
+fn refused_cert(
+    srv: &ServerProc,
+    certs: &CertDir,
+    client: &(PathBuf, PathBuf),
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    what: &str,
+) -> String {
+    let config = tls_client_config(&certs.ca(), Some((&client.0, &client.1)), versions);
+    expect_tls_refused(srv.tls_addr(), &config, what)
 }
 
 /// Writes a certificate issued by `certs`' CA for `name`, valid from
@@ -539,7 +578,7 @@ fn issue(
     name: &str,
     not_before: SystemTime,
     not_after: SystemTime,
-) -> (std::path::PathBuf, std::path::PathBuf) {
+) -> (PathBuf, PathBuf) {
     let ca_pem = std::fs::read_to_string(certs.file("ca.pem")).expect("read ca.pem");
     let ca_key = std::fs::read_to_string(certs.file("ca.key")).expect("read ca.key");
     let (cert, key) =
@@ -573,14 +612,14 @@ fn expired_or_not_yet_valid_client_certificates_are_refused() {
     );
     assert_eq!(valid.result("WHO 0"), ["valid"]);
 
-    let (expired_cert, expired_key) = issue(&certs, &dir, "expired", now - 10 * DAY, now - DAY);
-    let (future_cert, future_key) = issue(&certs, &dir, "future", now + DAY, now + 10 * DAY);
-    for (versions, v) in [(TLS13_ONLY, "1.3"), (TLS12_ONLY, "1.2")] {
-        let config = tls_client_config(&certs.ca(), Some((&expired_cert, &expired_key)), versions);
-        let how = expect_tls_refused(srv.tls_addr(), &config, "expired client certificate");
+    let expired = issue(&certs, &dir, "expired", now - 10 * DAY, now - DAY);
+    let future = issue(&certs, &dir, "future", now + DAY, now + 10 * DAY);
+    for (versions, v) in EACH_VERSION {
+        let what = "expired client certificate";
+        let how = refused_cert(&srv, &certs, &expired, versions, what);
         eprintln!("expired client certificate, TLS {v}: {how}");
-        let config = tls_client_config(&certs.ca(), Some((&future_cert, &future_key)), versions);
-        let how = expect_tls_refused(srv.tls_addr(), &config, "not yet valid client certificate");
+        let what = "not yet valid client certificate";
+        let how = refused_cert(&srv, &certs, &future, versions, what);
         eprintln!("not-yet-valid client certificate, TLS {v}: {how}");
         ping_promptly(&mut valid, "after a refused client certificate");
     }
@@ -830,7 +869,7 @@ fn garbage_after_the_handshake_costs_only_its_connection() {
     let srv = tls_server(&certs, &[]);
     let mut good = srv.tls_login(&certs.client_config(TLS_ANY), "good");
     let mut rng = Rng::new(99);
-    for (versions, v) in [(TLS13_ONLY, "1.3"), (TLS12_ONLY, "1.2")] {
+    for (versions, v) in EACH_VERSION {
         let config = certs.client_config(versions);
         let junk_cases: [(&str, Vec<u8>); 2] = [
             ("random bytes", random_bytes(&mut rng, 1024)),
@@ -841,17 +880,9 @@ fn garbage_after_the_handshake_costs_only_its_connection() {
             }),
         ];
         for (what, junk) in junk_cases {
+            let commands = b"USER 0 mallory\nPING 0\n";
             let (mut conn, mut sock) =
-                tls_handshake(srv.tls_addr(), &config).unwrap_or_else(|e| panic!("{e}"));
-            tls_write_all(&mut conn, &mut sock, b"USER 0 mallory\nPING 0\n").expect("write USER");
-            let (got, end) = tls_read_until(&mut conn, &mut sock, READ_TIMEOUT, |b| {
-                b.ends_with(b"PONG 0\n")
-            });
-            assert!(
-                end.is_none() && got.starts_with(b"ACK "),
-                "TLS {v}: expected ACK then PONG, got {} ({end:?})",
-                show_bytes(&got)
-            );
+                raw_tls_session(srv.tls_addr(), &config, commands, &format!("TLS {v}"));
             assert_eq!(good.result("WHO 0"), ["good", "mallory"]);
             // Junk straight onto the socket, under the TLS session.
             sock.write_all(&junk).expect("write junk");
@@ -885,22 +916,8 @@ fn tls_slow_consumer_is_closed_and_holds_back_nobody() {
     let config = certs.client_config(TLS_ANY);
 
     // The slow one: a raw TLS session that subscribes, then never reads.
-    let (mut slow_conn, mut slow_sock) =
-        tls_handshake(srv.tls_addr(), &config).unwrap_or_else(|e| panic!("slow: {e}"));
-    tls_write_all(
-        &mut slow_conn,
-        &mut slow_sock,
-        b"USER 0 slow\nSUBSCRIBE 0 1\nPING 0\n",
-    )
-    .expect("slow: write");
-    let (got, end) = tls_read_until(&mut slow_conn, &mut slow_sock, READ_TIMEOUT, |b| {
-        b.ends_with(b"PONG 0\n")
-    });
-    assert!(
-        end.is_none() && got.starts_with(b"ACK "),
-        "slow: expected ACK ACK PONG, got {} ({end:?})",
-        show_bytes(&got)
-    );
+    let commands = b"USER 0 slow\nSUBSCRIBE 0 1\nPING 0\n";
+    let (slow_conn, slow_sock) = raw_tls_session(srv.tls_addr(), &config, commands, "slow");
 
     let mut fast = srv.tls_login(&config, "fast");
     fast.ack("SUBSCRIBE 0 1");
@@ -953,16 +970,7 @@ fn read_files(dir: &Path, names: &[&str]) -> Vec<Vec<u8>> {
 #[test]
 fn development_certificates_are_made_on_first_start_then_reused() {
     const FILES: [&str; 4] = ["ca.pem", "ca.key", "server.pem", "server.key"];
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--ws-listen",
-        "off",
-    ];
-    let srv = ServerProc::start_in(TempDir::new("devcerts"), &args);
+    let srv = ServerProc::start_in(TempDir::new("devcerts"), &SERVE_TLS);
     let certs_dir = srv.cwd().join("certs");
     let ca = certs_dir.join("ca.pem");
     assert!(ca.exists(), "no {} after the first start", ca.display());
@@ -982,7 +990,7 @@ fn development_certificates_are_made_on_first_start_then_reused() {
     drop(c);
 
     let cwd = srv.stop();
-    let srv = ServerProc::start_in(cwd, &args);
+    let srv = ServerProc::start_in(cwd, &SERVE_TLS);
     let mut c = srv.tls_login(&config, "alice");
     c.ping();
     assert!(
@@ -1024,7 +1032,9 @@ fn certs_command_writes_reuses_and_refuses_to_overwrite() {
         let subject = switchboard::certs::subject_of(&chain[0]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(subject.cn.as_deref(), Some(name), "{name}.pem subject");
     }
-    let before = read_files(&d, &["ca.pem", "ca.key", "server.pem", "alice.pem"]);
+    // Files that a refused run or a new client must leave alone.
+    const KEPT: [&str; 4] = ["ca.pem", "ca.key", "server.pem", "alice.pem"];
+    let before = read_files(&d, &KEPT);
 
     // No overwriting without --force; the message names the file.
     let out = certs_cmd(&d, &["alice"], false);
@@ -1039,7 +1049,7 @@ fn certs_command_writes_reuses_and_refuses_to_overwrite() {
         out.stderr
     );
     assert!(
-        read_files(&d, &["ca.pem", "ca.key", "server.pem", "alice.pem"]) == before,
+        read_files(&d, &KEPT) == before,
         "a refused run changed files"
     );
 
@@ -1047,7 +1057,7 @@ fn certs_command_writes_reuses_and_refuses_to_overwrite() {
     let out = certs_cmd(&d, &["carol"], false);
     assert!(out.status.success(), "certs --client carol: {}", out.stderr);
     assert!(
-        read_files(&d, &["ca.pem", "ca.key", "server.pem", "alice.pem"]) == before,
+        read_files(&d, &KEPT) == before,
         "adding a client changed the CA, the server certificate or alice's"
     );
 
@@ -1091,15 +1101,7 @@ fn certs_command_writes_reuses_and_refuses_to_overwrite() {
 /// message that mentions every one of `needles`.
 #[track_caller]
 fn tls_start_fails(extra: &[&str], needles: &[&str]) -> String {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--ws-listen",
-        "off",
-    ];
+    let mut args = SERVE_TLS.to_vec();
     args.extend_from_slice(extra);
     let out = expect_start_failure(&args);
     let lines = out.stderr_lines();
@@ -1133,7 +1135,7 @@ fn tls_start_errors() {
     .expect("write");
     let (empty, junk) = (path_str(&empty), path_str(&junk));
     // (flags, what one stderr line must mention)
-    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+    let mut cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         // Missing files.
         (vec!["--cert", missing, "--key", &a_key], vec![missing]),
         (vec!["--cert", &a_pem, "--key", missing], vec![missing]),
@@ -1149,70 +1151,32 @@ fn tls_start_errors() {
         // Half a pair.
         (vec!["--cert", &a_pem], vec!["--key"]),
         (vec!["--key", &a_key], vec!["--cert"]),
+    ];
+    // With a good pair (`--cert`, `--key` of `a`) plus these flags.
+    let with_a_pair: Vec<(Vec<&str>, Vec<&str>)> = vec![
         // Client certificates without a CA to check them against.
-        (
-            vec![
-                "--cert",
-                &a_pem,
-                "--key",
-                &a_key,
-                "--client-auth",
-                "required",
-            ],
-            vec!["--client-ca"],
-        ),
-        (
-            vec![
-                "--cert",
-                &a_pem,
-                "--key",
-                &a_key,
-                "--client-auth",
-                "optional",
-            ],
-            vec!["--client-ca"],
-        ),
+        (vec!["--client-auth", "required"], vec!["--client-ca"]),
+        (vec!["--client-auth", "optional"], vec!["--client-ca"]),
         // A bad client CA file.
         (
-            vec![
-                "--cert",
-                &a_pem,
-                "--key",
-                &a_key,
-                "--client-auth",
-                "optional",
-                "--client-ca",
-                missing,
-            ],
+            vec!["--client-auth", "optional", "--client-ca", missing],
             vec![missing],
         ),
         (
-            vec![
-                "--cert",
-                &a_pem,
-                "--key",
-                &a_key,
-                "--client-auth",
-                "required",
-                "--client-ca",
-                &a_key,
-            ],
+            vec!["--client-auth", "required", "--client-ca", &a_key],
             vec![&a_key],
         ),
         (
-            vec![
-                "--cert",
-                &a_pem,
-                "--key",
-                &a_key,
-                "--client-auth",
-                "sometimes",
-                "--client-ca",
-                &a_ca,
-            ],
+            vec!["--client-auth", "sometimes", "--client-ca", &a_ca],
             vec!["sometimes"],
         ),
     ];
+    let pair = ["--cert", &a_pem, "--key", &a_key];
+    cases.extend(
+        with_a_pair
+            .into_iter()
+            .map(|(more, needles)| ([&pair[..], &more].concat(), needles)),
+    );
     for (flags, needles) in &cases {
         let line = tls_start_fails(flags, needles);
         eprintln!("start error: {line}");
