@@ -6,10 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ExitStatus};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
@@ -48,15 +48,7 @@ impl Proc {
     /// and then closed (a reader that goes away, like `head -n N`).
     #[track_caller]
     fn start(label: &str, program: &str, args: &[&str], max_lines: Option<usize>) -> Self {
-        let cwd = std::env::temp_dir();
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{label}: cannot spawn {program} {args:?}: {e}"));
+        let mut child = spawn_piped(label, program, args, Some(&std::env::temp_dir()));
         let (tx, lines) = mpsc::channel();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -170,24 +162,20 @@ impl Proc {
     /// Waits (bounded) for the process to exit.
     #[track_caller]
     fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => {
-                    for r in self.readers.drain(..) {
-                        let _ = r.join();
-                    }
-                    return s;
+        match wait_child(&mut self.child, EXIT_TIMEOUT) {
+            Ok(Some(s)) => {
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
                 }
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                Ok(None) => panic!(
-                    "{}: did not exit within {EXIT_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
-                    self.label,
-                    self.stdout_text(),
-                    self.stderr_text()
-                ),
-                Err(e) => panic!("{}: try_wait failed: {e}", self.label),
+                s
             }
+            Ok(None) => panic!(
+                "{}: did not exit within {EXIT_TIMEOUT:?}\nstdout:\n{}\nstderr:\n{}",
+                self.label,
+                self.stdout_text(),
+                self.stderr_text()
+            ),
+            Err(e) => panic!("{}: try_wait failed: {e}", self.label),
         }
     }
 
@@ -213,10 +201,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
         if thread::panicking() {
             eprintln!(
                 "---- {} stdout ----\n{}\n---- {} stderr ----\n{}\n---- end ----",
@@ -242,19 +227,16 @@ fn wait_subscribed(server: &ServerProc, user: &str, group: u32) {
     assert!(ok, "{user} did not subscribe to group {group} in time");
 }
 
+/// `switchboard pub ARGS` (with optional stdin).
+#[track_caller]
+fn run_pub(args: &[&str], stdin: Option<&[u8]>) -> RunOutput {
+    run_bin(&[&["pub"], args].concat(), stdin, EXIT_TIMEOUT)
+}
+
 /// `switchboard pub ARGS` (with optional stdin), asserting exit 0.
 #[track_caller]
 fn run_pub_ok(args: &[&str], stdin: Option<&[u8]>) {
-    let mut all = vec!["pub"];
-    all.extend_from_slice(args);
-    let out = run_bin(&all, stdin, EXIT_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "`switchboard {}` failed with {}\nstderr:\n{}",
-        all.join(" "),
-        out.status,
-        out.stderr
-    );
+    run_bin_ok(&[&["pub"], args].concat(), stdin, "");
 }
 
 /// Asserts a failed run: non-zero, no panic, exactly one stderr line that
@@ -290,6 +272,24 @@ fn assert_one_line_failure(out: &RunOutput, what: &str, words: &[&str]) -> Strin
 
 fn addr_arg(addr: SocketAddr) -> String {
     addr.to_string()
+}
+
+/// A server with `--auth password` and group 1, whose passwd file (in the
+/// returned directory) has `alice` with `password`.
+#[track_caller]
+fn password_server(tag: &str, password: &str) -> (TempDir, ServerProc) {
+    let dir = TempDir::new(tag);
+    let passwd_file = dir.join("passwd");
+    passwd(&passwd_file, "alice", password);
+    let server = ServerProc::start(&[
+        "--auth",
+        "password",
+        "--passwd",
+        path_str(&passwd_file),
+        "--group",
+        "1=x",
+    ]);
+    (dir, server)
 }
 
 // ---------------------------------------------------------------------------
@@ -464,68 +464,32 @@ fn two_chats_talk_through_a_tls_server() {
 
 #[test]
 fn pub_with_a_wrong_password_fails_with_one_line() {
-    let dir = TempDir::new("pw");
-    let passwd_file = dir.join("passwd");
-    passwd(&passwd_file, "alice", "right horse");
-    let server = ServerProc::start(&[
-        "--auth",
-        "password",
-        "--passwd",
-        path_str(&passwd_file),
-        "--group",
-        "1=x",
-    ]);
+    let (dir, server) = password_server("pw", "right horse");
     let addr = addr_arg(server.addr);
     let good = dir.join("good");
     let bad = dir.join("bad");
     std::fs::write(&good, "right horse\n").expect("write password file");
     std::fs::write(&bad, "wrong horse\n").expect("write password file");
 
-    run_pub_ok(
-        &[
+    // `pub --user alice --group 1 --password-file FILE ADDR MESSAGE`.
+    let alice_args = |file, message| {
+        [
             "--user",
             "alice",
             "--group",
             "1",
             "--password-file",
-            path_str(&good),
-            &addr,
-            "ok",
-        ],
-        None,
-    );
-    let out = run_bin(
-        &[
-            "pub",
-            "--user",
-            "alice",
-            "--group",
-            "1",
-            "--password-file",
-            path_str(&bad),
-            &addr,
-            "no",
-        ],
-        None,
-        EXIT_TIMEOUT,
-    );
+            path_str(file),
+            addr.as_str(),
+            message,
+        ]
+    };
+    run_pub_ok(&alice_args(&good, "ok"), None);
+    let out = run_pub(&alice_args(&bad, "no"), None);
     assert_one_line_failure(&out, "wrong password", &["auth-failed", "password"]);
 
-    let out = run_bin(
-        &[
-            "pub",
-            "--user",
-            "alice",
-            "--group",
-            "1",
-            "--password-file",
-            path_str(&dir.join("missing")),
-            &addr,
-            "no",
-        ],
-        None,
-        EXIT_TIMEOUT,
-    );
+    let missing = dir.join("missing");
+    let out = run_pub(&alice_args(&missing, "no"), None);
     assert_one_line_failure(&out, "missing password file", &["missing"]);
 }
 
@@ -537,17 +501,7 @@ fn missing_password_without_a_terminal_fails_with_one_line() {
         eprintln!("skipped: needs setsid");
         return;
     }
-    let dir = TempDir::new("pw-none");
-    let passwd_file = dir.join("passwd");
-    passwd(&passwd_file, "alice", "secret");
-    let server = ServerProc::start(&[
-        "--auth",
-        "password",
-        "--passwd",
-        path_str(&passwd_file),
-        "--group",
-        "1=x",
-    ]);
+    let (_dir, server) = password_server("pw-none", "secret");
     let addr = addr_arg(server.addr);
     let mut p = Proc::spawn_program(
         "pub (no tty)",
@@ -577,12 +531,11 @@ fn tls_with_the_wrong_ca_fails_with_one_line() {
     let server = ServerProc::start_tls(&args);
     let tls_addr = addr_arg(server.tls_addr());
     let wrong_ca = other_certs.arg("ca.pem");
-    let out = run_bin(
+    let out = run_pub(
         &[
-            "pub", "--user", "a", "--group", "1", "--tls", "--ca", &wrong_ca, &tls_addr, "x",
+            "--user", "a", "--group", "1", "--tls", "--ca", &wrong_ca, &tls_addr, "x",
         ],
         None,
-        EXIT_TIMEOUT,
     );
     assert_one_line_failure(&out, "wrong CA", &["tls", "certificate"]);
     let out = run_bin(
@@ -601,19 +554,14 @@ fn unreachable_server_and_unknown_group_fail_with_one_line() {
     let free = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port");
-    let out = run_bin(
-        &["pub", "--user", "a", "--group", "1", &free.to_string(), "x"],
+    let out = run_pub(
+        &["--user", "a", "--group", "1", &free.to_string(), "x"],
         None,
-        EXIT_TIMEOUT,
     );
     assert_one_line_failure(&out, "nothing listening", &["connect", "refused"]);
 
     let server = ServerProc::start(&["--group", "1=x"]);
     let addr = addr_arg(server.addr);
-    let out = run_bin(
-        &["pub", "--user", "a", "--group", "5", &addr, "x"],
-        None,
-        EXIT_TIMEOUT,
-    );
+    let out = run_pub(&["--user", "a", "--group", "5", &addr, "x"], None);
     assert_one_line_failure(&out, "unknown group", &["unknown-group"]);
 }

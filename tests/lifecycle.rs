@@ -37,17 +37,7 @@ fn start_fails_when_the_port_is_taken() {
 
 #[test]
 fn start_fails_with_password_auth_and_no_passwd_file() {
-    let out = expect_start_failure(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "off",
-        "--ws-listen",
-        "off",
-        "--auth",
-        "password",
-    ]);
+    let out = expect_start_failure(&serve_args(&["--auth", "password"]));
     assert!(
         !out.stderr_lines().is_empty(),
         "the error should say what is wrong on stderr"
@@ -59,19 +49,7 @@ fn start_fails_when_the_passwd_file_is_missing() {
     let dir = TempDir::new("nopasswd");
     let missing = dir.join("no-such-dir").join("passwd");
     let missing = path_str(&missing);
-    let out = expect_start_failure(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "off",
-        "--ws-listen",
-        "off",
-        "--auth",
-        "password",
-        "--passwd",
-        missing,
-    ]);
+    let out = expect_start_failure(&serve_args(&["--auth", "password", "--passwd", missing]));
     assert!(
         out.stderr_lines().iter().any(|l| l.contains(missing)),
         "the error should name the file {missing}; stderr:\n{}",

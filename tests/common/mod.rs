@@ -175,6 +175,65 @@ fn listening_addr(line: &str, marker: &str) -> Option<Result<SocketAddr, String>
 // The server process
 // ---------------------------------------------------------------------------
 
+/// `serve --listen 127.0.0.1:0 --tls-listen off --ws-listen off` plus `extra`:
+/// the arguments of [`ServerProc::start`].
+pub fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    serve_args_listening(extra, "off")
+}
+
+/// `serve --listen 127.0.0.1:0 --tls-listen TLS_LISTEN --ws-listen off` plus `extra`.
+fn serve_args_listening<'a>(extra: &[&'a str], tls_listen: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-listen",
+        tls_listen,
+        "--ws-listen",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Spawns `program ARGS` (in `cwd`, if given) with stdin, stdout and stderr
+/// piped, or panics naming `label`.
+#[track_caller]
+pub fn spawn_piped(label: &str, program: &str, args: &[&str], cwd: Option<&Path>) -> Child {
+    let mut command = Command::new(program);
+    command.args(args);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{label}: cannot spawn {program} {args:?}: {e}"))
+}
+
+/// Polls `child` every 10 ms until it exits (its status) or `timeout` passes
+/// (`None`); a failed `try_wait` is returned at once.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait()? {
+            Some(s) => return Ok(Some(s)),
+            None if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Kills `child` if it is still running and reaps it.
+pub fn kill_and_reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
 /// A running `switchboard serve`; killed (and its output printed if the test
 /// is failing) on drop.
 #[derive(Debug)]
@@ -193,17 +252,7 @@ impl ServerProc {
     /// `serve --listen 127.0.0.1:0 --tls-listen off --ws-listen off` plus `extra`.
     #[track_caller]
     pub fn start(extra: &[&str]) -> Self {
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            "off",
-            "--ws-listen",
-            "off",
-        ];
-        args.extend_from_slice(extra);
-        Self::start_raw(&args)
+        Self::start_raw(&serve_args(extra))
     }
 
     /// Runs the binary with exactly `args` in a fresh temporary directory and
@@ -267,20 +316,16 @@ impl ServerProc {
         if let Some(s) = self.exited {
             return s;
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => {
-                    self.exited = Some(s);
-                    return s;
-                }
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                Ok(None) => panic!(
-                    "server did not exit within {timeout:?}\noutput:\n{}",
-                    self.log.text()
-                ),
-                Err(e) => panic!("try_wait failed: {e}"),
+        match wait_child(&mut self.child, timeout) {
+            Ok(Some(s)) => {
+                self.exited = Some(s);
+                s
             }
+            Ok(None) => panic!(
+                "server did not exit within {timeout:?}\noutput:\n{}",
+                self.log.text()
+            ),
+            Err(e) => panic!("try_wait failed: {e}"),
         }
     }
 
@@ -304,10 +349,7 @@ impl ServerProc {
 impl Drop for ServerProc {
     fn drop(&mut self) {
         if self.exited.is_none() {
-            if let Ok(None) = self.child.try_wait() {
-                let _ = self.child.kill();
-            }
-            let _ = self.child.wait();
+            kill_and_reap(&mut self.child);
         }
         for r in self.readers.drain(..) {
             let _ = r.join();
@@ -377,26 +419,21 @@ pub fn run_bin(args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> RunOut
     if let Some(err) = child.stderr.take() {
         readers.push(spawn_reader(err, "stderr", err_log.clone(), None));
     }
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                for r in readers.drain(..) {
-                    let _ = r.join();
-                }
-                panic!(
-                    "`switchboard {}` did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                    args.join(" "),
-                    out_log.text(),
-                    err_log.text()
-                );
+    let status = match wait_child(&mut child, timeout) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            kill_and_reap(&mut child);
+            for r in readers.drain(..) {
+                let _ = r.join();
             }
-            Err(e) => panic!("try_wait failed: {e}"),
+            panic!(
+                "`switchboard {}` did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                args.join(" "),
+                out_log.text(),
+                err_log.text()
+            );
         }
+        Err(e) => panic!("try_wait failed: {e}"),
     };
     for r in readers {
         let _ = r.join();
@@ -442,47 +479,46 @@ pub fn expect_start_failure(args: &[&str]) -> RunOutput {
     out
 }
 
-/// `switchboard passwd FILE USER --password P`, asserting success.
+/// Runs the binary like [`run_bin`] (within [`EXIT_TIMEOUT`]) and asserts
+/// exit status 0; `stdin_note` says what stdin carried, for the message.
 #[track_caller]
-pub fn passwd(file: &Path, user: &str, password: &str) {
-    let args = ["passwd", path_str(file), user, "--password", password];
-    let out = run_bin(&args, None, EXIT_TIMEOUT);
+pub fn run_bin_ok(args: &[&str], stdin: Option<&[u8]>, stdin_note: &str) -> RunOutput {
+    let out = run_bin(args, stdin, EXIT_TIMEOUT);
     assert!(
         out.status.success(),
-        "`switchboard {}` failed with {}\nstderr:\n{}",
+        "`switchboard {}`{stdin_note} failed with {}\nstderr:\n{}",
         args.join(" "),
         out.status,
         out.stderr
+    );
+    out
+}
+
+/// `switchboard passwd FILE USER --password P`, asserting success.
+#[track_caller]
+pub fn passwd(file: &Path, user: &str, password: &str) {
+    run_bin_ok(
+        &["passwd", path_str(file), user, "--password", password],
+        None,
+        "",
     );
 }
 
 /// `switchboard passwd FILE USER` with the password as one line on stdin.
 #[track_caller]
 pub fn passwd_stdin(file: &Path, user: &str, password: &str) {
-    let args = ["passwd", path_str(file), user];
     let line = format!("{password}\n");
-    let out = run_bin(&args, Some(line.as_bytes()), EXIT_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "`switchboard {}` (password on stdin) failed with {}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        out.stderr
+    run_bin_ok(
+        &["passwd", path_str(file), user],
+        Some(line.as_bytes()),
+        " (password on stdin)",
     );
 }
 
 /// `switchboard passwd FILE USER --delete`, asserting success.
 #[track_caller]
 pub fn passwd_delete(file: &Path, user: &str) {
-    let args = ["passwd", path_str(file), user, "--delete"];
-    let out = run_bin(&args, None, EXIT_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "`switchboard {}` failed with {}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        out.stderr
-    );
+    run_bin_ok(&["passwd", path_str(file), user, "--delete"], None, "");
 }
 
 // ---------------------------------------------------------------------------
@@ -1160,17 +1196,7 @@ impl ServerProc {
     /// plus `extra` (certificates, client auth, ...).
     #[track_caller]
     pub fn start_tls(extra: &[&str]) -> Self {
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--ws-listen",
-            "off",
-        ];
-        args.extend_from_slice(extra);
-        Self::start_raw(&args)
+        Self::start_raw(&serve_args_listening(extra, "127.0.0.1:0"))
     }
 
     /// Like [`ServerProc::start_raw`], but runs the server in `cwd` (which it
@@ -1224,8 +1250,7 @@ impl ServerProc {
                 _cwd: cwd,
             },
             Err(why) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(&mut child);
                 for r in readers {
                     let _ = r.join();
                 }
@@ -1639,30 +1664,38 @@ impl fmt::Debug for TlsClient {
     }
 }
 
-impl std::ops::Deref for TlsClient {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
-    }
+/// Implements `Deref`, `DerefMut`, `Borrow` and `BorrowMut` to [`Client`]
+/// for a wrapper type whose `client` field is the [`Client`] it tunnels to.
+macro_rules! wraps_client {
+    ($wrapper:ty) => {
+        impl std::ops::Deref for $wrapper {
+            type Target = Client;
+            fn deref(&self) -> &Client {
+                &self.client
+            }
+        }
+
+        impl std::ops::DerefMut for $wrapper {
+            fn deref_mut(&mut self) -> &mut Client {
+                &mut self.client
+            }
+        }
+
+        impl std::borrow::Borrow<Client> for $wrapper {
+            fn borrow(&self) -> &Client {
+                &self.client
+            }
+        }
+
+        impl std::borrow::BorrowMut<Client> for $wrapper {
+            fn borrow_mut(&mut self) -> &mut Client {
+                &mut self.client
+            }
+        }
+    };
 }
 
-impl std::ops::DerefMut for TlsClient {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.client
-    }
-}
-
-impl std::borrow::Borrow<Client> for TlsClient {
-    fn borrow(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl std::borrow::BorrowMut<Client> for TlsClient {
-    fn borrow_mut(&mut self) -> &mut Client {
-        &mut self.client
-    }
-}
+wraps_client!(TlsClient);
 
 impl TlsClient {
     /// Connects and completes the handshake, or panics.
@@ -1692,15 +1725,7 @@ impl TlsClient {
     /// Tunnels an established session (made with [`tls_handshake`]).
     #[track_caller]
     pub fn from_conn(conn: rustls::ClientConnection, sock: TcpStream, label: &str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("{label}: cannot bind the tunnel: {e}"));
-        let local_addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{label}: tunnel address: {e}"));
-        let client = Client::connect(local_addr, label);
-        let (local, _) = listener
-            .accept()
-            .unwrap_or_else(|e| panic!("{label}: tunnel accept: {e}"));
+        let (client, local) = tunnel(label);
         let version = conn.protocol_version();
         let handshake_kind = conn.handshake_kind();
         let cipher_suite = conn.negotiated_cipher_suite().map(|s| s.suite());
@@ -1749,6 +1774,22 @@ impl Drop for TlsClient {
             let _ = p.join();
         }
     }
+}
+
+/// A loopback connection: a [`Client`] named `label` and the socket at the
+/// other end, which carries what the client sends and receives.
+#[track_caller]
+fn tunnel(label: &str) -> (Client, TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("{label}: cannot bind the tunnel: {e}"));
+    let local_addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{label}: tunnel address: {e}"));
+    let client = Client::connect(local_addr, label);
+    let (local, _) = listener
+        .accept()
+        .unwrap_or_else(|e| panic!("{label}: tunnel accept: {e}"));
+    (client, local)
 }
 
 /// Moves plaintext between the TLS session (`tls`) and the tunnel's socket
@@ -1907,40 +1948,15 @@ impl fmt::Debug for StdioClient {
     }
 }
 
-impl std::ops::Deref for StdioClient {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl std::ops::DerefMut for StdioClient {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.client
-    }
-}
+wraps_client!(StdioClient);
 
 impl StdioClient {
     /// Spawns `program args...`; its stdout becomes what the [`Client`] reads,
     /// what the client sends goes to its stdin.
     #[track_caller]
     pub fn spawn(program: &str, args: &[&str], label: &str) -> Self {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{label}: cannot spawn {program} {args:?}: {e}"));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("{label}: cannot bind the tunnel: {e}"));
-        let local_addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{label}: tunnel address: {e}"));
-        let client = Client::connect(local_addr, label);
-        let (local, _) = listener
-            .accept()
-            .unwrap_or_else(|e| panic!("{label}: tunnel accept: {e}"));
+        let mut child = spawn_piped(label, program, args, None);
+        let (client, local) = tunnel(label);
         let stderr = Log::default();
         let mut readers = Vec::new();
         if let Some(err) = child.stderr.take() {
@@ -1975,29 +1991,18 @@ impl StdioClient {
 
     /// Waits (bounded) for the program to exit; `None` if it did not.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => {
-                    // The stderr reader finishes once the pipe closes.
-                    for r in self.readers.drain(..) {
-                        let _ = r.join();
-                    }
-                    return Some(s);
-                }
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                _ => return None,
-            }
+        let status = wait_child(&mut self.child, timeout).ok().flatten()?;
+        // The stderr reader finishes once the pipe closes.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
         }
+        Some(status)
     }
 }
 
 impl Drop for StdioClient {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
         if thread::panicking() {
             eprintln!(
                 "---- {} stderr ----\n{}\n---- end ----",
