@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::{TLS_ANY, TempDir, tls_client_config};
 use switchboard::framed::{FramedContext, FramedHandler, Framing};
+use switchboard::tls::ClientAuth;
 use switchboard::{CloseReason, ConnId, EventLoop, LoopHandle, ServerConfig};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -25,10 +26,7 @@ struct Echo {
 
 impl FramedHandler for Echo {
     fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
-        let subject = ctx
-            .client_cert(conn)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "-".into());
+        let subject = subject(ctx, conn);
         let peer = ctx.peer(conn).map(|p| p.to_string()).unwrap_or_default();
         let _ = self.events.send(format!("up {subject} {peer}"));
     }
@@ -78,16 +76,81 @@ fn any() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// An echo service with `framing`; returns it and its event channel.
-fn echo(framing: Framing) -> (Running, Receiver<String>) {
+/// The client certificate's subject on `conn`, or `-` without one.
+fn subject(ctx: &FramedContext<'_>, conn: ConnId) -> String {
+    ctx.client_cert(conn)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Messages ending in `\n`, at most `max_len` bytes long.
+fn lines(max_len: usize) -> Framing {
+    Framing::Delimited {
+        delimiter: b'\n',
+        max_len,
+    }
+}
+
+/// An echo service with `framing` (over TLS if `tls`); returns it and its
+/// event channel.
+fn echo(framing: Framing, tls: Option<Arc<rustls::ServerConfig>>) -> (Running, Receiver<String>) {
     let (tx, rx) = mpsc::channel();
     let running = Running::start(move |l| {
         vec![
-            l.listen(any(), None, framing, Echo { events: tx })
+            l.listen(any(), tls, framing, Echo { events: tx })
                 .expect("listen"),
         ]
     });
     (running, rx)
+}
+
+/// Collects events up to and including the first `closed ...` one.
+fn until_closed(events: &Receiver<String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
+        seen.push(events.recv_timeout(WAIT).expect("event"));
+    }
+    seen
+}
+
+/// A new directory `name` with a CA, a server certificate and client
+/// certificates for `users`.
+fn cert_dir(name: &str, users: &[&str]) -> TempDir {
+    let dir = TempDir::new(name);
+    let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    switchboard::certs::generate(dir.path(), &users, false).expect("certs");
+    dir
+}
+
+/// Server TLS settings from the server certificate in `dir`.
+fn server_tls(dir: &TempDir, client_auth: &ClientAuth) -> Arc<rustls::ServerConfig> {
+    switchboard::tls::server_config(
+        switchboard::certs::load_certs(&dir.join("server.pem")).expect("cert"),
+        switchboard::certs::load_key(&dir.join("server.key")).expect("key"),
+        client_auth,
+    )
+    .expect("tls settings")
+}
+
+/// Certificates in a new directory `name`: a server that requires a client
+/// certificate from the CA, and a client that presents alice's.
+fn mutual_tls(
+    name: &str,
+) -> (
+    TempDir,
+    Arc<rustls::ServerConfig>,
+    Arc<rustls::ClientConfig>,
+) {
+    let dir = cert_dir(name, &["alice"]);
+    let ca = dir.join("ca.pem");
+    let roots = switchboard::certs::load_roots(&ca).expect("roots");
+    let server = server_tls(&dir, &ClientAuth::Required(Arc::new(roots)));
+    let client = tls_client_config(
+        &ca,
+        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
+        TLS_ANY,
+    );
+    (dir, server, client)
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -119,11 +182,7 @@ fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
 
 #[test]
 fn delimited_echo() {
-    let framing = Framing::Delimited {
-        delimiter: b'\n',
-        max_len: 64,
-    };
-    let (running, events) = echo(framing);
+    let (running, events) = echo(lines(64), None);
     let mut s = connect(running.addrs[0]);
     // Split mid-message, and two messages in one write.
     s.write_all(b"hel").expect("write");
@@ -136,7 +195,7 @@ fn delimited_echo() {
 
 #[test]
 fn length_prefixed_echo() {
-    let (running, _events) = echo(Framing::LengthPrefixed { max_len: 100_000 });
+    let (running, _events) = echo(Framing::LengthPrefixed { max_len: 100_000 }, None);
     let mut s = connect(running.addrs[0]);
     let body = vec![7u8; 70_000];
     let mut wire = (body.len() as u32).to_be_bytes().to_vec();
@@ -148,7 +207,7 @@ fn length_prefixed_echo() {
 
 #[test]
 fn raw_echo() {
-    let (running, _events) = echo(Framing::Raw);
+    let (running, _events) = echo(Framing::Raw, None);
     let mut s = connect(running.addrs[0]);
     s.write_all(b"no framing at all").expect("write");
     assert_eq!(read_n(&mut s, 17), b"no framing at all");
@@ -156,26 +215,19 @@ fn raw_echo() {
 
 #[test]
 fn over_max_len_closes_only_that_connection() {
-    let framing = Framing::Delimited {
-        delimiter: b'\n',
-        max_len: 8,
-    };
-    let (running, events) = echo(framing);
+    let (running, events) = echo(lines(8), None);
     let mut good = connect(running.addrs[0]);
     let mut bad = connect(running.addrs[0]);
     bad.write_all(b"this line is far too long\n")
         .expect("write");
     assert_eq!(read_to_end(&mut bad), b"");
-    let mut seen = Vec::new();
-    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
-        seen.push(events.recv_timeout(WAIT).expect("event"));
-    }
+    let seen = until_closed(&events);
     assert!(seen.contains(&"closed TooLarge".to_string()), "{seen:?}");
     good.write_all(b"ok\n").expect("write");
     assert_eq!(read_n(&mut good, 3), b"ok\n");
 
     // The same for a declared length: refused before the body arrives.
-    let (running, _events) = echo(Framing::LengthPrefixed { max_len: 10 });
+    let (running, _events) = echo(Framing::LengthPrefixed { max_len: 10 }, None);
     let mut bad = connect(running.addrs[0]);
     bad.write_all(&11u32.to_be_bytes()).expect("write");
     assert_eq!(read_to_end(&mut bad), b"");
@@ -190,12 +242,8 @@ fn broker_and_echo_share_one_loop() {
             ..ServerConfig::default()
         };
         let (mut addrs, _handle) = l.add_broker(config, ()).expect("broker");
-        let lines = Framing::Delimited {
-            delimiter: b'\n',
-            max_len: 64,
-        };
         addrs.push(
-            l.listen(any(), None, lines, Echo { events: tx })
+            l.listen(any(), None, lines(64), Echo { events: tx })
                 .expect("echo"),
         );
         addrs
@@ -215,32 +263,8 @@ fn broker_and_echo_share_one_loop() {
 
 #[test]
 fn tls_echo_sees_the_client_certificate() {
-    let dir = TempDir::new("framed-tls");
-    switchboard::certs::generate(dir.path(), &["alice".to_string()], false).expect("certs");
-    let ca = dir.join("ca.pem");
-    let roots = switchboard::certs::load_roots(&ca).expect("roots");
-    let server = switchboard::tls::server_config(
-        switchboard::certs::load_certs(&dir.join("server.pem")).expect("cert"),
-        switchboard::certs::load_key(&dir.join("server.key")).expect("key"),
-        &switchboard::tls::ClientAuth::Required(Arc::new(roots)),
-    )
-    .expect("tls settings");
-    let (tx, events) = mpsc::channel();
-    let running = Running::start(move |l| {
-        let lines = Framing::Delimited {
-            delimiter: b'\n',
-            max_len: 64,
-        };
-        vec![
-            l.listen(any(), Some(server), lines, Echo { events: tx })
-                .expect("listen"),
-        ]
-    });
-    let config = tls_client_config(
-        &ca,
-        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
-        TLS_ANY,
-    );
+    let (_dir, server, config) = mutual_tls("framed-tls");
+    let (running, events) = echo(lines(64), Some(server));
     let name = "localhost".try_into().expect("name");
     let conn = rustls::ClientConnection::new(config, name).expect("client");
     let mut tls = rustls::StreamOwned::new(conn, connect(running.addrs[0]));
@@ -259,10 +283,7 @@ struct Caller {
 
 impl FramedHandler for Caller {
     fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
-        let peer = ctx
-            .client_cert(conn)
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "-".into());
+        let peer = subject(ctx, conn);
         let _ = self.events.send(format!("connected {peer}"));
         ctx.send(conn, self.greeting);
     }
@@ -281,10 +302,7 @@ impl FramedHandler for Caller {
 fn outgoing_connection_to_a_service_on_the_same_loop() {
     let (tx, events) = mpsc::channel();
     let (server_tx, _server_events) = mpsc::channel();
-    let lines = Framing::Delimited {
-        delimiter: b'\n',
-        max_len: 64,
-    };
+    let lines = lines(64);
     let _running = Running::start(move |l| {
         let addr = l
             .listen(any(), None, lines, Echo { events: server_tx })
@@ -296,10 +314,7 @@ fn outgoing_connection_to_a_service_on_the_same_loop() {
         l.connect(addr, lines, caller).expect("connect");
         vec![addr]
     });
-    let mut seen = Vec::new();
-    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
-        seen.push(events.recv_timeout(WAIT).expect("event"));
-    }
+    let seen = until_closed(&events);
     assert_eq!(
         seen,
         [
@@ -334,27 +349,10 @@ fn outgoing_connection_refused_is_reported() {
 
 #[test]
 fn outgoing_tls_with_a_client_certificate_on_the_same_loop() {
-    let dir = TempDir::new("framed-tls-out");
-    switchboard::certs::generate(dir.path(), &["alice".to_string()], false).expect("certs");
-    let ca = dir.join("ca.pem");
-    let roots = switchboard::certs::load_roots(&ca).expect("roots");
-    let server = switchboard::tls::server_config(
-        switchboard::certs::load_certs(&dir.join("server.pem")).expect("cert"),
-        switchboard::certs::load_key(&dir.join("server.key")).expect("key"),
-        &switchboard::tls::ClientAuth::Required(Arc::new(roots)),
-    )
-    .expect("tls settings");
-    let client = tls_client_config(
-        &ca,
-        Some((&dir.join("alice.pem"), &dir.join("alice.key"))),
-        TLS_ANY,
-    );
+    let (_dir, server, client) = mutual_tls("framed-tls-out");
     let (server_tx, server_events) = mpsc::channel();
     let (tx, events) = mpsc::channel();
-    let lines = Framing::Delimited {
-        delimiter: b'\n',
-        max_len: 64,
-    };
+    let lines = lines(64);
     let _running = Running::start(move |l| {
         let addr = l
             .listen(any(), Some(server), lines, Echo { events: server_tx })
@@ -368,10 +366,7 @@ fn outgoing_tls_with_a_client_certificate_on_the_same_loop() {
             .expect("connect");
         vec![addr]
     });
-    let mut seen = Vec::new();
-    while !seen.iter().any(|e: &String| e.starts_with("closed")) {
-        seen.push(events.recv_timeout(WAIT).expect("event"));
-    }
+    let seen = until_closed(&events);
     assert!(
         seen[0].starts_with("connected ") && seen[0] != "connected -",
         "{seen:?}"
@@ -384,16 +379,9 @@ fn outgoing_tls_with_a_client_certificate_on_the_same_loop() {
 #[test]
 fn outgoing_tls_to_an_untrusted_server_is_reported() {
     // The server's certificates come from one CA, the client trusts another.
-    let server_dir = TempDir::new("framed-tls-srv");
-    let client_dir = TempDir::new("framed-tls-cli");
-    switchboard::certs::generate(server_dir.path(), &[], false).expect("certs");
-    switchboard::certs::generate(client_dir.path(), &[], false).expect("certs");
-    let server = switchboard::tls::server_config(
-        switchboard::certs::load_certs(&server_dir.join("server.pem")).expect("cert"),
-        switchboard::certs::load_key(&server_dir.join("server.key")).expect("key"),
-        &switchboard::tls::ClientAuth::None,
-    )
-    .expect("tls settings");
+    let server_dir = cert_dir("framed-tls-srv", &[]);
+    let client_dir = cert_dir("framed-tls-cli", &[]);
+    let server = server_tls(&server_dir, &ClientAuth::None);
     let client = tls_client_config(&client_dir.join("ca.pem"), None, TLS_ANY);
     let (server_tx, _server_events) = mpsc::channel();
     let (tx, events) = mpsc::channel();
