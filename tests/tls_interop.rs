@@ -19,8 +19,10 @@ fn need(program: &str) -> bool {
     }
 }
 
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+/// Starts the server with TLS settings `args` followed by `extra`.
+fn start_tls(mut args: Vec<String>, extra: &[&str]) -> ServerProc {
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ServerProc::start_tls(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// `openssl s_client` to the server's TLS port, verifying the server with
@@ -41,9 +43,12 @@ fn s_client(srv: &ServerProc, ca: &std::path::Path, extra: &[&str], label: &str)
     StdioClient::spawn("openssl", &args, label)
 }
 
-/// Asserts that the program exited successfully after the server closed.
+/// Sends `QUIT 0`; asserts the ACK, the server's close and the program's
+/// clean exit after it.
 #[track_caller]
-fn expect_exit_ok(c: &mut StdioClient) {
+fn quit(c: &mut StdioClient) {
+    c.ack("QUIT 0");
+    c.expect_closed();
     let label = c.label.clone();
     match c.wait_exit(EXIT_TIMEOUT) {
         Some(s) if s.success() => {}
@@ -54,6 +59,17 @@ fn expect_exit_ok(c: &mut StdioClient) {
     }
 }
 
+/// Asserts that the program exits with a failure; `what` says why it should.
+#[track_caller]
+fn expect_exit_failure(c: &mut StdioClient, what: &str) {
+    let status = c.wait_exit(EXIT_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{what}, got {status:?}\nstderr:\n{}",
+        c.stderr_text()
+    );
+}
+
 #[test]
 fn openssl_s_client_sessions_tls12_and_tls13() {
     if !need("openssl") {
@@ -61,9 +77,7 @@ fn openssl_s_client_sessions_tls12_and_tls13() {
     }
     let certs = CertDir::new(&["alice"]);
     // Client certificates asked for but optional: one server for both kinds.
-    let mut args = certs.mutual_args("optional");
-    args.extend(["--group".into(), "1=general".into()]);
-    let srv = ServerProc::start_tls(&strs(&args));
+    let srv = start_tls(certs.mutual_args("optional"), &["--group", "1=general"]);
     let mut plain = srv.login("plain");
     plain.ack("SUBSCRIBE 0 1");
 
@@ -112,9 +126,7 @@ fn openssl_s_client_sessions_tls12_and_tls13() {
             v.sort();
             v
         });
-        c.ack("QUIT 0");
-        c.expect_closed();
-        expect_exit_ok(&mut c);
+        quit(&mut c);
         let err = c.stderr_text();
         assert!(
             !err.contains("unexpected eof"),
@@ -129,9 +141,10 @@ fn openssl_s_client_with_auth_cert_needs_no_user() {
         return;
     }
     let certs = CertDir::new(&["alice", "bob"]);
-    let mut args = certs.mutual_args("required");
-    args.extend(["--auth", "cert", "--group", "1=general"].map(String::from));
-    let srv = ServerProc::start_tls(&strs(&args));
+    let srv = start_tls(
+        certs.mutual_args("required"),
+        &["--auth", "cert", "--group", "1=general"],
+    );
     for (version, name) in [("-tls1_2", "alice"), ("-tls1_3", "bob")] {
         let pem = certs.arg(&format!("{name}.pem"));
         let key = certs.arg(&format!("{name}.key"));
@@ -150,19 +163,15 @@ fn openssl_s_client_with_auth_cert_needs_no_user() {
         c.ack(&format!("USER 0 {name}"));
         c.err("USER 0 mallory", "auth-failed");
         c.ping();
-        c.ack("QUIT 0");
-        c.expect_closed();
-        expect_exit_ok(&mut c);
+        quit(&mut c);
     }
     // Without a certificate, s_client gets no session.
     let mut c = s_client(&srv, &certs.ca(), &["-tls1_2"], "no cert");
     let frames = c.drain_until_closed(EXIT_TIMEOUT);
     assert!(frames.is_empty(), "no cert: got {frames:?}");
-    let status = c.wait_exit(EXIT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "no cert, --client-auth required: s_client should fail, got {status:?}\nstderr:\n{}",
-        c.stderr_text()
+    expect_exit_failure(
+        &mut c,
+        "no cert, --client-auth required: s_client should fail",
     );
 }
 
@@ -173,16 +182,14 @@ fn openssl_s_client_fails_verification_with_the_wrong_ca() {
     }
     let certs = CertDir::new(&[]);
     let other = CertDir::new(&[]);
-    let srv = ServerProc::start_tls(&strs(&certs.server_args()));
+    let srv = start_tls(certs.server_args(), &[]);
     for version in ["-tls1_2", "-tls1_3"] {
         let mut c = s_client(&srv, &other.ca(), &[version], "wrong CA");
         let frames = c.drain_until_closed(EXIT_TIMEOUT);
         assert!(frames.is_empty(), "wrong CA: got {frames:?}");
-        let status = c.wait_exit(EXIT_TIMEOUT);
-        assert!(
-            status.is_some_and(|s| !s.success()),
-            "s_client trusting another CA should fail ({version}), got {status:?}\nstderr:\n{}",
-            c.stderr_text()
+        expect_exit_failure(
+            &mut c,
+            &format!("s_client trusting another CA should fail ({version})"),
         );
         let err = c.stderr_text();
         assert!(
@@ -192,11 +199,9 @@ fn openssl_s_client_fails_verification_with_the_wrong_ca() {
     }
     // The wrong IP for the certificate fails too.
     let mut c = s_client(&srv, &certs.ca(), &["-verify_ip", "127.0.0.2"], "wrong IP");
-    let status = c.wait_exit(EXIT_TIMEOUT);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the server certificate should not verify as 127.0.0.2, got {status:?}\nstderr:\n{}",
-        c.stderr_text()
+    expect_exit_failure(
+        &mut c,
+        "the server certificate should not verify as 127.0.0.2",
     );
     // And the server is fine.
     let mut ok = srv.tls_login(&certs.client_config(TLS_ANY), "ok");
@@ -237,6 +242,27 @@ with socket.create_connection((host, port), timeout=10) as raw:
             out.flush()
 "#;
 
+/// Starts [`PY_CLIENT`] against the server's TLS port, trusting `ca`, and
+/// gives it all of `input` (then end of file).
+fn python_client(
+    srv: &ServerProc,
+    ca: &std::path::Path,
+    version: &str,
+    cert: Option<(&str, &str)>,
+    input: &[u8],
+    label: &str,
+) -> StdioClient {
+    let port = srv.tls_addr().port().to_string();
+    let mut args = vec!["-c", PY_CLIENT, "127.0.0.1", &port, path_str(ca), version];
+    if let Some((c, k)) = cert {
+        args.extend([c, k]);
+    }
+    let mut c = StdioClient::spawn("python3", &args, label);
+    c.send(input);
+    c.shutdown_write();
+    c
+}
+
 /// Runs [`PY_CLIENT`] against the server: sends `input`, returns the frames
 /// received and the script's stderr.
 #[track_caller]
@@ -248,15 +274,7 @@ fn python_session(
     input: &[u8],
     label: &str,
 ) -> (Vec<Frame>, String) {
-    let addr = srv.tls_addr();
-    let port = addr.port().to_string();
-    let mut args = vec!["-c", PY_CLIENT, "127.0.0.1", &port, path_str(ca), version];
-    if let Some((c, k)) = cert {
-        args.extend([c, k]);
-    }
-    let mut c = StdioClient::spawn("python3", &args, label);
-    c.send(input);
-    c.shutdown_write();
+    let mut c = python_client(srv, ca, version, cert, input, label);
     let frames = c.drain_until_closed(EXIT_TIMEOUT);
     let status = c.wait_exit(EXIT_TIMEOUT);
     let err = c.stderr_text();
@@ -289,9 +307,7 @@ fn python_ssl_sessions_tls12_and_tls13() {
         return;
     }
     let certs = CertDir::new(&[]);
-    let mut args = certs.server_args();
-    args.extend(["--group".into(), "1=general".into()]);
-    let srv = ServerProc::start_tls(&strs(&args));
+    let srv = start_tls(certs.server_args(), &["--group", "1=general"]);
     let mut plain = srv.login("plain");
     plain.ack("SUBSCRIBE 0 1");
     for (version, user, want_version) in [("1.2", "py12", "TLSv1.2"), ("1.3", "py13", "TLSv1.3")] {
@@ -327,21 +343,14 @@ fn python_ssl_sessions_tls12_and_tls13() {
     }
     // Python refuses a server its CA file does not vouch for.
     let other = CertDir::new(&[]);
-    let port = srv.tls_addr().port().to_string();
-    let mut c = StdioClient::spawn(
-        "python3",
-        &[
-            "-c",
-            PY_CLIENT,
-            "127.0.0.1",
-            &port,
-            path_str(&other.ca()),
-            "any",
-        ],
+    let mut c = python_client(
+        &srv,
+        &other.ca(),
+        "any",
+        None,
+        b"USER 0 x\n",
         "python, wrong CA",
     );
-    c.send(b"USER 0 x\n");
-    c.shutdown_write();
     let frames = c.drain_until_closed(EXIT_TIMEOUT);
     let status = c.wait_exit(EXIT_TIMEOUT);
     assert!(
@@ -363,9 +372,10 @@ fn python_ssl_mutual_tls_with_auth_cert() {
         return;
     }
     let certs = CertDir::new(&["alice"]);
-    let mut args = certs.mutual_args("required");
-    args.extend(["--auth", "cert", "--group", "1=general"].map(String::from));
-    let srv = ServerProc::start_tls(&strs(&args));
+    let srv = start_tls(
+        certs.mutual_args("required"),
+        &["--auth", "cert", "--group", "1=general"],
+    );
     let pem = certs.arg("alice.pem");
     let key = certs.arg("alice.key");
     for version in ["1.2", "1.3"] {
@@ -401,21 +411,14 @@ fn python_ssl_mutual_tls_with_auth_cert() {
         );
     }
     // Without a client certificate: refused.
-    let port = srv.tls_addr().port().to_string();
-    let mut c = StdioClient::spawn(
-        "python3",
-        &[
-            "-c",
-            PY_CLIENT,
-            "127.0.0.1",
-            &port,
-            path_str(&certs.ca()),
-            "1.3",
-        ],
+    let mut c = python_client(
+        &srv,
+        &certs.ca(),
+        "1.3",
+        None,
+        b"SUBSCRIBE 0 1\nQUIT 0\n",
         "python, no certificate",
     );
-    c.send(b"SUBSCRIBE 0 1\nQUIT 0\n");
-    c.shutdown_write();
     let frames = c.drain_until_closed(EXIT_TIMEOUT);
     let _ = c.wait_exit(EXIT_TIMEOUT);
     assert!(
