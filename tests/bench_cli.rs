@@ -77,51 +77,15 @@ impl Parser<'_> {
         }
         match rest.first() {
             Some(b'"') => self.string().map(Json::Str),
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(fields));
-                }
-                loop {
-                    self.ws();
-                    let k = self.string()?;
-                    self.eat(b':')?;
-                    fields.push((k, self.value()?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(fields));
-                        }
-                        _ => return Err(format!("bad object at byte {}", self.i)),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(items));
-                        }
-                        _ => return Err(format!("bad array at byte {}", self.i)),
-                    }
-                }
-            }
+            Some(b'{') => self
+                .items(b'}', "object", |p| {
+                    p.ws();
+                    let k = p.string()?;
+                    p.eat(b':')?;
+                    Ok((k, p.value()?))
+                })
+                .map(Json::Obj),
+            Some(b'[') => self.items(b']', "array", Self::value).map(Json::Arr),
             _ => {
                 let len = rest
                     .iter()
@@ -133,6 +97,35 @@ impl Parser<'_> {
                     .map_err(|_| format!("bad value at byte {}", self.i))?;
                 self.i += len;
                 Ok(Json::Num(n))
+            }
+        }
+    }
+
+    /// Parses the comma-separated items of an object or array (`what`) with
+    /// `item`, from its opening bracket through the closing `close`.
+    fn items<T>(
+        &mut self,
+        close: u8,
+        what: &str,
+        mut item: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.s.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Ok(items);
+        }
+        loop {
+            items.push(item(self)?);
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(c) if *c == close => {
+                    self.i += 1;
+                    return Ok(items);
+                }
+                _ => return Err(format!("bad {what} at byte {}", self.i)),
             }
         }
     }
@@ -225,11 +218,36 @@ fn bench(scenario: &str, args: &[&str]) -> Json {
     json
 }
 
-fn tls_server(certs: &CertDir, extra: &[&str]) -> ServerProc {
-    let mut args = certs.server_args();
-    args.extend(extra.iter().map(|s| s.to_string()));
+/// Starts the server with the TLS settings `args`.
+fn tls_server(args: &[String]) -> ServerProc {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     ServerProc::start_tls(&refs)
+}
+
+/// Runs `switchboard bench ARGS` (no `--json`), asserts exit status 1 and
+/// returns the output.
+#[track_caller]
+fn bench_fails(args: &[&str]) -> RunOutput {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    let out = run_bin(&all, None, RUN_LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}: {out:?}", all.join(" "));
+    out
+}
+
+/// Asserts that a fanout run published something and delivered every
+/// message to each of `subscribers`; returns the number published.
+#[track_caller]
+fn assert_nothing_lost(j: &Json, subscribers: f64) -> f64 {
+    let published = j.num("results", "published");
+    assert!(published > 0.0, "{j:?}");
+    assert_eq!(
+        j.num("results", "deliveries"),
+        published * subscribers,
+        "{j:?}"
+    );
+    assert_eq!(j.num("results", "loss"), 0.0, "{j:?}");
+    published
 }
 
 #[test]
@@ -257,7 +275,7 @@ fn density_plain_reports_memory_per_connection() {
 fn density_tls_and_mutual_tls() {
     let certs = CertDir::new(&["alice"]);
     let ca = certs.arg("ca.pem");
-    let srv = tls_server(&certs, &[]);
+    let srv = tls_server(&certs.server_args());
     let addr = srv.tls_addr().to_string();
     let j = bench(
         "density",
@@ -274,9 +292,7 @@ fn density_tls_and_mutual_tls() {
     );
     assert_eq!(j.num("results", "connections"), 20.0);
 
-    let args = certs.mutual_args("required");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mutual = ServerProc::start_tls(&refs);
+    let mutual = tls_server(&certs.mutual_args("required"));
     let addr = mutual.tls_addr().to_string();
     let (cert, key) = (certs.arg("alice.pem"), certs.arg("alice.key"));
     // Mutual TLS (the server requires a client certificate; login by USER).
@@ -318,10 +334,7 @@ fn fanout_loses_nothing() {
             &pid,
         ],
     );
-    let published = j.num("results", "published");
-    assert!(published > 0.0, "{j:?}");
-    assert_eq!(j.num("results", "deliveries"), published * 5.0, "{j:?}");
-    assert_eq!(j.num("results", "loss"), 0.0, "{j:?}");
+    assert_nothing_lost(&j, 5.0);
     j.num("results", "latency_p99_us");
     j.num("results", "server_cpu_us_per_delivery");
 
@@ -346,7 +359,7 @@ fn fanout_loses_nothing() {
 fn echo_plain_and_tls() {
     let certs = CertDir::new(&[]);
     let ca = certs.arg("ca.pem");
-    let srv = tls_server(&certs, &[]);
+    let srv = tls_server(&certs.server_args());
     let addr = srv.addr.to_string();
     let j = bench("echo", &[&addr, "--connections", "3", "--duration", "0.3"]);
     assert!(j.num("results", "round_trips") > 0.0, "{j:?}");
@@ -373,7 +386,7 @@ fn echo_plain_and_tls() {
 fn handshake_full_and_resumed() {
     let certs = CertDir::new(&[]);
     let ca = certs.arg("ca.pem");
-    let srv = tls_server(&certs, &[]);
+    let srv = tls_server(&certs.server_args());
     let (addr, pid) = (srv.tls_addr().to_string(), srv.pid().to_string());
     let handshakes = |extra: &[&str]| {
         let mut args = vec![addr.as_str(), "--ca", &ca, "--duration", "0.3"];
@@ -398,20 +411,7 @@ fn handshake_full_and_resumed() {
     );
     assert!(j.num("results", "handshakes") >= 3.0, "{j:?}");
     assert!(j.num("results", "resumed") >= 1.0, "{j:?}");
-    let out = run_bin(
-        &[
-            "bench",
-            "handshake",
-            &addr,
-            "--ca",
-            &ca,
-            "--concurrency",
-            "0",
-        ],
-        None,
-        RUN_LIMIT,
-    );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    bench_fails(&["handshake", &addr, "--ca", &ca, "--concurrency", "0"]);
 }
 
 #[test]
@@ -422,19 +422,13 @@ fn unreachable_server_is_one_line_and_status_1() {
         l.local_addr().unwrap().to_string()
     };
     for scenario in ["density", "fanout", "echo"] {
-        let out = run_bin(&["bench", scenario, &addr], None, RUN_LIMIT);
-        assert_eq!(out.status.code(), Some(1), "{scenario}: {out:?}");
+        let out = bench_fails(&[scenario, &addr]);
         let lines = out.stderr_lines();
         assert_eq!(lines.len(), 1, "{scenario}: {lines:?}");
         assert!(lines[0].contains("cannot connect"), "{lines:?}");
         assert!(out.stdout.trim().is_empty(), "{out:?}");
     }
-    let out = run_bin(
-        &["bench", "handshake", &addr, "--ca", "/nonexistent/ca.pem"],
-        None,
-        RUN_LIMIT,
-    );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = bench_fails(&["handshake", &addr, "--ca", "/nonexistent/ca.pem"]);
     assert_eq!(out.stderr_lines().len(), 1, "{out:?}");
 }
 
@@ -522,15 +516,21 @@ fn start_peer(name: &str, args: impl Fn(u16, &TempDir) -> Vec<String>) -> Option
     }
 }
 
-/// A tiny density, fanout and echo against `peer` through `--target target`.
-fn peer_scenarios(peer: &Peer, target: &str) {
+/// Starts peer `name` with `args` (SKIP if it is not installed) and runs a
+/// tiny density, fanout and echo against it through `--target target`.
+fn peer_scenarios(name: &str, target: &str, args: impl Fn(u16, &TempDir) -> Vec<String>) {
+    let Some(peer) = start_peer(name, args) else {
+        return;
+    };
     let (addr, pid) = (peer.addr.as_str(), peer.pid());
-    let j = bench(
+    let at = |scenario: &str, args: &[&str]| {
+        let mut all = vec![addr, "--target", target];
+        all.extend_from_slice(args);
+        bench(scenario, &all)
+    };
+    let j = at(
         "density",
         &[
-            addr,
-            "--target",
-            target,
             "--connections",
             "30",
             "--server-pid",
@@ -546,12 +546,9 @@ fn peer_scenarios(peer: &Peer, target: &str) {
     assert_eq!(j.num("results", "connections"), 30.0);
     j.num("results", "server_bytes_per_connection");
 
-    let j = bench(
+    let j = at(
         "fanout",
         &[
-            addr,
-            "--target",
-            target,
             "--subscribers",
             "4",
             "--payload",
@@ -562,31 +559,17 @@ fn peer_scenarios(peer: &Peer, target: &str) {
             &pid,
         ],
     );
-    let published = j.num("results", "published");
-    assert!(published > 0.0, "{j:?}");
+    let published = assert_nothing_lost(&j, 4.0);
     assert_eq!(j.num("results", "acked"), published, "{j:?}");
-    assert_eq!(j.num("results", "deliveries"), published * 4.0, "{j:?}");
-    assert_eq!(j.num("results", "loss"), 0.0, "{j:?}");
     j.num("results", "server_cpu_us_per_delivery");
 
-    let j = bench(
-        "echo",
-        &[
-            addr,
-            "--target",
-            target,
-            "--connections",
-            "2",
-            "--duration",
-            "0.2",
-        ],
-    );
+    let j = at("echo", &["--connections", "2", "--duration", "0.2"]);
     assert!(j.num("results", "round_trips") > 0.0, "{j:?}");
 }
 
 #[test]
 fn mosquitto_density_fanout_echo() {
-    let Some(peer) = start_peer("mosquitto", |port, dir| {
+    peer_scenarios("mosquitto", "mqtt", |port, dir| {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -594,15 +577,12 @@ fn mosquitto_density_fanout_echo() {
         )
         .unwrap();
         vec!["-c".into(), path_str(&conf).into()]
-    }) else {
-        return;
-    };
-    peer_scenarios(&peer, "mqtt");
+    });
 }
 
 #[test]
 fn redis_density_fanout_echo() {
-    let Some(peer) = start_peer("redis-server", |port, dir| {
+    peer_scenarios("redis-server", "redis", |port, dir| {
         let port = port.to_string();
         let dir = path_str(dir.path()).to_string();
         [
@@ -619,32 +599,21 @@ fn redis_density_fanout_echo() {
         ]
         .map(String::from)
         .to_vec()
-    }) else {
-        return;
-    };
-    peer_scenarios(&peer, "redis");
+    });
 }
 
 #[test]
 fn nats_density_fanout_echo() {
-    let Some(peer) = start_peer("nats-server", |port, _| {
+    peer_scenarios("nats-server", "nats", |port, _| {
         ["-a", "127.0.0.1", "-p", &port.to_string()]
             .map(String::from)
             .to_vec()
-    }) else {
-        return;
-    };
-    peer_scenarios(&peer, "nats");
+    });
 }
 
 #[test]
 fn tls_with_a_peer_target_is_refused() {
-    let out = run_bin(
-        &["bench", "density", "--target", "redis", "--tls"],
-        None,
-        RUN_LIMIT,
-    );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = bench_fails(&["density", "--target", "redis", "--tls"]);
     let lines = out.stderr_lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("not supported"), "{lines:?}");
