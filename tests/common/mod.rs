@@ -2098,6 +2098,36 @@ pub fn publish_paced(
     (slowest_ack, t0.elapsed())
 }
 
+/// Publishes `count` messages of `size` bytes paced by the reader of
+/// [`read_paced`], then checks the reader got all of them in order and the
+/// publisher was never held back (slowest ACK under 2 s, all within
+/// `max_total`). Returns the reader's client.
+#[track_caller]
+#[must_use = "dropping the reading client disconnects it"]
+pub fn publish_to_paced_reader<C>(
+    publisher: &mut Client,
+    (reader, progress): (JoinHandle<(Vec<u32>, C)>, mpsc::Receiver<usize>),
+    (count, size): (usize, usize),
+    max_total: Duration,
+    what: &str,
+) -> C {
+    let (slowest_ack, publish_time) = publish_paced(publisher, &progress, count, size);
+    let (got, client) = match reader.join() {
+        Ok(g) => g,
+        Err(e) => std::panic::resume_unwind(e),
+    };
+    let want: Vec<u32> = (0..count as u32).collect();
+    assert!(
+        got == want,
+        "the {what} got messages out of order or lost some"
+    );
+    assert!(
+        slowest_ack < Duration::from_secs(2) && publish_time < max_total,
+        "the publisher was held back: slowest ACK {slowest_ack:?}, all {count} in {publish_time:?}"
+    );
+    client
+}
+
 /// Checks what a subscriber cut off as a slow consumer received: PUBLISHED
 /// frames of `size` bytes numbered 0, 1, ... (big-endian in their first four
 /// bytes), fewer than `count`, optionally followed by one final
