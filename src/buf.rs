@@ -311,6 +311,85 @@ mod tests {
         }
     }
 
+    /// Random frame sizes (around and across the gather limit), random
+    /// scratch sizes (none at all included), writers that take random amounts
+    /// and block at random: every byte arrives once, in order.
+    #[test]
+    fn write_to_random_queues_and_writers() {
+        struct Random {
+            state: u64,
+            took: Vec<u8>,
+        }
+        impl Random {
+            fn next(&mut self) -> u64 {
+                // xorshift64: deterministic, no dependency.
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.state
+            }
+            fn below(&mut self, n: u64) -> usize {
+                usize::try_from(self.next() % n).unwrap_or(0)
+            }
+        }
+        impl Write for Random {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.below(4) == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                if self.below(16) == 0 {
+                    return Err(io::ErrorKind::Interrupted.into());
+                }
+                let n = buf.len().min(1 + self.below(20_000));
+                self.took.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                // At most the first 64 KiB, as a socket might take.
+                let flat: Vec<u8> = bufs
+                    .iter()
+                    .flat_map(|b| b.iter().copied())
+                    .take(1 << 16)
+                    .collect();
+                self.write(&flat)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = Random {
+            state: 0x9e37_79b9_7f4a_7c15,
+            took: Vec::new(),
+        };
+        for round in 0..60 {
+            let mut q = OutQueue::default();
+            let mut want = Vec::new();
+            let frames = 1 + w.below(100);
+            for i in 0..frames {
+                let len = match w.below(3) {
+                    0 => 1 + w.below(200),
+                    1 => GATHER_MAX_FRAME - 2 + w.below(5),
+                    _ => 1 + w.below(20_000),
+                };
+                let frame = vec![(round + i) as u8; len];
+                want.extend_from_slice(&frame);
+                q.push(Bytes::from(frame));
+            }
+            let mut scratch = vec![0u8; w.below(3) * 32 * 1024];
+            w.took.clear();
+            let mut calls = 0;
+            while q.write_to(&mut w, &mut scratch).expect("no error") {
+                calls += 1;
+                assert!(calls < 1_000_000, "no progress");
+            }
+            assert!(q.is_empty() && q.heap_bytes() == 0);
+            assert!(
+                w.took == want,
+                "round {round}: bytes lost, duplicated or reordered"
+            );
+        }
+    }
+
     #[test]
     fn write_to_one_frame_and_errors() {
         let mut q = OutQueue::default();
