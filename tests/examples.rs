@@ -2,7 +2,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+
+use common::read_to_end;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -47,20 +49,6 @@ fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> String {
     out.read_to_string(&mut rest).expect("stdout");
     assert!(rest.contains("stopped"), "{rest}");
     rest
-}
-
-/// Reads until end of stream (or a reset).
-fn read_to_end(s: &mut impl Read) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return v,
-            Ok(n) => v.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return v,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
 }
 
 #[test]
@@ -189,25 +177,7 @@ fn read_frame(s: &mut TcpStream) -> (String, Vec<u8>) {
 
 #[test]
 fn embedded_chat_example() {
-    let path = example("embedded_chat");
-    assert!(
-        path.exists(),
-        "{} not built (cargo test builds examples)",
-        path.display()
-    );
-    let mut child = Command::new(&path)
-        .args(["127.0.0.1:0", "3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("example starts");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
+    let (child, out, addr) = start("embedded_chat", &["127.0.0.1:0", "3"]);
 
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -237,11 +207,7 @@ fn embedded_chat_example() {
             break;
         }
     }
-    let status = child.wait().expect("exit");
-    assert!(status.success());
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("stdout");
+    let rest = finish(child, out);
     assert!(rest.contains("logged in as alice"), "{rest}");
     assert!(rest.contains("alice subscribed to [1]"), "{rest}");
-    assert!(rest.contains("stopped"), "{rest}");
 }

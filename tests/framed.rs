@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use common::{TLS_ANY, TempDir, tls_client_config};
+use common::{TLS_ANY, TempDir, read_to_end, tls_client_config};
 use switchboard::framed::{FramedContext, FramedHandler, Framing};
 use switchboard::tls::ClientAuth;
 use switchboard::{CloseReason, ConnId, EventLoop, LoopHandle, ServerConfig};
@@ -164,20 +164,6 @@ fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
     let mut v = vec![0; n];
     s.read_exact(&mut v).expect("read");
     v
-}
-
-/// Reads until end of stream (or a reset); returns what came.
-fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return v,
-            Ok(n) => v.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return v,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
 }
 
 #[test]

@@ -2098,6 +2098,20 @@ pub fn publish_paced(
     (slowest_ack, t0.elapsed())
 }
 
+/// Reads until end of stream (or a reset); returns what came.
+pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return v,
+            Ok(n) => v.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return v,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
 /// Publishes `count` messages of `size` bytes paced by the reader of
 /// [`read_paced`], then checks the reader got all of them in order and the
 /// publisher was never held back (slowest ACK under 2 s, all within
