@@ -4,22 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-
-/// Parses HELLO's `key=value` lines.
-#[track_caller]
-fn hello_map(lines: &[String]) -> BTreeMap<String, String> {
-    lines
-        .iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => panic!("HELLO line {l:?} is not key=value (all lines: {lines:?})"),
-        })
-        .collect()
-}
 
 #[track_caller]
 fn check_hello(lines: &[String], auth: &str, max_payload: &str) {

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -58,18 +57,6 @@ fn tls_server(certs: &CertDir, extra: &[&str]) -> ServerProc {
 #[track_caller]
 fn mutual_server(certs: &CertDir, mode: &str, extra: &[&str]) -> ServerProc {
     start_tls_with(certs.mutual_args(mode), extra)
-}
-
-/// Parses HELLO's `key=value` lines.
-#[track_caller]
-fn hello_map(lines: &[String]) -> BTreeMap<String, String> {
-    lines
-        .iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => panic!("HELLO line {l:?} is not key=value (all lines: {lines:?})"),
-        })
-        .collect()
 }
 
 #[track_caller]
@@ -1176,19 +1163,7 @@ fn tls_start_errors() {
         eprintln!("start error: {line}");
     }
     // --auth cert needs a TLS listener.
-    let out = expect_start_failure(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "off",
-        "--ws-listen",
-        "off",
-        "--auth",
-        "cert",
-        "--client-ca",
-        &a_ca,
-    ]);
+    let out = expect_start_failure(&serve_args(&["--auth", "cert", "--client-ca", &a_ca]));
     assert!(
         out.stderr_lines().iter().any(|l| l.contains("cert")),
         "--auth cert with --tls-listen off: the error should say why:\n{}",

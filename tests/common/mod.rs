@@ -2098,6 +2098,18 @@ pub fn publish_paced(
     (slowest_ack, t0.elapsed())
 }
 
+/// Parses HELLO's `key=value` lines.
+#[track_caller]
+pub fn hello_map(lines: &[String]) -> std::collections::BTreeMap<String, String> {
+    lines
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => panic!("HELLO line {l:?} is not key=value (all lines: {lines:?})"),
+        })
+        .collect()
+}
+
 /// Reads until end of stream (or a reset); returns what came.
 pub fn read_to_end(s: &mut impl Read) -> Vec<u8> {
     let mut v = Vec::new();
