@@ -59,6 +59,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
+pub use crate::conn::PeerIdentity;
+
 use crate::proto::command::is_valid_user;
 
 /// One day, the clock skew every generated certificate tolerates.
@@ -72,59 +74,15 @@ const CA_ORG: &str = "Switchboard";
 /// Common name of the development CA.
 const CA_CN: &str = "Switchboard development CA";
 
-/// Subject fields of a certificate, as the embedding API reports them.
-///
-/// Each field is the first value of that attribute in the subject, or `None`
-/// when the attribute is absent or its value is not a UTF-8 compatible string
-/// type (UTF8String, PrintableString, IA5String or NumericString).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CertSubject {
-    /// Country (C).
-    pub c: Option<String>,
-    /// State or province (ST).
-    pub st: Option<String>,
-    /// Locality (L).
-    pub l: Option<String>,
-    /// Organisation (O).
-    pub o: Option<String>,
-    /// Organisational unit (OU).
-    pub ou: Option<String>,
-    /// Common name (CN); with `--auth cert` this is the user name.
-    pub cn: Option<String>,
-}
-
-impl fmt::Display for CertSubject {
-    /// `C=FR, O=Acme, CN=alice`: the present fields in the order C, ST, L, O,
-    /// OU, CN. Values are not escaped; this is for logs and messages.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fields = [
-            ("C", &self.c),
-            ("ST", &self.st),
-            ("L", &self.l),
-            ("O", &self.o),
-            ("OU", &self.ou),
-            ("CN", &self.cn),
-        ];
-        let mut sep = "";
-        for (name, value) in fields {
-            if let Some(value) = value {
-                write!(f, "{sep}{name}={value}")?;
-                sep = ", ";
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Reads the subject of a DER certificate (C, ST, L, O, OU and CN).
 ///
 /// # Errors
 ///
 /// [`CertError::Parse`] if `cert` is not a valid X.509 certificate.
-pub fn subject_of(cert: &CertificateDer<'_>) -> Result<CertSubject, CertError> {
+pub fn subject_of(cert: &CertificateDer<'_>) -> Result<PeerIdentity, CertError> {
     let x509 = parse_x509(cert).map_err(CertError::Parse)?;
     let name = x509.subject();
-    Ok(CertSubject {
+    Ok(PeerIdentity {
         c: first_str(name.iter_country()),
         st: first_str(name.iter_state_or_province()),
         l: first_str(name.iter_locality()),
@@ -1256,9 +1214,9 @@ mod tests {
         let subject = subject_of(&first_cert(&dir.path().join("bob.smith-2.pem"))).unwrap();
         assert_eq!(
             subject,
-            CertSubject {
+            PeerIdentity {
                 cn: Some("bob.smith-2".into()),
-                ..CertSubject::default()
+                ..PeerIdentity::default()
             }
         );
         assert_eq!(subject.to_string(), "CN=bob.smith-2");
@@ -1282,7 +1240,7 @@ mod tests {
         let subject = subject_of(&first_cert(&cert)).unwrap();
         assert_eq!(
             subject,
-            CertSubject {
+            PeerIdentity {
                 c: Some("FR".into()),
                 st: Some("Paris".into()),
                 l: Some("Paris".into()),
@@ -1597,6 +1555,6 @@ mod tests {
             CertError::NotACertificate { path: p }.to_string(),
             "certificate file certs/server.pem: no valid PEM CERTIFICATE block found"
         );
-        assert_eq!(CertSubject::default().to_string(), "");
+        assert_eq!(PeerIdentity::default().to_string(), "");
     }
 }

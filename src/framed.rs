@@ -31,7 +31,7 @@ use slab::Slab;
 
 use crate::broker::{CloseReason, ConnId};
 use crate::buf::OutQueue;
-use crate::certs::CertSubject;
+use crate::conn::PeerIdentity;
 
 /// How a byte stream is cut into messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +217,7 @@ impl FramedContext<'_> {
     /// The verified client certificate subject of `conn`, on a TLS listener
     /// that asks for client certificates; on an outgoing TLS connection, the
     /// verified server certificate's subject.
-    pub fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
+    pub fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
         self.core.client_cert(conn)
     }
 
@@ -238,7 +238,7 @@ trait CoreOps {
     fn send(&mut self, conn: ConnId, message: &[u8]) -> bool;
     fn close(&mut self, conn: ConnId, reason: CloseReason, now: Instant);
     fn peer(&self, conn: ConnId) -> Option<SocketAddr>;
-    fn client_cert(&self, conn: ConnId) -> Option<&CertSubject>;
+    fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity>;
     fn connections(&self) -> Vec<ConnId>;
     fn count(&self) -> usize;
     fn stop(&mut self);
@@ -258,7 +258,7 @@ struct Closing {
 struct FConn<T> {
     io: T,
     peer: SocketAddr,
-    cert: Option<Box<CertSubject>>,
+    cert: Option<Box<PeerIdentity>>,
     /// An unfinished message's bytes; freed when consumed.
     inbuf: Vec<u8>,
     out: OutQueue,
@@ -338,7 +338,7 @@ impl<T> CoreOps for FramedCore<T> {
         self.conns.get(conn.0).map(|c| c.peer)
     }
 
-    fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
+    fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
         self.conns.get(conn.0).and_then(|c| c.cert.as_deref())
     }
 
@@ -623,7 +623,7 @@ impl<T, H: FramedHandler> FramedService<T, H> {
     pub(crate) fn handle_secured(
         &mut self,
         conn: ConnId,
-        subject: Option<CertSubject>,
+        subject: Option<PeerIdentity>,
         now: Instant,
     ) {
         let Some(c) = self.core.conns.get_mut(conn.0) else {

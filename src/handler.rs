@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER};
-use crate::certs::CertSubject;
+use crate::conn::PeerIdentity;
 use crate::proto::GroupId;
 use crate::reactor::Conn;
 
@@ -29,7 +29,7 @@ pub trait Handler {
     fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {}
     /// A TLS handshake completed; `subject` is the verified client
     /// certificate's subject, if the client presented one.
-    fn on_secure(&mut self, ctx: &mut Context<'_>, conn: ConnId, subject: Option<&CertSubject>) {}
+    fn on_secure(&mut self, ctx: &mut Context<'_>, conn: ConnId, subject: Option<&PeerIdentity>) {}
     /// A session logged in as `user`.
     fn on_login(&mut self, ctx: &mut Context<'_>, conn: ConnId, user: &str) {}
     /// A session joined `groups` (only groups it was not in already).
@@ -148,7 +148,7 @@ impl Context<'_> {
 
     /// The verified client certificate subject of a connection (C, ST, L, O,
     /// OU, CN), when it came over mutual TLS.
-    pub fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
+    pub fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
         self.broker.client_cert(conn)
     }
 

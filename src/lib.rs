@@ -36,6 +36,7 @@ pub mod broker;
 pub mod buf;
 pub mod certs;
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod event_loop;
 pub mod framed;
@@ -47,8 +48,9 @@ pub mod server;
 pub mod tls;
 
 pub use auth::Authenticator;
-pub use broker::{AuthMode, BrokerConfig, CloseReason, ConnId, DeliveryError};
+pub use broker::{AuthMode, BrokerConfig, DeliveryError};
 pub use client::{Client, ClientConfig, ClientError, Push};
+pub use conn::{CloseReason, ConnId, PeerIdentity};
 pub use event_loop::{EventLoop, LoopHandle};
 pub use framed::{FramedContext, FramedHandler, Framing};
 pub use handler::{Context, Handler};

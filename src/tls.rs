@@ -35,7 +35,8 @@ use rustls::server::{
 use rustls::unbuffered::{ConnectionState, EncodeError, ReadEarlyData, UnbufferedStatus};
 
 use crate::buf::OutQueue;
-use crate::certs::{CertSubject, subject_of};
+use crate::certs::subject_of;
+use crate::conn::PeerIdentity;
 
 /// Whether and how clients present certificates (`--client-auth`).
 #[derive(Debug, Clone)]
@@ -380,7 +381,7 @@ impl TlsSession {
     /// Reports the end of the handshake once: `Some(subject)` the first time
     /// it is seen complete, where `subject` is the verified client
     /// certificate's subject, if the client sent one.
-    pub(crate) fn take_established(&mut self) -> Option<Option<CertSubject>> {
+    pub(crate) fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
         if self.established || self.conn.is_handshaking() {
             return None;
         }

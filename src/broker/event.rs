@@ -4,27 +4,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use super::session::CloseReason;
-use crate::certs::CertSubject;
+use crate::conn::PeerIdentity;
+use crate::conn::{CloseReason, ConnId};
 use crate::proto::GroupId;
-
-/// Identifies one connection while it is open. Ids are reused after a
-/// connection closes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub(crate) usize);
-
-impl ConnId {
-    /// The id as a number (for logs).
-    pub fn index(self) -> usize {
-        self.0
-    }
-}
-
-impl std::fmt::Display for ConnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// Something that happened in the broker (SocketPro's OnSubscribe, OnPublish,
 /// OnSendUserMessage and friends). Read with
@@ -45,7 +27,7 @@ pub enum Event {
         /// The connection.
         conn: ConnId,
         /// The verified client certificate's subject, if the client sent one.
-        subject: Option<CertSubject>,
+        subject: Option<PeerIdentity>,
     },
     /// A session logged in.
     LoggedIn {

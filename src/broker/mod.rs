@@ -39,15 +39,15 @@ use bytes::{Bytes, BytesMut};
 use log::{debug, info};
 use slab::Slab;
 
+pub use crate::conn::{CloseReason, ConnId};
 pub use config::{AuthMode, BrokerConfig};
-pub use event::{ConnId, Event};
-pub use session::CloseReason;
+pub use event::Event;
 #[cfg(test)]
 pub(crate) type SessionSize = Session<crate::reactor::Conn>;
 use session::{Session, State};
 
 use crate::buf::OutQueue;
-use crate::certs::CertSubject;
+use crate::conn::PeerIdentity;
 use crate::error::{ErrorCode, FrameError};
 use crate::proto::command::{Command, CommandError, verb_allowed_before_login};
 use crate::proto::frame::{self, PING};
@@ -318,7 +318,7 @@ impl<T> Broker<T> {
     }
 
     /// The verified client certificate subject of a connection (mutual TLS).
-    pub fn client_cert(&self, conn: ConnId) -> Option<&CertSubject> {
+    pub fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
         self.sessions.get(conn.0).and_then(|s| s.cert.as_deref())
     }
 
@@ -330,7 +330,7 @@ impl<T> Broker<T> {
 
     /// The TLS handshake of a connection completed. With [`AuthMode::Cert`],
     /// a certificate whose subject CN is a valid user name logs the session in.
-    pub fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+    pub fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant) {
         let now = self.clock.tick(now);
         self.now = self.now.max(now);
         let key = conn.0;

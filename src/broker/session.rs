@@ -12,63 +12,8 @@ use std::sync::Arc;
 
 use crate::broker::config::BrokerConfig;
 use crate::buf::OutQueue;
-use crate::certs::CertSubject;
+use crate::conn::{CloseReason, PeerIdentity};
 use crate::proto::GroupId;
-
-/// Why a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// The client sent `QUIT`.
-    Quit,
-    /// The client closed its side of the connection.
-    PeerClosed,
-    /// A read or write failed (e.g. connection reset).
-    Io,
-    /// The client sent a header that could not be parsed.
-    BadFrame,
-    /// The client declared a payload over the limit.
-    TooLarge,
-    /// Wrong password or unknown user.
-    AuthFailed,
-    /// No login within the login timeout.
-    LoginTimeout,
-    /// No answer to the server's `PING` within the ping timeout.
-    PingTimeout,
-    /// The client did not read its output fast enough.
-    SlowConsumer,
-    /// The server was at its connection limit.
-    ServerFull,
-    /// The server is shutting down.
-    Shutdown,
-    /// The embedding program closed it.
-    Closed,
-    /// The TLS handshake or a TLS record failed.
-    Tls,
-    /// An outgoing connection could not be made (refused, unreachable).
-    ConnectFailed,
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Quit => "quit",
-            Self::PeerClosed => "peer closed",
-            Self::Io => "i/o error",
-            Self::BadFrame => "bad frame",
-            Self::TooLarge => "payload too large",
-            Self::AuthFailed => "authentication failed",
-            Self::LoginTimeout => "login timeout",
-            Self::PingTimeout => "ping timeout",
-            Self::SlowConsumer => "slow consumer",
-            Self::ServerFull => "server full",
-            Self::Shutdown => "shutting down",
-            Self::Closed => "closed by the server",
-            Self::Tls => "TLS error",
-            Self::ConnectFailed => "connect failed",
-        })
-    }
-}
 
 /// Where a session is in its life.
 #[derive(Debug)]
@@ -109,7 +54,7 @@ pub(crate) struct Session<T> {
     pub(crate) inbuf: Vec<u8>,
     pub(crate) out: OutQueue,
     /// The verified client certificate's subject (mutual TLS only).
-    pub(crate) cert: Option<Box<CertSubject>>,
+    pub(crate) cert: Option<Box<PeerIdentity>>,
     /// Groups this session is subscribed to.
     pub(crate) groups: Vec<GroupId>,
     /// Groups this session watches.

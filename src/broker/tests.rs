@@ -490,16 +490,16 @@ fn randomized_garbage_stays_in_its_session() {
 
 #[test]
 fn cert_mode_logs_in_by_certificate_cn() {
-    use crate::certs::CertSubject;
+    use crate::conn::PeerIdentity;
     let mut h = Harness::new(BrokerConfig {
         auth: AuthMode::Cert,
         ..BrokerConfig::default()
     });
     let c = h.open();
-    let subject = CertSubject {
+    let subject = PeerIdentity {
         o: Some("Acme".into()),
         cn: Some("alice".into()),
-        ..CertSubject::default()
+        ..PeerIdentity::default()
     };
     h.broker.handle_secured(c, Some(subject.clone()), h.now);
     assert_eq!(h.broker.user_of(c), Some("alice"));

@@ -17,7 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::ClientError;
-use crate::certs::{self, CertSubject};
+use crate::certs;
+use crate::conn::PeerIdentity;
 
 /// A caller's check of a server certificate that already passed verification:
 /// `true` accepts it, `false` aborts the connection with
@@ -150,7 +151,7 @@ impl ClientTls {
 #[derive(Debug, Clone)]
 pub struct ServerCert {
     /// The leaf certificate's subject.
-    pub subject: CertSubject,
+    pub subject: PeerIdentity,
     /// The leaf certificate, DER.
     pub der: CertificateDer<'static>,
 }

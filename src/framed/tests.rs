@@ -276,9 +276,9 @@ fn tls_connections_are_established_after_the_handshake() {
     let mut s = FramedService::new(LINES, true, Recorder::default());
     let conn = s.accept((), peer(), now).expect("accepted");
     assert!(s.handler.events.is_empty());
-    let subject = CertSubject {
+    let subject = PeerIdentity {
         cn: Some("alice".into()),
-        ..CertSubject::default()
+        ..PeerIdentity::default()
     };
     s.handle_secured(conn, Some(subject.clone()), now);
     assert_eq!(s.handler.events, vec![Ev::Up(conn.0)]);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::auth::{AuthPool, AuthVerdict};
 use crate::broker::{Broker, CloseReason, ConnId};
 use crate::buf::OutQueue;
-use crate::certs::CertSubject;
+use crate::conn::PeerIdentity;
 use crate::framed::{FramedHandler, FramedService};
 use crate::handler::{Context, Handler, dispatch};
 use crate::server::Control;
@@ -40,7 +40,7 @@ pub(crate) trait Service {
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant);
     fn handle_eof(&mut self, conn: ConnId, now: Instant);
-    fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant);
+    fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant);
     fn touch(&mut self, conn: ConnId);
     fn resume(&mut self, conn: ConnId, now: Instant);
     fn remove(&mut self, conn: ConnId, reason: CloseReason) -> Option<Conn>;
@@ -99,7 +99,7 @@ impl<S: Service + ?Sized> Service for Box<S> {
     fn handle_eof(&mut self, conn: ConnId, now: Instant) {
         (**self).handle_eof(conn, now);
     }
-    fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+    fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant) {
         (**self).handle_secured(conn, subject, now);
     }
     fn touch(&mut self, conn: ConnId) {
@@ -197,7 +197,7 @@ impl<H: Handler> Service for BrokerService<H> {
     fn handle_eof(&mut self, conn: ConnId, now: Instant) {
         self.broker.handle_eof(conn, now);
     }
-    fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+    fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant) {
         self.broker.handle_secured(conn, subject, now);
     }
     fn touch(&mut self, conn: ConnId) {
@@ -308,7 +308,7 @@ impl<H: FramedHandler> Service for FramedService<Conn, H> {
     fn handle_eof(&mut self, conn: ConnId, now: Instant) {
         Self::handle_eof(self, conn, now);
     }
-    fn handle_secured(&mut self, conn: ConnId, subject: Option<CertSubject>, now: Instant) {
+    fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant) {
         Self::handle_secured(self, conn, subject, now);
     }
     fn touch(&mut self, conn: ConnId) {
