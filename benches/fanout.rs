@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchboard::broker::{Broker, SERVER_USER};
+use switchboard::broker::{Broker, SERVER_USER, Sessions};
+use switchboard::conn::Admission;
 use switchboard::{BrokerConfig, ConnId};
 
 /// Counts allocation calls (`alloc`, `alloc_zeroed`, `realloc`) and frees.
@@ -78,7 +79,9 @@ const PAYLOAD: [u8; 64] = [b'x'; 64];
 
 /// The broker, its subscribers, and the reactor's reusable dirty list.
 struct Bed {
-    broker: Broker<()>,
+    broker: Broker,
+    /// The connection table (the broker's sessions).
+    links: Sessions<()>,
     dirty: Vec<ConnId>,
     /// The reactor's scratch buffer, for gathered writes.
     scratch: Vec<u8>,
@@ -95,17 +98,21 @@ impl Bed {
         broker.register_group(GROUP, "bench");
         let now = Instant::now();
         let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+        let links = broker.new_table();
         let mut bed = Self {
             broker,
+            links,
             dirty: Vec::new(),
             scratch: vec![0; 64 << 10],
         };
         let mut line = Vec::with_capacity(64);
         for i in 0..SUBSCRIBERS {
-            let conn = bed.broker.accept((), peer, now).expect("accepted");
+            let Admission::Open(conn) = bed.broker.accept(&mut bed.links, (), peer, now) else {
+                panic!("not admitted");
+            };
             line.clear();
             line.extend_from_slice(format!("USER 0 u{i}\nSUBSCRIBE 0 {GROUP}\n").as_bytes());
-            bed.broker.handle_input(conn, &line, now);
+            bed.broker.handle_input(&mut bed.links, conn, &line, now);
         }
         // Throw away the ACKs.
         assert_eq!(bed.drain(), SUBSCRIBERS);
@@ -115,7 +122,7 @@ impl Bed {
     fn publish(&mut self) {
         let n = self
             .broker
-            .publish(SERVER_USER, &[GROUP], black_box(&PAYLOAD))
+            .publish(&mut self.links, SERVER_USER, &[GROUP], black_box(&PAYLOAD))
             .expect("published");
         debug_assert_eq!(n, SUBSCRIBERS);
     }
@@ -124,9 +131,9 @@ impl Bed {
     /// (`OutQueue::write_to`), into a sink that takes everything.
     /// Returns how many connections had output.
     fn drain(&mut self) -> usize {
-        self.broker.take_dirty(&mut self.dirty);
+        self.links.take_dirty(&mut self.dirty);
         for &conn in &self.dirty {
-            let Some(out) = self.broker.output(conn) else {
+            let Some(out) = self.links.output(conn) else {
                 continue;
             };
             let pending = out

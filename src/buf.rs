@@ -192,6 +192,30 @@ impl OutQueue {
         }
     }
 
+    /// What the queue really holds for its connection, in bytes: the unsent
+    /// frame bytes plus the ring's bookkeeping (a slot per frame it has room
+    /// for, and the ring itself). This is what the output bound counts
+    /// (protocol.md 7a), so that a queue of 7-byte frames costs what it
+    /// weighs (39 bytes each), not 7.
+    pub fn held(&self) -> usize {
+        self.len + self.heap_bytes()
+    }
+
+    /// What [`OutQueue::held`] would be after [`OutQueue::push`] of a frame
+    /// of `len` bytes, counting the ring's growth (it doubles when full,
+    /// starting at 4 slots), so a bound checked with this is never passed.
+    pub fn held_after_push(&self, len: usize) -> usize {
+        const SLOT: usize = std::mem::size_of::<Bytes>();
+        const RING: usize = std::mem::size_of::<VecDeque<Bytes>>();
+        let ring = match (&self.head, &self.rest) {
+            (None, None) => 0,
+            (Some(_), None) => RING + 4 * SLOT,
+            (_, Some(r)) if r.len() == r.capacity() => RING + (2 * r.capacity()).max(4) * SLOT,
+            (_, Some(r)) => RING + r.capacity() * SLOT,
+        };
+        self.len + len + ring
+    }
+
     /// Heap bytes held by the queue's ring (not counting shared frames).
     pub fn heap_bytes(&self) -> usize {
         self.rest.as_ref().map_or(0, |r| {

@@ -42,10 +42,8 @@ use mio::{Poll, Waker};
 use crate::framed::{FramedHandler, FramedService, Framing};
 use crate::handler::Handler;
 use crate::reactor::service::Service;
-use crate::reactor::{self, Listener, Reactor};
-use crate::server::{
-    Control, ServerConfig, ServerHandle, StartError, build_broker, install_broker,
-};
+use crate::reactor::{self, Control, Listener, Reactor};
+use crate::server::{ServerConfig, ServerHandle, StartError, build_broker, install_broker};
 use crate::tls::TlsSession;
 use rustls::pki_types::ServerName;
 

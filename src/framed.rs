@@ -20,18 +20,15 @@
 //! stream, TLS identities and `Instant`s, and gives queued output), so its
 //! unit tests drive it byte by byte without sockets.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use log::{debug, info};
-use slab::Slab;
 
-use crate::broker::{CloseReason, ConnId};
-use crate::buf::OutQueue;
-use crate::conn::PeerIdentity;
+use crate::conn::{Admission, CloseReason, ConnId, Limits, Links, PeerIdentity, Table};
+use crate::reactor::Conn;
+use crate::reactor::service::Service;
 
 /// How a byte stream is cut into messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,114 +241,83 @@ trait CoreOps {
     fn stop(&mut self);
 }
 
-/// A connection that is closing.
-#[derive(Debug, Clone, Copy)]
-struct Closing {
-    reason: CloseReason,
-    deadline: Instant,
-    /// The peer closed its side.
-    eof: bool,
-}
-
-/// One connection of a framed service.
-#[derive(Debug)]
-struct FConn<T> {
-    io: T,
-    peer: SocketAddr,
-    cert: Option<Box<PeerIdentity>>,
-    /// An unfinished message's bytes; freed when consumed.
-    inbuf: Vec<u8>,
-    out: OutQueue,
+/// A framed connection's own state, beside what the connection table keeps
+/// for every connection.
+#[derive(Debug, Default)]
+pub(crate) struct FramedState {
     established: bool,
-    dirty: bool,
-    closing: Option<Closing>,
 }
 
-/// The per-connection state of a framed service, apart from its handler.
+/// The connections of a framed service and its framing, apart from its
+/// handler.
 #[derive(Debug)]
 pub(crate) struct FramedCore<T> {
     framing: Framing,
-    conns: Slab<FConn<T>>,
-    dirty: Vec<usize>,
-    /// Closing connections' linger deadlines.
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    shutting_down: bool,
+    pub(crate) links: Links<T, FramedState>,
     stop: bool,
 }
 
 impl<T> FramedCore<T> {
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(c) = self.conns.get_mut(key) {
-            if !c.dirty {
-                c.dirty = true;
-                self.dirty.push(key);
-            }
+    fn view(&mut self) -> CoreView<'_, T> {
+        CoreView {
+            framing: self.framing,
+            links: &mut self.links,
+            stop: &mut self.stop,
         }
-    }
-
-    fn begin_close(&mut self, key: usize, reason: CloseReason, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else {
-            return;
-        };
-        if c.closing.is_some() {
-            return;
-        }
-        let deadline = now + LINGER;
-        c.closing = Some(Closing {
-            reason,
-            deadline,
-            eof: false,
-        });
-        c.inbuf = Vec::new();
-        debug!("#{key} {}: closing ({reason})", c.peer);
-        self.timers.push(Reverse((deadline, key)));
-        self.mark_dirty(key);
-    }
-
-    fn is_open(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|c| c.closing.is_none())
     }
 }
 
-impl<T> CoreOps for FramedCore<T> {
+/// A framed service's connections as its handler reaches them.
+struct CoreView<'a, T> {
+    framing: Framing,
+    links: &'a mut Links<T, FramedState>,
+    stop: &'a mut bool,
+}
+
+impl<T> CoreOps for CoreView<'_, T> {
     fn send(&mut self, conn: ConnId, message: &[u8]) -> bool {
-        let framing = self.framing;
-        let Some(c) = self.conns.get_mut(conn.0) else {
+        let Some(bytes) = encode(self.framing, message) else {
             return false;
         };
-        if c.closing.is_some() || c.out.len() > MAX_PENDING_OUTPUT {
-            return false;
-        }
-        let Some(bytes) = encode(framing, message) else {
-            return false;
-        };
-        c.out.push(bytes);
-        self.mark_dirty(conn.0);
-        true
+        self.links.push(conn, bytes).is_ok()
     }
 
     fn close(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
-        self.begin_close(conn.0, reason, now);
+        self.links.close(conn, reason, now);
     }
 
     fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.conns.get(conn.0).map(|c| c.peer)
+        self.links.peer(conn)
     }
 
     fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
-        self.conns.get(conn.0).and_then(|c| c.cert.as_deref())
+        self.links.identity(conn)
     }
 
     fn connections(&self) -> Vec<ConnId> {
-        self.conns.iter().map(|(k, _)| ConnId(k)).collect()
+        self.links.ids()
     }
 
     fn count(&self) -> usize {
-        self.conns.len()
+        self.links.len()
     }
 
     fn stop(&mut self) {
-        self.stop = true;
+        *self.stop = true;
+    }
+}
+
+/// The limits of a framed service's connections: the connection layer's
+/// defaults, with [`MAX_PENDING_OUTPUT`] as the output bound, and shutdown
+/// waiting as long as any close does.
+fn framed_limits() -> Limits {
+    Limits {
+        max_pending: MAX_PENDING_OUTPUT,
+        read_pause: READ_PAUSE_OUTPUT,
+        untrusted_read_pause: READ_PAUSE_OUTPUT,
+        linger: LINGER,
+        drain: LINGER,
+        ..Limits::default()
     }
 }
 
@@ -375,10 +341,7 @@ impl<T, H: FramedHandler> FramedService<T, H> {
         Self {
             core: FramedCore {
                 framing,
-                conns: Slab::new(),
-                dirty: Vec::new(),
-                timers: BinaryHeap::new(),
-                shutting_down: false,
+                links: Links::new(framed_limits()),
                 stop: false,
             },
             handler,
@@ -393,229 +356,125 @@ impl<T, H: FramedHandler> FramedService<T, H> {
         self
     }
 
-    fn established(&mut self, key: usize, now: Instant) {
-        let Some(c) = self.core.conns.get_mut(key) else {
+    fn established(&mut self, conn: ConnId, now: Instant) {
+        let Some(l) = self.core.links.get_mut(conn) else {
             return;
         };
-        if c.established || c.closing.is_some() {
+        if l.proto.established || l.is_closing() {
             return;
         }
-        c.established = true;
+        l.proto.established = true;
         let mut ctx = FramedContext {
-            core: &mut self.core,
+            core: &mut self.core.view(),
             now,
         };
-        self.handler.on_established(&mut ctx, ConnId(key));
+        self.handler.on_established(&mut ctx, conn);
     }
 
     /// Cuts `data` into messages and hands them to the handler. Returns how
     /// many bytes were used; the rest is an unfinished message. Stops (and
     /// reports everything used) once the connection is closing.
-    fn process(&mut self, key: usize, data: &[u8], now: Instant) -> usize {
+    fn process(
+        core: &mut CoreView<'_, T>,
+        handler: &mut H,
+        conn: ConnId,
+        data: &[u8],
+        now: Instant,
+    ) -> usize {
         let mut used = 0;
         loop {
-            if !self.core.is_open(key) {
+            if core.links.is_closing(conn) {
                 return data.len();
             }
+            if !core.links.can_process(conn) {
+                return used;
+            }
             let rest = data.get(used..).unwrap_or_default();
-            match next_message(self.core.framing, rest) {
+            match next_message(core.framing, rest) {
                 Ok(Some((start, end, consumed))) => {
                     let message = rest.get(start..end).unwrap_or_default();
                     used += consumed;
-                    let mut ctx = FramedContext {
-                        core: &mut self.core,
-                        now,
-                    };
-                    self.handler.on_message(&mut ctx, ConnId(key), message);
+                    let mut ctx = FramedContext { core, now };
+                    handler.on_message(&mut ctx, conn, message);
                 }
                 Ok(None) => return used,
                 Err(e) => {
-                    self.too_long(key, e, now);
+                    too_long(core.links, conn, e, now);
                     return data.len();
                 }
             }
         }
     }
 
-    /// A message over the maximum: logged, and the connection closed.
-    fn too_long(&mut self, key: usize, e: TooLong, now: Instant) {
-        let peer = self.core.peer(ConnId(key));
-        info!(
-            "#{key} {}: closing: {e}",
-            peer.map(|p| p.to_string()).unwrap_or_default()
-        );
-        self.core.begin_close(key, CloseReason::TooLarge, now);
-    }
-
-    pub(crate) fn accept(&mut self, io: T, peer: SocketAddr, now: Instant) -> Result<ConnId, T> {
-        if self.core.shutting_down {
-            return Err(io);
-        }
-        let key = self.core.conns.insert(FConn {
-            io,
-            peer,
-            cert: None,
-            inbuf: Vec::new(),
-            out: OutQueue::default(),
-            established: false,
-            dirty: false,
-            closing: None,
-        });
-        debug!("#{key} {peer}: connected");
-        if !self.deferred {
-            self.established(key, now);
-        }
-        Ok(ConnId(key))
-    }
-
-    pub(crate) fn io_mut(&mut self, conn: ConnId) -> Option<&mut T> {
-        self.core.conns.get_mut(conn.0).map(|c| &mut c.io)
-    }
-
-    pub(crate) fn io_and_output(&mut self, conn: ConnId) -> Option<(&mut T, &mut OutQueue)> {
-        self.core
-            .conns
-            .get_mut(conn.0)
-            .map(|c| (&mut c.io, &mut c.out))
-    }
-
-    /// Whether to read now: not while too much output waits. A closing
-    /// connection is read (and its input discarded) until the peer closes.
-    pub(crate) fn wants_read(&self, conn: ConnId) -> bool {
-        self.core
-            .conns
-            .get(conn.0)
-            .is_some_and(|c| c.closing.is_some() || c.out.len() <= READ_PAUSE_OUTPUT)
-    }
-
-    pub(crate) fn is_closing(&self, conn: ConnId) -> bool {
-        self.core
-            .conns
-            .get(conn.0)
-            .is_some_and(|c| c.closing.is_some())
-    }
-
-    /// Whether to drop the connection now: closing, and either flushed with
-    /// the peer gone, or past its linger deadline.
-    pub(crate) fn finished(&self, conn: ConnId, now: Instant) -> bool {
-        match self.core.conns.get(conn.0) {
-            Some(c) => c
-                .closing
-                .is_some_and(|cl| (cl.eof && c.out.is_empty()) || now >= cl.deadline),
-            None => true,
-        }
-    }
-
-    pub(crate) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
-        into.clear();
-        for key in self.core.dirty.drain(..) {
-            if let Some(c) = self.core.conns.get_mut(key) {
-                c.dirty = false;
-                into.push(ConnId(key));
+    pub(crate) fn accept(&mut self, io: T, peer: SocketAddr, now: Instant) -> Admission<T> {
+        let admission = self
+            .core
+            .links
+            .accept(io, peer, FramedState::default(), now);
+        if let Admission::Open(conn) = admission {
+            debug!("{conn} {peer}: connected");
+            // No login in the generic layer: the full read pause applies.
+            self.core.links.set_trusted(conn);
+            if !self.deferred {
+                self.established(conn, now);
             }
         }
+        admission
     }
 
-    pub(crate) fn has_dirty(&self) -> bool {
-        !self.core.dirty.is_empty()
-    }
-
-    /// Closing connections past their linger are marked for the reactor to drop.
+    /// Closing connections past their linger are handed to the IO layer.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((at, key))) = self.core.timers.peek() {
-            if at > now {
-                break;
-            }
-            self.core.timers.pop();
-            let due = self
-                .core
-                .conns
-                .get(key)
-                .and_then(|c| c.closing)
-                .is_some_and(|cl| cl.deadline <= now);
-            if due {
-                self.core.mark_dirty(key);
-            }
-        }
+        self.core.links.handle_timeout(now);
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.core.timers.peek().map(|Reverse((at, _))| *at)
+        self.core.links.poll_timeout()
     }
 
     /// Bytes received: every whole message goes to the handler at once, and
     /// only an unfinished one's tail is kept.
     pub(crate) fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
-        let key = conn.0;
-        let Some(c) = self.core.conns.get_mut(key) else {
-            return;
-        };
-        if c.closing.is_some() || data.is_empty() {
+        let links = &mut self.core.links;
+        if links.is_closing(conn) || data.is_empty() {
             return;
         }
-        if c.inbuf.is_empty() {
-            let used = self.process(key, data, now);
-            if let Some(c) = self.core.conns.get_mut(key) {
-                if c.closing.is_none() {
-                    c.inbuf
-                        .extend_from_slice(data.get(used..).unwrap_or_default());
+        let kept = links.pending_input(conn);
+        if let Framing::Delimited { delimiter, max_len } = self.core.framing {
+            if kept > 0 && !data.contains(&delimiter) {
+                // The kept tail has no delimiter either (it would have been
+                // cut): still one unfinished message. Checking only the new
+                // bytes keeps a peer that drips one byte at a time from
+                // making every read rescan up to `max_len`.
+                let len = kept + data.len();
+                if len > max_len {
+                    too_long(links, conn, TooLong { len, max_len }, now);
+                } else {
+                    links.keep_input(conn, data);
                 }
-            }
-        } else {
-            if let Framing::Delimited { delimiter, max_len } = self.core.framing {
-                if !data.contains(&delimiter) {
-                    // The kept tail has no delimiter either (it would have
-                    // been cut): still one unfinished message. Checking only
-                    // the new bytes keeps a peer that drips one byte at a
-                    // time from making every read rescan up to `max_len`.
-                    let len = c.inbuf.len() + data.len();
-                    if len > max_len {
-                        self.too_long(key, TooLong { len, max_len }, now);
-                    } else {
-                        c.inbuf.extend_from_slice(data);
-                    }
-                    return;
-                }
-            }
-            c.inbuf.extend_from_slice(data);
-            let buf = std::mem::take(&mut c.inbuf);
-            let used = self.process(key, &buf, now);
-            if let Some(c) = self.core.conns.get_mut(key) {
-                if c.closing.is_none() && used < buf.len() {
-                    let mut buf = buf;
-                    buf.drain(..used);
-                    if buf.capacity() > 2 * buf.len() + 4096 {
-                        buf.shrink_to_fit();
-                    }
-                    c.inbuf = buf;
-                }
+                return;
             }
         }
+        let handler = &mut self.handler;
+        let framing = self.core.framing;
+        let stop = &mut self.core.stop;
+        self.core.links.input(conn, data, |links, bytes| {
+            let mut core = CoreView {
+                framing,
+                links,
+                stop,
+            };
+            Self::process(&mut core, handler, conn, bytes, now)
+        });
     }
 
     /// The peer closed its side: an unfinished message is dropped, what is
     /// queued is flushed, then the connection closes.
     pub(crate) fn handle_eof(&mut self, conn: ConnId, now: Instant) {
-        let key = conn.0;
-        let Some(c) = self.core.conns.get_mut(key) else {
-            return;
-        };
-        if !c.inbuf.is_empty() {
-            debug!(
-                "#{key}: peer closed inside a message ({} bytes dropped)",
-                c.inbuf.len()
-            );
+        let links = &mut self.core.links;
+        if links.handle_eof(conn) {
+            links.close(conn, CloseReason::PeerClosed, now);
         }
-        self.core.begin_close(key, CloseReason::PeerClosed, now);
-        if let Some(cl) = self
-            .core
-            .conns
-            .get_mut(key)
-            .and_then(|c| c.closing.as_mut())
-        {
-            cl.eof = true;
-        }
-        self.core.mark_dirty(key);
+        links.set_eof(conn);
     }
 
     /// The TLS handshake completed, or an outgoing connect did: the
@@ -626,65 +485,40 @@ impl<T, H: FramedHandler> FramedService<T, H> {
         subject: Option<PeerIdentity>,
         now: Instant,
     ) {
-        let Some(c) = self.core.conns.get_mut(conn.0) else {
+        let Some(peer) = self.core.links.peer(conn) else {
             return;
         };
         debug!(
-            "{conn} {}: TLS established{}",
-            c.peer,
+            "{conn} {peer}: TLS established{}",
             subject
                 .as_ref()
                 .map(|s| format!(", client {s}"))
                 .unwrap_or_default()
         );
-        c.cert = subject.map(Box::new);
-        self.established(conn.0, now);
-        self.core.mark_dirty(conn.0);
+        self.core.links.set_identity(conn, subject);
+        self.established(conn, now);
+        self.core.links.mark_dirty(conn);
     }
-
-    pub(crate) fn touch(&mut self, conn: ConnId) {
-        self.core.mark_dirty(conn.0);
-    }
-
-    /// Nothing to do: input is processed as it arrives, and only reading
-    /// pauses under backpressure.
-    pub(crate) fn resume(&mut self, _conn: ConnId, _now: Instant) {}
 
     /// Drops a connection and tells the handler (if it was established, or
     /// is outgoing).
     pub(crate) fn remove(&mut self, conn: ConnId, reason: CloseReason, now: Instant) -> Option<T> {
-        let c = self.core.conns.try_remove(conn.0)?;
-        let reason = c.closing.map_or(reason, |cl| cl.reason);
-        debug!("{conn} {}: closed ({reason})", c.peer);
-        if c.established || self.outgoing {
+        let peer = self.core.links.peer(conn)?;
+        let (io, state, reason) = self.core.links.remove(conn, reason)?;
+        debug!("{conn} {peer}: closed ({reason})");
+        if state.established || self.outgoing {
             let mut ctx = FramedContext {
-                core: &mut self.core,
+                core: &mut self.core.view(),
                 now,
             };
             self.handler.on_closed(&mut ctx, conn, reason);
         }
-        Some(c.io)
+        Some(io)
     }
 
     /// Refuses new connections and closes every open one gracefully.
     pub(crate) fn shutdown(&mut self, now: Instant) {
-        self.core.shutting_down = true;
-        let keys: Vec<usize> = self.core.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.core.begin_close(key, CloseReason::Shutdown, now);
-        }
-    }
-
-    pub(crate) fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.core.peer(conn)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.core.conns.len()
-    }
-
-    pub(crate) fn linger(&self) -> Duration {
-        LINGER
+        self.core.links.shutdown(None, now);
     }
 
     /// Whether a handler asked to stop and [`FramedService::take_stop`] has
@@ -696,6 +530,66 @@ impl<T, H: FramedHandler> FramedService<T, H> {
     /// Whether a handler asked to stop since the last call.
     pub(crate) fn take_stop(&mut self) -> bool {
         std::mem::take(&mut self.core.stop)
+    }
+}
+
+/// A message over the maximum: logged, and the connection closed.
+fn too_long<T, P>(links: &mut Links<T, P>, conn: ConnId, e: TooLong, now: Instant) {
+    let peer = links.peer(conn);
+    info!(
+        "{conn} {}: closing: {e}",
+        peer.map(|p| p.to_string()).unwrap_or_default()
+    );
+    links.close(conn, CloseReason::TooLarge, now);
+}
+
+impl<H: FramedHandler> Service for FramedService<Conn, H> {
+    fn links(&mut self) -> &mut dyn Table<Conn> {
+        &mut self.core.links
+    }
+    fn links_ref(&self) -> &dyn Table<Conn> {
+        &self.core.links
+    }
+    fn accept(&mut self, io: Conn, peer: SocketAddr, now: Instant) -> Admission<Conn> {
+        Self::accept(self, io, peer, now)
+    }
+    fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        Self::handle_input(self, conn, data, now);
+    }
+    fn handle_eof(&mut self, conn: ConnId, now: Instant) {
+        Self::handle_eof(self, conn, now);
+    }
+    fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant) {
+        Self::handle_secured(self, conn, subject, now);
+    }
+    /// Nothing kept to process: input is cut as it arrives, and only
+    /// reading pauses under backpressure.
+    fn resume(&mut self, _conn: ConnId, _now: Instant) {}
+    fn handle_timeout(&mut self, now: Instant) {
+        Self::handle_timeout(self, now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Self::poll_timeout(self)
+    }
+    fn remove(&mut self, conn: ConnId, reason: CloseReason) -> Option<Conn> {
+        // The reactor drops connections outside any turn's clock reading; the
+        // handler's `close` only needs a linger start, so now is close enough.
+        Self::remove(self, conn, reason, Instant::now())
+    }
+    fn shutdown(&mut self, now: Instant) {
+        Self::shutdown(self, now);
+    }
+    fn has_events(&self) -> bool {
+        // A handler may ask to stop from a callback that runs after this
+        // turn's `after_input` (a close during the final flush): the next
+        // poll must not block before the loop sees it.
+        self.stop_requested()
+    }
+    fn after_input(&mut self, _now: Instant) -> bool {
+        self.take_stop()
+    }
+    fn handle_control(&mut self, _message: Box<dyn std::any::Any + Send>, _now: Instant) -> bool {
+        false
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER};
+use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER, Sessions};
 use crate::conn::PeerIdentity;
 use crate::proto::GroupId;
 use crate::reactor::Conn;
@@ -93,7 +93,8 @@ impl Handler for () {
 /// What a [`Handler`] callback (or a closure sent with
 /// [`crate::ServerHandle::call`]) may do inside the loop.
 pub struct Context<'a> {
-    pub(crate) broker: &'a mut Broker<Conn>,
+    pub(crate) broker: &'a mut Broker,
+    pub(crate) links: &'a mut Sessions<Conn>,
     pub(crate) now: Instant,
     pub(crate) stop: &'a mut bool,
 }
@@ -101,7 +102,7 @@ pub struct Context<'a> {
 impl std::fmt::Debug for Context<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("connections", &self.broker.len())
+            .field("connections", &self.links.len())
             .finish()
     }
 }
@@ -114,7 +115,8 @@ impl Context<'_> {
     ///
     /// [`DeliveryError::UnknownGroup`] if a group is not registered.
     pub fn publish(&mut self, groups: &[GroupId], payload: &[u8]) -> Result<usize, DeliveryError> {
-        self.broker.publish(SERVER_USER, groups, payload)
+        self.broker
+            .publish(self.links, SERVER_USER, groups, payload)
     }
 
     /// Sends `payload` to every session of `user` as `@server`.
@@ -123,7 +125,7 @@ impl Context<'_> {
     ///
     /// [`DeliveryError::NoSuchUser`] if the user is not online.
     pub fn send(&mut self, user: &str, payload: &[u8]) -> Result<usize, DeliveryError> {
-        self.broker.send(SERVER_USER, user, payload)
+        self.broker.send(self.links, SERVER_USER, user, payload)
     }
 
     /// Registers (or renames) a group.
@@ -138,28 +140,28 @@ impl Context<'_> {
 
     /// The users online.
     pub fn users(&self) -> Vec<String> {
-        self.broker.users()
+        self.broker.users(self.links)
     }
 
     /// The peer address of a connection.
     pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.broker.peer(conn)
+        self.links.peer(conn)
     }
 
     /// The verified client certificate subject of a connection (C, ST, L, O,
     /// OU, CN), when it came over mutual TLS.
     pub fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
-        self.broker.client_cert(conn)
+        self.links.identity(conn)
     }
 
     /// The user a connection logged in as.
     pub fn user(&self, conn: ConnId) -> Option<&str> {
-        self.broker.user_of(conn)
+        self.broker.user_of(self.links, conn)
     }
 
     /// Starts closing a connection (it is flushed first).
     pub fn close(&mut self, conn: ConnId) {
-        self.broker.close(conn, self.now);
+        self.broker.close(self.links, conn, self.now);
     }
 
     /// Stops the server gracefully.

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::conn::Limits;
 use crate::proto::frame::DEFAULT_MAX_PAYLOAD;
 
 /// How clients log in (protocol.md section 3.2).
@@ -51,9 +52,32 @@ pub struct BrokerConfig {
     pub ping_interval: Duration,
     /// Time to answer the server's `PING` (any input counts).
     pub ping_timeout: Duration,
-    /// How long a closing connection may take to flush what it is owed.
+    /// How long a closing connection may take to flush what it is owed
+    /// (protocol.md 7a: gone within 2 s).
     pub linger: Duration,
+    /// On shutdown, how long connections may take to read what they are
+    /// owed before `ERR shutting-down` and the close (cli.md
+    /// `--drain-timeout`).
+    pub drain_timeout: Duration,
 }
+
+impl BrokerConfig {
+    /// The connection table's share of these settings.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_pending: self.max_pending,
+            read_pause: self.read_pause,
+            untrusted_read_pause: self.read_pause.min(UNTRUSTED_READ_PAUSE),
+            linger: self.linger,
+            drain: self.drain_timeout,
+        }
+    }
+}
+
+/// Output held above which a connection that has not logged in is read no
+/// further (protocol.md 7a: "a small output bound" before login).
+const UNTRUSTED_READ_PAUSE: usize = 16 << 10;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -68,6 +92,7 @@ impl Default for BrokerConfig {
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

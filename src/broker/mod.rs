@@ -1,13 +1,17 @@
 //! The messaging broker, sans-IO: sessions, users, groups and their fan-out.
 //!
-//! `Broker` is the whole server minus sockets and clocks. The reactor feeds it
-//! bytes ([`Broker::handle_input`]), end of stream, time
-//! ([`Broker::handle_timeout`]) and password verdicts; it answers with bytes
-//! queued per connection ([`Broker::output`]), the connections that have
-//! something new to write ([`Broker::take_dirty`]), events for the embedding
-//! program ([`Broker::poll_event`]), password checks to run off the loop
-//! ([`Broker::poll_auth_request`]) and its next deadline
-//! ([`Broker::poll_timeout`]). Tests drive it byte by byte with simulated time.
+//! `Broker` is the messaging protocol minus sockets, clocks and connection
+//! bookkeeping: it holds the registry (groups, watchers, users), the events
+//! for the embedding program and the password checks to run, and it works on
+//! a connection table ([`Links`], the connection layer) that the caller owns
+//! and hands to every call, as quinn-proto's `Endpoint` never holds a socket.
+//! The caller feeds bytes ([`Broker::handle_input`]), end of stream, time
+//! ([`Broker::handle_timeout`]) and password verdicts; the broker answers
+//! with frames queued in the table (read them with [`Links::output`], find
+//! them with [`Links::take_dirty`]), events ([`Broker::poll_event`]),
+//! password checks to run off the loop ([`Broker::poll_auth_request`]) and
+//! its next deadline ([`Broker::poll_timeout`]). Tests drive it byte by byte
+//! with simulated time.
 //!
 //! Polling order after any input, as in quinn-proto: `take_dirty` (write, then
 //! ask `finished`), `poll_event`, `poll_auth_request`, `poll_timeout`.
@@ -25,7 +29,6 @@
 mod config;
 mod event;
 mod session;
-mod tick;
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -33,21 +36,17 @@ use std::sync::Arc;
 use std::time::Instant;
 use std::{cmp::Reverse, fmt::Write as _};
 
-use tick::{Clock, Tick};
-
 use bytes::{Bytes, BytesMut};
 use log::{debug, info};
-use slab::Slab;
 
 pub use crate::conn::{CloseReason, ConnId};
 pub use config::{AuthMode, BrokerConfig};
 pub use event::Event;
-#[cfg(test)]
-pub(crate) type SessionSize = Session<crate::reactor::Conn>;
-use session::{Session, State};
+pub use session::Session;
+use session::State;
 
-use crate::buf::OutQueue;
-use crate::conn::PeerIdentity;
+use crate::conn::tick::Tick;
+use crate::conn::{Admission, Links, PeerIdentity, PushError};
 use crate::error::{ErrorCode, FrameError};
 use crate::proto::command::{Command, CommandError, verb_allowed_before_login};
 use crate::proto::frame::{self, PING};
@@ -56,9 +55,9 @@ use crate::proto::{Decoded, GroupId, decode};
 /// The name on frames the server itself originates.
 pub const SERVER_USER: &str = "@server";
 
-/// Connections accepted over `max_connections` only to be told `server-full`;
-/// beyond this many at once they are dropped without a word.
-const REJECT_SLACK: usize = 64;
+/// The largest payload accepted before login (protocol.md 7a): a connection
+/// that has not logged in holds at most one header and this much input.
+pub const PRELOGIN_MAX_PAYLOAD: usize = 4 << 10;
 
 /// A password to check, handed out by [`Broker::poll_auth_request`].
 #[derive(Debug)]
@@ -147,53 +146,53 @@ impl Keys {
     }
 }
 
-/// The broker. `T` is what the reactor keeps with each connection (its
-/// socket); tests use `()`.
+/// The connection table the broker works on: `T` is what the IO layer keeps
+/// with each connection (its socket; tests use `()`).
+pub type Sessions<T> = Links<T, Session>;
+
+/// The broker: the registry of groups, watchers and users, and what it has
+/// for the embedding program. The connections are in a [`Sessions`] table
+/// the caller owns (make it with [`Broker::new_table`]).
 #[derive(Debug)]
-pub struct Broker<T = ()> {
+pub struct Broker {
     config: BrokerConfig,
-    sessions: Slab<Session<T>>,
     groups: HashMap<GroupId, Group>,
     /// Online users by case-folded name, with their sessions (the key shares
     /// the session's name allocation when the name is already lower case).
     users: HashMap<Arc<str>, Keys>,
+    /// Login and keep-alive deadlines: (when, slot, generation).
     timers: BinaryHeap<Reverse<(Tick, usize, u32)>>,
-    /// Turns the caller's `Instant`s into the [`Tick`]s sessions store.
-    clock: Clock,
-    dirty: Vec<usize>,
     events: VecDeque<Event>,
     events_enabled: bool,
     auth_requests: VecDeque<AuthRequest>,
-    next_gen: u32,
     publish_seq: u64,
-    /// Sessions that count against `max_connections`.
-    admitted: usize,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
-    now: Tick,
-    shutting_down: bool,
+    now: Instant,
 }
 
-impl<T> Broker<T> {
-    /// A broker with no groups and no sessions.
+impl Broker {
+    /// A broker with no groups.
     pub fn new(config: BrokerConfig) -> Self {
         Self {
             config,
-            sessions: Slab::new(),
             groups: HashMap::new(),
             users: HashMap::new(),
             timers: BinaryHeap::new(),
-            clock: Clock::new(Instant::now()),
-            dirty: Vec::new(),
             events: VecDeque::new(),
             events_enabled: true,
             auth_requests: VecDeque::new(),
-            next_gen: 0,
             publish_seq: 0,
-            admitted: 0,
-            now: Tick::EPOCH,
-            shutting_down: false,
+            now: Instant::now(),
         }
+    }
+
+    /// An empty connection table with this broker's limits, whose refused
+    /// connections are told `ERR server-full`.
+    pub fn new_table<T>(&self) -> Sessions<T> {
+        let mut links = Links::new(self.config.limits());
+        links.set_farewell_full(frame::err(ErrorCode::ServerFull, "server is full"));
+        links
     }
 
     /// The settings.
@@ -238,118 +237,65 @@ impl<T> Broker<T> {
     }
 
     /// Online user names, sorted case-insensitively.
-    pub fn users(&self) -> Vec<String> {
+    pub fn users<T>(&self, links: &Sessions<T>) -> Vec<String> {
         let mut v: Vec<_> = self.users.iter().collect();
         v.sort_unstable_by(|a, b| a.0.cmp(b.0));
         v.into_iter()
-            .filter_map(|(_, keys)| self.user_name(keys))
+            .filter_map(|(_, keys)| user_name(links, keys))
             .map(|n| n.to_string())
             .collect()
     }
 
-    /// Open connections (including ones being closed).
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Whether no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// Accepts a new connection.
+    /// Accepts a new connection into `links`.
     ///
     /// Over `max_connections`, the connection is still taken so that it can be
     /// told `ERR server-full`, then closed; past a small slack beyond that, or
-    /// while shutting down, it is refused and `io` is handed back.
-    ///
-    /// # Errors
-    ///
-    /// Returns `io` when the connection should simply be dropped.
-    pub fn accept(&mut self, io: T, peer: SocketAddr, now: Instant) -> Result<ConnId, T> {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        let full = self.admitted >= self.config.max_connections;
-        if self.shutting_down
-            || (full && self.sessions.len() >= self.config.max_connections + REJECT_SLACK)
-        {
-            return Err(io);
+    /// while shutting down, it is not kept ([`Admission::Dropped`]: write the
+    /// farewell it carries, if any, and drop the transport).
+    pub fn accept<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        io: T,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Admission<T> {
+        self.now = now;
+        let session = Session::new(links.tick(now));
+        let admission = links.accept(io, peer, session, now);
+        if let Admission::Open(id) = admission {
+            debug!("{id} {peer}: connected");
+            self.emit(Event::Connected { conn: id, peer });
+            self.schedule(links, id);
         }
-        self.next_gen = self.next_gen.wrapping_add(1);
-        let key = self
-            .sessions
-            .insert(Session::new(io, peer, self.next_gen, now));
-        if full {
-            info!("{peer}: refused, at the connection limit");
-            self.push_reply(key, frame::err(ErrorCode::ServerFull, "server is full"));
-            self.begin_close(key, CloseReason::ServerFull, now);
-        } else {
-            self.admitted += 1;
-            debug!("#{key} {peer}: connected");
-            self.emit(Event::Connected {
-                conn: ConnId(key),
-                peer,
-            });
-            self.schedule(key);
-        }
-        Ok(ConnId(key))
-    }
-
-    /// The transport kept with a connection.
-    pub fn io_mut(&mut self, conn: ConnId) -> Option<&mut T> {
-        self.sessions.get_mut(conn.0).map(|s| &mut s.io)
-    }
-
-    /// The transport and the output queue of a connection, for flushing.
-    pub fn io_and_output(&mut self, conn: ConnId) -> Option<(&mut T, &mut OutQueue)> {
-        self.sessions
-            .get_mut(conn.0)
-            .map(|s| (&mut s.io, &mut s.out))
-    }
-
-    /// Whether events are waiting in [`Broker::poll_event`].
-    pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
-    }
-
-    /// The peer address of a connection.
-    pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
-        self.sessions.get(conn.0).map(|s| s.peer)
-    }
-
-    /// The verified client certificate subject of a connection (mutual TLS).
-    pub fn client_cert(&self, conn: ConnId) -> Option<&PeerIdentity> {
-        self.sessions.get(conn.0).and_then(|s| s.cert.as_deref())
-    }
-
-    /// Marks a connection for flushing this turn (the transport has bytes of
-    /// its own to write, e.g. TLS handshake records).
-    pub fn touch(&mut self, conn: ConnId) {
-        self.mark_dirty(conn.0);
+        admission
     }
 
     /// The TLS handshake of a connection completed. With [`AuthMode::Cert`],
     /// a certificate whose subject CN is a valid user name logs the session in.
-    pub fn handle_secured(&mut self, conn: ConnId, subject: Option<PeerIdentity>, now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        let key = conn.0;
-        let Some(s) = self.sessions.get_mut(key) else {
+    pub fn handle_secured<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        subject: Option<PeerIdentity>,
+        now: Instant,
+    ) {
+        self.now = now;
+        let Some(l) = links.get(conn) else {
             return;
         };
-        if s.is_closing() {
+        if l.is_closing() {
             return;
         }
         debug!(
-            "#{key} {}: TLS established{}",
-            s.peer,
+            "{conn} {}: TLS established{}",
+            l.peer(),
             subject
                 .as_ref()
                 .map(|c| format!(", client {c}"))
                 .unwrap_or_default()
         );
-        s.cert = subject.clone().map(Box::new);
-        let logged_in = s.is_logged_in();
+        let logged_in = l.proto.is_logged_in();
+        links.set_identity(conn, subject.clone());
         let cn: Option<String> = subject.as_ref().and_then(|c| c.cn.clone());
         self.emit(Event::Secured { conn, subject });
         if self.config.auth != AuthMode::Cert || logged_in {
@@ -357,74 +303,22 @@ impl<T> Broker<T> {
         }
         match cn {
             Some(cn) if crate::proto::command::is_valid_user(cn.as_bytes()) => {
-                self.login(key, cn.into());
+                self.login(links, conn, cn.into());
             }
-            Some(cn) => info!("#{key}: certificate CN {cn:?} is not a valid user name"),
-            None => debug!("#{key}: no client certificate; cannot log in"),
+            Some(cn) => info!("{conn}: certificate CN {cn:?} is not a valid user name"),
+            None => debug!("{conn}: no client certificate; cannot log in"),
         }
-        self.mark_dirty(key);
+        links.mark_dirty(conn);
     }
 
     /// The user a connection logged in as.
-    pub fn user_of(&self, conn: ConnId) -> Option<&str> {
-        self.sessions.get(conn.0).and_then(|s| s.name.as_deref())
+    pub fn user_of<'a, T>(&self, links: &'a Sessions<T>, conn: ConnId) -> Option<&'a str> {
+        links.proto(conn).and_then(|s| s.name.as_deref())
     }
 
-    /// The bytes waiting to be written to a connection. Write from the front,
-    /// then call [`OutQueue::consume`].
-    pub fn output(&mut self, conn: ConnId) -> Option<&mut OutQueue> {
-        self.sessions.get_mut(conn.0).map(|s| &mut s.out)
-    }
-
-    /// Whether the reactor should read from this connection now. `false` while
-    /// a password is being checked or while its output is backed up; reads
-    /// resume (call [`Broker::resume`]) when it turns `true` again. A closing
-    /// connection is still read, and its input discarded, until the peer closes.
-    pub fn wants_read(&self, conn: ConnId) -> bool {
-        self.sessions
-            .get(conn.0)
-            .is_some_and(|s| s.is_closing() || s.can_process(&self.config))
-    }
-
-    /// Whether the connection is closing: once its output is flushed, the
-    /// reactor shuts down the write side and waits for [`Broker::finished`].
-    pub fn is_closing(&self, conn: ConnId) -> bool {
-        self.sessions.get(conn.0).is_some_and(Session::is_closing)
-    }
-
-    /// Whether the reactor should drop the connection now (then call
-    /// [`Broker::remove`]): it is closing and either everything was flushed
-    /// and the peer closed, or its linger deadline passed.
-    pub fn finished(&self, conn: ConnId, now: Instant) -> bool {
-        let now = self.clock.tick(now);
-        match self
-            .sessions
-            .get(conn.0)
-            .map(|s| (&s.state, s.out.is_empty()))
-        {
-            Some((State::Closing { deadline, eof, .. }, empty)) => {
-                (*eof && empty) || now >= *deadline
-            }
-            Some(_) => false,
-            None => true,
-        }
-    }
-
-    /// Connections with new output or a new state since the last call, into
-    /// `into` (cleared first).
-    pub fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
-        into.clear();
-        for key in self.dirty.drain(..) {
-            if let Some(s) = self.sessions.get_mut(key) {
-                s.dirty = false;
-                into.push(ConnId(key));
-            }
-        }
-    }
-
-    /// Whether [`Broker::take_dirty`] has anything.
-    pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+    /// Whether events are waiting in [`Broker::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// The next event for the embedding program.
@@ -438,216 +332,169 @@ impl<T> Broker<T> {
         self.auth_requests.pop_front()
     }
 
-    /// The earliest instant at which [`Broker::handle_timeout`] has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// The earliest instant at which [`Broker::handle_timeout`] has work
+    /// (the table's closing deadlines are [`Links::poll_timeout`]).
+    pub fn poll_timeout<T>(&self, links: &Sessions<T>) -> Option<Instant> {
         self.timers
             .peek()
-            .map(|Reverse((at, _, _))| self.clock.instant(*at))
+            .map(|Reverse((at, _, _))| links.instant(*at))
     }
 
     /// Bytes received from a connection.
-    pub fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        let key = conn.0;
-        let Some(s) = self.sessions.get_mut(key) else {
+    pub fn handle_input<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        data: &[u8],
+        now: Instant,
+    ) {
+        self.now = now;
+        let tick = links.tick(now);
+        let Some(s) = links.proto_mut(conn) else {
             return;
         };
-        s.last_rx = now;
+        s.last_rx = tick;
         s.ping_sent = None;
-        if s.is_closing() || data.is_empty() {
-            return;
-        }
-        if s.inbuf.is_empty() && s.can_process(&self.config) {
-            // The common case: parse straight from the reactor's read buffer and
-            // keep only an unfinished tail.
-            let used = self.process(key, data, now);
-            if let Some(s) = self.sessions.get_mut(key) {
-                if !s.is_closing() {
-                    s.inbuf
-                        .extend_from_slice(data.get(used..).unwrap_or_default());
-                }
-            }
-        } else {
-            s.inbuf.extend_from_slice(data);
-            self.resume_at(conn, now);
-        }
+        links.input(conn, data, |links, bytes| self.process(links, conn, bytes));
     }
 
-    /// Processes input buffered while the connection was paused.
-    pub fn resume(&mut self, conn: ConnId, now: Instant) {
-        let now = self.clock.tick(now);
-        self.resume_at(conn, now);
-    }
-
-    fn resume_at(&mut self, conn: ConnId, now: Tick) {
-        self.now = self.now.max(now);
-        let key = conn.0;
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if s.inbuf.is_empty() || !s.can_process(&self.config) {
-            return;
-        }
-        let mut buf = std::mem::take(&mut s.inbuf);
-        let used = self.process(key, &buf, now);
-        if let Some(s) = self.sessions.get_mut(key) {
-            if !s.is_closing() && used < buf.len() {
-                buf.drain(..used);
-                if buf.capacity() > 2 * buf.len() + 4096 {
-                    buf.shrink_to_fit();
-                }
-                s.inbuf = buf;
-            }
-        }
+    /// Processes input kept while the connection was paused (its output
+    /// drained, or a password verdict came).
+    pub fn resume<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, now: Instant) {
+        self.now = now;
+        links.resume_input(conn, |links, bytes| self.process(links, conn, bytes));
     }
 
     /// The peer closed its side: finish what is owed, then close.
-    pub fn handle_eof(&mut self, conn: ConnId, now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        let key = conn.0;
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if let State::Closing { eof, .. } = &mut s.state {
-            *eof = true;
-        } else {
-            self.begin_close(key, CloseReason::PeerClosed, now);
-            if let Some(State::Closing { eof, .. }) =
-                self.sessions.get_mut(key).map(|s| &mut s.state)
-            {
-                *eof = true;
-            }
+    pub fn handle_eof<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, now: Instant) {
+        self.now = now;
+        if links.handle_eof(conn) {
+            self.begin_close(links, conn, CloseReason::PeerClosed);
         }
-        self.mark_dirty(key);
+        links.set_eof(conn);
     }
 
-    /// Closes a connection now, e.g. after an I/O error, and hands back its
-    /// transport for the reactor to deregister.
-    pub fn remove(&mut self, conn: ConnId, reason: CloseReason) -> Option<T> {
-        let key = conn.0;
-        let s = self.sessions.get(key)?;
-        let reason = match s.state {
-            State::Closing { reason, .. } => reason,
-            _ => {
-                self.leave(key);
-                reason
-            }
-        };
-        let s = self.sessions.try_remove(key)?;
-        if reason != CloseReason::ServerFull {
-            self.admitted = self.admitted.saturating_sub(1);
-            debug!("#{key} {}: closed ({reason})", s.peer);
+    /// Drops a connection from the table (the IO layer is done with it: it
+    /// finished closing, or failed) and hands back its transport.
+    pub fn remove<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        reason: CloseReason,
+    ) -> Option<T> {
+        if !links.is_closing(conn) {
+            self.leave(links, conn);
+        }
+        let admitted = links.is_admitted(conn);
+        let peer = links.peer(conn)?;
+        let (io, session, reason) = links.remove(conn, reason)?;
+        if admitted {
+            debug!("{conn} {peer}: closed ({reason})");
             self.emit(Event::Closed {
                 conn,
-                user: s.name.as_deref().map(String::from),
+                user: session.name.as_deref().map(String::from),
                 reason,
             });
         }
-        Some(s.io)
+        Some(io)
     }
 
     /// Starts closing a connection from the embedding program.
-    pub fn close(&mut self, conn: ConnId, now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        if self.sessions.contains(conn.0) {
-            self.begin_close(conn.0, CloseReason::Closed, now);
-        }
+    pub fn close<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, now: Instant) {
+        self.now = now;
+        self.begin_close(links, conn, CloseReason::Closed);
     }
 
     /// The verdict on an [`AuthRequest`].
-    pub fn handle_auth_result(&mut self, conn: ConnId, ticket: u32, ok: bool, now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        let key = conn.0;
-        let Some(s) = self.sessions.get_mut(key) else {
+    pub fn handle_auth_result<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        ticket: u32,
+        ok: bool,
+        now: Instant,
+    ) {
+        self.now = now;
+        let Some(l) = links.get_mut(conn) else {
             return;
         };
-        let State::Login { user, verifying } = &mut s.state else {
+        if l.generation() != ticket || l.is_closing() {
+            return;
+        }
+        let State::Login { user, verifying } = &mut l.proto.state else {
             return;
         };
-        if s.generation != ticket || !*verifying {
+        if !*verifying {
             return;
         }
         *verifying = false;
         let user = user.take();
+        links.set_paused(conn, false);
         match (ok, user) {
             (true, Some(name)) => {
-                self.login(key, name);
-                self.push_reply(key, frame::ack("logged in"));
-                self.resume_at(conn, now);
+                self.login(links, conn, name);
+                self.push_reply(links, conn, frame::ack("logged in"));
+                self.resume(links, conn, now);
             }
             (_, name) => {
                 info!(
-                    "#{key}: password login failed for {}",
+                    "{conn}: password login failed for {}",
                     name.as_deref().unwrap_or("?")
                 );
                 self.fail(
-                    key,
+                    links,
+                    conn,
                     ErrorCode::AuthFailed,
                     "wrong user name or password",
                     CloseReason::AuthFailed,
-                    now,
                 );
             }
         }
     }
 
     /// Runs the deadlines that are due: login timeout, keep-alive pings and
-    /// their timeout, and the linger of closing connections.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
+    /// their timeout. (Closing connections' deadlines are the table's:
+    /// [`Links::handle_timeout`].)
+    pub fn handle_timeout<T>(&mut self, links: &mut Sessions<T>, now: Instant) {
+        self.now = now;
+        let tick = links.tick(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
-            if at > now {
+            if at > tick {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.sessions.get_mut(key) else {
+            let conn = ConnId(key);
+            let Some(l) = links.get_mut(conn) else {
                 continue;
             };
-            if s.generation != generation {
+            if l.generation() != generation || l.is_closing() {
                 continue;
             }
-            if s.timer_at == Some(at) {
-                s.timer_at = None;
+            if l.proto.timer_at == Some(at) {
+                l.proto.timer_at = None;
             }
-            self.check_deadlines(key, now);
-            // A closing session past its deadline waits for the reactor to drop
-            // it; every other deadline has moved past `now`.
-            if self
-                .sessions
-                .get(key)
-                .is_some_and(|s| s.next_deadline(&self.config) > now)
-            {
-                self.schedule(key);
+            self.check_deadlines(links, conn, tick);
+            if links.proto(conn).is_some() && !links.is_closing(conn) {
+                self.schedule(links, conn);
             }
         }
     }
 
     /// Starts a graceful shutdown: every connection gets `ERR shutting-down`
-    /// after what it is owed, then closes. No new connection is accepted.
-    pub fn shutdown(&mut self, now: Instant) {
-        let now = self.clock.tick(now);
-        self.now = self.now.max(now);
-        self.shutting_down = true;
-        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            if self.sessions.get(key).is_some_and(|s| !s.is_closing()) {
-                self.push_reply(
-                    key,
-                    frame::err(ErrorCode::ShuttingDown, "server is shutting down"),
-                );
-                self.begin_close(key, CloseReason::Shutdown, now);
-            }
+    /// after what it is owed (within the drain timeout), then closes. No new
+    /// connection is accepted.
+    pub fn shutdown<T>(&mut self, links: &mut Sessions<T>, now: Instant) {
+        self.now = now;
+        let open: Vec<ConnId> = links
+            .iter()
+            .filter(|(_, l)| !l.is_closing())
+            .map(|(id, _)| id)
+            .collect();
+        let farewell = frame::err(ErrorCode::ShuttingDown, "server is shutting down");
+        links.shutdown(Some(&farewell), now);
+        for id in open {
+            self.leave(links, id);
         }
-    }
-
-    /// Whether [`Broker::shutdown`] was called.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down
     }
 
     /// Publishes a message as `@server` (or another sender name the embedding
@@ -657,8 +504,9 @@ impl<T> Broker<T> {
     ///
     /// [`DeliveryError::UnknownGroup`] when a group is not registered (and
     /// groups are not open); nothing is delivered then.
-    pub fn publish(
+    pub fn publish<T>(
         &mut self,
+        links: &mut Sessions<T>,
         sender: &str,
         groups: &[GroupId],
         payload: &[u8],
@@ -666,7 +514,7 @@ impl<T> Broker<T> {
         if groups.is_empty() || groups.len() > frame::MAX_ARGS - 1 || !is_sender_name(sender) {
             return Err(DeliveryError::BadArgs);
         }
-        self.fanout(None, sender, groups, payload)
+        self.fanout(links, None, sender, groups, payload)
     }
 
     /// Sends a one-to-one message as `sender` (normally `@server`) to every
@@ -675,8 +523,9 @@ impl<T> Broker<T> {
     /// # Errors
     ///
     /// [`DeliveryError::NoSuchUser`] when the user has no session.
-    pub fn send(
+    pub fn send<T>(
         &mut self,
+        links: &mut Sessions<T>,
         sender: &str,
         user: &str,
         payload: &[u8],
@@ -684,16 +533,15 @@ impl<T> Broker<T> {
         if !is_sender_name(sender) || !crate::proto::command::is_valid_user(user.as_bytes()) {
             return Err(DeliveryError::BadArgs);
         }
-        self.deliver_message(None, sender, user, payload)
+        self.deliver_message(links, None, sender, user, payload)
     }
 
-    /// Heap and slot bytes held by sessions (for footprint reports).
-    pub fn session_bytes(&self) -> usize {
-        self.sessions.capacity() * (std::mem::size_of::<Session<T>>() + 8)
-            + self
-                .sessions
+    /// Slot and heap bytes held by the sessions (for footprint reports).
+    pub fn session_bytes<T>(&self, links: &Sessions<T>) -> usize {
+        links.footprint()
+            + links
                 .iter()
-                .map(|(_, s)| s.heap_bytes())
+                .map(|(_, l)| l.proto.heap_bytes())
                 .sum::<usize>()
     }
 
@@ -701,20 +549,25 @@ impl<T> Broker<T> {
 
     /// Decodes and executes frames from `data` while the session can process
     /// input. Returns how many bytes were used.
-    fn process(&mut self, key: usize, data: &[u8], now: Tick) -> usize {
+    fn process<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, data: &[u8]) -> usize {
         let mut used = 0;
         loop {
-            let Some(s) = self.sessions.get_mut(key) else {
-                return used;
-            };
-            if !s.can_process(&self.config) {
+            if !links.can_process(conn) {
                 return used;
             }
+            let logged_in = links.proto(conn).is_some_and(Session::is_logged_in);
+            // Before login a connection may hold one header and a small
+            // payload, never a whole `max_payload` (protocol.md 7a).
+            let limit = if logged_in {
+                self.config.max_payload
+            } else {
+                self.config.max_payload.min(PRELOGIN_MAX_PAYLOAD)
+            };
             let rest = data.get(used..).unwrap_or_default();
-            match decode(rest, self.config.max_payload) {
+            match decode(rest, limit) {
                 Ok(Decoded::Frame { frame, consumed }) => {
                     used += consumed;
-                    self.execute(key, &frame, now);
+                    self.execute(links, conn, &frame);
                 }
                 Ok(Decoded::Incomplete { skip, .. }) => {
                     // No reservation for the declared size: the buffer grows
@@ -723,120 +576,134 @@ impl<T> Broker<T> {
                     return used + skip;
                 }
                 Err(e) => {
-                    self.frame_error(key, e, now);
+                    self.frame_error(links, conn, e);
                     return data.len();
                 }
             }
         }
     }
 
-    fn frame_error(&mut self, key: usize, e: FrameError, now: Tick) {
+    fn frame_error<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, e: FrameError) {
         let reason = if matches!(e, FrameError::TooLarge { .. }) {
             CloseReason::TooLarge
         } else {
             CloseReason::BadFrame
         };
-        debug!("#{key}: {e}");
+        debug!("{conn}: {e}");
         let text = e.to_string();
-        self.fail(key, e.code(), &text, reason, now);
+        self.fail(links, conn, e.code(), &text, reason);
     }
 
-    /// Sends a final `ERR` and starts closing.
-    fn fail(&mut self, key: usize, code: ErrorCode, text: &str, reason: CloseReason, now: Tick) {
-        self.push_reply(key, frame::err(code, text));
-        self.begin_close(key, reason, now);
+    /// Sends a final `ERR` (whatever the output bound) and starts closing.
+    fn fail<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        code: ErrorCode,
+        text: &str,
+        reason: CloseReason,
+    ) {
+        links.push_final(conn, frame::err(code, text));
+        self.begin_close(links, conn, reason);
     }
 
-    fn execute(&mut self, key: usize, frame: &crate::proto::Frame<'_>, now: Tick) {
-        let logged_in = self.sessions.get(key).is_some_and(Session::is_logged_in);
+    fn execute<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        frame: &crate::proto::Frame<'_>,
+    ) {
+        let logged_in = links.proto(conn).is_some_and(Session::is_logged_in);
         if !logged_in && !verb_allowed_before_login(frame.verb().as_bytes()) {
-            return self.reply_err(key, ErrorCode::AuthRequired, "log in first (USER)");
+            return self.reply_err(links, conn, ErrorCode::AuthRequired, "log in first (USER)");
         }
         let cmd = match Command::from_frame(frame) {
             Ok(cmd) => cmd,
             Err(CommandError::Unknown) => {
                 let text = format!("unknown command {}", frame.verb().as_str());
-                return self.reply_err(key, ErrorCode::UnknownCommand, &text);
+                return self.reply_err(links, conn, ErrorCode::UnknownCommand, &text);
             }
             Err(CommandError::BadArgs(why)) => {
                 // A malformed PONG gets no reply, like any PONG.
                 if frame.verb().as_bytes() == b"PONG" {
                     return;
                 }
-                return self.reply_err(key, ErrorCode::BadArgs, why);
+                return self.reply_err(links, conn, ErrorCode::BadArgs, why);
             }
         };
         match cmd {
-            Command::User(name) => self.cmd_user(key, name),
-            Command::Pass(pw) => self.cmd_pass(key, pw),
-            Command::Ping => self.push_reply(key, Bytes::from_static(frame::PONG)),
+            Command::User(name) => self.cmd_user(links, conn, name),
+            Command::Pass(pw) => self.cmd_pass(links, conn, pw),
+            Command::Ping => self.push_reply(links, conn, Bytes::from_static(frame::PONG)),
             Command::Pong => {}
-            Command::Hello => self.cmd_hello(key),
+            Command::Hello => self.cmd_hello(links, conn),
             Command::Quit => {
-                self.push_reply(key, frame::ack("bye"));
-                self.begin_close(key, CloseReason::Quit, now);
+                self.push_reply(links, conn, frame::ack("bye"));
+                self.begin_close(links, conn, CloseReason::Quit);
             }
             Command::Groups => {
                 let mut out = String::new();
                 for (id, name) in self.groups() {
                     let _ = writeln!(out, "{id},{name}");
                 }
-                self.push_reply(key, frame::result(out.as_bytes()));
+                self.push_reply(links, conn, frame::result(out.as_bytes()));
             }
-            Command::Subscribe(groups) => self.cmd_subscribe(key, groups.as_slice()),
+            Command::Subscribe(groups) => self.cmd_subscribe(links, conn, groups.as_slice()),
             Command::Unsubscribe(groups) => {
-                self.unsubscribe(key, groups.as_slice());
-                self.push_reply(key, frame::ack("unsubscribed"));
+                self.unsubscribe(links, conn, groups.as_slice());
+                self.push_reply(links, conn, frame::ack("unsubscribed"));
             }
             Command::Publish { groups, payload } => {
-                let sender = self.name_of(key);
-                match self.fanout(Some(key), &sender, groups.as_slice(), payload) {
-                    Ok(n) => self.push_reply(key, frame::ack(&format!("published to {n}"))),
-                    Err(DeliveryError::UnknownGroup(g)) => self.unknown_group(key, g),
-                    Err(_) => self.reply_err(key, ErrorCode::Internal, "publish failed"),
+                let sender = name_of(links, conn);
+                match self.fanout(links, Some(conn), &sender, groups.as_slice(), payload) {
+                    Ok(n) => {
+                        self.push_reply(links, conn, frame::ack(&format!("published to {n}")));
+                    }
+                    Err(DeliveryError::UnknownGroup(g)) => self.unknown_group(links, conn, g),
+                    Err(_) => self.reply_err(links, conn, ErrorCode::Internal, "publish failed"),
                 }
             }
-            Command::Watch(groups) => self.cmd_watch(key, groups.as_slice()),
+            Command::Watch(groups) => self.cmd_watch(links, conn, groups.as_slice()),
             Command::Unwatch(groups) => {
                 for &g in groups.as_slice() {
-                    if let Some(s) = self.sessions.get_mut(key) {
+                    if let Some(s) = links.proto_mut(conn) {
                         if let Ok(i) = s.watching.binary_search(&g) {
                             s.watching.remove(i);
                         }
                     }
                     if let Some(group) = self.groups.get_mut(&g) {
-                        remove_sorted(&mut group.watchers, key);
+                        remove_sorted(&mut group.watchers, conn.0);
                     }
                     self.forget_if_unused(g);
                 }
-                self.push_reply(key, frame::ack("unwatched"));
+                self.push_reply(links, conn, frame::ack("unwatched"));
             }
-            Command::Who(group) => self.cmd_who(key, group),
+            Command::Who(group) => self.cmd_who(links, conn, group),
             Command::Send { to, payload } => {
-                let sender = self.name_of(key);
-                match self.deliver_message(Some(key), &sender, to, payload) {
-                    Ok(_) => self.push_reply(key, frame::ack("sent")),
+                let sender = name_of(links, conn);
+                match self.deliver_message(links, Some(conn), &sender, to, payload) {
+                    Ok(_) => self.push_reply(links, conn, frame::ack("sent")),
                     Err(_) => {
                         let text = format!("{to} is not online");
-                        self.reply_err(key, ErrorCode::NoSuchUser, &text);
+                        self.reply_err(links, conn, ErrorCode::NoSuchUser, &text);
                     }
                 }
             }
             Command::Directory(verb) => {
                 let text = format!("{verb} is not available on this server yet");
-                self.reply_err(key, ErrorCode::UnknownCommand, &text);
+                self.reply_err(links, conn, ErrorCode::UnknownCommand, &text);
             }
         }
     }
 
-    fn cmd_user(&mut self, key: usize, name: &str) {
-        let Some(s) = self.sessions.get_mut(key) else {
+    fn cmd_user<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, name: &str) {
+        let Some(s) = links.proto_mut(conn) else {
             return;
         };
         if let Some(current) = &s.name {
             let text = format!("already logged in as {current}");
             if current.eq_ignore_ascii_case(name) {
-                return self.push_reply(key, frame::ack(&text));
+                return self.push_reply(links, conn, frame::ack(&text));
             }
             // In cert mode the certificate decides the name (protocol.md 3.2).
             let code = if self.config.auth == AuthMode::Cert {
@@ -844,73 +711,82 @@ impl<T> Broker<T> {
             } else {
                 ErrorCode::Forbidden
             };
-            return self.reply_err(key, code, &text);
+            return self.reply_err(links, conn, code, &text);
         }
         match self.config.auth {
             AuthMode::None => {
-                self.login(key, name.into());
-                self.push_reply(key, frame::ack("logged in"));
+                self.login(links, conn, name.into());
+                self.push_reply(links, conn, frame::ack("logged in"));
             }
             AuthMode::Password => {
                 if let State::Login { user, .. } = &mut s.state {
                     *user = Some(name.into());
                 }
-                self.push_reply(key, frame::ack("authentication required"));
+                self.push_reply(links, conn, frame::ack("authentication required"));
             }
             AuthMode::Cert => {
-                let now = self.now;
                 self.fail(
-                    key,
+                    links,
+                    conn,
                     ErrorCode::AuthFailed,
                     "log in with a client certificate (mutual TLS)",
                     CloseReason::AuthFailed,
-                    now,
                 );
             }
         }
     }
 
-    fn cmd_pass(&mut self, key: usize, password: &[u8]) {
-        let Some(s) = self.sessions.get_mut(key) else {
+    fn cmd_pass<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, password: &[u8]) {
+        let Some(l) = links.get_mut(conn) else {
             return;
         };
+        let ticket = l.generation();
+        let s = &mut l.proto;
         if self.config.auth != AuthMode::Password || s.is_logged_in() {
-            return self.push_reply(key, frame::ack("password ignored"));
+            return self.push_reply(links, conn, frame::ack("password ignored"));
         }
         let State::Login {
             user: Some(user),
             verifying,
         } = &mut s.state
         else {
-            return self.reply_err(key, ErrorCode::AuthRequired, "send USER before PASS");
+            return self.reply_err(
+                links,
+                conn,
+                ErrorCode::AuthRequired,
+                "send USER before PASS",
+            );
         };
         *verifying = true;
         let request = AuthRequest {
-            conn: ConnId(key),
-            ticket: s.generation,
+            conn,
+            ticket,
             user: user.to_string(),
             password: password.to_vec(),
         };
+        // Nothing more of this connection's input is processed until the
+        // verdict, so its replies stay in order.
+        links.set_paused(conn, true);
         self.auth_requests.push_back(request);
     }
 
-    fn cmd_hello(&mut self, key: usize) {
+    fn cmd_hello<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
         let text = format!(
             "server=switchboard\nversion={}\nprotocol=1\nmax_payload={}\nauth={}\n",
             env!("CARGO_PKG_VERSION"),
             self.config.max_payload,
             self.config.auth.as_str(),
         );
-        self.push_reply(key, frame::result(text.as_bytes()));
+        self.push_reply(links, conn, frame::result(text.as_bytes()));
     }
 
-    fn cmd_subscribe(&mut self, key: usize, groups: &[GroupId]) {
+    fn cmd_subscribe<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, groups: &[GroupId]) {
         if let Err(g) = self.ensure_groups(groups) {
-            return self.unknown_group(key, g);
+            return self.unknown_group(links, conn, g);
         }
         let mut joined = Vec::new();
         for &g in groups {
-            let Some(s) = self.sessions.get_mut(key) else {
+            let Some(s) = links.proto_mut(conn) else {
                 return;
             };
             let Err(i) = s.groups.binary_search(&g) else {
@@ -918,106 +794,107 @@ impl<T> Broker<T> {
             };
             s.groups.insert(i, g);
             if let Some(group) = self.groups.get_mut(&g) {
-                insert_sorted(&mut group.subscribers, key);
+                insert_sorted(&mut group.subscribers, conn.0);
             }
             joined.push(g);
-            self.notify_watchers("JOINED", key, g);
+            self.notify_watchers(links, "JOINED", conn, g);
         }
-        self.push_reply(key, frame::ack("subscribed"));
+        self.push_reply(links, conn, frame::ack("subscribed"));
         if !joined.is_empty() && self.events_enabled {
-            let user = self.name_of(key);
+            let user = name_of(links, conn);
             self.emit(Event::Subscribed {
-                conn: ConnId(key),
+                conn,
                 user,
                 groups: joined,
             });
         }
     }
 
-    fn cmd_watch(&mut self, key: usize, groups: &[GroupId]) {
+    fn cmd_watch<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, groups: &[GroupId]) {
         if let Err(g) = self.ensure_groups(groups) {
-            return self.unknown_group(key, g);
+            return self.unknown_group(links, conn, g);
         }
         for &g in groups {
-            let Some(s) = self.sessions.get_mut(key) else {
+            let Some(s) = links.proto_mut(conn) else {
                 return;
             };
             if let Err(i) = s.watching.binary_search(&g) {
                 s.watching.insert(i, g);
                 if let Some(group) = self.groups.get_mut(&g) {
-                    insert_sorted(&mut group.watchers, key);
+                    insert_sorted(&mut group.watchers, conn.0);
                 }
             }
         }
-        self.push_reply(key, frame::ack("watching"));
+        self.push_reply(links, conn, frame::ack("watching"));
     }
 
-    fn cmd_who(&mut self, key: usize, group: Option<GroupId>) {
-        let mut names: Vec<(String, &str)> = match group {
+    fn cmd_who<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, group: Option<GroupId>) {
+        let mut names: Vec<(String, String)> = match group {
             None => self
                 .users
                 .iter()
-                .filter_map(|(k, keys)| Some((k.to_string(), &**self.user_name(keys)?)))
+                .filter_map(|(k, keys)| Some((k.to_string(), user_name(links, keys)?.to_string())))
                 .collect(),
             Some(g) => match self.groups.get(&g) {
                 // Shown as in the user table, like `WHO 0`.
                 Some(group) => group
                     .subscribers
                     .iter()
-                    .filter_map(|&k| self.sessions.get(k)?.name.as_deref())
+                    .filter_map(|&k| links.proto(ConnId(k))?.name.as_deref())
                     .filter_map(|n| {
                         let folded = n.to_ascii_lowercase();
                         let keys = self.users.get(folded.as_str())?;
-                        let name = self.user_name(keys)?;
-                        Some((folded, &**name))
+                        let name = user_name(links, keys)?;
+                        Some((folded, name.to_string()))
                     })
                     .collect(),
                 None if self.config.open_groups => Vec::new(),
-                None => return self.unknown_group(key, g),
+                None => return self.unknown_group(links, conn, g),
             },
         };
         names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         names.dedup_by(|a, b| a.0 == b.0);
         let mut out = String::new();
         for (_, name) in names {
-            out.push_str(name);
+            out.push_str(&name);
             out.push('\n');
         }
-        self.push_reply(key, frame::result(out.as_bytes()));
+        self.push_reply(links, conn, frame::result(out.as_bytes()));
     }
 
     // ---- broker state ----
 
-    fn login(&mut self, key: usize, name: Box<str>) {
+    fn login<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, name: Box<str>) {
         let folded = name.to_ascii_lowercase();
         // One allocation for the name in the common case: the session, the
         // user record and the table key share it.
         let typed: Arc<str> = match self.users.get(folded.as_str()) {
-            Some(keys) => match self.user_name(keys) {
+            Some(keys) => match user_name(links, keys) {
                 Some(first) if **first == *name => Arc::clone(first),
                 _ => Arc::from(name.as_ref()),
             },
             _ => Arc::from(name.as_ref()),
         };
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(s) = links.proto_mut(conn) else {
             return;
         };
         s.state = State::Open;
         s.name = Some(Arc::clone(&typed));
+        links.set_trusted(conn);
         match self.users.get_mut(folded.as_str()) {
-            Some(keys) => keys.push(key),
+            Some(keys) => keys.push(conn.0),
             None => {
                 let table_key = if *typed == *folded {
                     Arc::clone(&typed)
                 } else {
                     Arc::from(folded.as_str())
                 };
-                self.users.insert(table_key, Keys::One(key));
+                self.users.insert(table_key, Keys::One(conn.0));
             }
         }
-        debug!("#{key}: logged in as {name}");
+        debug!("{conn}: logged in as {name}");
         self.emit(Event::LoggedIn {
-            conn: ConnId(key),
+            conn,
             user: name.into(),
         });
     }
@@ -1052,10 +929,10 @@ impl<T> Broker<T> {
         }
     }
 
-    fn unsubscribe(&mut self, key: usize, groups: &[GroupId]) {
+    fn unsubscribe<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, groups: &[GroupId]) {
         let mut left = Vec::new();
         for &g in groups {
-            let Some(s) = self.sessions.get_mut(key) else {
+            let Some(s) = links.proto_mut(conn) else {
                 return;
             };
             let Ok(i) = s.groups.binary_search(&g) else {
@@ -1063,16 +940,16 @@ impl<T> Broker<T> {
             };
             s.groups.remove(i);
             if let Some(group) = self.groups.get_mut(&g) {
-                remove_sorted(&mut group.subscribers, key);
+                remove_sorted(&mut group.subscribers, conn.0);
             }
             left.push(g);
-            self.notify_watchers("PARTED", key, g);
+            self.notify_watchers(links, "PARTED", conn, g);
             self.forget_if_unused(g);
         }
         if !left.is_empty() && self.events_enabled {
-            let user = self.name_of(key);
+            let user = name_of(links, conn);
             self.emit(Event::Unsubscribed {
-                conn: ConnId(key),
+                conn,
                 user,
                 groups: left,
             });
@@ -1080,28 +957,28 @@ impl<T> Broker<T> {
     }
 
     /// Takes a session out of every group, watch list and the user table.
-    fn leave(&mut self, key: usize) {
-        let Some(s) = self.sessions.get_mut(key) else {
+    fn leave<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        let Some(s) = links.proto_mut(conn) else {
             return;
         };
         for g in std::mem::take(&mut s.watching) {
             if let Some(group) = self.groups.get_mut(&g) {
-                remove_sorted(&mut group.watchers, key);
+                remove_sorted(&mut group.watchers, conn.0);
             }
             self.forget_if_unused(g);
         }
-        let Some(s) = self.sessions.get_mut(key) else {
+        let Some(s) = links.proto(conn) else {
             return;
         };
         let groups = s.groups.clone();
-        self.unsubscribe(key, &groups);
-        let Some(s) = self.sessions.get_mut(key) else {
+        self.unsubscribe(links, conn, &groups);
+        let Some(s) = links.proto(conn) else {
             return;
         };
         if let Some(name) = &s.name {
             let folded = name.to_ascii_lowercase();
             if let Some(user) = self.users.get_mut(folded.as_str()) {
-                if user.remove(key) {
+                if user.remove(conn.0) {
                     self.users.remove(folded.as_str());
                 }
             }
@@ -1109,27 +986,34 @@ impl<T> Broker<T> {
     }
 
     /// Pushes `JOINED 0 <user> <g>` or `PARTED 0 <user> <g>` to the group's watchers.
-    fn notify_watchers(&mut self, verb: &str, key: usize, g: GroupId) {
+    fn notify_watchers<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        verb: &str,
+        conn: ConnId,
+        g: GroupId,
+    ) {
         let Some(group) = self.groups.get(&g) else {
             return;
         };
         if group.watchers.is_empty() {
             return;
         }
-        let user = self.name_of(key);
+        let user = name_of(links, conn);
         let mut gbuf = BytesMut::new();
         frame::put_decimal(&mut gbuf, u64::from(g));
         let msg = frame::encode_to_bytes(verb, &[user.as_bytes(), &gbuf], b"");
         let watchers = group.watchers.clone();
         for w in watchers {
-            self.push_frame(w, msg.clone());
+            self.push_frame(links, ConnId(w), msg.clone());
         }
     }
 
     /// Encodes `PUBLISHED` once and queues it to every subscriber of any listed group.
-    fn fanout(
+    fn fanout<T>(
         &mut self,
-        from: Option<usize>,
+        links: &mut Sessions<T>,
+        from: Option<ConnId>,
         sender: &str,
         groups: &[GroupId],
         payload: &[u8],
@@ -1147,35 +1031,31 @@ impl<T> Broker<T> {
                 continue;
             };
             for &sub in &group.subscribers {
-                let Some(s) = self.sessions.get_mut(sub) else {
+                let id = ConnId(sub);
+                let Some(l) = links.get_mut(id) else {
                     continue;
                 };
-                if s.mark == seq || s.is_closing() {
+                if l.proto.mark == seq || l.is_closing() {
                     continue;
                 }
-                s.mark = seq;
-                if s.out.len() + msg.len() > self.config.max_pending {
-                    slow.push(sub);
-                    continue;
+                l.proto.mark = seq;
+                match links.push(id, msg.clone()) {
+                    Ok(()) => delivered += 1,
+                    Err(PushError::Full) => slow.push(id),
+                    Err(PushError::Gone) => {}
                 }
-                s.out.push(msg.clone());
-                if !s.dirty {
-                    s.dirty = true;
-                    self.dirty.push(sub);
-                }
-                delivered += 1;
             }
         }
         for &g in groups {
             self.forget_if_unused(g);
         }
         for sub in slow {
-            self.slow_consumer(sub);
+            self.slow_consumer(links, sub);
         }
         if self.events_enabled {
             let payload = msg.slice(msg.len() - payload.len()..);
             self.emit(Event::Published {
-                conn: from.map(ConnId),
+                conn: from,
                 sender: sender.to_owned(),
                 groups: groups.to_vec(),
                 payload,
@@ -1185,9 +1065,10 @@ impl<T> Broker<T> {
         Ok(delivered)
     }
 
-    fn deliver_message(
+    fn deliver_message<T>(
         &mut self,
-        from: Option<usize>,
+        links: &mut Sessions<T>,
+        from: Option<ConnId>,
         sender: &str,
         to: &str,
         payload: &[u8],
@@ -1198,17 +1079,16 @@ impl<T> Broker<T> {
         };
         let msg = frame::encode_to_bytes("MESSAGE", &[sender.as_bytes()], payload);
         let targets = keys.as_slice().to_vec();
-        let to_name = self
-            .user_name(keys)
+        let to_name = user_name(links, keys)
             .map(|n| n.to_string())
             .unwrap_or_default();
         for &t in &targets {
-            self.push_frame(t, msg.clone());
+            self.push_frame(links, ConnId(t), msg.clone());
         }
         if self.events_enabled {
             let payload = msg.slice(msg.len() - payload.len()..);
             self.emit(Event::UserMessage {
-                conn: from.map(ConnId),
+                conn: from,
                 from: sender.to_owned(),
                 to: to_name,
                 payload,
@@ -1217,141 +1097,91 @@ impl<T> Broker<T> {
         Ok(targets.len())
     }
 
-    fn unknown_group(&mut self, key: usize, g: GroupId) {
+    fn unknown_group<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, g: GroupId) {
         let text = format!("group {g} does not exist");
-        self.reply_err(key, ErrorCode::UnknownGroup, &text);
+        self.reply_err(links, conn, ErrorCode::UnknownGroup, &text);
     }
 
-    fn reply_err(&mut self, key: usize, code: ErrorCode, text: &str) {
-        self.push_reply(key, frame::err(code, text));
+    fn reply_err<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, code: ErrorCode, text: &str) {
+        self.push_reply(links, conn, frame::err(code, text));
     }
 
-    /// Queues a reply. Replies are what the client asked for, so they are not
-    /// counted against the slow-consumer limit (reading stops instead: see
-    /// `read_pause`).
-    fn push_reply(&mut self, key: usize, bytes: Bytes) {
-        if let Some(s) = self.sessions.get_mut(key) {
-            if s.is_closing() {
-                return;
-            }
-            s.out.push(bytes);
-            self.mark_dirty(key);
+    /// Queues a reply. Replies count toward the output bound like pushed
+    /// frames (protocol.md 7a); input stops being processed well before it
+    /// (the read pause), so only a reply larger than the bound passes it.
+    fn push_reply<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, bytes: Bytes) {
+        self.push_frame(links, conn, bytes);
+    }
+
+    /// Queues a frame, enforcing the output bound: past it, the connection
+    /// is a slow consumer.
+    fn push_frame<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, bytes: Bytes) {
+        if links.push(conn, bytes) == Err(PushError::Full) {
+            self.slow_consumer(links, conn);
         }
     }
 
-    /// Queues a pushed frame, enforcing the slow-consumer limit.
-    fn push_frame(&mut self, key: usize, bytes: Bytes) {
-        let Some(s) = self.sessions.get_mut(key) else {
+    fn slow_consumer<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        if links.is_closing(conn) {
+            return;
+        }
+        self.leave(links, conn);
+        let farewell = frame::err(ErrorCode::SlowConsumer, "too much unread output");
+        links.slow_consumer(conn, farewell, self.now);
+    }
+
+    /// Starts closing a session: it leaves every group and the user table
+    /// at once, and the table flushes and drops it (or at its deadline).
+    fn begin_close<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, reason: CloseReason) {
+        if links.is_closing(conn) {
+            return;
+        }
+        self.leave(links, conn);
+        links.close(conn, reason, self.now);
+    }
+
+    fn check_deadlines<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, now: Tick) {
+        let Some(s) = links.proto_mut(conn) else {
             return;
         };
-        if s.is_closing() {
-            return;
+        if !s.is_logged_in() && now >= s.opened + self.config.login_timeout {
+            return self.fail(
+                links,
+                conn,
+                ErrorCode::Timeout,
+                "login timed out",
+                CloseReason::LoginTimeout,
+            );
         }
-        if s.out.len() + bytes.len() > self.config.max_pending {
-            self.slow_consumer(key);
-            return;
-        }
-        s.out.push(bytes);
-        self.mark_dirty(key);
-    }
-
-    fn slow_consumer(&mut self, key: usize) {
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if s.is_closing() {
-            return;
-        }
-        info!("#{key} {}: slow consumer, closing", s.peer);
-        s.out.discard_unstarted();
-        // Best effort: the peer may never read it.
-        let now = self.now;
-        self.push_reply(
-            key,
-            frame::err(ErrorCode::SlowConsumer, "too much unread output"),
-        );
-        self.begin_close(key, CloseReason::SlowConsumer, now);
-    }
-
-    /// Moves a session to `Closing`: it leaves every group and the user table
-    /// at once, and is dropped after flushing (or at the linger deadline).
-    fn begin_close(&mut self, key: usize, reason: CloseReason, now: Tick) {
-        if self.sessions.get(key).is_none_or(Session::is_closing) {
-            return;
-        }
-        self.leave(key);
-        let linger = self.config.linger;
-        if let Some(s) = self.sessions.get_mut(key) {
-            let deadline = now + linger;
-            s.state = State::Closing {
-                reason,
-                deadline,
-                eof: false,
-            };
-            s.inbuf = Vec::new();
-        }
-        self.mark_dirty(key);
-        self.schedule(key);
-    }
-
-    fn check_deadlines(&mut self, key: usize, now: Tick) {
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        match s.state {
-            State::Closing { deadline, .. } => {
-                if now >= deadline {
-                    self.mark_dirty(key);
-                }
+        match s.ping_sent {
+            Some(sent) if now >= sent + self.config.ping_timeout => {
+                self.fail(
+                    links,
+                    conn,
+                    ErrorCode::Timeout,
+                    "no answer to PING",
+                    CloseReason::PingTimeout,
+                );
             }
-            _ => {
-                if !s.is_logged_in() && now >= s.opened + self.config.login_timeout {
-                    return self.fail(
-                        key,
-                        ErrorCode::Timeout,
-                        "login timed out",
-                        CloseReason::LoginTimeout,
-                        now,
-                    );
-                }
-                match s.ping_sent {
-                    Some(sent) if now >= sent + self.config.ping_timeout => {
-                        self.fail(
-                            key,
-                            ErrorCode::Timeout,
-                            "no answer to PING",
-                            CloseReason::PingTimeout,
-                            now,
-                        );
-                    }
-                    None if now >= s.last_rx + self.config.ping_interval => {
-                        s.ping_sent = Some(now);
-                        self.push_frame(key, Bytes::from_static(PING));
-                    }
-                    _ => {}
-                }
+            None if now >= s.last_rx + self.config.ping_interval => {
+                s.ping_sent = Some(now);
+                self.push_frame(links, conn, Bytes::from_static(PING));
             }
+            _ => {}
         }
     }
 
     /// Makes sure the timer heap holds an entry no later than the session's next deadline.
-    fn schedule(&mut self, key: usize) {
-        let Some(s) = self.sessions.get_mut(key) else {
+    fn schedule<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        let Some(l) = links.get_mut(conn) else {
             return;
         };
+        let generation = l.generation();
+        let s = &mut l.proto;
         let next = s.next_deadline(&self.config);
         if s.timer_at.is_none_or(|t| next < t) {
             s.timer_at = Some(next);
-            self.timers.push(Reverse((next, key, s.generation)));
-        }
-    }
-
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(s) = self.sessions.get_mut(key) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(key);
-            }
+            self.timers.push(Reverse((next, conn.0, generation)));
         }
     }
 
@@ -1360,20 +1190,20 @@ impl<T> Broker<T> {
             self.events.push_back(event);
         }
     }
+}
 
-    /// A user's display name: its oldest session's.
-    fn user_name(&self, keys: &Keys) -> Option<&Arc<str>> {
-        let first = *keys.as_slice().first()?;
-        self.sessions.get(first)?.name.as_ref()
-    }
+/// A user's display name: its oldest session's.
+fn user_name<'a, T>(links: &'a Sessions<T>, keys: &Keys) -> Option<&'a Arc<str>> {
+    let first = *keys.as_slice().first()?;
+    links.proto(ConnId(first))?.name.as_ref()
+}
 
-    fn name_of(&self, key: usize) -> String {
-        self.sessions
-            .get(key)
-            .and_then(|s| s.name.as_deref())
-            .unwrap_or("")
-            .to_owned()
-    }
+fn name_of<T>(links: &Sessions<T>, conn: ConnId) -> String {
+    links
+        .proto(conn)
+        .and_then(|s| s.name.as_deref())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Sender names on server-originated frames: a user name, or `@` followed by one.
@@ -1401,10 +1231,10 @@ fn remove_sorted(v: &mut Vec<usize>, key: usize) {
 mod tests;
 
 #[cfg(test)]
-impl<T> Broker<T> {
+impl Broker {
     /// Checks the cross-indexes (group members <-> session groups, watchers,
     /// user table <-> sessions). Panics with the first inconsistency.
-    pub(crate) fn assert_consistent(&self) {
+    pub(crate) fn assert_consistent<T>(&self, links: &Sessions<T>) {
         for (&g, group) in &self.groups {
             assert!(
                 group.subscribers.is_sorted(),
@@ -1412,15 +1242,16 @@ impl<T> Broker<T> {
             );
             assert!(group.watchers.is_sorted(), "group {g} watchers unsorted");
             for &k in &group.subscribers {
-                let s = self.sessions.get(k).expect("subscriber exists");
+                let l = links.get(ConnId(k)).expect("subscriber exists");
+                let s = &l.proto;
                 assert!(
                     s.groups.contains(&g),
                     "#{k} in group {g} but not in its list"
                 );
-                assert!(!s.is_closing(), "closing #{k} still subscribed to {g}");
+                assert!(!l.is_closing(), "closing #{k} still subscribed to {g}");
             }
             for &k in &group.watchers {
-                let s = self.sessions.get(k).expect("watcher exists");
+                let s = links.proto(ConnId(k)).expect("watcher exists");
                 assert!(
                     s.watching.contains(&g),
                     "#{k} watches {g} but not in its list"
@@ -1433,7 +1264,8 @@ impl<T> Broker<T> {
                 );
             }
         }
-        for (k, s) in &self.sessions {
+        for (id, l) in links.iter() {
+            let (k, s) = (id.0, &l.proto);
             for g in &s.groups {
                 let group = self.groups.get(g).expect("group exists");
                 assert!(
@@ -1445,7 +1277,7 @@ impl<T> Broker<T> {
                 let group = self.groups.get(g).expect("group exists");
                 assert!(group.watchers.binary_search(&k).is_ok(), "#{k} watches {g}");
             }
-            if let (Some(name), true) = (&s.name, s.is_logged_in()) {
+            if let (Some(name), true) = (&s.name, s.is_logged_in() && !l.is_closing()) {
                 let user = self
                     .users
                     .get(name.to_ascii_lowercase().as_str())
@@ -1459,7 +1291,7 @@ impl<T> Broker<T> {
         for (folded, user) in &self.users {
             assert!(!user.as_slice().is_empty(), "empty user {folded} kept");
             for &k in user.as_slice() {
-                let s = self.sessions.get(k).expect("user session exists");
+                let s = links.proto(ConnId(k)).expect("user session exists");
                 assert!(
                     s.is_logged_in(),
                     "user {folded} lists #{k} which is not logged in"

@@ -5,8 +5,95 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// The broker and its connection table, with the calls the tests make
+/// (as the IO layer would make them).
+struct Endpoint {
+    broker: Broker,
+    links: Sessions<()>,
+}
+
+impl Endpoint {
+    fn accept(&mut self, io: (), peer: SocketAddr, now: Instant) -> Result<ConnId, ()> {
+        match self.broker.accept(&mut self.links, io, peer, now) {
+            Admission::Open(id) | Admission::Refused(id) => Ok(id),
+            Admission::Dropped(..) => Err(()),
+        }
+    }
+    fn assert_consistent(&self) {
+        self.broker.assert_consistent(&self.links);
+    }
+    fn client_cert(&self, c: ConnId) -> Option<&PeerIdentity> {
+        self.links.identity(c)
+    }
+    fn finished(&self, c: ConnId, now: Instant) -> bool {
+        self.links.finished(c, now)
+    }
+    fn groups(&self) -> Vec<(GroupId, String)> {
+        self.broker.groups()
+    }
+    fn handle_eof(&mut self, c: ConnId, now: Instant) {
+        self.broker.handle_eof(&mut self.links, c, now);
+    }
+    fn handle_secured(&mut self, c: ConnId, subject: Option<PeerIdentity>, now: Instant) {
+        self.broker.handle_secured(&mut self.links, c, subject, now);
+    }
+    fn handle_input(&mut self, c: ConnId, data: &[u8], now: Instant) {
+        self.broker.handle_input(&mut self.links, c, data, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.broker.handle_timeout(&mut self.links, now);
+        self.links.handle_timeout(now);
+    }
+    fn handle_auth_result(&mut self, c: ConnId, ticket: u32, ok: bool, now: Instant) {
+        self.broker
+            .handle_auth_result(&mut self.links, c, ticket, ok, now);
+    }
+    fn is_closing(&self, c: ConnId) -> bool {
+        self.links.is_closing(c)
+    }
+    fn len(&self) -> usize {
+        self.links.len()
+    }
+    fn output(&mut self, c: ConnId) -> Option<&mut crate::buf::OutQueue> {
+        self.links.output(c)
+    }
+    fn poll_auth_request(&mut self) -> Option<AuthRequest> {
+        self.broker.poll_auth_request()
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        self.broker.poll_event()
+    }
+    fn remove(&mut self, c: ConnId, reason: CloseReason) -> Option<()> {
+        self.broker.remove(&mut self.links, c, reason)
+    }
+    fn send(&mut self, sender: &str, user: &str, payload: &[u8]) -> Result<usize, DeliveryError> {
+        self.broker.send(&mut self.links, sender, user, payload)
+    }
+    fn publish(
+        &mut self,
+        sender: &str,
+        groups: &[GroupId],
+        payload: &[u8],
+    ) -> Result<usize, DeliveryError> {
+        self.broker
+            .publish(&mut self.links, sender, groups, payload)
+    }
+    fn shutdown(&mut self, now: Instant) {
+        self.broker.shutdown(&mut self.links, now);
+    }
+    fn user_of(&self, c: ConnId) -> Option<&str> {
+        self.broker.user_of(&self.links, c)
+    }
+    fn users(&self) -> Vec<String> {
+        self.broker.users(&self.links)
+    }
+    fn wants_read(&self, c: ConnId) -> bool {
+        self.links.wants_read(c)
+    }
+}
+
 struct Harness {
-    broker: Broker<()>,
+    broker: Endpoint,
     now: Instant,
 }
 
@@ -19,8 +106,9 @@ impl Harness {
         let mut broker = Broker::new(config);
         broker.register_group(1, "general");
         broker.register_group(2, "random");
+        let links = broker.new_table();
         Self {
-            broker,
+            broker: Endpoint { broker, links },
             now: Instant::now(),
         }
     }

@@ -125,3 +125,8 @@ impl fmt::Display for PeerIdentity {
         Ok(())
     }
 }
+
+pub mod links;
+pub(crate) mod tick;
+
+pub use links::{Admission, Limits, Link, Links, PushError, REJECT_SLACK, Table};

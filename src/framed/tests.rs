@@ -43,8 +43,15 @@ fn peer() -> SocketAddr {
 fn service(framing: Framing) -> (FramedService<(), Recorder>, ConnId, Instant) {
     let now = Instant::now();
     let mut s = FramedService::new(framing, false, Recorder::default());
-    let conn = s.accept((), peer(), now).expect("accepted");
+    let conn = open(&mut s, now);
     (s, conn, now)
+}
+
+fn open<H: FramedHandler>(s: &mut FramedService<(), H>, now: Instant) -> ConnId {
+    match s.accept((), peer(), now) {
+        Admission::Open(id) => id,
+        other => panic!("not admitted: {other:?}"),
+    }
 }
 
 fn messages(s: &FramedService<(), Recorder>) -> Vec<Vec<u8>> {
@@ -59,7 +66,7 @@ fn messages(s: &FramedService<(), Recorder>) -> Vec<Vec<u8>> {
 }
 
 fn output(s: &mut FramedService<(), Recorder>, conn: ConnId) -> Vec<u8> {
-    let Some((_, out)) = s.io_and_output(conn) else {
+    let Some((_, out)) = s.core.links.io_and_output(conn) else {
         return Vec::new();
     };
     let mut slices = [std::io::IoSlice::new(&[]); 64];
@@ -86,7 +93,7 @@ fn delimited_split_at_every_position() {
             vec![b"hello".to_vec(), Vec::new(), b"world!".to_vec()],
             "cut at {cut}"
         );
-        assert!(!s.is_closing(conn));
+        assert!(!s.core.links.is_closing(conn));
     }
 }
 
@@ -97,7 +104,7 @@ fn delimited_byte_by_byte_frees_the_tail() {
         s.handle_input(conn, &[b], now);
     }
     assert_eq!(messages(&s), vec![b"one".to_vec(), b"two".to_vec()]);
-    assert_eq!(s.core.conns[conn.0].inbuf.capacity(), 0);
+    assert_eq!(s.core.links.input_capacity(conn), 0);
 }
 
 #[test]
@@ -105,18 +112,18 @@ fn delimited_max_len_is_inclusive_and_over_it_closes() {
     let (mut s, conn, now) = service(LINES);
     s.handle_input(conn, b"12345678\n", now);
     assert_eq!(messages(&s), vec![b"12345678".to_vec()]);
-    assert!(!s.is_closing(conn));
+    assert!(!s.core.links.is_closing(conn));
     // Nine bytes and no delimiter: closed before any more arrives.
     for &b in b"123456789" {
         s.handle_input(conn, &[b], now);
     }
-    assert!(s.is_closing(conn));
-    assert_eq!(s.core.conns[conn.0].inbuf.capacity(), 0);
+    assert!(s.core.links.is_closing(conn));
+    assert_eq!(s.core.links.input_capacity(conn), 0);
     // Input after the close is discarded.
     s.handle_input(conn, b"x\n", now);
     assert_eq!(messages(&s).len(), 1);
     s.handle_eof(conn, now);
-    assert!(s.finished(conn, now));
+    assert!(s.core.links.finished(conn, now));
     assert!(s.remove(conn, CloseReason::Io, now).is_some());
     assert_eq!(
         s.handler.events.last(),
@@ -134,14 +141,14 @@ fn dripped_over_long_message_closes_without_rescanning() {
     for _ in 0..1000 {
         s.handle_input(conn, b"x", now);
     }
-    assert!(!s.is_closing(conn));
-    assert_eq!(s.core.conns[conn.0].inbuf.len(), 1000);
+    assert!(!s.core.links.is_closing(conn));
+    assert_eq!(s.core.links.pending_input(conn), 1000);
     s.handle_input(conn, b"\n", now);
     assert_eq!(messages(&s), vec![vec![b'x'; 1000]]);
     for _ in 0..1001 {
         s.handle_input(conn, b"y", now);
     }
-    assert!(s.is_closing(conn));
+    assert!(s.core.links.is_closing(conn));
 }
 
 #[test]
@@ -149,24 +156,24 @@ fn a_stop_from_a_late_callback_is_seen() {
     let (mut s, conn, now) = service(LINES);
     assert!(!s.stop_requested());
     let mut ctx = FramedContext {
-        core: &mut s.core,
+        core: &mut s.core.view(),
         now,
     };
     ctx.stop();
     assert!(s.stop_requested());
     assert!(s.take_stop());
     assert!(!s.stop_requested());
-    assert!(s.peer(conn).is_some());
+    assert!(s.core.links.peer(conn).is_some());
 }
 
 #[test]
 fn over_long_message_closes_only_that_connection() {
     let (mut s, a, now) = service(LINES);
-    let b = s.accept((), peer(), now).expect("second");
+    let b = open(&mut s, now);
     s.handle_input(a, b"way too long for this\n", now);
     s.handle_input(b, b"fine\n", now);
-    assert!(s.is_closing(a));
-    assert!(!s.is_closing(b));
+    assert!(s.core.links.is_closing(a));
+    assert!(!s.core.links.is_closing(b));
     assert_eq!(messages(&s), vec![b"fine".to_vec()]);
 }
 
@@ -194,20 +201,20 @@ fn length_prefixed_split_at_every_position() {
         s.handle_input(conn, &[b], now);
     }
     assert_eq!(messages(&s).len(), 3);
-    assert_eq!(s.core.conns[conn.0].inbuf.capacity(), 0);
+    assert_eq!(s.core.links.input_capacity(conn), 0);
 }
 
 #[test]
 fn length_prefix_over_max_closes_before_the_body() {
     let (mut s, conn, now) = service(PREFIXED);
     s.handle_input(conn, &[0, 0, 0], now);
-    assert!(!s.is_closing(conn));
+    assert!(!s.core.links.is_closing(conn));
     s.handle_input(conn, &[17], now);
-    assert!(s.is_closing(conn));
+    assert!(s.core.links.is_closing(conn));
     // A huge declared length is refused the same way, not waited for.
     let (mut s, conn, now) = service(PREFIXED);
     s.handle_input(conn, &u32::MAX.to_be_bytes(), now);
-    assert!(s.is_closing(conn));
+    assert!(s.core.links.is_closing(conn));
 }
 
 #[test]
@@ -230,7 +237,7 @@ fn send_frames_per_framing() {
         s.handler.echo = true;
         s.handle_input(conn, &wire, now);
         let mut dirty = Vec::new();
-        s.take_dirty(&mut dirty);
+        s.core.links.take_dirty(&mut dirty);
         assert_eq!(dirty, vec![conn]);
         assert_eq!(output(&mut s, conn), wire, "{framing:?}");
     }
@@ -240,7 +247,7 @@ fn send_frames_per_framing() {
 fn send_refuses_what_the_framing_cannot_carry() {
     let (mut s, conn, now) = service(LINES);
     let mut ctx = FramedContext {
-        core: &mut s.core,
+        core: &mut s.core.view(),
         now,
     };
     assert!(!ctx.send(conn, b"has\nnewline"));
@@ -258,11 +265,11 @@ fn handler_close_stops_processing_and_lingers() {
     s.handler.close_on = Some(b"bye".to_vec());
     s.handle_input(conn, b"a\nbye\nb\n", now);
     assert_eq!(messages(&s), vec![b"a".to_vec(), b"bye".to_vec()]);
-    assert!(s.is_closing(conn));
-    assert!(!s.finished(conn, now));
+    assert!(s.core.links.is_closing(conn));
+    assert!(!s.core.links.finished(conn, now));
     let deadline = s.poll_timeout().expect("linger deadline");
     s.handle_timeout(deadline);
-    assert!(s.finished(conn, deadline));
+    assert!(s.core.links.finished(conn, deadline));
     s.remove(conn, CloseReason::Io, deadline);
     assert_eq!(
         s.handler.events.last(),
@@ -274,7 +281,7 @@ fn handler_close_stops_processing_and_lingers() {
 fn tls_connections_are_established_after_the_handshake() {
     let now = Instant::now();
     let mut s = FramedService::new(LINES, true, Recorder::default());
-    let conn = s.accept((), peer(), now).expect("accepted");
+    let conn = open(&mut s, now);
     assert!(s.handler.events.is_empty());
     let subject = PeerIdentity {
         cn: Some("alice".into()),
@@ -283,13 +290,13 @@ fn tls_connections_are_established_after_the_handshake() {
     s.handle_secured(conn, Some(subject.clone()), now);
     assert_eq!(s.handler.events, vec![Ev::Up(conn.0)]);
     let ctx = FramedContext {
-        core: &mut s.core,
+        core: &mut s.core.view(),
         now,
     };
     assert_eq!(ctx.client_cert(conn), Some(&subject));
     assert_eq!(ctx.peer(conn), Some(peer()));
     // One that never finished its handshake is never reported.
-    let other = s.accept((), peer(), now).expect("accepted");
+    let other = open(&mut s, now);
     s.remove(other, CloseReason::Tls, now);
     assert_eq!(s.handler.events, vec![Ev::Up(conn.0)]);
 }
@@ -298,6 +305,6 @@ fn tls_connections_are_established_after_the_handshake() {
 fn shutdown_closes_everything_and_refuses_new() {
     let (mut s, conn, now) = service(LINES);
     s.shutdown(now);
-    assert!(s.is_closing(conn));
-    assert!(s.accept((), peer(), now).is_err());
+    assert!(s.core.links.is_closing(conn));
+    assert!(matches!(s.accept((), peer(), now), Admission::Dropped(..)));
 }

@@ -52,8 +52,7 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::broker::{CloseReason, ConnId};
-use crate::server::Control;
+use crate::conn::{Admission, CloseReason, ConnId};
 use crate::tls::{ReadStep, TlsSession};
 use service::Service;
 
@@ -80,6 +79,14 @@ const READ_BUDGET: usize = 32;
 const FLUSH_BUDGET: usize = 16;
 /// How long to stop accepting after running out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A request from another thread to the loop.
+pub(crate) enum Control {
+    /// Stop the whole loop gracefully.
+    Stop,
+    /// A message for service `.0`, in that service's own type.
+    Service(usize, Box<dyn std::any::Any + Send>),
+}
 
 /// A connection as the reactor names it: the service, and the service's id.
 type Key = (usize, ConnId);
@@ -141,6 +148,7 @@ pub(crate) struct Reactor<S> {
     ready: Vec<Key>,
     /// Per-turn lists, kept to reuse their allocations.
     readable: Vec<Key>,
+    expired: Vec<ConnId>,
     writable: Vec<Key>,
     dirty: Vec<ConnId>,
     /// Dirty connections waiting for their write, oldest first (see
@@ -177,6 +185,7 @@ impl<S: Service> Reactor<S> {
             control,
             ready: Vec::new(),
             readable: Vec::new(),
+            expired: Vec::new(),
             writable: Vec::new(),
             dirty: Vec::new(),
             deferred: VecDeque::new(),
@@ -215,7 +224,7 @@ impl<S: Service> Reactor<S> {
     }
 
     fn connections(&self) -> usize {
-        self.services.iter().map(|s| s.len()).sum()
+        self.services.iter().map(|s| s.links_ref().len()).sum()
     }
 
     /// Runs until stopped and every connection has been closed.
@@ -251,7 +260,7 @@ impl<S: Service> Reactor<S> {
             || self
                 .services
                 .iter()
-                .any(|s| s.has_dirty() || s.has_events())
+                .any(|s| s.links_ref().has_dirty() || s.links_ref().has_expired() || s.has_events())
         {
             return Some(Duration::ZERO);
         }
@@ -320,6 +329,7 @@ impl<S: Service> Reactor<S> {
         if stop {
             self.begin_stop(now);
         }
+        self.drop_expired(now);
         for &key in &writable {
             self.flush(key, now);
         }
@@ -335,13 +345,13 @@ impl<S: Service> Reactor<S> {
         for svc in 0..self.services.len() {
             dirty.clear();
             if let Some(s) = self.services.get_mut(svc) {
-                s.take_dirty(&mut dirty);
+                s.links().take_dirty(&mut dirty);
             }
             for &conn in &dirty {
                 let Some((c, out)) = self
                     .services
                     .get_mut(svc)
-                    .and_then(|s| s.io_and_output(conn))
+                    .and_then(|s| s.links().io_and_output(conn))
                 else {
                     continue;
                 };
@@ -368,7 +378,11 @@ impl<S: Service> Reactor<S> {
             let Some((svc, conn)) = self.deferred.pop_front() else {
                 break;
             };
-            let Some(c) = self.services.get_mut(svc).and_then(|s| s.io_mut(conn)) else {
+            let Some(c) = self
+                .services
+                .get_mut(svc)
+                .and_then(|s| s.links().io_mut(conn))
+            else {
                 continue;
             };
             // A stale entry (flushed since, or a new connection in a reused
@@ -388,17 +402,17 @@ impl<S: Service> Reactor<S> {
                 Ok(c) => c,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             };
-            let svc = match &control {
+            let (svc, message) = match control {
                 Control::Stop => {
                     self.begin_stop(now);
                     continue;
                 }
-                Control::Auth(svc, _) | Control::Call(svc, _) => *svc,
+                Control::Service(svc, message) => (svc, message),
             };
             let stop = self
                 .services
                 .get_mut(svc)
-                .is_some_and(|s| s.handle_control(control, now));
+                .is_some_and(|s| s.handle_control(message, now));
             if stop {
                 self.begin_stop(now);
             }
@@ -414,12 +428,14 @@ impl<S: Service> Reactor<S> {
         for mut l in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }
-        let mut linger = Duration::ZERO;
+        let mut drain = Duration::ZERO;
         for s in &mut self.services {
             s.shutdown(now);
-            linger = linger.max(s.linger());
+            drain = drain.max(s.links_ref().limits().drain);
         }
-        self.stop_deadline = Some(now + linger + Duration::from_millis(500));
+        // Each connection is dropped at its own drain deadline; this is the
+        // backstop.
+        self.stop_deadline = Some(now + drain + Duration::from_millis(500));
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -477,12 +493,22 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
-        let Ok(id) = service.accept(conn, peer, now) else {
-            debug!("{peer}: dropped (over the connection limit)");
-            return;
+        let id = match service.accept(conn, peer, now) {
+            Admission::Open(id) | Admission::Refused(id) => id,
+            Admission::Dropped(mut c, farewell) => {
+                // No state kept: the farewell is written once, without
+                // waiting (plain connections only: a TLS client could not
+                // read it before a handshake), then the socket is closed.
+                if let (Some(farewell), None) = (farewell, &c.tls) {
+                    debug!("{peer}: refused (over the connection limit)");
+                    let _ = std::io::Write::write(&mut c.stream, &farewell);
+                    let _ = c.stream.shutdown(Shutdown::Write);
+                }
+                return;
+            }
         };
         let registry = self.poll.registry();
-        let registered = match (token_of((svc, id)), service.io_mut(id)) {
+        let registered = match (token_of((svc, id)), service.links().io_mut(id)) {
             (Some(token), Some(c)) => registry.register(&mut c.stream, token, Interest::READABLE),
             (None, _) => Err(std::io::Error::other("connection key out of token range")),
             (_, None) => Ok(()),
@@ -519,11 +545,13 @@ impl<S: Service> Reactor<S> {
             .services
             .get_mut(svc)
             .ok_or_else(|| std::io::Error::other("no such service"))?;
-        let Ok(id) = service.accept(conn, addr, Instant::now()) else {
+        let (Admission::Open(id) | Admission::Refused(id)) =
+            service.accept(conn, addr, Instant::now())
+        else {
             return Err(std::io::Error::other("the service refused the connection"));
         };
         let token = token_of((svc, id));
-        let registered = match (token, service.io_mut(id)) {
+        let registered = match (token, service.links().io_mut(id)) {
             (Some(token), Some(c)) => self.poll.registry().register(
                 &mut c.stream,
                 token,
@@ -546,8 +574,8 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return false;
         };
-        let closing = service.is_closing(conn);
-        let Some(c) = service.io_mut(conn) else {
+        let closing = service.links_ref().is_closing(conn);
+        let Some(c) = service.links().io_mut(conn) else {
             return false;
         };
         if !c.connecting {
@@ -568,6 +596,7 @@ impl<S: Service> Reactor<S> {
         };
         if let Some(e) = failure {
             let peer = service
+                .links_ref()
                 .peer(conn)
                 .map(|p| p.to_string())
                 .unwrap_or_default();
@@ -581,7 +610,7 @@ impl<S: Service> Reactor<S> {
             // Established once the handshake completes (`tls_progress`).
             Some(tls) => {
                 tls.start();
-                service.touch(conn);
+                service.links().mark_dirty(conn);
             }
             None => service.handle_secured(conn, None, now),
         }
@@ -605,8 +634,8 @@ impl<S: Service> Reactor<S> {
             let Some(service) = self.services.get_mut(svc) else {
                 return;
             };
-            if !service.wants_read(conn) {
-                if let Some(c) = service.io_mut(conn) {
+            if !service.links_ref().wants_read(conn) {
+                if let Some(c) = service.links().io_mut(conn) {
                     if !c.read_stalled {
                         log::trace!("{conn}: reading paused");
                     }
@@ -614,7 +643,7 @@ impl<S: Service> Reactor<S> {
                 }
                 return;
             }
-            let Some(c) = service.io_mut(conn) else {
+            let Some(c) = service.links().io_mut(conn) else {
                 return;
             };
             // Whatever this read brings (data, handshake records, the end of
@@ -668,7 +697,7 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
-        let Some(tls) = service.io_mut(conn).and_then(|c| c.tls.as_mut()) else {
+        let Some(tls) = service.links().io_mut(conn).and_then(|c| c.tls.as_mut()) else {
             return;
         };
         let established = tls.take_established();
@@ -677,7 +706,7 @@ impl<S: Service> Reactor<S> {
             service.handle_secured(conn, subject, now);
         }
         if wants_write {
-            service.touch(conn);
+            service.links().mark_dirty(conn);
         }
     }
 
@@ -687,9 +716,9 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
-        let peer = service.peer(conn);
+        let peer = service.links_ref().peer(conn);
         let tls_error = e.kind() == ErrorKind::InvalidData;
-        if let Some(c) = service.io_mut(conn) {
+        if let Some(c) = service.links().io_mut(conn) {
             if let Some(tls) = &mut c.tls {
                 let mut none = crate::buf::OutQueue::default();
                 let _ = tls.write_to(&mut c.stream, &mut none, &mut self.scratch);
@@ -716,8 +745,8 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
-        let closing = service.is_closing(conn);
-        let Some((c, out)) = service.io_and_output(conn) else {
+        let closing = service.links_ref().is_closing(conn);
+        let Some((c, out)) = service.links().io_and_output(conn) else {
             return;
         };
         c.flush_queued = false;
@@ -763,17 +792,37 @@ impl<S: Service> Reactor<S> {
             c.write_shut = true;
             let _ = c.stream.shutdown(Shutdown::Write);
         }
-        if service.finished(conn, now) {
+        if service.links_ref().finished(conn, now) {
             self.drop_conn(key, CloseReason::Io);
             return;
         }
         let resume = service
+            .links()
             .io_mut(conn)
             .is_some_and(|c| std::mem::take(&mut c.read_stalled));
         if resume {
             service.resume(conn, now);
             self.read(key, now);
         }
+    }
+
+    /// Closing connections past their deadline are written to one last
+    /// time (without waiting) and dropped, whether or not their socket would
+    /// take more: a peer that never reads cannot keep its slot, its file
+    /// descriptor or its kernel buffers (protocol.md 7a).
+    fn drop_expired(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        for svc in 0..self.services.len() {
+            if let Some(s) = self.services.get_mut(svc) {
+                s.links().take_expired(&mut expired);
+            }
+            for &conn in &expired {
+                debug!("{conn}: closing deadline passed");
+                self.flush((svc, conn), now);
+                self.drop_conn((svc, conn), CloseReason::Io);
+            }
+        }
+        self.expired = expired;
     }
 
     fn drop_conn(&mut self, (svc, conn): Key, reason: CloseReason) {
@@ -801,16 +850,10 @@ pub(crate) fn waker(poll: &Poll) -> std::io::Result<Arc<Waker>> {
 
 #[cfg(test)]
 mod tests {
-    /// Memory per connection is a product feature: the slab slot of an idle
-    /// session (its state, queues and socket) stays within this budget.
-    /// Raise it only on purpose, with the density figures in the README.
-    /// (Measured: 280 B in release builds, 288 B in debug builds, with the
-    /// output queue's ring boxed behind one pointer and times stored as
-    /// 8-byte ticks.)
+    /// The reactor's part of every connection stays small (the whole slot
+    /// is guarded in `server.rs`).
     #[test]
-    fn session_slot_stays_small() {
-        let slot = std::mem::size_of::<crate::broker::SessionSize>();
-        assert!(slot <= 288, "session slot grew to {slot} bytes");
+    fn conn_stays_small() {
         assert!(std::mem::size_of::<super::Conn>() <= 32);
     }
 

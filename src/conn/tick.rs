@@ -17,6 +17,7 @@ pub(crate) struct Tick(NonZeroU64);
 
 impl Tick {
     /// The epoch itself.
+    #[cfg(test)]
     pub(crate) const EPOCH: Self = Self(NonZeroU64::MIN);
 
     fn from_micros(us: u64) -> Self {
