@@ -69,6 +69,9 @@ impl BrokerConfig {
             max_pending: self.max_pending,
             read_pause: self.read_pause,
             untrusted_read_pause: self.read_pause.min(UNTRUSTED_READ_PAUSE),
+            // One header and a payload of `PRELOGIN_MAX_PAYLOAD`.
+            untrusted_read_window: crate::proto::frame::MAX_HEADER_LEN
+                + crate::broker::PRELOGIN_MAX_PAYLOAD,
             linger: self.linger,
             drain: self.drain_timeout,
         }

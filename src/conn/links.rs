@@ -62,6 +62,10 @@ pub struct Limits {
     pub read_pause: usize,
     /// The same before the protocol trusts the connection (before login).
     pub untrusted_read_pause: usize,
+    /// Most bytes read from an untrusted connection in one step, so that
+    /// what it can make the server keep of its input (an unprocessed tail
+    /// while paused) stays within one header and a small payload.
+    pub untrusted_read_window: usize,
     /// How long a closing connection may take to flush and see its peer
     /// close before it is dropped (protocol.md 7a: at most 2 s).
     pub linger: Duration,
@@ -76,6 +80,7 @@ impl Default for Limits {
             max_pending: 8 << 20,
             read_pause: 256 << 10,
             untrusted_read_pause: 16 << 10,
+            untrusted_read_window: 8 << 10,
             linger: Duration::from_secs(2),
             drain: Duration::from_secs(10),
         }
@@ -403,6 +408,14 @@ impl<T, P> Links<T, P> {
             };
             l.closing.is_none() && !l.paused && l.out.held() < pause
         })
+    }
+
+    /// Most bytes the IO layer should read from the connection in one step.
+    pub fn read_window(&self, id: ConnId) -> usize {
+        match self.slots.get(id.0) {
+            Some(l) if !l.trusted && l.closing.is_none() => self.limits.untrusted_read_window,
+            _ => usize::MAX,
+        }
     }
 
     /// Whether the IO layer should read from the connection now: while the
@@ -739,6 +752,8 @@ pub trait Table<T> {
     fn io_and_output(&mut self, id: ConnId) -> Option<(&mut T, &mut OutQueue)>;
     /// See [`Links::wants_read`].
     fn wants_read(&self, id: ConnId) -> bool;
+    /// See [`Links::read_window`].
+    fn read_window(&self, id: ConnId) -> usize;
     /// See [`Links::is_closing`].
     fn is_closing(&self, id: ConnId) -> bool;
     /// See [`Links::finished`].
@@ -774,6 +789,9 @@ impl<T, P> Table<T> for Links<T, P> {
     }
     fn wants_read(&self, id: ConnId) -> bool {
         Self::wants_read(self, id)
+    }
+    fn read_window(&self, id: ConnId) -> usize {
+        Self::read_window(self, id)
     }
     fn is_closing(&self, id: ConnId) -> bool {
         Self::is_closing(self, id)

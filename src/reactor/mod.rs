@@ -643,6 +643,7 @@ impl<S: Service> Reactor<S> {
                 }
                 return;
             }
+            let window = service.links_ref().read_window(conn);
             let Some(c) = service.links().io_mut(conn) else {
                 return;
             };
@@ -652,7 +653,13 @@ impl<S: Service> Reactor<S> {
             let is_tls = c.tls.is_some();
             let step = match &mut c.tls {
                 Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch, &mut self.plain),
-                None => match c.stream.read(&mut self.scratch) {
+                // A plain connection the protocol does not trust yet is
+                // read a window at a time (see `Links::read_window`).
+                None => match c.stream.read(
+                    self.scratch
+                        .get_mut(..window.min(SCRATCH_LEN))
+                        .unwrap_or_default(),
+                ) {
                     Ok(0) => Ok(ReadStep::Eof),
                     Ok(n) => Ok(ReadStep::Data(n)),
                     Err(e) if io::is_would_block(&e) => Ok(ReadStep::WouldBlock),

@@ -83,6 +83,9 @@ pub(crate) struct ServeArgs {
     /// Seconds between directory re-probes [default: 30].
     #[arg(long)]
     probe_interval: Option<f64>,
+    /// Seconds the server keeps writing what clients are owed on shutdown [default: 10].
+    #[arg(long)]
+    drain_timeout: Option<f64>,
     /// `error`, `warn`, `info`, `debug` or `trace` [default: info].
     #[arg(long)]
     log_level: Option<String>,
@@ -111,6 +114,7 @@ impl ServeArgs {
             ping_interval,
             ping_timeout,
             probe_interval,
+            drain_timeout,
             log_level
         );
         if self.group.is_empty() {
@@ -300,6 +304,9 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(s) = args.probe_interval {
         seconds("--probe-interval", s)?;
+    }
+    if let Some(s) = args.drain_timeout {
+        b.drain_timeout = seconds("--drain-timeout", s)?;
     }
     if config.listen.is_empty() {
         warn!("no listener is enabled");
