@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::x509::X509Name;
 
 use super::load::{CertError, certs_from_pem, check_key_matches, load_certs, load_key, parse_x509};
 use crate::proto::command::is_valid_user;
@@ -93,9 +92,11 @@ impl Ca {
     }
 
     /// An existing CA from its certificate and PKCS#8 key. The key is assumed
-    /// to match (callers check). The issuer name is rebuilt from the parsed
-    /// subject, and every issued certificate is checked to carry exactly the
-    /// CA's subject bytes as its issuer.
+    /// to match (callers check). rcgen reads the issuer name, key identifier
+    /// and key usages from the certificate; as it re-encodes the name (one
+    /// attribute per RDN, one value per attribute type), every issued
+    /// certificate is checked to carry exactly the CA's subject bytes as its
+    /// issuer.
     fn from_parts(
         cert: CertificateDer<'static>,
         key: &PrivateKeyDer<'_>,
@@ -107,26 +108,17 @@ impl Ca {
         })?;
         let x509 =
             parse_x509(&cert).map_err(|e| CertError::Generate(format!("CA certificate: {e}")))?;
-        let ski = x509
-            .extensions()
-            .iter()
-            .find_map(|ext| match ext.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-                _ => None,
-            });
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(x509.subject())?;
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let aki = ski.is_some();
-        if let Some(ski) = ski {
-            params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
-        }
-        drop(x509);
-        Ok(Self {
-            cert,
-            aki,
-            issuer: Issuer::new(params, key),
-        })
+        // An authority key identifier only when there is a subject key
+        // identifier for it to match (rcgen would otherwise make one up).
+        let aki = x509.extensions().iter().any(|ext| {
+            matches!(
+                ext.parsed_extension(),
+                ParsedExtension::SubjectKeyIdentifier(_)
+            )
+        });
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| CertError::Generate(format!("unsupported CA certificate: {e}")))?;
+        Ok(Self { cert, aki, issuer })
     }
 
     /// Signs `params` for a new P-256 key; returns (cert PEM, key PEM).
@@ -144,44 +136,6 @@ impl Ca {
         }
         Ok((cert.pem(), key.serialize_pem()))
     }
-}
-
-/// Rebuilds an rcgen name from a parsed one (one attribute per RDN, string
-/// types kept), as rcgen's own `from_name` does behind a feature we lack.
-fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName, CertError> {
-    use x509_parser::der_parser::asn1_rs::Tag;
-
-    let unsupported = || CertError::Generate(format!("unsupported CA subject name: {name}"));
-    let mut dn = DistinguishedName::new();
-    for rdn in name.iter() {
-        let mut attrs = rdn.iter();
-        let (Some(attr), None) = (attrs.next(), attrs.next()) else {
-            return Err(unsupported());
-        };
-        let oid: Vec<u64> = attr.attr_type().iter().ok_or_else(unsupported)?.collect();
-        let value = attr.attr_value();
-        let text = || std::str::from_utf8(value.data).map_err(|_| unsupported());
-        let dn_value = match value.header.tag() {
-            Tag::Utf8String => DnValue::Utf8String(text()?.to_owned()),
-            Tag::PrintableString => DnValue::PrintableString(text()?.try_into()?),
-            Tag::Ia5String => DnValue::Ia5String(text()?.try_into()?),
-            Tag::T61String => DnValue::TeletexString(text()?.try_into()?),
-            Tag::BmpString => {
-                DnValue::BmpString(rcgen::string::BmpString::from_utf16be(value.data.to_vec())?)
-            }
-            Tag::UniversalString => DnValue::UniversalString(
-                rcgen::string::UniversalString::from_utf32be(value.data.to_vec())?,
-            ),
-            _ => return Err(unsupported()),
-        };
-        let dn_type = DnType::from_oid(&oid);
-        if dn.get(&dn_type).is_some() {
-            // rcgen keeps one value per attribute type.
-            return Err(unsupported());
-        }
-        dn.push(dn_type, dn_value);
-    }
-    Ok(dn)
 }
 
 /// Sets the validity of `params`, without panicking on out-of-range times.
@@ -906,5 +860,70 @@ mod tests {
         client_verifier(&cert)
             .verify_client_cert(&leaf, &[], UnixTime::now())
             .unwrap();
+    }
+
+    /// CAs whose names rcgen cannot reproduce are refused rather than
+    /// signing leaves that would not chain; a CA without a subject key
+    /// identifier signs leaves without an authority key identifier.
+    #[test]
+    fn openssl_cas_with_unusual_names_or_no_ski() {
+        let dir = TempDir::new("openssl-ca-edges");
+        let ca = |tag: &str, subj: &str, extra: &[&str]| {
+            let key = dir.path().join(format!("{tag}.key"));
+            let cert = dir.path().join(format!("{tag}.pem"));
+            let mut args = vec!["-addext", "basicConstraints=critical,CA:TRUE"];
+            args.extend_from_slice(extra);
+            openssl_new_p256(&key, &cert, "2", subj, &args).then_some((cert, key))
+        };
+        let issue = |(cert, key): &(PathBuf, PathBuf)| {
+            let now = SystemTime::now();
+            issue_client_cert(
+                &fs::read_to_string(cert).unwrap(),
+                &fs::read_to_string(key).unwrap(),
+                "zoe",
+                now - ONE_DAY,
+                now + ONE_DAY,
+            )
+        };
+        let Some(no_ski) = ca(
+            "no-ski",
+            "/CN=No SKI",
+            &[
+                "-addext",
+                "subjectKeyIdentifier=none",
+                "-addext",
+                "authorityKeyIdentifier=none",
+            ],
+        ) else {
+            return;
+        };
+        let (pem, _) = issue(&no_ski).unwrap();
+        let leaf = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let has_aki = x.extensions().iter().any(|e| {
+            matches!(
+                e.parsed_extension(),
+                ParsedExtension::AuthorityKeyIdentifier(_)
+            )
+        });
+        assert!(!has_aki);
+        client_verifier(&no_ski.0)
+            .verify_client_cert(&leaf, &[], UnixTime::now())
+            .unwrap();
+
+        // Two values of one attribute type: rcgen keeps one.
+        let dup = ca("dup", "/O=A/O=B/CN=Dup", &[]).unwrap();
+        let err = issue(&dup).unwrap_err();
+        assert!(matches!(err, CertError::Generate(_)), "{err:?}");
+        assert!(err.to_string().contains("cannot reproduce"), "{err}");
+
+        // A multi-valued RDN: rcgen cannot read it.
+        let multi = ca("multi", "/O=A+CN=Multi", &[]).unwrap();
+        let err = issue(&multi).unwrap_err();
+        assert!(matches!(err, CertError::Generate(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("unsupported CA certificate"),
+            "{err}"
+        );
     }
 }
