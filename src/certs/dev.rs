@@ -1,11 +1,9 @@
 //! Development certificates: the CA, server and client certificates of
 //! `switchboard certs` and of the first `serve` start without `--cert`.
 
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -17,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::ParsedExtension;
 
 use super::load::{CertError, certs_from_pem, check_key_matches, load_certs, load_key, parse_x509};
+use crate::atomic_file;
 use crate::proto::command::is_valid_user;
 
 /// One day, the clock skew every generated certificate tolerates.
@@ -226,53 +225,23 @@ struct Output {
 /// Writes one file; a private key gets mode 0600. Without `overwrite` the
 /// file must not exist; with it, the file is replaced through a rename.
 fn write_output(out: &Output, overwrite: bool) -> Result<(), CertError> {
-    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-    let write_err = |source| CertError::Write {
-        path: out.path.clone(),
-        source,
-    };
     let mode = if out.private { 0o600 } else { 0o644 };
-    let target = if overwrite {
-        let mut tmp = out.path.clone().into_os_string();
-        tmp.push(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        PathBuf::from(tmp)
-    } else {
-        out.path.clone()
-    };
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&target)?;
-        file.set_permissions(Permissions::from_mode(mode))?;
-        file.write_all(out.data.as_bytes())?;
-        file.sync_all()
-    })();
-    match result {
-        Err(e) if !overwrite && e.kind() == io::ErrorKind::AlreadyExists => {
-            // Appeared since the check; it is not ours to remove.
-            return Err(CertError::Exists {
-                path: out.path.clone(),
-            });
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&target);
-            return Err(write_err(e));
-        }
-        Ok(()) => {}
-    }
+    let data = out.data.as_bytes();
+    let path = out.path.clone();
     if overwrite {
-        fs::rename(&target, &out.path).map_err(|e| {
-            let _ = fs::remove_file(&target);
-            write_err(e)
-        })?;
+        atomic_file::replace(&out.path, data, mode).map_err(|e| CertError::Write {
+            path,
+            source: e.source,
+        })
+    } else {
+        atomic_file::create_new(&out.path, data, mode).map_err(|source| {
+            match source.kind() {
+                // Appeared since the check; it is not ours to remove.
+                io::ErrorKind::AlreadyExists => CertError::Exists { path },
+                _ => CertError::Write { path, source },
+            }
+        })
     }
-    Ok(())
 }
 
 /// `switchboard certs DIR [--client NAME]... [--force]`.
@@ -474,6 +443,8 @@ pub fn issue_client_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::Arc;
 
     use rustls::client::danger::ServerCertVerifier;
