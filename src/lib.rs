@@ -31,6 +31,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![warn(unreachable_pub, clippy::use_self, clippy::manual_let_else)]
 
+mod atomic_file;
 pub mod auth;
 pub mod broker;
 pub mod buf;

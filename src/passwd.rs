@@ -44,10 +44,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::num::NonZeroU32;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::pbkdf2;
@@ -428,51 +427,16 @@ impl PasswordFile {
     /// # Errors
     ///
     /// [`PasswdError::Io`] if the temporary file cannot be created or written
-    /// (naming it) or the rename fails (naming `path`); the temporary file is
-    /// removed and `path` is left as it was. [`PasswdError::Random`] if no name
-    /// for the temporary file could be drawn.
+    /// (naming it), or no random name for it could be drawn or the rename fails
+    /// (naming `path`); the temporary file is removed and `path` is left as it
+    /// was.
     pub fn save(&self, path: &Path) -> Result<(), PasswdError> {
-        let io_error = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| PasswdError::Io { path: p, source }
-        };
-        let Some(file_name) = path.file_name() else {
-            return Err(io_error(path)(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a file name",
-            )));
-        };
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        // A random suffix, so two concurrent `passwd` runs or a stale temporary
-        // file from a crash never collide with this one (`create_new` below).
-        let mut suffix = [0u8; 8];
-        SystemRandom::new()
-            .fill(&mut suffix)
-            .map_err(|_| PasswdError::Random)?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(".tmp-");
-        let mut hex = String::new();
-        push_hex(&mut hex, &suffix);
-        tmp_name.push(hex);
-        let tmp = dir.join(tmp_name);
-
-        let result = write_new_private(&tmp, self.to_text().as_bytes())
-            .map_err(io_error(&tmp))
-            .and_then(|()| fs::rename(&tmp, path).map_err(io_error(path)));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-            return result;
-        }
-        // Make the rename itself durable. Best effort: some file systems refuse
-        // to sync a directory, and the new file is in place either way.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::atomic_file::replace(path, self.to_text().as_bytes(), 0o600).map_err(|e| {
+            PasswdError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })
     }
 
     /// Recomputes `dummy_iterations`: the most common count, ties going to the
@@ -590,20 +554,6 @@ fn read_password_line(stdin: &mut dyn io::BufRead) -> Result<String, PasswdError
     Ok(line)
 }
 
-/// Creates `path` (which must not exist) with mode 0600, writes `data` and syncs.
-fn write_new_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    // The umask can only clear bits of 0600; set it exactly so the result does not
-    // depend on the caller's umask.
-    file.set_permissions(Permissions::from_mode(0o600))?;
-    file.write_all(data)?;
-    file.sync_all()
-}
-
 /// Parses one non-blank, non-comment line; the error is the `Parse` reason.
 fn parse_line(line: &str) -> Result<Entry, &'static str> {
     let mut fields = line.split(':');
@@ -685,7 +635,9 @@ fn hex_value(digit: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
     use std::io::Cursor;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 

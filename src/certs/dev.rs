@@ -1,66 +1,21 @@
-//! Certificates and keys: loading them for TLS, and making development ones.
-//!
-//! Where they come from:
-//!
-//! - `serve --cert FILE --key FILE`: the operator's own PEM chain (leaf first)
-//!   and private key (PKCS#8, SEC1 or PKCS#1). [`load_certs`], [`load_key`] and
-//!   [`check_key_matches`] read and check them before the server starts, so a
-//!   bad file stops the start with one line naming the file.
-//! - `serve` with neither: [`ensure_dev_certs`] makes (or reuses) a development
-//!   CA and a `localhost` server certificate in `./certs/`; clients trust
-//!   `certs/ca.pem`.
-//! - `switchboard certs DIR [--client NAME]... [--force]`: [`generate`] writes
-//!   that CA, the server certificate and one client certificate per `--client`
-//!   (for `--auth cert`, where the subject CN is the user name).
-//! - `--client-ca FILE` (server) and `--ca FILE` (clients): [`load_roots`].
-//! - `--auth cert` and the embedding API: [`subject_of`] reads the subject of a
-//!   verified client certificate.
-//!
-//! What each [`CertError`] means to an operator:
-//!
-//! - [`CertError::Missing`]: the path is wrong (relative paths are relative to
-//!   the server's working directory).
-//! - [`CertError::Unreadable`]: the file exists but cannot be read (permissions,
-//!   a directory, ...); the OS error says which.
-//! - [`CertError::NotACertificate`]: the file has no `-----BEGIN CERTIFICATE-----`
-//!   block (a key or a DER file was given instead), or a block that is not a
-//!   valid X.509 certificate (truncated or edited).
-//! - [`CertError::NotAKey`]: the file has no unencrypted private key block
-//!   (`PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY`), or one that the
-//!   crypto provider cannot use. Encrypted keys are not supported.
-//! - [`CertError::KeyMismatch`]: `--cert` and `--key` are from different pairs.
-//! - [`CertError::Exists`]: `switchboard certs` would overwrite a file; nothing
-//!   was written. Use `--force`, or another directory.
-//! - [`CertError::Write`]: a file or the directory could not be written.
-//! - [`CertError::Generate`]: certificate generation failed, or a `--client`
-//!   name is not a valid user name.
-//! - [`CertError::Parse`]: a certificate handed to [`subject_of`] is not valid DER.
-//!
-//! Development certificates use ECDSA P-256 keys. The CA is valid for 10 years,
-//! server and client certificates for 825 days (the longest that some TLS
-//! clients accept); every certificate is valid from one day in the past, to
-//! tolerate clock skew. Private key files are written with mode 0600.
+//! Development certificates: the CA, server and client certificates of
+//! `switchboard certs` and of the first `serve` start without `--cert`.
 
-use std::fmt;
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
-use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
-use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
-pub use crate::conn::PeerIdentity;
-
+use super::load::{CertError, certs_from_pem, check_key_matches, load_certs, load_key, parse_x509};
+use crate::atomic_file;
 use crate::proto::command::is_valid_user;
 
 /// One day, the clock skew every generated certificate tolerates.
@@ -73,283 +28,6 @@ const LEAF_VALIDITY: Duration = Duration::from_secs(825 * 24 * 60 * 60);
 const CA_ORG: &str = "Switchboard";
 /// Common name of the development CA.
 const CA_CN: &str = "Switchboard development CA";
-
-/// Reads the subject of a DER certificate (C, ST, L, O, OU and CN).
-///
-/// # Errors
-///
-/// [`CertError::Parse`] if `cert` is not a valid X.509 certificate.
-pub fn subject_of(cert: &CertificateDer<'_>) -> Result<PeerIdentity, CertError> {
-    let x509 = parse_x509(cert).map_err(CertError::Parse)?;
-    let name = x509.subject();
-    Ok(PeerIdentity {
-        c: first_str(name.iter_country()),
-        st: first_str(name.iter_state_or_province()),
-        l: first_str(name.iter_locality()),
-        o: first_str(name.iter_organization()),
-        ou: first_str(name.iter_organizational_unit()),
-        cn: first_str(name.iter_common_name()),
-    })
-}
-
-/// The first value of an attribute, if it is a UTF-8 compatible string.
-fn first_str<'a, 'b: 'a>(
-    mut values: impl Iterator<Item = &'a AttributeTypeAndValue<'b>>,
-) -> Option<String> {
-    values
-        .next()
-        .and_then(|attr| attr.as_str().ok())
-        .map(str::to_owned)
-}
-
-/// Why a certificate or key could not be loaded, checked or made.
-///
-/// `Display` is one line naming the file and what is wrong, fit to be the
-/// whole message of a failed start.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum CertError {
-    /// The file does not exist.
-    Missing {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The file exists but could not be read (permissions, a directory, ...).
-    Unreadable {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// No PEM CERTIFICATE block, or a block that is not valid X.509 DER.
-    NotACertificate {
-        /// The file.
-        path: PathBuf,
-    },
-    /// No PKCS#8, SEC1 or PKCS#1 private key block, or one that cannot be used.
-    NotAKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The key does not belong to the first (leaf) certificate.
-    KeyMismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-    },
-    /// `switchboard certs` refuses to overwrite this file without `--force`.
-    Exists {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A file or directory could not be written.
-    Write {
-        /// The file or directory.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// Certificate generation failed (or a client name is invalid).
-    Generate(String),
-    /// A certificate given to [`subject_of`] is not valid DER.
-    Parse(String),
-}
-
-impl fmt::Display for CertError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Missing { path } => write!(f, "file {} does not exist", path.display()),
-            Self::Unreadable { path, source } => {
-                write!(f, "cannot read {}: {source}", path.display())
-            }
-            Self::NotACertificate { path } => write!(
-                f,
-                "certificate file {}: no valid PEM CERTIFICATE block found",
-                path.display()
-            ),
-            Self::NotAKey { path } => write!(
-                f,
-                "key file {}: no usable unencrypted PEM private key found \
-                 (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)",
-                path.display()
-            ),
-            Self::KeyMismatch { cert, key } => write!(
-                f,
-                "key file {} does not match certificate {}",
-                key.display(),
-                cert.display()
-            ),
-            Self::Exists { path } => write!(
-                f,
-                "{} already exists (nothing written; use --force to overwrite)",
-                path.display()
-            ),
-            Self::Write { path, source } => {
-                write!(f, "cannot write {}: {source}", path.display())
-            }
-            Self::Generate(why) => write!(f, "cannot generate certificate: {why}"),
-            Self::Parse(why) => write!(f, "cannot parse certificate: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for CertError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Unreadable { source, .. } | Self::Write { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
-impl From<rcgen::Error> for CertError {
-    fn from(e: rcgen::Error) -> Self {
-        Self::Generate(e.to_string())
-    }
-}
-
-/// Reads a whole file, telling a missing file from an unreadable one.
-fn read_file(path: &Path) -> Result<Vec<u8>, CertError> {
-    fs::read(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => CertError::Missing {
-            path: path.to_owned(),
-        },
-        _ => CertError::Unreadable {
-            path: path.to_owned(),
-            source,
-        },
-    })
-}
-
-/// Parses DER as one X.509 certificate with nothing after it.
-fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, String> {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok(([], cert)) => Ok(cert),
-        Ok((rest, _)) => Err(format!("{} bytes after the certificate", rest.len())),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// The certificates of PEM text, in order, each checked to be X.509.
-/// `None` if there is none, a PEM syntax error, or a block that is not X.509.
-fn certs_from_pem(pem_bytes: &[u8]) -> Option<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_slice_iter(pem_bytes)
-        .collect::<Result<Vec<_>, pem::Error>>()
-        .ok()?;
-    let valid = !certs.is_empty() && certs.iter().all(|c| parse_x509(c).is_ok());
-    valid.then_some(certs)
-}
-
-/// Loads a PEM certificate chain, leaf first (`--cert`, `--client-ca`, `--ca`).
-///
-/// Other PEM blocks (a key in the same file, say) are ignored.
-///
-/// # Errors
-///
-/// [`CertError::Missing`], [`CertError::Unreadable`], or
-/// [`CertError::NotACertificate`] if the file has no CERTIFICATE block, bad PEM
-/// syntax, or a block that is not a valid X.509 certificate.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let data = read_file(path)?;
-    certs_from_pem(&data).ok_or_else(|| CertError::NotACertificate {
-        path: path.to_owned(),
-    })
-}
-
-/// Loads the first unencrypted PEM private key of a file: PKCS#8
-/// (`PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`).
-///
-/// The key is not checked to be usable here; [`check_key_matches`] does that.
-///
-/// # Errors
-///
-/// [`CertError::Missing`], [`CertError::Unreadable`], or [`CertError::NotAKey`]
-/// if there is no such block (an encrypted key, or a certificate given as the key).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    let data = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|_| CertError::NotAKey {
-        path: path.to_owned(),
-    })
-}
-
-/// Checks that `key` is usable by the ring provider and belongs to the first
-/// certificate of `certs`. The paths are only for the error.
-///
-/// # Errors
-///
-/// [`CertError::NotACertificate`] (`cert_path`) if `certs` is empty or its
-/// first certificate is rejected by rustls; [`CertError::NotAKey`] (`key_path`)
-/// if the provider cannot load the key (an unsupported algorithm or curve, or
-/// a damaged key); [`CertError::KeyMismatch`] if the public keys differ.
-pub fn check_key_matches(
-    certs: &[CertificateDer<'static>],
-    key: &PrivateKeyDer<'static>,
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(), CertError> {
-    use rustls::{Error as TlsError, InconsistentKeys};
-
-    let not_a_cert = || CertError::NotACertificate {
-        path: cert_path.to_owned(),
-    };
-    if certs.is_empty() {
-        return Err(not_a_cert());
-    }
-    let signing_key = rustls::crypto::ring::default_provider()
-        .key_provider
-        .load_private_key(key.clone_key())
-        .map_err(|_| CertError::NotAKey {
-            path: key_path.to_owned(),
-        })?;
-    let certified = rustls::sign::CertifiedKey::new(certs.to_vec(), signing_key);
-    match certified.keys_match() {
-        Ok(()) => Ok(()),
-        Err(TlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-            Err(CertError::KeyMismatch {
-                cert: cert_path.to_owned(),
-                key: key_path.to_owned(),
-            })
-        }
-        Err(TlsError::InconsistentKeys(_)) => {
-            // The key cannot report its public key: nothing to compare.
-            log::warn!(
-                "cannot check that key {} matches certificate {}",
-                key_path.display(),
-                cert_path.display()
-            );
-            Ok(())
-        }
-        Err(_) => Err(not_a_cert()),
-    }
-}
-
-/// Loads a PEM CA bundle as trust anchors (`--client-ca`, clients' `--ca`).
-///
-/// Certificates that cannot be trust anchors are skipped with a warning.
-///
-/// # Errors
-///
-/// As [`load_certs`], and [`CertError::NotACertificate`] if no certificate
-/// could be added.
-pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in load_certs(path)?.into_iter().enumerate() {
-        if let Err(e) = roots.add(cert) {
-            log::warn!(
-                "{}: certificate {} skipped as a trust anchor: {e}",
-                path.display(),
-                i + 1
-            );
-        }
-    }
-    if roots.is_empty() {
-        return Err(CertError::NotACertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(roots)
-}
 
 /// Paths of a CA + server certificate set.
 #[derive(Debug, Clone)]
@@ -413,9 +91,11 @@ impl Ca {
     }
 
     /// An existing CA from its certificate and PKCS#8 key. The key is assumed
-    /// to match (callers check). The issuer name is rebuilt from the parsed
-    /// subject, and every issued certificate is checked to carry exactly the
-    /// CA's subject bytes as its issuer.
+    /// to match (callers check). rcgen reads the issuer name, key identifier
+    /// and key usages from the certificate; as it re-encodes the name (one
+    /// attribute per RDN, one value per attribute type), every issued
+    /// certificate is checked to carry exactly the CA's subject bytes as its
+    /// issuer.
     fn from_parts(
         cert: CertificateDer<'static>,
         key: &PrivateKeyDer<'_>,
@@ -427,26 +107,17 @@ impl Ca {
         })?;
         let x509 =
             parse_x509(&cert).map_err(|e| CertError::Generate(format!("CA certificate: {e}")))?;
-        let ski = x509
-            .extensions()
-            .iter()
-            .find_map(|ext| match ext.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-                _ => None,
-            });
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(x509.subject())?;
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let aki = ski.is_some();
-        if let Some(ski) = ski {
-            params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
-        }
-        drop(x509);
-        Ok(Self {
-            cert,
-            aki,
-            issuer: Issuer::new(params, key),
-        })
+        // An authority key identifier only when there is a subject key
+        // identifier for it to match (rcgen would otherwise make one up).
+        let aki = x509.extensions().iter().any(|ext| {
+            matches!(
+                ext.parsed_extension(),
+                ParsedExtension::SubjectKeyIdentifier(_)
+            )
+        });
+        let issuer = Issuer::from_ca_cert_der(&cert, key)
+            .map_err(|e| CertError::Generate(format!("unsupported CA certificate: {e}")))?;
+        Ok(Self { cert, aki, issuer })
     }
 
     /// Signs `params` for a new P-256 key; returns (cert PEM, key PEM).
@@ -464,44 +135,6 @@ impl Ca {
         }
         Ok((cert.pem(), key.serialize_pem()))
     }
-}
-
-/// Rebuilds an rcgen name from a parsed one (one attribute per RDN, string
-/// types kept), as rcgen's own `from_name` does behind a feature we lack.
-fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName, CertError> {
-    use x509_parser::der_parser::asn1_rs::Tag;
-
-    let unsupported = || CertError::Generate(format!("unsupported CA subject name: {name}"));
-    let mut dn = DistinguishedName::new();
-    for rdn in name.iter() {
-        let mut attrs = rdn.iter();
-        let (Some(attr), None) = (attrs.next(), attrs.next()) else {
-            return Err(unsupported());
-        };
-        let oid: Vec<u64> = attr.attr_type().iter().ok_or_else(unsupported)?.collect();
-        let value = attr.attr_value();
-        let text = || std::str::from_utf8(value.data).map_err(|_| unsupported());
-        let dn_value = match value.header.tag() {
-            Tag::Utf8String => DnValue::Utf8String(text()?.to_owned()),
-            Tag::PrintableString => DnValue::PrintableString(text()?.try_into()?),
-            Tag::Ia5String => DnValue::Ia5String(text()?.try_into()?),
-            Tag::T61String => DnValue::TeletexString(text()?.try_into()?),
-            Tag::BmpString => {
-                DnValue::BmpString(rcgen::string::BmpString::from_utf16be(value.data.to_vec())?)
-            }
-            Tag::UniversalString => DnValue::UniversalString(
-                rcgen::string::UniversalString::from_utf32be(value.data.to_vec())?,
-            ),
-            _ => return Err(unsupported()),
-        };
-        let dn_type = DnType::from_oid(&oid);
-        if dn.get(&dn_type).is_some() {
-            // rcgen keeps one value per attribute type.
-            return Err(unsupported());
-        }
-        dn.push(dn_type, dn_value);
-    }
-    Ok(dn)
 }
 
 /// Sets the validity of `params`, without panicking on out-of-range times.
@@ -592,53 +225,23 @@ struct Output {
 /// Writes one file; a private key gets mode 0600. Without `overwrite` the
 /// file must not exist; with it, the file is replaced through a rename.
 fn write_output(out: &Output, overwrite: bool) -> Result<(), CertError> {
-    static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
-    let write_err = |source| CertError::Write {
-        path: out.path.clone(),
-        source,
-    };
     let mode = if out.private { 0o600 } else { 0o644 };
-    let target = if overwrite {
-        let mut tmp = out.path.clone().into_os_string();
-        tmp.push(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        PathBuf::from(tmp)
-    } else {
-        out.path.clone()
-    };
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&target)?;
-        file.set_permissions(Permissions::from_mode(mode))?;
-        file.write_all(out.data.as_bytes())?;
-        file.sync_all()
-    })();
-    match result {
-        Err(e) if !overwrite && e.kind() == io::ErrorKind::AlreadyExists => {
-            // Appeared since the check; it is not ours to remove.
-            return Err(CertError::Exists {
-                path: out.path.clone(),
-            });
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&target);
-            return Err(write_err(e));
-        }
-        Ok(()) => {}
-    }
+    let data = out.data.as_bytes();
+    let path = out.path.clone();
     if overwrite {
-        fs::rename(&target, &out.path).map_err(|e| {
-            let _ = fs::remove_file(&target);
-            write_err(e)
-        })?;
+        atomic_file::replace(&out.path, data, mode).map_err(|e| CertError::Write {
+            path,
+            source: e.source,
+        })
+    } else {
+        atomic_file::create_new(&out.path, data, mode).map_err(|source| {
+            match source.kind() {
+                // Appeared since the check; it is not ours to remove.
+                io::ErrorKind::AlreadyExists => CertError::Exists { path },
+                _ => CertError::Write { path, source },
+            }
+        })
     }
-    Ok(())
 }
 
 /// `switchboard certs DIR [--client NAME]... [--force]`.
@@ -840,125 +443,17 @@ pub fn issue_client_cert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::Arc;
 
     use rustls::client::danger::ServerCertVerifier;
     use rustls::pki_types::{ServerName, UnixTime};
-    use rustls::server::danger::ClientCertVerifier;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static SEQ: AtomicU64 = AtomicU64::new(0);
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let path = std::env::temp_dir().join(format!(
-                "switchboard-certs-{tag}-{}-{nanos}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    const OPENSSL: &str = "/usr/bin/openssl";
-
-    fn openssl(args: &[&str]) -> bool {
-        if !Path::new(OPENSSL).exists() {
-            eprintln!("SKIP: {OPENSSL} not found; test skipped");
-            return false;
-        }
-        let out = Command::new(OPENSSL).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        true
-    }
-
-    /// `openssl req -x509`: a self-signed certificate for the existing key
-    /// `key`, valid one day.
-    fn openssl_self_sign(key: &str, subj: &str, cert: &Path) -> bool {
-        openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            key,
-            "-subj",
-            subj,
-            "-days",
-            "1",
-            "-out",
-            cert.to_str().unwrap(),
-        ])
-    }
-
-    /// `openssl req -x509 -newkey ec`: a new P-256 key and a self-signed
-    /// certificate for it, valid `days`, with `extra` arguments.
-    fn openssl_new_p256(key: &Path, cert: &Path, days: &str, subj: &str, extra: &[&str]) -> bool {
-        let mut args = vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-days",
-            days,
-            "-subj",
-            subj,
-        ];
-        args.extend_from_slice(extra);
-        openssl(&args)
-    }
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-
-    fn client_verifier(ca: &Path) -> Arc<dyn ClientCertVerifier> {
-        rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(load_roots(ca).unwrap()),
-            provider(),
-        )
-        .build()
-        .unwrap()
-    }
-
-    fn first_cert(path: &Path) -> CertificateDer<'static> {
-        load_certs(path).unwrap().remove(0)
-    }
-
-    fn mode(path: &Path) -> u32 {
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    fn clients(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::certs::test_util::{
+        TempDir, client_verifier, clients, first_cert, mode, openssl_new_p256, provider,
+    };
+    use crate::certs::{load_roots, subject_of};
 
     #[test]
     fn generate_writes_a_set_that_loads_and_matches() {
@@ -1065,194 +560,6 @@ mod tests {
             let want = now + days * day;
             assert!((want - 60..=want + 60).contains(&na), "{file} not_after");
         }
-    }
-
-    #[test]
-    fn key_of_another_certificate_is_a_mismatch() {
-        let dir = TempDir::new("mismatch");
-        generate(dir.path(), &clients(&["alice"]), false).unwrap();
-        let paths = DevCerts::in_dir(dir.path());
-        let certs = load_certs(&paths.server_cert).unwrap();
-        let alice_key = dir.path().join("alice.key");
-        let key = load_key(&alice_key).unwrap();
-        let err = check_key_matches(&certs, &key, &paths.server_cert, &alice_key).unwrap_err();
-        assert!(matches!(err, CertError::KeyMismatch { .. }), "{err:?}");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("alice.key") && msg.contains("server.pem"),
-            "{msg}"
-        );
-        assert!(!msg.contains('\n'));
-        assert!(matches!(
-            check_key_matches(&[], &key, &paths.server_cert, &alice_key),
-            Err(CertError::NotACertificate { .. })
-        ));
-    }
-
-    #[test]
-    fn missing_unreadable_and_wrong_files() {
-        let dir = TempDir::new("wrong");
-        let missing = dir.path().join("nope.pem");
-        let err = load_certs(&missing).unwrap_err();
-        assert!(matches!(err, CertError::Missing { .. }), "{err:?}");
-        assert!(err.to_string().contains("nope.pem"));
-        assert!(matches!(load_key(&missing), Err(CertError::Missing { .. })));
-        assert!(matches!(
-            load_roots(&missing),
-            Err(CertError::Missing { .. })
-        ));
-
-        // A directory cannot be read as a file.
-        let err = load_certs(dir.path()).unwrap_err();
-        assert!(matches!(err, CertError::Unreadable { .. }), "{err:?}");
-        assert!(std::error::Error::source(&err).is_some());
-
-        let garbage = dir.path().join("garbage.pem");
-        fs::write(&garbage, b"\x00\x01 this is not PEM at all\n").unwrap();
-        let err = load_certs(&garbage).unwrap_err();
-        assert!(matches!(err, CertError::NotACertificate { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "certificate file {}: no valid PEM CERTIFICATE block found",
-                garbage.display()
-            )
-        );
-        assert!(matches!(load_key(&garbage), Err(CertError::NotAKey { .. })));
-        assert!(matches!(
-            load_roots(&garbage),
-            Err(CertError::NotACertificate { .. })
-        ));
-
-        // A CERTIFICATE block whose content is not X.509.
-        let bogus = dir.path().join("bogus.pem");
-        fs::write(
-            &bogus,
-            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        assert!(matches!(
-            load_certs(&bogus),
-            Err(CertError::NotACertificate { .. })
-        ));
-
-        generate(dir.path(), &[], false).unwrap();
-        let paths = DevCerts::in_dir(dir.path());
-        // A key given as the certificate.
-        let err = load_certs(&paths.server_key).unwrap_err();
-        assert!(matches!(err, CertError::NotACertificate { .. }), "{err:?}");
-        // A certificate given as the key.
-        let err = load_key(&paths.server_cert).unwrap_err();
-        assert!(matches!(err, CertError::NotAKey { .. }), "{err:?}");
-        assert!(err.to_string().starts_with("key file "));
-
-        // A chain file: leaf first, both kept; a key in the same file ignored.
-        let chain = dir.path().join("chain.pem");
-        let mut text = fs::read_to_string(&paths.server_cert).unwrap();
-        text += &fs::read_to_string(&paths.server_key).unwrap();
-        text += &fs::read_to_string(&paths.ca_cert).unwrap();
-        fs::write(&chain, text).unwrap();
-        let certs = load_certs(&chain).unwrap();
-        assert_eq!(certs.len(), 2);
-        assert_eq!(certs[0], first_cert(&paths.server_cert));
-        let key = load_key(&chain).unwrap();
-        check_key_matches(&certs, &key, &chain, &chain).unwrap();
-    }
-
-    #[test]
-    fn pkcs1_rsa_and_sec1_ec_keys_load() {
-        let dir = TempDir::new("keyformats");
-        let rsa_key = dir.path().join("rsa.key");
-        let rsa_cert = dir.path().join("rsa.pem");
-        let rsa_key_s = rsa_key.to_str().unwrap();
-        if !openssl(&["genrsa", "-traditional", "-out", rsa_key_s, "2048"]) {
-            return;
-        }
-        assert!(
-            fs::read_to_string(&rsa_key)
-                .unwrap()
-                .contains("BEGIN RSA PRIVATE KEY")
-        );
-        let key = load_key(&rsa_key).unwrap();
-        assert!(matches!(key, PrivateKeyDer::Pkcs1(_)));
-        assert!(openssl_self_sign(rsa_key_s, "/CN=rsa", &rsa_cert));
-        check_key_matches(&load_certs(&rsa_cert).unwrap(), &key, &rsa_cert, &rsa_key).unwrap();
-
-        let ec_key = dir.path().join("ec.key");
-        let ec_cert = dir.path().join("ec.pem");
-        let ec_key_s = ec_key.to_str().unwrap();
-        assert!(openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            ec_key_s
-        ]));
-        assert!(
-            fs::read_to_string(&ec_key)
-                .unwrap()
-                .contains("BEGIN EC PRIVATE KEY")
-        );
-        let key = load_key(&ec_key).unwrap();
-        assert!(matches!(key, PrivateKeyDer::Sec1(_)));
-        assert!(openssl_self_sign(ec_key_s, "/CN=ec", &ec_cert));
-        check_key_matches(&load_certs(&ec_cert).unwrap(), &key, &ec_cert, &ec_key).unwrap();
-        // And across formats: the RSA key does not match the EC certificate.
-        let rsa = load_key(&rsa_key).unwrap();
-        assert!(matches!(
-            check_key_matches(&load_certs(&ec_cert).unwrap(), &rsa, &ec_cert, &rsa_key),
-            Err(CertError::KeyMismatch { .. })
-        ));
-    }
-
-    #[test]
-    fn subject_of_generated_and_openssl_certificates() {
-        let dir = TempDir::new("subject");
-        generate(dir.path(), &clients(&["bob.smith-2"]), false).unwrap();
-        let subject = subject_of(&first_cert(&dir.path().join("bob.smith-2.pem"))).unwrap();
-        assert_eq!(
-            subject,
-            PeerIdentity {
-                cn: Some("bob.smith-2".into()),
-                ..PeerIdentity::default()
-            }
-        );
-        assert_eq!(subject.to_string(), "CN=bob.smith-2");
-
-        assert!(matches!(
-            subject_of(&CertificateDer::from(vec![0x30, 0x03, 0x01, 0x01])),
-            Err(CertError::Parse(_))
-        ));
-
-        let key = dir.path().join("full.key");
-        let cert = dir.path().join("full.pem");
-        if !openssl_new_p256(
-            &key,
-            &cert,
-            "1",
-            "/C=FR/ST=Paris/L=Paris/O=Acme/OU=Dev/CN=alice",
-            &[],
-        ) {
-            return;
-        }
-        let subject = subject_of(&first_cert(&cert)).unwrap();
-        assert_eq!(
-            subject,
-            PeerIdentity {
-                c: Some("FR".into()),
-                st: Some("Paris".into()),
-                l: Some("Paris".into()),
-                o: Some("Acme".into()),
-                ou: Some("Dev".into()),
-                cn: Some("alice".into()),
-            }
-        );
-        assert_eq!(
-            subject.to_string(),
-            "C=FR, ST=Paris, L=Paris, O=Acme, OU=Dev, CN=alice"
-        );
     }
 
     #[test]
@@ -1526,35 +833,68 @@ mod tests {
             .unwrap();
     }
 
+    /// CAs whose names rcgen cannot reproduce are refused rather than
+    /// signing leaves that would not chain; a CA without a subject key
+    /// identifier signs leaves without an authority key identifier.
     #[test]
-    fn display_is_one_line() {
-        let p = PathBuf::from("certs/server.pem");
-        let errors = [
-            CertError::Missing { path: p.clone() },
-            CertError::Unreadable {
-                path: p.clone(),
-                source: io::Error::other("denied"),
-            },
-            CertError::NotACertificate { path: p.clone() },
-            CertError::NotAKey { path: p.clone() },
-            CertError::KeyMismatch {
-                cert: p.clone(),
-                key: p.clone(),
-            },
-            CertError::Exists { path: p.clone() },
-            CertError::Write {
-                path: p.clone(),
-                source: io::Error::other("full"),
-            },
-        ];
-        for e in errors {
-            let s = e.to_string();
-            assert!(s.contains("certs/server.pem") && !s.contains('\n'), "{s}");
-        }
-        assert_eq!(
-            CertError::NotACertificate { path: p }.to_string(),
-            "certificate file certs/server.pem: no valid PEM CERTIFICATE block found"
+    fn openssl_cas_with_unusual_names_or_no_ski() {
+        let dir = TempDir::new("openssl-ca-edges");
+        let ca = |tag: &str, subj: &str, extra: &[&str]| {
+            let key = dir.path().join(format!("{tag}.key"));
+            let cert = dir.path().join(format!("{tag}.pem"));
+            let mut args = vec!["-addext", "basicConstraints=critical,CA:TRUE"];
+            args.extend_from_slice(extra);
+            openssl_new_p256(&key, &cert, "2", subj, &args).then_some((cert, key))
+        };
+        let issue = |(cert, key): &(PathBuf, PathBuf)| {
+            let now = SystemTime::now();
+            issue_client_cert(
+                &fs::read_to_string(cert).unwrap(),
+                &fs::read_to_string(key).unwrap(),
+                "zoe",
+                now - ONE_DAY,
+                now + ONE_DAY,
+            )
+        };
+        let Some(no_ski) = ca(
+            "no-ski",
+            "/CN=No SKI",
+            &[
+                "-addext",
+                "subjectKeyIdentifier=none",
+                "-addext",
+                "authorityKeyIdentifier=none",
+            ],
+        ) else {
+            return;
+        };
+        let (pem, _) = issue(&no_ski).unwrap();
+        let leaf = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, x) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let has_aki = x.extensions().iter().any(|e| {
+            matches!(
+                e.parsed_extension(),
+                ParsedExtension::AuthorityKeyIdentifier(_)
+            )
+        });
+        assert!(!has_aki);
+        client_verifier(&no_ski.0)
+            .verify_client_cert(&leaf, &[], UnixTime::now())
+            .unwrap();
+
+        // Two values of one attribute type: rcgen keeps one.
+        let dup = ca("dup", "/O=A/O=B/CN=Dup", &[]).unwrap();
+        let err = issue(&dup).unwrap_err();
+        assert!(matches!(err, CertError::Generate(_)), "{err:?}");
+        assert!(err.to_string().contains("cannot reproduce"), "{err}");
+
+        // A multi-valued RDN: rcgen cannot read it.
+        let multi = ca("multi", "/O=A+CN=Multi", &[]).unwrap();
+        let err = issue(&multi).unwrap_err();
+        assert!(matches!(err, CertError::Generate(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("unsupported CA certificate"),
+            "{err}"
         );
-        assert_eq!(PeerIdentity::default().to_string(), "");
     }
 }
