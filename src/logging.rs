@@ -101,10 +101,14 @@ impl Logger {
     }
 
     /// Adds standard error as a sink. The writer writes to a duplicate of
-    /// the descriptor, so it never holds the lock of [`std::io::stderr`].
+    /// the descriptor, so it never holds the lock of [`std::io::stderr`]
+    /// (which a panic message needs); if there is no descriptor 2 to
+    /// duplicate, to [`std::io::stderr`], which then discards the lines.
     pub fn add_stderr(&mut self) -> io::Result<()> {
-        let fd = io::stderr().as_fd().try_clone_to_owned()?;
-        self.add_sink("stderr", File::from(fd))
+        match io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => self.add_sink("stderr", File::from(fd)),
+            Err(_) => self.add_sink("stderr", io::stderr()),
+        }
     }
 
     /// Adds `path` as a sink, created if missing and appended to.
