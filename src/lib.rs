@@ -22,6 +22,7 @@
 //!   buf.rs       per-connection output queue (shared Bytes)
 //!   error.rs     ERR codes and decoder errors
 //!   certs.rs     PEM loading, certificate generation, subject parsing
+//!   logging.rs   a log::Log that drops and counts lines rather than block
 //! ```
 //!
 //! `proto/` and `broker/` see no socket and no clock: they take bytes and an
@@ -42,6 +43,7 @@ pub mod error;
 pub mod event_loop;
 pub mod framed;
 pub mod handler;
+pub mod logging;
 pub mod passwd;
 pub mod proto;
 mod reactor;

@@ -154,7 +154,7 @@ fn spawn_reader<R: Read + Send + 'static>(
 }
 
 /// Finds the address in a `tcp listening on ADDR` line.
-fn parse_listening(line: &str) -> Option<Result<SocketAddr, String>> {
+pub fn parse_listening(line: &str) -> Option<Result<SocketAddr, String>> {
     listening_addr(line, LISTENING)
 }
 

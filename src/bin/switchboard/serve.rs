@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use log::{LevelFilter, info, warn};
 use serde::Deserialize;
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 use switchboard::certs;
+use switchboard::logging::Logger;
 use switchboard::passwd::PasswordFile;
 use switchboard::tls::{self, ClientAuth};
 use switchboard::{AuthMode, Server, ServerConfig};
@@ -89,6 +89,9 @@ pub(crate) struct ServeArgs {
     /// `error`, `warn`, `info`, `debug` or `trace` [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// Also log to FILE (appended).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -115,7 +118,8 @@ impl ServeArgs {
             ping_timeout,
             probe_interval,
             drain_timeout,
-            log_level
+            log_level,
+            log_file
         );
         if self.group.is_empty() {
             self.group = file.group;
@@ -133,7 +137,10 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         },
         None => args,
     };
-    if let Err(e) = init_logging(args.log_level.as_deref().unwrap_or("info")) {
+    if let Err(e) = init_logging(
+        args.log_level.as_deref().unwrap_or("info"),
+        args.log_file.as_deref(),
+    ) {
         return fail(&e);
     }
     let config = match build_config(&args) {
@@ -149,12 +156,17 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         return fail(&format!("cannot install signal handlers: {e}"));
     }
     match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            log::logger().flush();
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&format!("poll loop failed: {e}")),
     }
 }
 
+/// Prints `msg` after the log lines queued before it (bounded wait).
 fn fail(msg: &str) -> ExitCode {
+    log::logger().flush();
     eprintln!("switchboard: {msg}");
     ExitCode::FAILURE
 }
@@ -173,7 +185,11 @@ fn load_file(path: &Path) -> Result<ServeArgs, String> {
     })
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
+/// Installs the logger of [`switchboard::logging`]: lines are formatted on
+/// the logging thread and written by a writer thread per sink (stderr, and
+/// `--log-file` appended), so a sink that stops taking lines never blocks the
+/// poll loop; they are dropped and counted instead.
+fn init_logging(level: &str, file: Option<&Path>) -> Result<(), String> {
     let filter = match level.to_ascii_lowercase().as_str() {
         "error" => LevelFilter::Error,
         "warn" => LevelFilter::Warn,
@@ -186,16 +202,17 @@ fn init_logging(level: &str) -> Result<(), String> {
             ));
         }
     };
-    let config = ConfigBuilder::new()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .build();
-    let color = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        ColorChoice::Auto
-    } else {
-        ColorChoice::Never
-    };
-    TermLogger::init(filter, config, TerminalMode::Stderr, color)
+    let mut logger = Logger::new(filter);
+    logger
+        .add_stderr()
+        .map_err(|e| format!("cannot start logging to stderr: {e}"))?;
+    if let Some(path) = file {
+        logger
+            .add_file(path)
+            .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+    }
+    logger
+        .install()
         .map_err(|e| format!("cannot start logging: {e}"))
 }
 
