@@ -786,6 +786,9 @@ fn process<C: Records>(
     }
 }
 #[cfg(test)]
+mod tests;
+
+#[cfg(test)]
 mod side_size {
     /// Outgoing TLS costs accepted connections nothing: the client end fits
     /// in the server end's room (measured: 1088 and 976 bytes, rustls 0.23).
