@@ -1,11 +1,11 @@
 //! TLS inside the loop: rustls driven by readiness, and server TLS settings.
 //!
-//! `TlsSession` drives rustls's unbuffered API for the reactor: the server
-//! end for TLS listeners, the client end for outgoing connections of the
-//! generic layer (both through the same code, see `Records`). It is
-//! generic over `Read`/`Write`, so it never blocks and never sees a socket
-//! type: the reactor hands it the nonblocking stream and its shared scratch
-//! buffers. One `TlsSession::read_step` reads the socket once and processes
+//! `TlsSession` drives rustls's unbuffered API: the server end for the
+//! reactor's TLS listeners, the client end for the generic layer's outgoing
+//! connections and for the client library's I/O thread (all through the same
+//! code, see `Records`). It is generic over `Read`/`Write`, so it never
+//! blocks and never sees a socket type: the reactor hands it the nonblocking
+//! stream and its shared scratch buffers. One `TlsSession::read_step` reads the socket once and processes
 //! every complete record; the reactor repeats it until `WouldBlock`, within
 //! its read budget. `TlsSession::write_to` encrypts queued plaintext into
 //! records and writes them until the socket would block.
