@@ -5,10 +5,11 @@
 //! connections and for the client library's I/O thread (all through the same
 //! code, see `Records`). It is generic over `Read`/`Write`, so it never
 //! blocks and never sees a socket type: the reactor hands it the nonblocking
-//! stream and its shared scratch buffers. One `TlsSession::read_step` reads the socket once and processes
-//! every complete record; the reactor repeats it until `WouldBlock`, within
-//! its read budget. `TlsSession::write_to` encrypts queued plaintext into
-//! records and writes them until the socket would block.
+//! stream and its shared scratch buffers. One `TlsSession::read_step` reads
+//! the socket once and processes every complete record; the reactor repeats
+//! it until `WouldBlock`, within its read budget. `TlsSession::write_to`
+//! encrypts queued plaintext into records and writes them until the socket
+//! would block.
 //!
 //! The unbuffered API was chosen by measurement over `ServerConnection`: the
 //! loop owns every buffer, so an idle TLS connection keeps none (see
@@ -18,8 +19,8 @@
 //! the front of the input first; handshake records are written in the order
 //! they were encoded; a TLS error is sticky, and the alert rustls prepares for
 //! it is written (best effort) before the connection is dropped;
-//! `close_notify` is sent when the broker closes a session, and a peer's
-//! `close_notify` is end of stream.
+//! `close_notify` is sent when the broker (or the client) closes a session,
+//! and a peer's `close_notify` is end of stream.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
@@ -785,6 +786,7 @@ fn process<C: Records>(
         }
     }
 }
+
 #[cfg(test)]
 mod tests;
 
