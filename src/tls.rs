@@ -1,14 +1,15 @@
 //! TLS inside the loop: rustls driven by readiness, and server TLS settings.
 //!
-//! `TlsSession` drives rustls's unbuffered API for the reactor: the server
-//! end for TLS listeners, the client end for outgoing connections of the
-//! generic layer (both through the same code, see `Records`). It is
-//! generic over `Read`/`Write`, so it never blocks and never sees a socket
-//! type: the reactor hands it the nonblocking stream and its shared scratch
-//! buffers. One `TlsSession::read_step` reads the socket once and processes
-//! every complete record; the reactor repeats it until `WouldBlock`, within
-//! its read budget. `TlsSession::write_to` encrypts queued plaintext into
-//! records and writes them until the socket would block.
+//! `TlsSession` drives rustls's unbuffered API: the server end for the
+//! reactor's TLS listeners, the client end for the generic layer's outgoing
+//! connections and for the client library's I/O thread (all through the same
+//! code, see `Records`). It is generic over `Read`/`Write`, so it never
+//! blocks and never sees a socket type: the reactor hands it the nonblocking
+//! stream and its shared scratch buffers. One `TlsSession::read_step` reads
+//! the socket once and processes every complete record; the reactor repeats
+//! it until `WouldBlock`, within its read budget. `TlsSession::write_to`
+//! encrypts queued plaintext into records and writes them until the socket
+//! would block.
 //!
 //! The unbuffered API was chosen by measurement over `ServerConnection`: the
 //! loop owns every buffer, so an idle TLS connection keeps none (see
@@ -18,8 +19,8 @@
 //! the front of the input first; handshake records are written in the order
 //! they were encoded; a TLS error is sticky, and the alert rustls prepares for
 //! it is written (best effort) before the connection is dropped;
-//! `close_notify` is sent when the broker closes a session, and a peer's
-//! `close_notify` is end of stream.
+//! `close_notify` is sent when the broker (or the client) closes a session,
+//! and a peer's `close_notify` is end of stream.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
@@ -145,7 +146,8 @@ fn server_provider() -> rustls::crypto::CryptoProvider {
 
 /// What one [`TlsSession::read_step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ReadStep {
+#[non_exhaustive]
+pub enum ReadStep {
     /// `n` plaintext bytes are ready (in the plaintext buffer for TLS, in the
     /// read buffer for plain TCP).
     Data(usize),
@@ -157,6 +159,85 @@ pub(crate) enum ReadStep {
     Eof,
 }
 
+/// Why [`TlsSession::read_step`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The socket failed (`Interrupted` included: the caller may retry).
+    Io(io::Error),
+    /// The peer broke TLS (a bad record, a failed handshake, a fatal alert,
+    /// more input than any handshake flight needs). The error is final; the
+    /// alert rustls prepared for it is queued for [`TlsSession::write_to`].
+    Tls(rustls::Error),
+}
+
+/// Transparent: the inner error's message (the reactor logs it after its own
+/// "TLS error" or "read failed"), and its source.
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => e.fmt(f),
+            Self::Tls(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => e.source(),
+            Self::Tls(e) => e.source(),
+        }
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Plaintext waiting to be encrypted by [`TlsSession::write_to`]: the
+/// server's [`OutQueue`], or a client's output buffer.
+pub trait Plaintext {
+    /// Whether nothing waits.
+    fn is_empty(&self) -> bool;
+    /// Copies up to `buf.len()` bytes from the front into `buf`, without
+    /// consuming them; returns how many.
+    fn copy_front(&self, buf: &mut [u8]) -> usize;
+    /// Drops the first `n` bytes (they were encrypted).
+    fn consume(&mut self, n: usize);
+}
+
+impl Plaintext for OutQueue {
+    fn is_empty(&self) -> bool {
+        Self::is_empty(self)
+    }
+    fn copy_front(&self, buf: &mut [u8]) -> usize {
+        Self::copy_front(self, buf)
+    }
+    fn consume(&mut self, n: usize) {
+        Self::consume(self, n);
+    }
+}
+
+/// A byte slice as plaintext: encrypted from the front, and advanced.
+impl Plaintext for &[u8] {
+    fn is_empty(&self) -> bool {
+        <[u8]>::is_empty(self)
+    }
+    fn copy_front(&self, buf: &mut [u8]) -> usize {
+        let n = self.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), self.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        n
+    }
+    fn consume(&mut self, n: usize) {
+        *self = self.get(n..).unwrap_or_default();
+    }
+}
+
 /// Most plaintext encrypted into one record.
 const MAX_PLAINTEXT: usize = 16 * 1024;
 /// Encrypting or encoding needs this much room beyond the plaintext.
@@ -164,6 +245,10 @@ const RECORD_OVERHEAD: usize = 256;
 /// Most TLS input kept between reads: a handshake flight (rustls caps
 /// handshake messages at 64 KiB) plus a record.
 const MAX_INCOMING: usize = 96 * 1024;
+/// The smallest `scratch` [`TlsSession::write_to`] encrypts with: one
+/// record's plaintext and one full record (a smaller one only writes
+/// records already encoded, and plaintext waits).
+pub const MIN_WRITE_SCRATCH: usize = 2 * MAX_PLAINTEXT + RECORD_OVERHEAD;
 
 /// The two ends rustls's unbuffered API drives the same way.
 trait Records {
@@ -248,7 +333,16 @@ impl Side {
 /// holds rustls's connection state and nothing else (measured: 3.8 KB of
 /// server memory per idle connection against 8.0 KB with the buffered
 /// `ServerConnection`, whose receive buffer never shrinks below 4 KiB).
-pub(crate) struct TlsSession {
+///
+/// The same driver serves the server end (the reactor's TLS listeners) and
+/// the client end (outgoing connections of the generic layer, and the
+/// [`Client`](crate::Client) library's I/O thread). The caller's loop:
+/// [`TlsSession::start`] once connected (client end); on readable,
+/// [`TlsSession::read_step`] until `WouldBlock`, handing out plaintext and
+/// checking [`TlsSession::take_established`]; on writable or after queueing
+/// plaintext, [`TlsSession::write_to`], with writable interest while it
+/// returns `true` ([`TlsSession::wants_write`] says so too).
+pub struct TlsSession {
     conn: Side,
     /// Received TLS bytes not yet consumed by rustls.
     incoming: Vec<u8>,
@@ -279,7 +373,12 @@ struct Processed {
 }
 
 impl TlsSession {
-    pub(crate) fn new(config: &Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+    /// The server end of an accepted connection, per `config`.
+    ///
+    /// # Errors
+    ///
+    /// What rustls returns for an unusable `config`.
+    pub fn new(config: &Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
         Ok(Self {
             conn: Side::Server(UnbufferedServerConnection::new(Arc::clone(config))?),
             incoming: Vec::new(),
@@ -293,7 +392,11 @@ impl TlsSession {
 
     /// The client end of an outgoing connection to `name`, verified per
     /// `config`. Call [`TlsSession::start`] once the TCP connect completes.
-    pub(crate) fn new_client(
+    ///
+    /// # Errors
+    ///
+    /// What rustls returns for an unusable `config`.
+    pub fn new_client(
         config: Arc<rustls::ClientConfig>,
         name: ServerName<'static>,
     ) -> Result<Self, rustls::Error> {
@@ -310,7 +413,7 @@ impl TlsSession {
 
     /// Encodes the client's first handshake flight for
     /// [`TlsSession::write_to`] (a server end has nothing to say first).
-    pub(crate) fn start(&mut self) {
+    pub fn start(&mut self) {
         let mut plain = Vec::new();
         let _ = self.conn.process(&mut [], &mut self.outgoing, &mut plain);
     }
@@ -319,17 +422,21 @@ impl TlsSession {
     /// complete record: plaintext is appended to `plain` (cleared first),
     /// handshake records to send are kept for [`TlsSession::write_to`].
     ///
+    /// Any `scratch` size works (the reactor's is 64 KiB); a bigger one
+    /// takes more records per step.
+    ///
     /// # Errors
     ///
-    /// An I/O error from the socket, or a TLS error (as `InvalidData`). After a
-    /// TLS error, call [`TlsSession::write_to`] once (best effort) to send the
-    /// alert rustls prepared, then drop the connection.
-    pub(crate) fn read_step<S: Read>(
+    /// [`ReadError::Io`] from the socket (`Interrupted`: call again), or
+    /// [`ReadError::Tls`]. After a TLS error, call [`TlsSession::write_to`]
+    /// once (best effort) to send the alert rustls prepared, then drop the
+    /// connection.
+    pub fn read_step<S: Read>(
         &mut self,
         sock: &mut S,
         scratch: &mut [u8],
         plain: &mut Vec<u8>,
-    ) -> io::Result<ReadStep> {
+    ) -> Result<ReadStep, ReadError> {
         plain.clear();
         if self.peer_closed {
             return Ok(ReadStep::Eof);
@@ -338,7 +445,7 @@ impl TlsSession {
             Ok(0) => return Ok(ReadStep::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(ReadStep::WouldBlock),
-            Err(e) => return Err(e),
+            Err(e) => return Err(ReadError::Io(e)),
         };
         let fresh = scratch.get_mut(..n).unwrap_or_default();
         let processed = if self.incoming.is_empty() {
@@ -349,10 +456,11 @@ impl TlsSession {
             processed
         } else {
             if self.incoming.len() + n > MAX_INCOMING {
-                return Err(io::Error::new(
-                    ErrorKind::InvalidData,
-                    "TLS input too large",
-                ));
+                // More than any handshake flight: rustls never asked to
+                // stop, so this is a peer sending what it may not.
+                return Err(ReadError::Tls(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::MessageTooLarge,
+                )));
             }
             self.incoming.extend_from_slice(fresh);
             let mut buf = std::mem::take(&mut self.incoming);
@@ -364,7 +472,7 @@ impl TlsSession {
             processed
         };
         if let Some(e) = processed.error {
-            return Err(io::Error::new(ErrorKind::InvalidData, e));
+            return Err(ReadError::Tls(e));
         }
         if processed.eof {
             self.peer_closed = true;
@@ -381,7 +489,10 @@ impl TlsSession {
     /// Reports the end of the handshake once: `Some(subject)` the first time
     /// it is seen complete, where `subject` is the verified client
     /// certificate's subject, if the client sent one.
-    pub(crate) fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
+    ///
+    /// For a client end the subject is the server certificate's (already
+    /// verified by rustls against the client's roots).
+    pub fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
         if self.established || self.conn.is_handshaking() {
             return None;
         }
@@ -395,12 +506,19 @@ impl TlsSession {
     }
 
     /// Whether encoded records wait to be written.
-    pub(crate) fn wants_write(&self) -> bool {
+    pub fn wants_write(&self) -> bool {
         !self.outgoing.is_empty()
     }
 
+    /// Whether the handshake is still under way: plaintext given to
+    /// [`TlsSession::write_to`] waits until it is not (so, on a client end,
+    /// until the server's certificate has been verified).
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// Asks for `close_notify` to be sent once the queued output is out.
-    pub(crate) fn send_close_notify(&mut self) {
+    pub fn send_close_notify(&mut self) {
         self.close_requested = true;
     }
 
@@ -408,15 +526,16 @@ impl TlsSession {
     /// `close_notify` when asked for) into `scratch` and writes it, until
     /// everything is written or the socket would block. Returns whether output
     /// is still pending (so writable interest is needed). Plaintext queued
-    /// before the handshake completes waits for it.
+    /// before the handshake completes waits for it. `scratch` must hold at
+    /// least [`MIN_WRITE_SCRATCH`] bytes for plaintext to be encrypted.
     ///
     /// # Errors
     ///
     /// An I/O error from the socket, or a TLS error (as `InvalidData`).
-    pub(crate) fn write_to<S: Write>(
+    pub fn write_to<S: Write, P: Plaintext + ?Sized>(
         &mut self,
         sock: &mut S,
-        out: &mut OutQueue,
+        out: &mut P,
         scratch: &mut [u8],
     ) -> io::Result<bool> {
         loop {
@@ -464,9 +583,9 @@ impl TlsSession {
 
     /// Encrypts queued plaintext (or `close_notify`) into the front of
     /// `scratch`; returns how many bytes were produced.
-    fn encrypt(
+    fn encrypt<P: Plaintext + ?Sized>(
         &mut self,
-        out: &mut OutQueue,
+        out: &mut P,
         scratch: &mut [u8],
         want_close: bool,
     ) -> io::Result<usize> {
@@ -515,10 +634,10 @@ struct Flags {
 /// (or `close_notify`) into the front of `scratch`, or encodes handshake
 /// records into `outgoing`. Returns the input bytes to discard and how many
 /// ciphertext bytes were produced.
-fn encrypt_step<C: Records>(
+fn encrypt_step<C: Records, P: Plaintext + ?Sized>(
     conn: &mut C,
     incoming: &mut [u8],
-    out: &mut OutQueue,
+    out: &mut P,
     scratch: &mut [u8],
     want_close: bool,
     outgoing: &mut Vec<u8>,
@@ -667,6 +786,10 @@ fn process<C: Records>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
+
 #[cfg(test)]
 mod side_size {
     /// Outgoing TLS costs accepted connections nothing: the client end fits

@@ -38,6 +38,7 @@ use super::session::{ClientSession, Event, Reply, Request, RequestId};
 use super::tls::map_tls_error;
 use super::{Backoff, ClientError, Push};
 use crate::error::ErrorCode;
+use crate::tls::{Plaintext, ReadError, ReadStep, TlsSession};
 
 /// The connection's token.
 const SOCKET: Token = Token(0);
@@ -45,7 +46,11 @@ const SOCKET: Token = Token(0);
 pub(super) const WAKER: Token = Token(1);
 /// Most bytes read per loop turn before replies and pushes are handed out.
 const READ_BUDGET: usize = 1 << 20;
-/// Size of the read buffer.
+/// Most TLS read steps per loop turn: bounds the steps that bring records
+/// but no plaintext (the handshake, a flood of empty records).
+const TLS_READ_STEPS: usize = 256;
+/// Size of the read buffer (also the TLS driver's write buffer, at least
+/// [`crate::tls::MIN_WRITE_SCRATCH`]).
 const SCRATCH: usize = 64 << 10;
 
 /// A push callback (see [`Client::on_push`](super::Client::on_push)).
@@ -78,12 +83,28 @@ pub(super) struct Setup {
     pub(super) reply_timeout: Duration,
 }
 
-/// The transport: TCP, optionally with TLS on top.
+/// The transport: TCP, optionally with TLS on top (the client end of the
+/// loop's own TLS driver, the one the server's reactor uses).
 struct Conn {
     sock: TcpStream,
-    tls: Option<rustls::ClientConnection>,
+    tls: Option<TlsSession>,
     connected: bool,
     interest: Interest,
+}
+
+/// The session's unsent bytes, as plaintext for [`TlsSession::write_to`].
+struct Transmit<'a>(&'a mut ClientSession);
+
+impl Plaintext for Transmit<'_> {
+    fn is_empty(&self) -> bool {
+        !self.0.wants_write()
+    }
+    fn copy_front(&self, buf: &mut [u8]) -> usize {
+        self.0.transmit().copy_front(buf)
+    }
+    fn consume(&mut self, n: usize) {
+        self.0.advance_transmit(n);
+    }
 }
 
 impl Conn {
@@ -173,6 +194,8 @@ pub(super) struct Driver {
     /// The read budget ran out before `WouldBlock`: poll again at once.
     read_more: bool,
     scratch: Box<[u8]>,
+    /// Plaintext of one TLS read step.
+    plain: Vec<u8>,
 }
 
 impl Driver {
@@ -203,6 +226,7 @@ impl Driver {
             server_error: None,
             read_more: false,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
+            plain: Vec::new(),
         }
     }
 
@@ -257,7 +281,8 @@ impl Driver {
         if let Some(mut conn) = self.conn.take() {
             if let Some(tls) = &mut conn.tls {
                 tls.send_close_notify();
-                let _ = tls.write_tls(&mut conn.sock);
+                let mut out = Transmit(&mut self.session);
+                let _ = tls.write_to(&mut conn.sock, &mut out, &mut self.scratch);
             }
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
@@ -384,17 +409,10 @@ impl Driver {
         }
         let tls = match &self.setup.tls {
             None => None,
-            Some((config, name)) => {
-                match rustls::ClientConnection::new(config.clone(), name.clone()) {
-                    Ok(mut c) => {
-                        // The client is not memory-critical: let rustls take all
-                        // plaintext at once rather than juggle partial writes.
-                        c.set_buffer_limit(None);
-                        Some(c)
-                    }
-                    Err(e) => return self.connect_failed(map_tls_error(&e), now),
-                }
-            }
+            Some((config, name)) => match TlsSession::new_client(config.clone(), name.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => return self.connect_failed(map_tls_error(&e), now),
+            },
         };
         self.conn = Some(Conn {
             sock,
@@ -510,13 +528,17 @@ impl Driver {
                 Ok(_) => {
                     conn.connected = true;
                     let _ = conn.sock.set_nodelay(true);
+                    if let Some(tls) = &mut conn.tls {
+                        // The ClientHello, written by the flush of this turn.
+                        tls.start();
+                    }
                     debug!("client: connected");
                 }
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
                 Err(e) => return self.connect_failed(ClientError::Io(e), now),
             }
         }
-        let result = read_some(conn, &mut self.session, &mut self.scratch);
+        let result = read_some(conn, &mut self.session, &mut self.scratch, &mut self.plain);
         self.handle_events(now);
         if self.conn.is_none() || self.phase == Phase::Stopped {
             // A reply already ended this connection (refused login, QUIT).
@@ -550,7 +572,7 @@ impl Driver {
         if !conn.connected {
             return;
         }
-        if let Err(e) = write_some(conn, &mut self.session) {
+        if let Err(e) = write_some(conn, &mut self.session, &mut self.scratch) {
             return self.lost(e, now);
         }
         let want = if conn.wants_write(&self.session) {
@@ -700,14 +722,11 @@ impl Driver {
         if self.phase == Phase::Stopped {
             return;
         }
-        // A TLS alert for our own refusal goes out before the socket closes.
+        // A TLS alert for our own refusal goes out (best effort) before the
+        // socket closes.
         if let Some(conn) = self.conn.as_mut() {
             if let Some(tls) = &mut conn.tls {
-                while tls.wants_write() {
-                    if tls.write_tls(&mut conn.sock).is_err() {
-                        break;
-                    }
-                }
+                let _ = tls.write_to(&mut conn.sock, &mut &[][..], &mut self.scratch);
             }
         }
         self.drop_conn();
@@ -768,6 +787,7 @@ fn read_some(
     conn: &mut Conn,
     session: &mut ClientSession,
     scratch: &mut [u8],
+    plain: &mut Vec<u8>,
 ) -> Result<ReadState, ClientError> {
     let mut total = 0;
     match &mut conn.tls {
@@ -786,42 +806,36 @@ fn read_some(
                 Err(e) => return Err(io_err(e)),
             }
         },
-        Some(tls) => loop {
-            if total >= READ_BUDGET {
-                return Ok(ReadState::More);
-            }
-            let mut eof = false;
-            let mut drained = false;
-            match tls.read_tls(&mut conn.sock) {
-                Ok(0) => eof = true,
-                Ok(n) => total += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => drained = true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err(e)),
-            }
-            tls.process_new_packets().map_err(|e| map_tls_error(&e))?;
-            loop {
-                match tls.reader().read(scratch) {
-                    Ok(0) => return Ok(ReadState::Eof), // close_notify
-                    Ok(n) => session.handle_input(scratch.get(..n).unwrap_or_default())?,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    // TCP closed without close_notify: end of stream all the same.
-                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(ReadState::Eof),
-                    Err(e) => return Err(io_err(e)),
+        Some(tls) => {
+            for _ in 0..TLS_READ_STEPS {
+                if total >= READ_BUDGET {
+                    break;
+                }
+                match tls.read_step(&mut conn.sock, scratch, plain) {
+                    Ok(ReadStep::Data(n)) => {
+                        total += n;
+                        session.handle_input(plain.get(..n).unwrap_or_default())?;
+                    }
+                    Ok(ReadStep::Progress) => {}
+                    Ok(ReadStep::WouldBlock) => return Ok(ReadState::Drained),
+                    // close_notify, or TCP closed without it: end of stream.
+                    Ok(ReadStep::Eof) => return Ok(ReadState::Eof),
+                    Err(ReadError::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(ReadError::Io(e)) => return Err(io_err(e)),
+                    Err(ReadError::Tls(e)) => return Err(map_tls_error(&e)),
                 }
             }
-            if eof {
-                return Ok(ReadState::Eof);
-            }
-            if drained {
-                return Ok(ReadState::Drained);
-            }
-        },
+            Ok(ReadState::More)
+        }
     }
 }
 
 /// Writes pending output until done or `WouldBlock`.
-fn write_some(conn: &mut Conn, session: &mut ClientSession) -> Result<(), ClientError> {
+fn write_some(
+    conn: &mut Conn,
+    session: &mut ClientSession,
+    scratch: &mut [u8],
+) -> Result<(), ClientError> {
     match &mut conn.tls {
         None => {
             while session.wants_write() {
@@ -834,20 +848,11 @@ fn write_some(conn: &mut Conn, session: &mut ClientSession) -> Result<(), Client
                 }
             }
         }
+        // Handshake records first; plaintext waits for the handshake (and so
+        // for verification).
         Some(tls) => {
-            // Plaintext waits for the handshake (and so for verification).
-            if !tls.is_handshaking() && session.wants_write() {
-                let n = tls.writer().write(session.transmit()).map_err(io_err)?;
-                session.advance_transmit(n);
-            }
-            while tls.wants_write() {
-                match tls.write_tls(&mut conn.sock) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(io_err(e)),
-                }
-            }
+            tls.write_to(&mut conn.sock, &mut Transmit(session), scratch)
+                .map_err(io_err)?;
         }
     }
     Ok(())

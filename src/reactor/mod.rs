@@ -53,7 +53,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Admission, CloseReason, ConnId};
-use crate::tls::{ReadStep, TlsSession};
+use crate::tls::{ReadError, ReadStep, TlsSession};
 use service::Service;
 
 /// The waker's token.
@@ -663,7 +663,7 @@ impl<S: Service> Reactor<S> {
                     Ok(0) => Ok(ReadStep::Eof),
                     Ok(n) => Ok(ReadStep::Data(n)),
                     Err(e) if io::is_would_block(&e) => Ok(ReadStep::WouldBlock),
-                    Err(e) => Err(e),
+                    Err(e) => Err(ReadError::Io(e)),
                 },
             };
             match step {
@@ -688,7 +688,7 @@ impl<S: Service> Reactor<S> {
                     service_eof(&mut self.services, key, now);
                     return;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(ReadError::Io(e)) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.read_failed(key, &e);
                     return;
@@ -718,13 +718,13 @@ impl<S: Service> Reactor<S> {
     }
 
     /// A read failed: for TLS, send the alert rustls queued (best effort); then drop.
-    fn read_failed(&mut self, key: Key, e: &std::io::Error) {
+    fn read_failed(&mut self, key: Key, e: &ReadError) {
         let (svc, conn) = key;
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
         let peer = service.links_ref().peer(conn);
-        let tls_error = e.kind() == ErrorKind::InvalidData;
+        let tls_error = matches!(e, ReadError::Tls(_));
         if let Some(c) = service.links().io_mut(conn) {
             if let Some(tls) = &mut c.tls {
                 let mut none = crate::buf::OutQueue::default();
