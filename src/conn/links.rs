@@ -531,6 +531,23 @@ impl<T, P> Links<T, P> {
         self.mark_dirty(id);
     }
 
+    /// The IO layer wrote everything a closing connection was owed and shut
+    /// down its write side: from now it waits for the peer's close no
+    /// longer than a normal close would (the linger), even when it had a
+    /// longer deadline to drain (a shutdown).
+    pub fn write_done(&mut self, id: ConnId, now: Instant) {
+        let linger = self.clock.tick(now) + self.limits.linger;
+        let Some(l) = self.slots.get_mut(id.0) else {
+            return;
+        };
+        if let Some(c) = l.closing.as_mut() {
+            if linger < c.deadline {
+                c.deadline = linger;
+                self.deadlines.push(Reverse((linger, id.0, l.generation)));
+            }
+        }
+    }
+
     /// Why a closing connection is closing.
     pub fn close_reason(&self, id: ConnId) -> Option<CloseReason> {
         self.slots.get(id.0)?.closing.map(|c| c.reason)
@@ -772,6 +789,8 @@ pub trait Table<T> {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// See [`Links::write_done`].
+    fn write_done(&mut self, id: ConnId, now: Instant);
     /// See [`Links::take_expired`].
     fn take_expired(&mut self, into: &mut Vec<ConnId>);
     /// See [`Links::has_expired`].
@@ -816,6 +835,9 @@ impl<T, P> Table<T> for Links<T, P> {
     }
     fn take_expired(&mut self, into: &mut Vec<ConnId>) {
         Self::take_expired(self, into);
+    }
+    fn write_done(&mut self, id: ConnId, now: Instant) {
+        Self::write_done(self, id, now);
     }
     fn has_expired(&self) -> bool {
         Self::has_expired(self)

@@ -798,6 +798,7 @@ impl<S: Service> Reactor<S> {
         if closing && !pending && !c.write_shut {
             c.write_shut = true;
             let _ = c.stream.shutdown(Shutdown::Write);
+            service.links().write_done(conn, now);
         }
         if service.links_ref().finished(conn, now) {
             self.drop_conn(key, CloseReason::Io);
