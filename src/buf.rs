@@ -5,7 +5,7 @@
 //!
 //! - Input is read into one scratch buffer owned by the reactor. Only the tail
 //!   of a frame that has not fully arrived is copied into the connection's own
-//!   `Vec` ([`crate::broker`] keeps it), and that `Vec` is freed as soon as it
+//!   `Vec` (the connection layer, `conn::Links`, keeps it), and that `Vec` is freed as soon as it
 //!   empties.
 //! - Output is a queue of [`Bytes`]: a published frame is encoded once and the
 //!   same allocation is queued to every subscriber (a reference count, not a

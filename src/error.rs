@@ -8,7 +8,7 @@
 //! `ERR` code the contract names (the same shape as rustls's
 //! `InvalidMessage -> AlertDescription`).
 //!
-//! Errors that stop the server from starting are in [`crate::server::StartError`].
+//! Errors that stop the server from starting are in [`StartError`](crate::StartError).
 
 use std::fmt;
 

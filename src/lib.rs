@@ -1,33 +1,35 @@
 //! Switchboard: secure, low-overhead messaging on one poll loop.
 //!
 //! One `mio` loop on one thread serves thousands of connections; each
-//! connection is a session in a slab; a published frame is encoded once and
-//! shared by every subscriber. The layers, with dependencies pointing down:
+//! connection is one slot of a connection table; a published frame is
+//! encoded once and shared by every subscriber. The layers, with
+//! dependencies pointing down only (each module names only modules below
+//! it; `tests/layers.rs` checks this from the source):
 //!
 //! ```text
-//!   server.rs    ServerConfig, Server::bind/run, ServerHandle (any thread)
-//!   handler.rs   Handler callbacks + Context (publish/send as @server)
-//!   event_loop.rs EventLoop: several services (brokers, framed) on one loop
-//!   framed.rs    the generic layer: Framing, FramedHandler, FramedContext
+//!   event_loop.rs  EventLoop: several services (brokers, framed) on one loop
+//!   server.rs      ServerConfig, Server::bind/run, ServerHandle; BrokerService
+//!   handler.rs     Handler callbacks + Context (publish/send as @server)
+//!   framed.rs      the generic layer: Framing, FramedHandler, FramedContext
 //!      |
-//!   client/      Client: sans-IO ClientSession + a background mio thread
-//!   reactor/     the only server module that names mio: poll, accept, read,
-//!                write; hosts services through its Service trait
-//!   tls.rs       rustls driven by readiness (TlsSession), TLS settings
+//!   reactor/       the only server module that names mio: poll, accept, read,
+//!                  write, timers; reaches connections through conn::Table
+//!   auth.rs        password checks on a small worker pool, off the loop
+//!   client/        Client: sans-IO ClientSession + a background mio thread
 //!      |
-//!   broker/      sans-IO: sessions, users, groups, fan-out, deadlines
-//!   auth.rs      password checks on a small worker pool, off the loop
+//!   broker/        sans-IO protocol: registry (groups, users), commands, fan-out
+//!   tls.rs         one rustls driver (TlsSession) for server and client
 //!      |
-//!   proto/       sans-IO: frame decoder, encoder, typed commands
-//!   buf.rs       per-connection output queue (shared Bytes)
-//!   error.rs     ERR codes and decoder errors
-//!   certs.rs     PEM loading, certificate generation, subject parsing
-//!   logging.rs   a log::Log that drops and counts lines rather than block
+//!   certs/         PEM loading, development certificates, subject parsing
+//!   conn/          sans-IO connection layer: ConnId, CloseReason, PeerIdentity,
+//!                  Links (output bound, read pause, closing deadlines, limits)
+//!      |
+//!   proto/  buf.rs  error.rs  passwd.rs  logging.rs  atomic_file.rs
 //! ```
 //!
-//! `proto/` and `broker/` see no socket and no clock: they take bytes and an
-//! `Instant` and give bytes, events and deadlines, so they are tested
-//! deterministically, byte by byte.
+//! `proto/`, `conn/` and `broker/` see no socket and no clock: they take
+//! bytes and an `Instant` and give bytes, events and deadlines, so they are
+//! tested deterministically, byte by byte.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![warn(unreachable_pub, clippy::use_self, clippy::manual_let_else)]

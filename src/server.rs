@@ -28,8 +28,6 @@ use crate::auth::{AuthPool, AuthVerdict, Authenticator};
 use crate::broker::Sessions;
 use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
 use crate::conn::{Admission, CloseReason, ConnId, PeerIdentity, Table};
-#[cfg(doc)]
-use crate::event_loop::EventLoop;
 use crate::handler::dispatch;
 use crate::handler::{Context, Handler};
 use crate::proto::GroupId;
@@ -140,7 +138,7 @@ pub(crate) enum BrokerControl {
 }
 
 /// A bound server, ready to [`run`](Server::run): a loop hosting one broker
-/// (an [`EventLoop`] hosts several services; a `Server` keeps the broker's
+/// (an [`EventLoop`](crate::EventLoop) hosts several services; a `Server` keeps the broker's
 /// concrete type, so it is `Send` when its handler is).
 pub struct Server<H: Handler = ()> {
     reactor: Reactor<BrokerService<H>>,
@@ -520,7 +518,7 @@ impl ServerHandle {
 
     /// Stops the server gracefully: listeners close, each connection gets
     /// `ERR shutting-down` after what it is owed, and [`Server::run`] returns.
-    /// When the broker shares an [`EventLoop`] with other services, this stops
+    /// When the broker shares an [`EventLoop`](crate::EventLoop) with other services, this stops
     /// the whole loop.
     pub fn stop(&self) {
         if self.tx.send(Control::Stop).is_ok() {
