@@ -1,0 +1,334 @@
+//! The registry: groups with their subscribers and watchers, the users
+//! online with their sessions, and the fan-out of a message to them.
+//! Subscriber and watcher lists are sorted slab keys; a user's sessions are
+//! kept inline when there is one.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use log::debug;
+
+use super::session::State;
+use super::{Broker, DeliveryError, Event, Sessions};
+use crate::conn::{ConnId, PushError};
+use crate::proto::{GroupId, frame};
+
+#[derive(Debug)]
+pub(super) struct Group {
+    pub(super) name: Box<str>,
+    /// Registered at start-up, as opposed to created on first use with
+    /// `open_groups` (which is forgotten again once nobody uses it).
+    pub(super) registered: bool,
+    /// Subscribed sessions, sorted slab keys.
+    pub(super) subscribers: Vec<usize>,
+    /// Watching sessions, sorted slab keys.
+    pub(super) watchers: Vec<usize>,
+}
+
+/// The sessions of one user, oldest first: almost always one, kept inline so
+/// that a user table entry costs no allocation of its own. The user's display
+/// name is its oldest session's (no separate copy).
+#[derive(Debug, Clone)]
+pub(super) enum Keys {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Keys {
+    pub(super) fn push(&mut self, key: usize) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![*first, key]),
+            Self::Many(keys) => keys.push(key),
+        }
+    }
+
+    /// Removes `key`; returns whether none are left.
+    pub(super) fn remove(&mut self, key: usize) -> bool {
+        match self {
+            Self::One(k) => *k == key,
+            Self::Many(keys) => {
+                keys.retain(|&k| k != key);
+                if let [only] = keys.as_slice() {
+                    *self = Self::One(*only);
+                }
+                matches!(self, Self::Many(keys) if keys.is_empty())
+            }
+        }
+    }
+
+    pub(super) fn as_slice(&self) -> &[usize] {
+        match self {
+            Self::One(k) => std::slice::from_ref(k),
+            Self::Many(keys) => keys,
+        }
+    }
+}
+
+impl Broker {
+    pub(super) fn login<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, name: Box<str>) {
+        let folded = name.to_ascii_lowercase();
+        // One allocation for the name in the common case: the session, the
+        // user record and the table key share it.
+        let typed: Arc<str> = match self.users.get(folded.as_str()) {
+            Some(keys) => match user_name(links, keys) {
+                Some(first) if **first == *name => Arc::clone(first),
+                _ => Arc::from(name.as_ref()),
+            },
+            _ => Arc::from(name.as_ref()),
+        };
+        let Some(s) = links.proto_mut(conn) else {
+            return;
+        };
+        s.state = State::Open;
+        s.name = Some(Arc::clone(&typed));
+        links.set_trusted(conn);
+        match self.users.get_mut(folded.as_str()) {
+            Some(keys) => keys.push(conn.0),
+            None => {
+                let table_key = if *typed == *folded {
+                    Arc::clone(&typed)
+                } else {
+                    Arc::from(folded.as_str())
+                };
+                self.users.insert(table_key, Keys::One(conn.0));
+            }
+        }
+        debug!("{conn}: logged in as {name}");
+        self.emit(Event::LoggedIn {
+            conn,
+            user: name.into(),
+        });
+    }
+
+    /// Checks that every group exists, creating them with `open_groups`.
+    pub(super) fn ensure_groups(&mut self, groups: &[GroupId]) -> Result<(), GroupId> {
+        if self.config.open_groups {
+            for &g in groups {
+                self.groups.entry(g).or_insert_with(|| Group {
+                    name: Box::from(""),
+                    registered: false,
+                    subscribers: Vec::new(),
+                    watchers: Vec::new(),
+                });
+            }
+            return Ok(());
+        }
+        match groups.iter().find(|g| !self.groups.contains_key(g)) {
+            Some(&g) => Err(g),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops an open group nobody subscribes to or watches.
+    pub(super) fn forget_if_unused(&mut self, g: GroupId) {
+        if self
+            .groups
+            .get(&g)
+            .is_some_and(|gr| !gr.registered && gr.subscribers.is_empty() && gr.watchers.is_empty())
+        {
+            self.groups.remove(&g);
+        }
+    }
+
+    pub(super) fn unsubscribe<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        groups: &[GroupId],
+    ) {
+        let mut left = Vec::new();
+        for &g in groups {
+            let Some(s) = links.proto_mut(conn) else {
+                return;
+            };
+            let Ok(i) = s.groups.binary_search(&g) else {
+                continue;
+            };
+            s.groups.remove(i);
+            if let Some(group) = self.groups.get_mut(&g) {
+                remove_sorted(&mut group.subscribers, conn.0);
+            }
+            left.push(g);
+            self.notify_watchers(links, "PARTED", conn, g);
+            self.forget_if_unused(g);
+        }
+        if !left.is_empty() && self.events_enabled {
+            let user = name_of(links, conn);
+            self.emit(Event::Unsubscribed {
+                conn,
+                user,
+                groups: left,
+            });
+        }
+    }
+
+    /// Takes a session out of every group, watch list and the user table.
+    pub(super) fn leave<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        let Some(s) = links.proto_mut(conn) else {
+            return;
+        };
+        for g in std::mem::take(&mut s.watching) {
+            if let Some(group) = self.groups.get_mut(&g) {
+                remove_sorted(&mut group.watchers, conn.0);
+            }
+            self.forget_if_unused(g);
+        }
+        let Some(s) = links.proto(conn) else {
+            return;
+        };
+        let groups = s.groups.clone();
+        self.unsubscribe(links, conn, &groups);
+        let Some(s) = links.proto(conn) else {
+            return;
+        };
+        if let Some(name) = &s.name {
+            let folded = name.to_ascii_lowercase();
+            if let Some(user) = self.users.get_mut(folded.as_str()) {
+                if user.remove(conn.0) {
+                    self.users.remove(folded.as_str());
+                }
+            }
+        }
+    }
+
+    /// Pushes `JOINED 0 <user> <g>` or `PARTED 0 <user> <g>` to the group's watchers.
+    pub(super) fn notify_watchers<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        verb: &str,
+        conn: ConnId,
+        g: GroupId,
+    ) {
+        let Some(group) = self.groups.get(&g) else {
+            return;
+        };
+        if group.watchers.is_empty() {
+            return;
+        }
+        let user = name_of(links, conn);
+        let mut gbuf = BytesMut::new();
+        frame::put_decimal(&mut gbuf, u64::from(g));
+        let msg = frame::encode_to_bytes(verb, &[user.as_bytes(), &gbuf], b"");
+        let watchers = group.watchers.clone();
+        for w in watchers {
+            self.push_frame(links, ConnId(w), msg.clone());
+        }
+    }
+
+    /// Encodes `PUBLISHED` once and queues it to every subscriber of any listed group.
+    pub(super) fn fanout<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        from: Option<ConnId>,
+        sender: &str,
+        groups: &[GroupId],
+        payload: &[u8],
+    ) -> Result<usize, DeliveryError> {
+        self.ensure_groups(groups)
+            .map_err(DeliveryError::UnknownGroup)?;
+        // Encoded once, into one allocation, and shared by every subscriber.
+        let msg = frame::published(sender, groups, payload);
+        self.publish_seq += 1;
+        let seq = self.publish_seq;
+        let mut delivered = 0;
+        let mut slow = Vec::new();
+        for g in groups {
+            let Some(group) = self.groups.get(g) else {
+                continue;
+            };
+            for &sub in &group.subscribers {
+                let id = ConnId(sub);
+                let Some(l) = links.get_mut(id) else {
+                    continue;
+                };
+                if l.proto.mark == seq || l.is_closing() {
+                    continue;
+                }
+                l.proto.mark = seq;
+                match links.push(id, msg.clone()) {
+                    Ok(()) => delivered += 1,
+                    Err(PushError::Full) => slow.push(id),
+                    Err(PushError::Gone) => {}
+                }
+            }
+        }
+        for &g in groups {
+            self.forget_if_unused(g);
+        }
+        for sub in slow {
+            self.slow_consumer(links, sub);
+        }
+        if self.events_enabled {
+            let payload = msg.slice(msg.len() - payload.len()..);
+            self.emit(Event::Published {
+                conn: from,
+                sender: sender.to_owned(),
+                groups: groups.to_vec(),
+                payload,
+                delivered,
+            });
+        }
+        Ok(delivered)
+    }
+
+    pub(super) fn deliver_message<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        from: Option<ConnId>,
+        sender: &str,
+        to: &str,
+        payload: &[u8],
+    ) -> Result<usize, DeliveryError> {
+        let folded = to.to_ascii_lowercase();
+        let Some(keys) = self.users.get(folded.as_str()) else {
+            return Err(DeliveryError::NoSuchUser);
+        };
+        let msg = frame::encode_to_bytes("MESSAGE", &[sender.as_bytes()], payload);
+        let targets = keys.as_slice().to_vec();
+        let to_name = user_name(links, keys)
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        for &t in &targets {
+            self.push_frame(links, ConnId(t), msg.clone());
+        }
+        if self.events_enabled {
+            let payload = msg.slice(msg.len() - payload.len()..);
+            self.emit(Event::UserMessage {
+                conn: from,
+                from: sender.to_owned(),
+                to: to_name,
+                payload,
+            });
+        }
+        Ok(targets.len())
+    }
+}
+
+/// A user's display name: its oldest session's.
+pub(super) fn user_name<'a, T>(links: &'a Sessions<T>, keys: &Keys) -> Option<&'a Arc<str>> {
+    let first = *keys.as_slice().first()?;
+    links.proto(ConnId(first))?.name.as_ref()
+}
+
+pub(super) fn name_of<T>(links: &Sessions<T>, conn: ConnId) -> String {
+    links
+        .proto(conn)
+        .and_then(|s| s.name.as_deref())
+        .unwrap_or("")
+        .to_owned()
+}
+
+pub(super) fn insert_sorted(v: &mut Vec<usize>, key: usize) {
+    if let Err(i) = v.binary_search(&key) {
+        v.insert(i, key);
+    }
+}
+
+pub(super) fn remove_sorted(v: &mut Vec<usize>, key: usize) {
+    if let Ok(i) = v.binary_search(&key) {
+        v.remove(i);
+    }
+    if v.is_empty() {
+        *v = Vec::new();
+    }
+}
