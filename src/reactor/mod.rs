@@ -333,14 +333,17 @@ impl<S: Service> Reactor<S> {
         for &key in &writable {
             self.flush(key, now);
         }
-        self.flush_dirty(now);
+        // Nothing was read this turn and nothing waits to be: the loop is
+        // idle, so there is no input for deferred writes to coalesce with.
+        let idle = readable.is_empty() && self.ready.is_empty();
+        self.flush_dirty(now, idle);
         self.readable = readable;
         self.writable = writable;
     }
 
     /// Flushes the connections read this turn, queues the other dirty ones,
     /// and flushes up to [`FLUSH_BUDGET`] of the queue's oldest.
-    fn flush_dirty(&mut self, now: Instant) {
+    fn flush_dirty(&mut self, now: Instant, idle: bool) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for svc in 0..self.services.len() {
             dirty.clear();
@@ -373,7 +376,14 @@ impl<S: Service> Reactor<S> {
         // deferred queue is written as soon as it holds `SCRATCH_LEN`, so
         // deferring adds at most one read step per publisher to what a
         // subscriber's queue holds before its write.
-        let mut budget = FLUSH_BUDGET.max(self.deferred.len().div_ceil(READ_BUDGET));
+        // When the loop is idle the whole queue goes at once: deferring
+        // only pays when more input arrives to pile up behind it, and at a
+        // low message rate it would only add turns to every delivery.
+        let mut budget = if idle {
+            self.deferred.len()
+        } else {
+            FLUSH_BUDGET.max(self.deferred.len().div_ceil(READ_BUDGET))
+        };
         while budget > 0 {
             let Some((svc, conn)) = self.deferred.pop_front() else {
                 break;
