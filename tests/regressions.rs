@@ -24,6 +24,19 @@ fn small_window(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// `count` subscribers of group 1 (named `PREFIX0`, `PREFIX1`, ...) with
+/// small receive windows, whose replies are never read.
+fn subscribers_that_do_not_read(server: &ServerProc, count: usize, prefix: &str) -> Vec<TcpStream> {
+    (0..count)
+        .map(|i| {
+            let mut s = small_window(server.addr);
+            s.write_all(format!("USER 0 {prefix}{i}\nSUBSCRIBE 0 1\n").as_bytes())
+                .expect("subscribe");
+            s
+        })
+        .collect()
+}
+
 /// Writes `bytes` as far as the socket takes them within `budget`
 /// (nonblocking); returns how many went.
 fn write_while_taken(stream: &mut TcpStream, bytes: &[u8], budget: Duration) -> usize {
@@ -95,14 +108,7 @@ fn slow_consumers_that_never_read_release_their_slots() {
         "--group",
         "1=flood",
     ]);
-    let mut subs: Vec<TcpStream> = (0..10)
-        .map(|i| {
-            let mut s = small_window(server.addr);
-            s.write_all(format!("USER 0 sub{i}\nSUBSCRIBE 0 1\n").as_bytes())
-                .expect("subscribe");
-            s
-        })
-        .collect();
+    let mut subs = subscribers_that_do_not_read(&server, 10, "sub");
     // Let every subscription land before the flood (their ACKs stay unread).
     std::thread::sleep(Duration::from_millis(300));
     let mut publisher = server.login("publisher");
@@ -203,14 +209,7 @@ fn unread_pongs_before_login_are_bounded_and_released() {
 #[test]
 fn max_pending_counts_what_small_frames_really_hold() {
     let server = ServerProc::start(&["--max-pending", "1048576", "--group", "1=small"]);
-    let subs: Vec<TcpStream> = (0..12)
-        .map(|i| {
-            let mut s = small_window(server.addr);
-            s.write_all(format!("USER 0 s{i}\nSUBSCRIBE 0 1\n").as_bytes())
-                .expect("subscribe");
-            s
-        })
-        .collect();
+    let subs = subscribers_that_do_not_read(&server, 12, "s");
     std::thread::sleep(Duration::from_millis(300));
     let before = peak_rss_bytes(server.pid());
     let mut publisher = server.login("p");
@@ -266,14 +265,7 @@ fn before_login_a_large_len_is_refused_at_once() {
 #[test]
 fn shutdown_drains_what_slow_readers_are_owed() {
     let mut server = ServerProc::start(&["--group", "1=news", "--drain-timeout", "30"]);
-    let mut readers: Vec<TcpStream> = (0..2)
-        .map(|i| {
-            let mut s = small_window(server.addr);
-            s.write_all(format!("USER 0 r{i}\nSUBSCRIBE 0 1\n").as_bytes())
-                .expect("subscribe");
-            s
-        })
-        .collect();
+    let mut readers = subscribers_that_do_not_read(&server, 2, "r");
     std::thread::sleep(Duration::from_millis(300));
     let mut publisher = server.login("publisher");
     let count = 4000;
