@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use log::debug;
 
-use super::registry::{insert_sorted, name_of, remove_sorted, user_name};
+use super::registry::{name_of, user_name};
 use super::session::{Session, State};
 use super::{AuthMode, AuthRequest, Broker, DeliveryError, Event, PRELOGIN_MAX_PAYLOAD, Sessions};
 use crate::conn::{CloseReason, ConnId};
@@ -127,17 +127,7 @@ impl Broker {
             }
             Command::Watch(groups) => self.cmd_watch(links, conn, groups.as_slice()),
             Command::Unwatch(groups) => {
-                for &g in groups.as_slice() {
-                    if let Some(s) = links.proto_mut(conn) {
-                        if let Ok(i) = s.watching.binary_search(&g) {
-                            s.watching.remove(i);
-                        }
-                    }
-                    if let Some(group) = self.groups.get_mut(&g) {
-                        remove_sorted(&mut group.watchers, conn.0);
-                    }
-                    self.forget_if_unused(g);
-                }
+                self.unwatch(links, conn, groups.as_slice());
                 self.push_reply(links, conn, frame::ack("unwatched"));
             }
             Command::Who(group) => self.cmd_who(links, conn, group),
@@ -251,21 +241,7 @@ impl Broker {
         if let Err(g) = self.ensure_groups(groups) {
             return self.unknown_group(links, conn, g);
         }
-        let mut joined = Vec::new();
-        for &g in groups {
-            let Some(s) = links.proto_mut(conn) else {
-                return;
-            };
-            let Err(i) = s.groups.binary_search(&g) else {
-                continue;
-            };
-            s.groups.insert(i, g);
-            if let Some(group) = self.groups.get_mut(&g) {
-                insert_sorted(&mut group.subscribers, conn.0);
-            }
-            joined.push(g);
-            self.notify_watchers(links, "JOINED", conn, g);
-        }
+        let joined = self.subscribe(links, conn, groups);
         self.push_reply(links, conn, frame::ack("subscribed"));
         if !joined.is_empty() && self.events_enabled {
             let user = name_of(links, conn);
@@ -286,17 +262,7 @@ impl Broker {
         if let Err(g) = self.ensure_groups(groups) {
             return self.unknown_group(links, conn, g);
         }
-        for &g in groups {
-            let Some(s) = links.proto_mut(conn) else {
-                return;
-            };
-            if let Err(i) = s.watching.binary_search(&g) {
-                s.watching.insert(i, g);
-                if let Some(group) = self.groups.get_mut(&g) {
-                    insert_sorted(&mut group.watchers, conn.0);
-                }
-            }
-        }
+        self.watch(links, conn, groups);
         self.push_reply(links, conn, frame::ack("watching"));
     }
 

@@ -130,6 +130,63 @@ impl Broker {
         }
     }
 
+    /// Subscribes a session to the groups it is not in yet (they exist);
+    /// tells their watchers. Returns the groups newly joined.
+    pub(super) fn subscribe<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        groups: &[GroupId],
+    ) -> Vec<GroupId> {
+        let mut joined = Vec::new();
+        for &g in groups {
+            let Some(s) = links.proto_mut(conn) else {
+                break;
+            };
+            let Err(i) = s.groups.binary_search(&g) else {
+                continue;
+            };
+            s.groups.insert(i, g);
+            if let Some(group) = self.groups.get_mut(&g) {
+                insert_sorted(&mut group.subscribers, conn.0);
+            }
+            joined.push(g);
+            self.notify_watchers(links, "JOINED", conn, g);
+        }
+        joined
+    }
+
+    /// Adds a session to the watchers of groups (they exist).
+    pub(super) fn watch<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, groups: &[GroupId]) {
+        for &g in groups {
+            let Some(s) = links.proto_mut(conn) else {
+                return;
+            };
+            if let Err(i) = s.watching.binary_search(&g) {
+                s.watching.insert(i, g);
+                if let Some(group) = self.groups.get_mut(&g) {
+                    insert_sorted(&mut group.watchers, conn.0);
+                }
+            }
+        }
+    }
+
+    /// Takes a session off the watchers of groups; forgets open groups left
+    /// unused.
+    pub(super) fn unwatch<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, groups: &[GroupId]) {
+        for &g in groups {
+            if let Some(s) = links.proto_mut(conn) {
+                if let Ok(i) = s.watching.binary_search(&g) {
+                    s.watching.remove(i);
+                }
+            }
+            if let Some(group) = self.groups.get_mut(&g) {
+                remove_sorted(&mut group.watchers, conn.0);
+            }
+            self.forget_if_unused(g);
+        }
+    }
+
     pub(super) fn unsubscribe<T>(
         &mut self,
         links: &mut Sessions<T>,
@@ -318,13 +375,13 @@ pub(super) fn name_of<T>(links: &Sessions<T>, conn: ConnId) -> String {
         .to_owned()
 }
 
-pub(super) fn insert_sorted(v: &mut Vec<usize>, key: usize) {
+fn insert_sorted(v: &mut Vec<usize>, key: usize) {
     if let Err(i) = v.binary_search(&key) {
         v.insert(i, key);
     }
 }
 
-pub(super) fn remove_sorted(v: &mut Vec<usize>, key: usize) {
+fn remove_sorted(v: &mut Vec<usize>, key: usize) {
     if let Ok(i) = v.binary_search(&key) {
         v.remove(i);
     }
