@@ -391,3 +391,60 @@ fn outgoing_tls_to_an_untrusted_server_is_reported() {
     });
     assert_eq!(events.recv_timeout(WAIT).expect("event"), "closed Tls");
 }
+
+/// On `flood`, queues 4 MB for the connection and closes it.
+struct Flood {
+    events: Sender<String>,
+}
+
+impl FramedHandler for Flood {
+    fn on_message(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId, message: &[u8]) {
+        if message == b"flood" {
+            let chunk = vec![b'z'; 60_000];
+            for _ in 0..70 {
+                ctx.send(conn, &chunk);
+            }
+            ctx.close(conn);
+        }
+    }
+    fn on_closed(&mut self, _ctx: &mut FramedContext<'_>, _conn: ConnId, reason: CloseReason) {
+        let _ = self.events.send(format!("closed {reason:?}"));
+    }
+}
+
+/// The connection layer's closing deadline holds for framed services too: a
+/// connection closed with megabytes queued for a peer that never reads is
+/// gone at the 2 s linger (before issue 9 it stayed until the peer closed).
+#[test]
+fn a_closed_connection_whose_peer_never_reads_goes_at_the_linger() {
+    let (tx, rx) = mpsc::channel();
+    let running = Running::start(move |l| {
+        let framing = Framing::Delimited {
+            delimiter: b'\n',
+            max_len: 100_000,
+        };
+        vec![
+            l.listen(any(), None, framing, Flood { events: tx })
+                .expect("listen"),
+        ]
+    });
+    let sock = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    sock.connect_timeout(&running.addrs[0].into(), WAIT)
+        .expect("connect");
+    let mut client: TcpStream = sock.into();
+    client.write_all(b"flood\n").expect("write");
+    let start = std::time::Instant::now();
+    let closed = rx
+        .recv_timeout(Duration::from_secs(6))
+        .expect("closed in time");
+    assert_eq!(closed, "closed Closed");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    drop(client);
+}
