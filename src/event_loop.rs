@@ -45,6 +45,7 @@ use crate::reactor::service::Service;
 use crate::reactor::{self, Control, Listener, Reactor};
 use crate::server::{ServerConfig, ServerHandle, StartError, build_broker, install_broker};
 use crate::tls::TlsSession;
+use crate::transport::Transport;
 use rustls::pki_types::ServerName;
 
 /// One poll loop hosting any number of services (up to 64) and their
@@ -172,7 +173,7 @@ impl EventLoop {
             FramedService::new(framing, true, handler).outgoing(),
         ));
         self.reactor
-            .add_outgoing(index, addr, None)
+            .add_outgoing(index, addr, Transport::Plain)
             .map_err(|source| StartError::Connect { addr, source })
     }
 
@@ -205,7 +206,7 @@ impl EventLoop {
             FramedService::new(framing, true, handler).outgoing(),
         ));
         self.reactor
-            .add_outgoing(index, addr, Some(Box::new(session)))
+            .add_outgoing(index, addr, Transport::Tls(Box::new(session)))
             .map_err(|source| StartError::Connect { addr, source })
     }
 

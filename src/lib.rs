@@ -14,6 +14,7 @@
 //!      |
 //!   reactor/       the only server module that names mio: poll, accept, read,
 //!                  write, timers; reaches connections through conn::Table
+//!   transport.rs   the bytes' path under any protocol: Plain | Tls
 //!   auth.rs        password checks on a small worker pool, off the loop
 //!   client/        Client: sans-IO ClientSession + a background mio thread
 //!      |
@@ -51,6 +52,7 @@ pub mod proto;
 mod reactor;
 pub mod server;
 pub mod tls;
+pub mod transport;
 
 pub use auth::Authenticator;
 pub use broker::{AuthMode, BrokerConfig, DeliveryError};

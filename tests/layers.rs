@@ -20,7 +20,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tls", &["buf", "certs", "conn"]),
     ("broker", &["conn", "error", "proto", "buf"]),
     ("auth", &["broker", "conn", "passwd"]),
-    ("reactor", &["buf", "conn", "tls"]),
+    ("transport", &["buf", "conn", "tls"]),
+    ("reactor", &["buf", "conn", "tls", "transport"]),
     ("client", &["certs", "conn", "error", "proto", "tls"]),
     ("handler", &["broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
@@ -32,7 +33,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "event_loop",
-        &["framed", "handler", "reactor", "server", "tls", "conn"],
+        &[
+            "framed",
+            "handler",
+            "reactor",
+            "server",
+            "tls",
+            "conn",
+            "transport",
+        ],
     ),
 ];
 

@@ -42,7 +42,7 @@ pub(crate) use io::bind_listener;
 pub(crate) mod service;
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -54,6 +54,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Admission, CloseReason, ConnId};
 use crate::tls::{ReadError, ReadStep, TlsSession};
+use crate::transport::Transport;
 use service::Service;
 
 /// The waker's token.
@@ -109,7 +110,7 @@ pub(crate) struct Conn {
     stream: TcpStream,
     /// The TLS state, on TLS listeners' connections (boxed: plain
     /// connections pay one pointer).
-    tls: Option<Box<TlsSession>>,
+    transport: Transport,
     /// Writable interest is registered.
     writable: bool,
     /// The write side has been shut down (closing, all flushed).
@@ -482,9 +483,9 @@ impl<S: Service> Reactor<S> {
         now: Instant,
     ) {
         let _ = stream.set_nodelay(true);
-        let tls = match tls.map(|config| TlsSession::new(&config)) {
-            None => None,
-            Some(Ok(session)) => Some(Box::new(session)),
+        let transport = match tls.map(|config| TlsSession::new(&config)) {
+            None => Transport::Plain,
+            Some(Ok(session)) => Transport::Tls(Box::new(session)),
             Some(Err(e)) => {
                 warn!("{peer}: cannot start TLS: {e}");
                 return;
@@ -492,7 +493,7 @@ impl<S: Service> Reactor<S> {
         };
         let conn = Conn {
             stream,
-            tls,
+            transport,
             writable: false,
             write_shut: false,
             read_stalled: false,
@@ -509,7 +510,7 @@ impl<S: Service> Reactor<S> {
                 // No state kept: the farewell is written once, without
                 // waiting (plain connections only: a TLS client could not
                 // read it before a handshake), then the socket is closed.
-                if let (Some(farewell), None) = (farewell, &c.tls) {
+                if let (Some(farewell), true) = (farewell, c.transport.is_plain()) {
                     debug!("{peer}: refused (over the connection limit)");
                     let _ = std::io::Write::write(&mut c.stream, &farewell);
                     let _ = c.stream.shutdown(Shutdown::Write);
@@ -537,13 +538,13 @@ impl<S: Service> Reactor<S> {
         &mut self,
         svc: usize,
         addr: SocketAddr,
-        tls: Option<Box<TlsSession>>,
+        transport: Transport,
     ) -> std::io::Result<()> {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             stream,
-            tls,
+            transport,
             writable: true,
             write_shut: false,
             read_stalled: false,
@@ -616,13 +617,12 @@ impl<S: Service> Reactor<S> {
         }
         c.connecting = false;
         debug!("{conn}: connected");
-        match &mut c.tls {
+        c.transport.start();
+        if c.transport.is_plain() {
+            service.handle_secured(conn, None, now);
+        } else {
             // Established once the handshake completes (`tls_progress`).
-            Some(tls) => {
-                tls.start();
-                service.links().mark_dirty(conn);
-            }
-            None => service.handle_secured(conn, None, now),
+            service.links().mark_dirty(conn);
         }
         true
     }
@@ -660,36 +660,23 @@ impl<S: Service> Reactor<S> {
             // Whatever this read brings (data, handshake records, the end of
             // the stream), the replies to it go out this turn.
             c.read_turn = self.turn_no;
-            let is_tls = c.tls.is_some();
-            let step = match &mut c.tls {
-                Some(tls) => tls.read_step(&mut c.stream, &mut self.scratch, &mut self.plain),
-                // A plain connection the protocol does not trust yet is
-                // read a window at a time (see `Links::read_window`).
-                None => match c.stream.read(
-                    self.scratch
-                        .get_mut(..window.min(SCRATCH_LEN))
-                        .unwrap_or_default(),
-                ) {
-                    Ok(0) => Ok(ReadStep::Eof),
-                    Ok(n) => Ok(ReadStep::Data(n)),
-                    Err(e) if io::is_would_block(&e) => Ok(ReadStep::WouldBlock),
-                    Err(e) => Err(ReadError::Io(e)),
-                },
-            };
+            // A plain connection the protocol does not trust yet is read a
+            // window at a time (see `Links::read_window`).
+            let step =
+                c.transport
+                    .read_step(&mut c.stream, &mut self.scratch, &mut self.plain, window);
             match step {
                 Ok(ReadStep::Data(n)) => {
-                    if is_tls {
-                        // The handshake may have finished in the same read as
-                        // this data: log in by certificate before commands run.
-                        self.tls_progress(key, now);
-                    }
-                    let data = if is_tls {
-                        self.plain.get(..n)
-                    } else {
-                        self.scratch.get(..n)
-                    };
+                    // The handshake may have finished in the same read as
+                    // this data: log in by certificate before commands run.
+                    self.tls_progress(key, now);
                     if let Some(service) = self.services.get_mut(svc) {
-                        service.handle_input(conn, data.unwrap_or_default(), now);
+                        let links = service.links();
+                        let data = match links.io_mut(conn) {
+                            Some(c) => c.transport.input(&self.scratch, &self.plain, n),
+                            None => &[],
+                        };
+                        service.handle_input(conn, data, now);
                     }
                 }
                 Ok(ReadStep::Progress) => self.tls_progress(key, now),
@@ -714,11 +701,11 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
-        let Some(tls) = service.links().io_mut(conn).and_then(|c| c.tls.as_mut()) else {
+        let Some(c) = service.links().io_mut(conn) else {
             return;
         };
-        let established = tls.take_established();
-        let wants_write = tls.wants_write();
+        let established = c.transport.take_established();
+        let wants_write = c.transport.wants_write();
         if let Some(subject) = established {
             service.handle_secured(conn, subject, now);
         }
@@ -736,10 +723,7 @@ impl<S: Service> Reactor<S> {
         let peer = service.links_ref().peer(conn);
         let tls_error = matches!(e, ReadError::Tls(_));
         if let Some(c) = service.links().io_mut(conn) {
-            if let Some(tls) = &mut c.tls {
-                let mut none = crate::buf::OutQueue::default();
-                let _ = tls.write_to(&mut c.stream, &mut none, &mut self.scratch);
-            }
+            c.transport.write_alert(&mut c.stream, &mut self.scratch);
         }
         if tls_error {
             info!(
@@ -767,16 +751,10 @@ impl<S: Service> Reactor<S> {
             return;
         };
         c.flush_queued = false;
-        let written = match &mut c.tls {
-            Some(tls) => {
-                if closing {
-                    // Sent once everything owed is out.
-                    tls.send_close_notify();
-                }
-                tls.write_to(&mut c.stream, out, &mut self.scratch)
-            }
-            None => out.write_to(&mut c.stream, &mut self.scratch),
-        };
+        // Closing: TLS sends close_notify once everything owed is out.
+        let written = c
+            .transport
+            .write_to(&mut c.stream, out, &mut self.scratch, closing);
         let pending = match written {
             Ok(pending) => pending,
             Err(e) => {
