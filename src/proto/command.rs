@@ -315,4 +315,64 @@ mod tests {
         assert!(is_valid_user(&[b'a'; 64]));
         assert!(!is_valid_user(&[b'a'; 65]));
     }
+
+    /// The exact refusal for each bad form: the `ERR bad-args` sentence a
+    /// client sees. Pinned before the parser is split into one module per
+    /// command family.
+    #[test]
+    fn refusals_are_pinned() {
+        const NO_PAYLOAD: &str = "this command takes no payload (LEN 0)";
+        const NO_ARGS: &str = "this command takes no arguments";
+        const GROUP: &str = "group numbers are 1 to 4294967295";
+        const ONE_GROUP: &str = "name at least one group";
+        const USER_NAME: &str = "user names are 1 to 64 of A-Z a-z 0-9 . _ -";
+        const USER_USAGE: &str = "usage: USER 0 <name>";
+        const PASS_USAGE: &str =
+            "usage: PASS 0 <password>, or PASS LEN with the password as payload";
+        const SEND_USAGE: &str = "usage: SEND LEN <user>, then the message";
+        let long_user = format!("USER 0 {}\n", "a".repeat(65));
+        let publish_64 = format!("PUBLISH 0{}\n", " 1".repeat(64));
+        let cases: &[(&[u8], &str)] = &[
+            (b"USER 0\n", USER_USAGE),
+            (b"USER 0 a b\n", USER_USAGE),
+            (b"USER 0 al@ce\n", USER_NAME),
+            (long_user.as_bytes(), USER_NAME),
+            (b"USER 1 alice\nx", NO_PAYLOAD),
+            (b"PASS 0\n", PASS_USAGE),
+            (b"PASS 0 a b\n", PASS_USAGE),
+            (b"PASS 1 pw\nx", NO_PAYLOAD),
+            (b"PING 0 x\n", NO_ARGS),
+            (b"PONG 0 x\n", NO_ARGS),
+            (b"HELLO 1\nx", NO_PAYLOAD),
+            (b"QUIT 0 now\n", NO_ARGS),
+            (b"GROUPS 0 1\n", NO_ARGS),
+            (b"SUBSCRIBE 0\n", ONE_GROUP),
+            (b"SUBSCRIBE 0 0\n", GROUP),
+            (b"SUBSCRIBE 0 4294967296\n", GROUP),
+            (b"SUBSCRIBE 0 -1\n", GROUP),
+            (b"SUBSCRIBE 0 one\n", GROUP),
+            (b"SUBSCRIBE 1 1\nx", NO_PAYLOAD),
+            (b"UNSUBSCRIBE 0\n", ONE_GROUP),
+            (b"WATCH 0 01234567890\n", GROUP),
+            (b"UNWATCH 1\nx", ONE_GROUP),
+            (b"PUBLISH 1\nx", ONE_GROUP),
+            (b"PUBLISH 1 0\nx", GROUP),
+            (publish_64.as_bytes(), "a PUBLISH names at most 63 groups"),
+            (b"WHO 0 1 2\n", "usage: WHO 0 [<group>]"),
+            (b"WHO 0 0\n", GROUP),
+            (b"WHO 1\nx", NO_PAYLOAD),
+            (b"WHO 1 7\nx", NO_PAYLOAD),
+            (b"SEND 1\nx", SEND_USAGE),
+            (b"SEND 1 a b\nx", SEND_USAGE),
+            (b"SEND 1 al@ce\nx", SEND_USAGE),
+        ];
+        for &(input, why) in cases {
+            assert_eq!(
+                cmd(input),
+                Err(CommandError::BadArgs(why)),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
 }
