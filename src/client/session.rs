@@ -23,14 +23,13 @@
 //! lost its framing cannot be trusted again, so the connection must be closed.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::fmt;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{ClientError, Push};
 use crate::error::ErrorCode;
-use crate::proto::command::{is_valid_user, parse_group};
-use crate::proto::frame::{self, Frame, MAX_ARG_LEN, MAX_ARGS};
+use crate::proto::command::{Command, CommandError, parse_group};
+use crate::proto::frame::{self, Frame};
 use crate::proto::{Decoded, decode};
 
 /// The largest payload the client accepts from a server: 16 MiB.
@@ -46,98 +45,14 @@ pub const MAX_SERVER_PAYLOAD: usize = 16 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
-/// A request a client sends; each gets exactly one [`Reply`].
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Request {
-    /// `USER 0 <name>`.
-    User(String),
-    /// `PASS 0 <password>`, or `PASS LEN` with the password as payload when it
-    /// holds a space or another byte not allowed in an argument.
-    Pass(Vec<u8>),
-    /// `SUBSCRIBE 0 <g>...`.
-    Subscribe(Vec<u32>),
-    /// `UNSUBSCRIBE 0 <g>...`.
-    Unsubscribe(Vec<u32>),
-    /// `WATCH 0 <g>...`.
-    Watch(Vec<u32>),
-    /// `UNWATCH 0 <g>...`.
-    Unwatch(Vec<u32>),
-    /// `PUBLISH LEN <g>...` + payload.
-    Publish {
-        /// Target groups (1 to 63).
-        groups: Vec<u32>,
-        /// The message.
-        payload: Bytes,
-    },
-    /// `SEND LEN <user>` + payload.
-    Send {
-        /// The recipient.
-        to: String,
-        /// The message.
-        payload: Bytes,
-    },
-    /// `WHO 0 [<g>]`.
-    Who(Option<u32>),
-    /// `GROUPS 0`.
-    Groups,
-    /// `HELLO 0`.
-    Hello,
-    /// `PING 0`; its reply is [`Reply::Pong`].
-    Ping,
-    /// `QUIT 0`.
-    Quit,
-}
-
-impl fmt::Debug for Request {
-    /// Like a derived `Debug`, except that a password is never printed.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::User(u) => f.debug_tuple("User").field(u).finish(),
-            Self::Pass(_) => f.write_str("Pass(<redacted>)"),
-            Self::Subscribe(g) => f.debug_tuple("Subscribe").field(g).finish(),
-            Self::Unsubscribe(g) => f.debug_tuple("Unsubscribe").field(g).finish(),
-            Self::Watch(g) => f.debug_tuple("Watch").field(g).finish(),
-            Self::Unwatch(g) => f.debug_tuple("Unwatch").field(g).finish(),
-            Self::Publish { groups, payload } => f
-                .debug_struct("Publish")
-                .field("groups", groups)
-                .field("len", &payload.len())
-                .finish(),
-            Self::Send { to, payload } => f
-                .debug_struct("Send")
-                .field("to", to)
-                .field("len", &payload.len())
-                .finish(),
-            Self::Who(g) => f.debug_tuple("Who").field(g).finish(),
-            Self::Groups => f.write_str("Groups"),
-            Self::Hello => f.write_str("Hello"),
-            Self::Ping => f.write_str("Ping"),
-            Self::Quit => f.write_str("Quit"),
-        }
-    }
-}
-
-impl Request {
-    /// The frame TYPE this request is sent as.
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Self::User(_) => "USER",
-            Self::Pass(_) => "PASS",
-            Self::Subscribe(_) => "SUBSCRIBE",
-            Self::Unsubscribe(_) => "UNSUBSCRIBE",
-            Self::Watch(_) => "WATCH",
-            Self::Unwatch(_) => "UNWATCH",
-            Self::Publish { .. } => "PUBLISH",
-            Self::Send { .. } => "SEND",
-            Self::Who(_) => "WHO",
-            Self::Groups => "GROUPS",
-            Self::Hello => "HELLO",
-            Self::Ping => "PING",
-            Self::Quit => "QUIT",
-        }
-    }
-}
+/// A request a client sends; each gets exactly one [`Reply`], except
+/// [`Request::Pong`].
+///
+/// It is the owned form of the server's [`Command`]: the same type as
+/// [`OwnedCommand`](crate::proto::OwnedCommand), encoded by the same code, which the round-trip tests of
+/// `proto::command` cover.
+#[doc(inline)]
+pub use crate::proto::command::OwnedCommand as Request;
 
 /// A server's reply to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,75 +257,48 @@ impl ClientSession {
     /// Encodes `request` into the output buffer and returns its id; its
     /// [`Event::Reply`] carries the same id.
     ///
-    /// Arguments are checked here, against the contract's grammar, so a bad
-    /// one never reaches the server.
+    /// Arguments are checked here, with the checks and the encoder that the
+    /// server's parser round-trips with ([`OwnedCommand::as_command`](crate::proto::OwnedCommand::as_command)), so a
+    /// bad one never reaches the server.
+    ///
+    /// [`Request::Pong`] is the one request that gets no reply (the contract
+    /// answers nothing to a `PONG`): it is written, and its id is never
+    /// answered nor counted in [`ClientSession::in_flight`]. The session
+    /// answers the server's `PING` by itself; there is seldom a reason to.
     ///
     /// # Errors
     ///
     /// [`ClientError::Refused`] with [`ErrorCode::BadArgs`] (nothing is sent)
     /// for a request the server would refuse for its form: no group, group 0,
     /// more than 64 groups (63 for `PUBLISH`), an invalid user name, an empty
-    /// password. [`ClientError::Protocol`] if the session has failed.
+    /// password; with [`ErrorCode::UnknownCommand`] for a
+    /// [`Request::Directory`] that names no directory command.
+    /// [`ClientError::Protocol`] if the session has failed.
     pub fn send_request(&mut self, request: &Request) -> Result<RequestId, ClientError> {
         if let Some(why) = &self.failed {
             return Err(ClientError::Protocol(why.clone()));
         }
-        let verb = request.verb();
-        let mut track = Track::None;
-        let out = &mut self.output;
-        match request {
-            Request::User(name) => {
-                check_user(name)?;
-                frame::encode(out, verb, &[name.as_bytes()], b"");
-            }
-            Request::Pass(pw) => {
-                if pw.is_empty() {
-                    return Err(bad_args("the password is empty"));
-                }
-                let as_arg =
-                    pw.len() <= MAX_ARG_LEN && pw.iter().all(|b| (0x21..=0x7e).contains(b));
-                if as_arg {
-                    frame::encode(out, verb, &[pw], b"");
-                } else {
-                    frame::encode(out, verb, &[], pw);
-                }
-            }
-            Request::Subscribe(g)
-            | Request::Unsubscribe(g)
-            | Request::Watch(g)
-            | Request::Unwatch(g) => {
-                let args = group_args(g, MAX_ARGS)?;
-                encode_owned(out, verb, &args, b"");
-                track = match request {
-                    Request::Subscribe(_) => Track::Subscribe(g.clone()),
-                    Request::Unsubscribe(_) => Track::Unsubscribe(g.clone()),
-                    Request::Watch(_) => Track::Watch(g.clone()),
-                    _ => Track::Unwatch(g.clone()),
-                };
-            }
-            Request::Publish { groups, payload } => {
-                // PUBLISHED adds the sender before the groups: at most 63.
-                let args = group_args(groups, MAX_ARGS - 1)?;
-                encode_owned(out, verb, &args, payload);
-            }
-            Request::Send { to, payload } => {
-                check_user(to)?;
-                frame::encode(out, verb, &[to.as_bytes()], payload);
-            }
-            Request::Who(group) => match group {
-                Some(g) => {
-                    let args = group_args(&[*g], 1)?;
-                    encode_owned(out, verb, &args, b"");
-                }
-                None => frame::encode(out, verb, &[], b""),
+        let command = request.as_command().map_err(|e| match e {
+            CommandError::BadArgs(why) => bad_args(why),
+            CommandError::Unknown => ClientError::Refused {
+                code: ErrorCode::UnknownCommand,
+                text: format!("unknown command {}", request.verb()),
             },
-            Request::Groups | Request::Hello | Request::Ping | Request::Quit => {
-                frame::encode(out, verb, &[], b"");
-            }
-        }
+        })?;
+        command.encode(&mut self.output);
+        let track = match request {
+            Request::Subscribe(g) => Track::Subscribe(g.clone()),
+            Request::Unsubscribe(g) => Track::Unsubscribe(g.clone()),
+            Request::Watch(g) => Track::Watch(g.clone()),
+            Request::Unwatch(g) => Track::Unwatch(g.clone()),
+            _ => Track::None,
+        };
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.pending.push_back(Pending { id, verb, track });
+        if !matches!(command, Command::Pong) {
+            let verb = command.verb();
+            self.pending.push_back(Pending { id, verb, track });
+        }
         Ok(id)
     }
 
@@ -677,33 +565,6 @@ fn bad_args(text: &str) -> ClientError {
     }
 }
 
-fn check_user(name: &str) -> Result<(), ClientError> {
-    if is_valid_user(name.as_bytes()) {
-        Ok(())
-    } else {
-        Err(bad_args("user names are 1 to 64 of A-Z a-z 0-9 . _ -"))
-    }
-}
-
-/// Group numbers as decimal arguments, checked: 1 to `max` of them, none 0.
-fn group_args(groups: &[u32], max: usize) -> Result<Vec<String>, ClientError> {
-    if groups.is_empty() {
-        return Err(bad_args("name at least one group"));
-    }
-    if groups.len() > max {
-        return Err(bad_args(&format!("at most {max} groups per command")));
-    }
-    if groups.contains(&0) {
-        return Err(bad_args("group numbers are 1 to 4294967295"));
-    }
-    Ok(groups.iter().map(u32::to_string).collect())
-}
-
-fn encode_owned(out: &mut BytesMut, verb: &str, args: &[String], payload: &[u8]) {
-    let args: Vec<&[u8]> = args.iter().map(String::as_bytes).collect();
-    frame::encode(out, verb, &args, payload);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,8 +611,22 @@ mod tests {
         let want = "USER 0 alice\nPASS 0 pw\nPASS 3\na bSUBSCRIBE 0 1 2\nUNSUBSCRIBE 0 2\n\
                     WATCH 0 3\nUNWATCH 0 3\nPUBLISH 2 1\nhiSEND 2 bob\nyoWHO 0\nWHO 0 7\n\
                     GROUPS 0\nHELLO 0\nPING 0\nQUIT 0\n";
-        assert_eq!(String::from_utf8_lossy(&sent(&mut s)), want);
+        let wire = sent(&mut s);
+        assert_eq!(String::from_utf8_lossy(&wire), want);
         assert_eq!(s.in_flight().count(), reqs.len());
+        // What the client wrote is what the server's parser reads back.
+        let mut rest = &wire[..];
+        for r in &reqs {
+            match decode(rest, MAX_SERVER_PAYLOAD) {
+                Ok(Decoded::Frame { frame, consumed }) => {
+                    let parsed = Command::from_frame(&frame).map(Command::into_owned);
+                    assert_eq!(parsed.as_ref(), Ok(r));
+                    rest = &rest[consumed..];
+                }
+                other => panic!("{r:?}: {other:?}"),
+            }
+        }
+        assert!(rest.is_empty());
         assert!(!format!("{:?}", Request::Pass(b"secret".to_vec())).contains("secret"));
     }
 
@@ -785,6 +660,31 @@ mod tests {
         }
         assert!(s.transmit().is_empty());
         assert_eq!(s.in_flight().count(), 0);
+    }
+
+    #[test]
+    fn pong_gets_no_reply_and_directory_commands_do() {
+        let mut s = ClientSession::new();
+        let pong = s.send_request(&Request::Pong).expect("valid");
+        let bind = s.send_request(&Request::Directory("BIND")).expect("valid");
+        assert_eq!(sent(&mut s), b"PONG 0\nBIND 0\n");
+        assert_eq!(s.in_flight().collect::<Vec<_>>(), vec![bind]);
+        assert_ne!(pong, bind);
+        s.handle_input(b"ERR 25 unknown-command\nBIND is not available yet")
+            .expect("valid");
+        assert!(matches!(
+            events(&mut s).as_slice(),
+            [Event::Reply { id, verb: "BIND", reply: Reply::Err { code: ErrorCode::UnknownCommand, .. } }]
+                if *id == bind
+        ));
+        assert!(matches!(
+            s.send_request(&Request::Directory("JOIN")),
+            Err(ClientError::Refused {
+                code: ErrorCode::UnknownCommand,
+                ..
+            })
+        ));
+        assert!(s.transmit().is_empty());
     }
 
     /// Sends the requests that `SERVER_STREAM` answers.
