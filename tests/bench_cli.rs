@@ -356,6 +356,69 @@ fn fanout_loses_nothing() {
 }
 
 #[test]
+fn fanout_over_tls_loses_nothing() {
+    let certs = CertDir::new(&[]);
+    let ca = certs.arg("ca.pem");
+    let mut args = certs.server_args();
+    args.extend(["--group".into(), "1=general".into()]);
+    let srv = tls_server(&args);
+    let (addr, pid) = (srv.tls_addr().to_string(), srv.pid().to_string());
+    let j = bench(
+        "fanout",
+        &[
+            &addr,
+            "--tls",
+            "--ca",
+            &ca,
+            "--subscribers",
+            "5",
+            "--duration",
+            "0.5",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_nothing_lost(&j, 5.0);
+    assert_tls13(&j);
+    j.num("results", "server_cpu_us_per_delivery");
+    // A CA the server's certificate does not chain to: one line, status 1.
+    let other = CertDir::new(&[]);
+    let out = bench_fails(&[
+        "fanout",
+        &addr,
+        "--tls",
+        "--ca",
+        &other.arg("ca.pem"),
+        "--subscribers",
+        "1",
+        "--duration",
+        "0.2",
+        "--timeout",
+        "5",
+    ]);
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("TLS"), "{lines:?}");
+}
+
+/// Asserts that a fanout report says it ran over TLS 1.3 and names the
+/// cipher suite the server chose.
+#[track_caller]
+fn assert_tls13(j: &Json) {
+    let param = |k: &str| j.get("parameters").and_then(|p| p.get(k)).cloned();
+    assert_eq!(param("tls"), Some(Json::Bool(true)), "{j:?}");
+    assert_eq!(
+        param("tls_version"),
+        Some(Json::Str("TLSv1_3".into())),
+        "{j:?}"
+    );
+    assert!(
+        matches!(param("tls_cipher_suite"), Some(Json::Str(s)) if s.starts_with("TLS13_")),
+        "{j:?}"
+    );
+}
+
+#[test]
 fn echo_plain_and_tls() {
     let certs = CertDir::new(&[]);
     let ca = certs.arg("ca.pem");
@@ -611,10 +674,112 @@ fn nats_density_fanout_echo() {
     });
 }
 
+/// Starts peer `name` configured for TLS with development certificates
+/// (`args(port, dir, certs)`; SKIP if it is not installed) and runs a tiny
+/// fanout against it over TLS through `--target target`.
+fn peer_tls_fanout(
+    name: &str,
+    target: &str,
+    args: impl Fn(u16, &TempDir, &CertDir) -> Vec<String>,
+) {
+    let certs = CertDir::new(&[]);
+    let Some(peer) = start_peer(name, |port, dir| args(port, dir, &certs)) else {
+        return;
+    };
+    let (ca, pid) = (certs.arg("ca.pem"), peer.pid());
+    let j = bench(
+        "fanout",
+        &[
+            &peer.addr,
+            "--target",
+            target,
+            "--tls",
+            "--ca",
+            &ca,
+            "--subscribers",
+            "4",
+            "--duration",
+            "0.3",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    let published = assert_nothing_lost(&j, 4.0);
+    assert_eq!(j.num("results", "acked"), published, "{j:?}");
+    assert_tls13(&j);
+}
+
 #[test]
-fn tls_with_a_peer_target_is_refused() {
-    let out = bench_fails(&["density", "--target", "redis", "--tls"]);
-    let lines = out.stderr_lines();
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("not supported"), "{lines:?}");
+fn mosquitto_fanout_over_tls() {
+    peer_tls_fanout("mosquitto", "mqtt", |port, dir, certs| {
+        let conf = dir.join("mosquitto.conf");
+        // Run as root, Mosquitto drops to the user `mosquitto` before it
+        // reads the key (private to us); `user root` keeps it, and has no
+        // effect for anyone else.
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\nallow_anonymous true\n",
+                certs.arg("server.pem"),
+                certs.arg("server.key")
+            ),
+        )
+        .unwrap();
+        vec!["-c".into(), path_str(&conf).into()]
+    });
+}
+
+#[test]
+fn redis_fanout_over_tls() {
+    peer_tls_fanout("redis-server", "redis", |port, dir, certs| {
+        let port = port.to_string();
+        let dir = path_str(dir.path()).to_string();
+        let (cert, key, ca) = (
+            certs.arg("server.pem"),
+            certs.arg("server.key"),
+            certs.arg("ca.pem"),
+        );
+        [
+            "--tls-port",
+            &port,
+            "--port",
+            "0",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+}
+
+/// NATS greets in plaintext (INFO) and the client starts TLS after it.
+#[test]
+fn nats_fanout_over_tls() {
+    peer_tls_fanout("nats-server", "nats", |port, dir, certs| {
+        let conf = dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                certs.arg("server.pem"),
+                certs.arg("server.key")
+            ),
+        )
+        .unwrap();
+        vec!["-c".into(), path_str(&conf).into()]
+    });
 }

@@ -98,6 +98,12 @@ pub(crate) fn run(args: FanoutArgs) -> Result<(Report, bool), String> {
         |i| if i == 0 { 1 } else { 2 },
     )?;
 
+    // What the server chose (the cipher suite weighs in its CPU per delivery).
+    if let Some((version, suite)) = net.conns[0].tls_params() {
+        report.param("tls_version", version);
+        report.param("tls_cipher_suite", suite);
+    }
+
     let n64 = n as u64;
     let lag = (LAG_BYTES / (args.payload as u64 + 64)).clamp(4, 100_000);
     let mut payload = vec![0x5a_u8; args.payload];

@@ -50,6 +50,7 @@ impl TargetKind {
         match self {
             Self::Switchboard if tls => DEFAULT_TLS_ADDR,
             Self::Switchboard => DEFAULT_ADDR,
+            Self::Mqtt if tls => "127.0.0.1:8883",
             Self::Mqtt => "127.0.0.1:1883",
             Self::Redis => "127.0.0.1:6379",
             Self::Nats => "127.0.0.1:4222",
@@ -60,17 +61,20 @@ impl TargetKind {
 /// `switchboard bench SCENARIO ...`
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = "\
-Targets (--target, for density, fanout and echo; plain TCP only): \
-switchboard (docs/protocol.md, default port 7420); mqtt (MQTT 3.1.1 at QoS 0, \
-e.g. Mosquitto, port 1883: CONNECT with the user name as client id, SUBSCRIBE \
-g/GROUP; QoS 0 PUBLISH has no acknowledgement, so each publish is followed by a \
-PINGREQ and its PINGRESP counts as the acknowledgement; echo is \
-PINGREQ/PINGRESP); redis (RESP2, port 6379: the login is PING, SUBSCRIBE \
-gGROUP, PUBLISH gGROUP PAYLOAD acknowledged by its integer reply; echo is \
-PING/PONG); nats (the NATS text protocol, port 4222: CONNECT after the \
-server's INFO, SUB g.GROUP, PUB g.GROUP; NATS acknowledges none of these, so \
-each is followed by PING and the PONG counts as the acknowledgement). echo \
---payload and --tls need --target switchboard.
+Targets (--target, for density, fanout and echo): \
+switchboard (docs/protocol.md, default port 7420, 7421 with --tls); mqtt (MQTT \
+3.1.1 at QoS 0, e.g. Mosquitto, port 1883, 8883 with --tls: CONNECT with the \
+user name as client id, SUBSCRIBE g/GROUP; QoS 0 PUBLISH has no \
+acknowledgement, so each publish is followed by a PINGREQ and its PINGRESP \
+counts as the acknowledgement; echo is PINGREQ/PINGRESP); redis (RESP2, port \
+6379: the login is PING, SUBSCRIBE gGROUP, PUBLISH gGROUP PAYLOAD \
+acknowledged by its integer reply; echo is PING/PONG); nats (the NATS text \
+protocol, port 4222: CONNECT after the server's INFO, SUB g.GROUP, PUB \
+g.GROUP; NATS acknowledges none of these, so each is followed by PING and the \
+PONG counts as the acknowledgement). With --tls every target is reached over \
+TLS (rustls, verified against --ca); for nats the INFO comes in plaintext and \
+the TLS handshake follows it, as nats-server expects unless it is configured \
+for TLS first. echo --payload needs --target switchboard.
 
 Loopback only. All connections come from 127.0.0.1 and use the kernel's \
 ephemeral ports (ip_local_port_range, about 28,000 here): source addresses are \
@@ -102,7 +106,7 @@ enum Scenario {
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct CommonArgs {
     /// Server address [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS;
-    /// 1883 for mqtt, 6379 for redis, 4222 for nats].
+    /// 1883 (8883 with TLS) for mqtt, 6379 for redis, 4222 for nats].
     #[arg(value_name = "ADDR")]
     addr: Option<String>,
     /// The server's protocol (see the notes at the end of --help).
@@ -158,14 +162,8 @@ impl CommonArgs {
         Ok(addr)
     }
 
-    /// The protocol adapter; TLS is for this server only so far.
+    /// The protocol adapter.
     fn target(&self) -> Result<Box<dyn target::Target>, String> {
-        if self.tls && self.target != TargetKind::Switchboard {
-            return Err(format!(
-                "--tls is not supported for --target {} yet",
-                self.target_name()
-            ));
-        }
         Ok(match self.target {
             TargetKind::Switchboard => Box::new(target::Switchboard),
             TargetKind::Mqtt => Box::new(target::mqtt::Mqtt),
@@ -188,16 +186,22 @@ impl CommonArgs {
     }
 
     /// The address plus (with `tls`) the rustls configuration, after a
-    /// probe that the server accepts connections at all.
+    /// probe that the server accepts connections at all. A target that
+    /// greets first does so in plaintext, and TLS follows its greeting.
     fn endpoint(&self, tls: bool) -> Result<Endpoint, String> {
         let addr = self.addr(tls)?;
+        let tls_after_greeting = tls && self.target()?.greets_first();
         let tls = if tls {
             Some((self.tls_config(true)?, self.server_name(addr)?))
         } else {
             None
         };
         probe(addr)?;
-        Ok(Endpoint { addr, tls })
+        Ok(Endpoint {
+            addr,
+            tls,
+            tls_after_greeting,
+        })
     }
 
     fn server_name(&self, addr: SocketAddr) -> Result<ServerName<'static>, String> {

@@ -1,6 +1,8 @@
 //! The client side of every mio-based scenario: one thread, one `Poll`,
 //! nonblocking sockets, optional TLS (rustls `ClientConnection`), and the
-//! login phase they all share.
+//! login phase they all share. TLS starts with the connection, or (NATS,
+//! [`Endpoint::tls_after_greeting`]) once the server's plaintext greeting
+//! has arrived.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -24,6 +26,8 @@ const CONNECT_WINDOW: usize = 64;
 pub(crate) struct Conn {
     sock: TcpStream,
     tls: Option<Box<rustls::ClientConnection>>,
+    /// A TLS session to start after the server's plaintext greeting.
+    tls_pending: Option<Box<rustls::ClientConnection>>,
     /// Plaintext received and not yet decoded.
     pub(crate) inbuf: Vec<u8>,
     /// Plaintext queued and not yet handed to the socket (or to rustls).
@@ -147,6 +151,23 @@ impl Conn {
         }
     }
 
+    /// Starts the TLS session that waited for the server's greeting (a
+    /// no-op without one): from now on every byte goes through it.
+    pub(crate) fn start_tls(&mut self) {
+        if let Some(tls) = self.tls_pending.take() {
+            self.tls = Some(tls);
+        }
+    }
+
+    /// The negotiated TLS version and cipher suite (e.g. `TLSv1_3`,
+    /// `TLS13_AES_128_GCM_SHA256`), once the handshake is done.
+    pub(crate) fn tls_params(&self) -> Option<(String, String)> {
+        let tls = self.tls.as_deref()?;
+        let version = tls.protocol_version()?;
+        let suite = tls.negotiated_cipher_suite()?;
+        Some((format!("{version:?}"), format!("{:?}", suite.suite())))
+    }
+
     /// Ends the connection politely (close_notify with TLS), best effort.
     fn close(&mut self) {
         if let Some(tls) = self.tls.as_deref_mut() {
@@ -162,6 +183,9 @@ impl Conn {
 pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     pub(crate) tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// The server greets in plaintext and TLS starts after its greeting
+    /// (NATS: `INFO`, then the handshake); otherwise TLS starts at once.
+    pub(crate) tls_after_greeting: bool,
 }
 
 /// A poll loop over many client connections (token = index in `conns`).
@@ -199,16 +223,22 @@ impl Net {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| format!("cannot register a socket: {e}"))?;
-        let tls = match &self.endpoint.tls {
+        let mut tls = match &self.endpoint.tls {
             None => None,
             Some((config, name)) => Some(Box::new(
                 rustls::ClientConnection::new(config.clone(), name.clone())
                     .map_err(|e| format!("TLS: {e}"))?,
             )),
         };
+        let tls_pending = if self.endpoint.tls_after_greeting {
+            tls.take()
+        } else {
+            None
+        };
         self.conns.push(Conn {
             sock,
             tls,
+            tls_pending,
             inbuf: Vec::new(),
             out: Vec::new(),
             connected: false,
@@ -281,7 +311,8 @@ pub(crate) fn events(
 
 /// Opens `count` connections (at most [`CONNECT_WINDOW`] unanswered at a
 /// time), queues `setup(i, out)` on each (after the server's greeting for
-/// targets that [`Target::greets_first`]), and waits until connection `i` has
+/// targets that [`Target::greets_first`], and after starting TLS there if
+/// it waited for the greeting), and waits until connection `i` has
 /// had `replies(i)` acknowledgements ([`Event::is_ack`]). Fails on any
 /// refusal, close or the deadline. Returns the time it took.
 pub(crate) fn establish(
@@ -342,6 +373,7 @@ pub(crate) fn establish(
             .map_err(|e| format!("connection {}: {e}", idx + 1))?;
             if greeted && !started[i] {
                 started[i] = true;
+                conn.start_tls();
                 setup(i, &mut conn.out);
             }
             if acked > 0 && owed[i] > 0 {

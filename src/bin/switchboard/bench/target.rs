@@ -50,7 +50,8 @@ pub(crate) trait Target {
     /// The name reported in results.
     fn name(&self) -> &'static str;
     /// The server speaks first ([`Event::Greeting`]): the login is sent only
-    /// once the greeting has arrived.
+    /// once the greeting has arrived. With TLS, the greeting comes in
+    /// plaintext and the client starts TLS after it (NATS's `INFO`).
     fn greets_first(&self) -> bool {
         false
     }
