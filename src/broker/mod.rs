@@ -462,7 +462,10 @@ impl Broker {
         groups: &[GroupId],
         payload: &[u8],
     ) -> Result<usize, DeliveryError> {
-        if groups.is_empty() || groups.len() > frame::MAX_ARGS - 1 || !is_sender_name(sender) {
+        if groups.is_empty()
+            || groups.len() > crate::proto::command::MAX_PUBLISH_GROUPS
+            || !is_sender_name(sender)
+        {
             return Err(DeliveryError::BadArgs);
         }
         self.fanout(links, None, sender, groups, payload)
