@@ -334,17 +334,14 @@ impl<S: Service> Reactor<S> {
         for &key in &writable {
             self.flush(key, now);
         }
-        // Nothing was read this turn and nothing waits to be: the loop is
-        // idle, so there is no input for deferred writes to coalesce with.
-        let idle = readable.is_empty() && self.ready.is_empty();
-        self.flush_dirty(now, idle);
+        self.flush_dirty(now);
         self.readable = readable;
         self.writable = writable;
     }
 
     /// Flushes the connections read this turn, queues the other dirty ones,
     /// and flushes up to [`FLUSH_BUDGET`] of the queue's oldest.
-    fn flush_dirty(&mut self, now: Instant, idle: bool) {
+    fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for svc in 0..self.services.len() {
             dirty.clear();
@@ -377,14 +374,10 @@ impl<S: Service> Reactor<S> {
         // deferred queue is written as soon as it holds `SCRATCH_LEN`, so
         // deferring adds at most one read step per publisher to what a
         // subscriber's queue holds before its write.
-        // When the loop is idle the whole queue goes at once: deferring
-        // only pays when more input arrives to pile up behind it, and at a
-        // low message rate it would only add turns to every delivery.
-        let mut budget = if idle {
-            self.deferred.len()
-        } else {
-            FLUSH_BUDGET.max(self.deferred.len().div_ceil(READ_BUDGET))
-        };
+        // (Writing the whole queue at once when a turn read nothing was
+        // tried: at 1,000 subscribers x 100 msg/s it raised p99 from
+        // 8.1-10.6 ms to 9.8-17.2 ms in three runs each.)
+        let mut budget = FLUSH_BUDGET.max(self.deferred.len().div_ceil(READ_BUDGET));
         while budget > 0 {
             let Some((svc, conn)) = self.deferred.pop_front() else {
                 break;
