@@ -295,17 +295,12 @@ impl Broker {
             };
             for &sub in &group.subscribers {
                 let id = ConnId(sub);
-                let Some(l) = links.get_mut(id) else {
-                    continue;
-                };
-                if l.proto.mark == seq || l.is_closing() {
-                    continue;
-                }
-                l.proto.mark = seq;
-                match links.push(id, msg.clone()) {
-                    Ok(()) => delivered += 1,
+                // Once per connection, however many of the groups it is in.
+                let first = |s: &mut super::Session| std::mem::replace(&mut s.mark, seq) != seq;
+                match links.push_with(id, &msg, first) {
+                    Ok(true) => delivered += 1,
+                    Ok(false) | Err(PushError::Gone) => {}
                     Err(PushError::Full) => slow.push(id),
-                    Err(PushError::Gone) => {}
                 }
             }
         }

@@ -130,14 +130,6 @@ impl Tail {
 /// protocol's own state `proto`.
 #[derive(Debug)]
 pub struct Link<T, P> {
-    io: T,
-    /// The protocol's state for this connection.
-    pub proto: P,
-    peer: SocketAddr,
-    identity: Option<Box<PeerIdentity>>,
-    /// An unfinished frame's bytes; unallocated most of the time.
-    inbuf: Tail,
-    out: OutQueue,
     closing: Option<Closing>,
     /// Tells this connection apart from earlier ones in the same slot.
     generation: u32,
@@ -148,6 +140,14 @@ pub struct Link<T, P> {
     trusted: bool,
     /// Counts against `max_connections` (a refused one does not).
     admitted: bool,
+    out: OutQueue,
+    /// The protocol's state for this connection.
+    pub proto: P,
+    io: T,
+    peer: SocketAddr,
+    identity: Option<Box<PeerIdentity>>,
+    /// An unfinished frame's bytes; unallocated most of the time.
+    inbuf: Tail,
 }
 
 impl<T, P> Link<T, P> {
@@ -447,6 +447,40 @@ impl<T, P> Links<T, P> {
             self.dirty.push(id.0);
         }
         Ok(())
+    }
+
+    /// [`Links::push`] for fan-out: one slot lookup, and `admit` decides
+    /// first from the protocol state (e.g. "already delivered to this
+    /// one"). Returns `Ok(false)` when `admit` said no (nothing queued);
+    /// the frame is cloned only when queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`Links::push`].
+    #[inline]
+    pub fn push_with(
+        &mut self,
+        id: ConnId,
+        frame: &Bytes,
+        admit: impl FnOnce(&mut P) -> bool,
+    ) -> Result<bool, PushError> {
+        let max = self.limits.max_pending;
+        let l = self.slots.get_mut(id.0).ok_or(PushError::Gone)?;
+        if l.closing.is_some() {
+            return Err(PushError::Gone);
+        }
+        if !admit(&mut l.proto) {
+            return Ok(false);
+        }
+        if l.out.held_after_push(frame.len()) > max {
+            return Err(PushError::Full);
+        }
+        l.out.push(frame.clone());
+        if !l.dirty {
+            l.dirty = true;
+            self.dirty.push(id.0);
+        }
+        Ok(true)
     }
 
     /// Queues a last frame for a connection about to close, whatever its
