@@ -46,6 +46,13 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something went wrong inside the server.
     Internal,
+    /// A per-session or per-user limit (protocol.md 7a); nothing of the
+    /// command took effect.
+    Limit,
+    /// A bounded queue is full (e.g. password checks); try again later.
+    Busy,
+    /// A request found nobody to answer it.
+    NoResponders,
 }
 
 impl ErrorCode {
@@ -67,12 +74,15 @@ impl ErrorCode {
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting-down",
             Self::Internal => "internal",
+            Self::Limit => "limit",
+            Self::Busy => "busy",
+            Self::NoResponders => "no-responders",
         }
     }
 
     /// Parses a wire token back into a code (used by clients).
     pub fn from_token(token: &[u8]) -> Option<Self> {
-        const ALL: [ErrorCode; 15] = [
+        const ALL: [ErrorCode; 18] = [
             ErrorCode::BadFrame,
             ErrorCode::TooLarge,
             ErrorCode::UnknownCommand,
@@ -88,6 +98,9 @@ impl ErrorCode {
             ErrorCode::Timeout,
             ErrorCode::ShuttingDown,
             ErrorCode::Internal,
+            ErrorCode::Limit,
+            ErrorCode::Busy,
+            ErrorCode::NoResponders,
         ];
         ALL.into_iter().find(|c| c.as_str().as_bytes() == token)
     }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use log::debug;
 
-use super::registry::{name_of, user_name};
+use super::registry::{GroupRefusal, name_of, user_name};
 use super::session::{Session, State};
 use super::{AuthMode, AuthRequest, Broker, DeliveryError, Event, PRELOGIN_MAX_PAYLOAD, Sessions};
 use crate::conn::{CloseReason, ConnId};
@@ -122,6 +122,9 @@ impl Broker {
                         self.push_reply(links, conn, frame::ack(&format!("published to {n}")));
                     }
                     Err(DeliveryError::UnknownGroup(g)) => self.unknown_group(links, conn, g),
+                    Err(DeliveryError::Limit) => {
+                        self.group_refused(links, conn, GroupRefusal::Limit);
+                    }
                     Err(_) => self.reply_err(links, conn, ErrorCode::Internal, "publish failed"),
                 }
             }
@@ -167,8 +170,12 @@ impl Broker {
         }
         match self.config.auth {
             AuthMode::None => {
-                self.login(links, conn, name.into());
-                self.push_reply(links, conn, frame::ack("logged in"));
+                let reply = if self.login(links, conn, name.into()) {
+                    frame::ack("logged in")
+                } else {
+                    self.too_many_sessions()
+                };
+                self.push_reply(links, conn, reply);
             }
             AuthMode::Password => {
                 if let State::Login { user, .. } = &mut s.state {
@@ -238,8 +245,11 @@ impl Broker {
         conn: ConnId,
         groups: &[GroupId],
     ) {
-        if let Err(g) = self.ensure_groups(groups) {
-            return self.unknown_group(links, conn, g);
+        if !self.within_subscriptions(links, conn, groups, |s| &s.groups) {
+            return self.subscription_limit(links, conn);
+        }
+        if let Err(r) = self.ensure_groups(groups) {
+            return self.group_refused(links, conn, r);
         }
         let joined = self.subscribe(links, conn, groups);
         self.push_reply(links, conn, frame::ack("subscribed"));
@@ -259,11 +269,59 @@ impl Broker {
         conn: ConnId,
         groups: &[GroupId],
     ) {
-        if let Err(g) = self.ensure_groups(groups) {
-            return self.unknown_group(links, conn, g);
+        if !self.within_subscriptions(links, conn, groups, |s| &s.watching) {
+            return self.subscription_limit(links, conn);
+        }
+        if let Err(r) = self.ensure_groups(groups) {
+            return self.group_refused(links, conn, r);
         }
         self.watch(links, conn, groups);
         self.push_reply(links, conn, frame::ack("watching"));
+    }
+
+    /// Whether subscribing (or watching, per `list`) to `groups` keeps the
+    /// session within `max_subscriptions`, subscriptions and watches
+    /// together; groups it is in already do not count again.
+    fn within_subscriptions<T>(
+        &self,
+        links: &Sessions<T>,
+        conn: ConnId,
+        groups: &[GroupId],
+        list: impl Fn(&Session) -> &Vec<GroupId>,
+    ) -> bool {
+        let Some(s) = links.proto(conn) else {
+            return false;
+        };
+        let held = list(s);
+        let mut new: Vec<GroupId> = groups
+            .iter()
+            .copied()
+            .filter(|g| held.binary_search(g).is_err())
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        s.groups.len() + s.watching.len() + new.len() <= self.config.max_subscriptions
+    }
+
+    fn subscription_limit<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        let text = format!(
+            "at most {} subscriptions and watches per session",
+            self.config.max_subscriptions
+        );
+        self.reply_err(links, conn, ErrorCode::Limit, &text);
+    }
+
+    fn group_refused<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, r: GroupRefusal) {
+        match r {
+            GroupRefusal::Unknown(g) => self.unknown_group(links, conn, g),
+            GroupRefusal::Limit => {
+                let text = format!(
+                    "at most {} groups may be created by use",
+                    self.config.max_open_groups
+                );
+                self.reply_err(links, conn, ErrorCode::Limit, &text);
+            }
+        }
     }
 
     pub(super) fn cmd_who<T>(

@@ -59,6 +59,13 @@ pub struct BrokerConfig {
     /// owed before `ERR shutting-down` and the close (cli.md
     /// `--drain-timeout`).
     pub drain_timeout: Duration,
+    /// Per session: group subscriptions and watches together (a
+    /// subscription and a watch of one group count as two).
+    pub max_subscriptions: usize,
+    /// Sessions one user may have at once.
+    pub max_sessions_per_user: usize,
+    /// Groups created by use under `open_groups`, in total.
+    pub max_open_groups: usize,
 }
 
 impl BrokerConfig {
@@ -96,6 +103,9 @@ impl Default for BrokerConfig {
             ping_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            max_subscriptions: 10_000,
+            max_sessions_per_user: 64,
+            max_open_groups: 100_000,
         }
     }
 }

@@ -76,6 +76,7 @@ pub struct AuthRequest {
 
 /// Why a server-side publish or send was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeliveryError {
     /// A listed group is not registered (`unknown-group`).
     UnknownGroup(GroupId),
@@ -83,6 +84,9 @@ pub enum DeliveryError {
     NoSuchUser,
     /// A name or group list that is not valid on the wire.
     BadArgs,
+    /// Under `open_groups`, the groups it would create pass
+    /// `max_open_groups` (`limit`).
+    Limit,
 }
 
 impl std::fmt::Display for DeliveryError {
@@ -91,6 +95,7 @@ impl std::fmt::Display for DeliveryError {
             Self::UnknownGroup(g) => write!(f, "unknown group {g}"),
             Self::NoSuchUser => f.write_str("no such user online"),
             Self::BadArgs => f.write_str("invalid user name or group list"),
+            Self::Limit => f.write_str("too many open groups"),
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Broker {
     events_enabled: bool,
     auth_requests: VecDeque<AuthRequest>,
     publish_seq: u64,
+    /// Groups created by use (`open_groups`), against `max_open_groups`.
+    open_count: usize,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
     now: Instant,
@@ -134,6 +141,7 @@ impl Broker {
             events_enabled: true,
             auth_requests: VecDeque::new(),
             publish_seq: 0,
+            open_count: 0,
             now: Instant::now(),
         }
     }
@@ -172,7 +180,11 @@ impl Broker {
             watchers: Vec::new(),
         });
         group.name = name.into();
-        group.registered = true;
+        if !group.registered {
+            // An open group in use becomes a registered one.
+            group.registered = true;
+            self.open_count = self.open_count.saturating_sub(1);
+        }
         true
     }
 
@@ -254,7 +266,9 @@ impl Broker {
         }
         match cn {
             Some(cn) if crate::proto::command::is_valid_user(cn.as_bytes()) => {
-                self.login(links, conn, cn.into());
+                if !self.login(links, conn, cn.into()) {
+                    self.push_reply(links, conn, self.too_many_sessions());
+                }
             }
             Some(cn) => info!("{conn}: certificate CN {cn:?} is not a valid user name"),
             None => debug!("{conn}: no client certificate; cannot log in"),
@@ -383,8 +397,12 @@ impl Broker {
         links.set_paused(conn, false);
         match (ok, user) {
             (true, Some(name)) => {
-                self.login(links, conn, name);
-                self.push_reply(links, conn, frame::ack("logged in"));
+                let reply = if self.login(links, conn, name) {
+                    frame::ack("logged in")
+                } else {
+                    self.too_many_sessions()
+                };
+                self.push_reply(links, conn, reply);
                 self.resume(links, conn, now);
             }
             (_, name) => {
@@ -621,6 +639,8 @@ impl Broker {
     /// Checks the cross-indexes (group members <-> session groups, watchers,
     /// user table <-> sessions). Panics with the first inconsistency.
     pub(crate) fn assert_consistent<T>(&self, links: &Sessions<T>) {
+        let open = self.groups.values().filter(|g| !g.registered).count();
+        assert_eq!(open, self.open_count, "open group count");
         for (&g, group) in &self.groups {
             assert!(
                 group.subscribers.is_sorted(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use log::debug;
+use log::{debug, info};
 
 use super::session::State;
 use super::{Broker, DeliveryError, Event, Sessions};
@@ -64,9 +64,33 @@ impl Keys {
     }
 }
 
+/// Why groups named by a command cannot be used.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum GroupRefusal {
+    /// Not registered (and groups are not open).
+    Unknown(GroupId),
+    /// Creating them would pass `max_open_groups`.
+    Limit,
+}
+
 impl Broker {
-    pub(super) fn login<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, name: Box<str>) {
+    /// Logs a session in as `name`; `false` (and nothing changes) when the
+    /// user already has `max_sessions_per_user` sessions.
+    pub(super) fn login<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        name: Box<str>,
+    ) -> bool {
         let folded = name.to_ascii_lowercase();
+        let sessions = self
+            .users
+            .get(folded.as_str())
+            .map_or(0, |k| k.as_slice().len());
+        if sessions >= self.config.max_sessions_per_user {
+            info!("{conn}: {name} has {sessions} sessions already; login refused");
+            return false;
+        }
         // One allocation for the name in the common case: the session, the
         // user record and the table key share it.
         let typed: Arc<str> = match self.users.get(folded.as_str()) {
@@ -77,7 +101,7 @@ impl Broker {
             _ => Arc::from(name.as_ref()),
         };
         let Some(s) = links.proto_mut(conn) else {
-            return;
+            return false;
         };
         s.state = State::Open;
         s.name = Some(Arc::clone(&typed));
@@ -98,23 +122,48 @@ impl Broker {
             conn,
             user: name.into(),
         });
+        true
+    }
+
+    /// The reply to a login refused at `max_sessions_per_user`.
+    pub(super) fn too_many_sessions(&self) -> bytes::Bytes {
+        let text = format!(
+            "this user has {} sessions already",
+            self.config.max_sessions_per_user
+        );
+        frame::err(crate::error::ErrorCode::Limit, &text)
     }
 
     /// Checks that every group exists, creating them with `open_groups`.
-    pub(super) fn ensure_groups(&mut self, groups: &[GroupId]) -> Result<(), GroupId> {
+    pub(super) fn ensure_groups(&mut self, groups: &[GroupId]) -> Result<(), GroupRefusal> {
         if self.config.open_groups {
-            for &g in groups {
-                self.groups.entry(g).or_insert_with(|| Group {
-                    name: Box::from(""),
-                    registered: false,
-                    subscribers: Vec::new(),
-                    watchers: Vec::new(),
-                });
+            let mut missing: Vec<GroupId> = groups
+                .iter()
+                .copied()
+                .filter(|g| !self.groups.contains_key(g))
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            // All or nothing: none is created past the limit.
+            if self.open_count + missing.len() > self.config.max_open_groups {
+                return Err(GroupRefusal::Limit);
+            }
+            for g in missing {
+                self.open_count += 1;
+                self.groups.insert(
+                    g,
+                    Group {
+                        name: Box::from(""),
+                        registered: false,
+                        subscribers: Vec::new(),
+                        watchers: Vec::new(),
+                    },
+                );
             }
             return Ok(());
         }
         match groups.iter().find(|g| !self.groups.contains_key(g)) {
-            Some(&g) => Err(g),
+            Some(&g) => Err(GroupRefusal::Unknown(g)),
             None => Ok(()),
         }
     }
@@ -127,6 +176,7 @@ impl Broker {
             .is_some_and(|gr| !gr.registered && gr.subscribers.is_empty() && gr.watchers.is_empty())
         {
             self.groups.remove(&g);
+            self.open_count = self.open_count.saturating_sub(1);
         }
     }
 
@@ -202,13 +252,30 @@ impl Broker {
                 continue;
             };
             s.groups.remove(i);
-            if let Some(group) = self.groups.get_mut(&g) {
-                remove_sorted(&mut group.subscribers, conn.0);
-            }
+            self.part(links, conn, g);
             left.push(g);
-            self.notify_watchers(links, "PARTED", conn, g);
-            self.forget_if_unused(g);
         }
+        self.report_left(links, conn, left);
+    }
+
+    /// The group side of leaving `g`: out of its subscribers, its watchers
+    /// told, the group forgotten if now unused. One or two map look-ups in
+    /// the common case (no watchers): it runs once per group a leaving
+    /// session was in.
+    fn part<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, g: GroupId) {
+        let Some(group) = self.groups.get_mut(&g) else {
+            return;
+        };
+        remove_sorted(&mut group.subscribers, conn.0);
+        if !group.watchers.is_empty() {
+            self.notify_watchers(links, "PARTED", conn, g);
+        } else if !group.registered && group.subscribers.is_empty() {
+            self.groups.remove(&g);
+            self.open_count = self.open_count.saturating_sub(1);
+        }
+    }
+
+    fn report_left<T>(&mut self, links: &Sessions<T>, conn: ConnId, left: Vec<GroupId>) {
         if !left.is_empty() && self.events_enabled {
             let user = name_of(links, conn);
             self.emit(Event::Unsubscribed {
@@ -230,11 +297,16 @@ impl Broker {
             }
             self.forget_if_unused(g);
         }
-        let Some(s) = links.proto(conn) else {
+        // The whole list at once: linear in the session's groups (taking
+        // them out one by one from the front was quadratic).
+        let Some(s) = links.proto_mut(conn) else {
             return;
         };
-        let groups = s.groups.clone();
-        self.unsubscribe(links, conn, &groups);
+        let groups = std::mem::take(&mut s.groups);
+        for &g in &groups {
+            self.part(links, conn, g);
+        }
+        self.report_left(links, conn, groups);
         let Some(s) = links.proto(conn) else {
             return;
         };
@@ -281,8 +353,10 @@ impl Broker {
         groups: &[GroupId],
         payload: &[u8],
     ) -> Result<usize, DeliveryError> {
-        self.ensure_groups(groups)
-            .map_err(DeliveryError::UnknownGroup)?;
+        self.ensure_groups(groups).map_err(|r| match r {
+            GroupRefusal::Unknown(g) => DeliveryError::UnknownGroup(g),
+            GroupRefusal::Limit => DeliveryError::Limit,
+        })?;
         // Encoded once, into one allocation, and shared by every subscriber.
         let msg = frame::published(sender, groups, payload);
         self.publish_seq += 1;

@@ -691,3 +691,102 @@ fn random_operations_keep_indexes_consistent() {
         "{max_users} users, {max_groups} groups"
     );
 }
+
+#[test]
+fn subscriptions_and_watches_per_session_are_limited_all_or_nothing() {
+    let mut h = Harness::new(BrokerConfig {
+        open_groups: true,
+        max_subscriptions: 3,
+        ..BrokerConfig::default()
+    });
+    let a = h.login("alice");
+    h.send(a, b"SUBSCRIBE 0 1 2 2\nWATCH 0 1\n");
+    assert_eq!(h.take(a), "ACK 10\nsubscribedACK 8\nwatching");
+    // Again to a group one is in: does not count again.
+    h.send(a, b"SUBSCRIBE 0 1\nWATCH 0 1\n");
+    assert_eq!(h.take(a), "ACK 10\nsubscribedACK 8\nwatching");
+    // One more of either: refused, and nothing of the command taken.
+    h.send(a, b"SUBSCRIBE 0 2 5\n");
+    assert!(h.take(a).contains(" limit\n"));
+    h.send(a, b"WATCH 0 7\nWHO 0 5\n");
+    let out = h.take(a);
+    assert!(out.contains(" limit\n"), "{out}");
+    assert!(out.ends_with("RESULT 0\n"), "{out}");
+    h.broker.assert_consistent();
+    // Leaving frees room.
+    h.send(a, b"UNSUBSCRIBE 0 2\nSUBSCRIBE 0 5\n");
+    assert_eq!(h.take(a), "ACK 12\nunsubscribedACK 10\nsubscribed");
+    h.broker.assert_consistent();
+}
+
+#[test]
+fn sessions_per_user_are_limited() {
+    let mut h = Harness::new(BrokerConfig {
+        max_sessions_per_user: 2,
+        ..BrokerConfig::default()
+    });
+    let _a1 = h.login("alice");
+    let _a2 = h.login("Alice");
+    let a3 = h.open();
+    h.send(a3, b"USER 0 alice\nGROUPS 0\n");
+    let out = h.take(a3);
+    assert!(out.starts_with("ERR ") && out.contains(" limit\n"), "{out}");
+    assert!(out.contains(" auth-required\n"), "not logged in: {out}");
+    assert!(!h.broker.is_closing(a3), "the session goes on");
+    let _b = h.login("bob");
+    h.broker.assert_consistent();
+}
+
+#[test]
+fn groups_created_by_use_are_limited() {
+    let mut h = Harness::new(BrokerConfig {
+        open_groups: true,
+        max_open_groups: 2,
+        ..BrokerConfig::default()
+    });
+    let a = h.login("alice");
+    h.send(a, b"SUBSCRIBE 0 10 11\n");
+    assert!(h.take(a).starts_with("ACK"));
+    // Registered groups do not count; new ones past the limit are refused.
+    h.send(
+        a,
+        b"SUBSCRIBE 0 1\nSUBSCRIBE 0 12\nWATCH 0 12\nPUBLISH 1 13\nx",
+    );
+    let out = h.take(a);
+    assert_eq!(out.matches(" limit\n").count(), 3, "{out}");
+    h.broker.assert_consistent();
+    // A group nobody uses is forgotten, which frees room.
+    h.send(a, b"UNSUBSCRIBE 0 10\nSUBSCRIBE 0 12\n");
+    assert_eq!(h.take(a), "ACK 12\nunsubscribedACK 10\nsubscribed");
+    h.send(a, b"PUBLISH 1 11\ny");
+    assert!(h.take(a).contains("published to 1"));
+    h.broker.assert_consistent();
+}
+
+/// Leaving every group at once is linear: 20,000 groups (each with one
+/// subscriber) are left in one disconnect without re-sorting the session's
+/// list for each.
+#[test]
+fn leaving_many_groups_is_linear() {
+    let mut h = Harness::new(BrokerConfig {
+        open_groups: true,
+        max_subscriptions: 100_000,
+        ..BrokerConfig::default()
+    });
+    let a = h.login("alice");
+    // Descending, 60 a command.
+    let mut g = 20_000u32;
+    while g > 0 {
+        let line: Vec<String> = (0..60.min(g)).map(|i| (g - i).to_string()).collect();
+        g -= 60.min(g);
+        h.send(a, format!("SUBSCRIBE 0 {}\n", line.join(" ")).as_bytes());
+    }
+    h.take(a);
+    let start = std::time::Instant::now();
+    h.broker.handle_eof(a, h.now);
+    let took = start.elapsed();
+    h.broker.assert_consistent();
+    assert_eq!(h.broker.groups().len(), 2, "open groups forgotten");
+    // Quadratic was ~0.4 s for 100,000 in a release build; this is debug.
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+}

@@ -86,6 +86,15 @@ pub(crate) struct ServeArgs {
     /// Seconds the server keeps writing what clients are owed on shutdown [default: 10].
     #[arg(long)]
     drain_timeout: Option<f64>,
+    /// Per session: group subscriptions and watches together [default: 10000].
+    #[arg(long)]
+    max_subscriptions: Option<usize>,
+    /// Sessions one user may have at once [default: 64].
+    #[arg(long)]
+    max_sessions_per_user: Option<usize>,
+    /// Groups created by use under --open-groups [default: 100000].
+    #[arg(long)]
+    max_open_groups: Option<usize>,
     /// `error`, `warn`, `info`, `debug` or `trace` [default: info].
     #[arg(long)]
     log_level: Option<String>,
@@ -118,6 +127,9 @@ impl ServeArgs {
             ping_timeout,
             probe_interval,
             drain_timeout,
+            max_subscriptions,
+            max_sessions_per_user,
+            max_open_groups,
             log_level,
             log_file
         );
@@ -324,6 +336,15 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     }
     if let Some(s) = args.drain_timeout {
         b.drain_timeout = seconds("--drain-timeout", s)?;
+    }
+    if let Some(n) = args.max_subscriptions {
+        b.max_subscriptions = n;
+    }
+    if let Some(n) = args.max_sessions_per_user {
+        b.max_sessions_per_user = n;
+    }
+    if let Some(n) = args.max_open_groups {
+        b.max_open_groups = n;
     }
     if config.listen.is_empty() {
         warn!("no listener is enabled");
