@@ -5,7 +5,9 @@
 //! worker threads (not one per connection) and picks the verdict up through its
 //! control channel, woken by a `mio::Waker`. Meanwhile the session waiting for
 //! the verdict stops processing input, so replies stay in order, and every
-//! other session goes on.
+//! other session goes on. The broker bounds how many checks are queued
+//! (`max_password_checks`, `ERR busy` past it) and flags a check whose
+//! connection went, which a worker then skips.
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -79,6 +81,11 @@ impl AuthPool {
                             Err(_) => return,
                         };
                         let Ok(req) = next else { return };
+                        // Its connection went while it waited: nobody
+                        // awaits the verdict, so the slow check is not run.
+                        if req.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                            continue;
+                        }
                         let ok = auth.verify(&req.user, &req.password);
                         deliver(AuthVerdict {
                             conn: req.conn,

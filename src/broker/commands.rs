@@ -7,9 +7,13 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use log::debug;
 
+use super::checks::Refusal;
 use super::registry::{GroupRefusal, name_of, user_name};
 use super::session::{Session, State};
-use super::{AuthMode, AuthRequest, Broker, DeliveryError, Event, PRELOGIN_MAX_PAYLOAD, Sessions};
+use super::{
+    AuthMode, AuthRequest, Broker, DeliveryError, Event, MAX_PASSWORD_LEN, PRELOGIN_MAX_PAYLOAD,
+    Sessions,
+};
 use crate::conn::{CloseReason, ConnId};
 use crate::error::{ErrorCode, FrameError};
 use crate::proto::command::{Command, CommandError, verb_allowed_before_login};
@@ -205,9 +209,8 @@ impl Broker {
             return self.push_reply(links, conn, frame::ack("password ignored"));
         }
         let State::Login {
-            user: Some(user),
-            verifying,
-        } = &mut s.state
+            user: Some(user), ..
+        } = &s.state
         else {
             return self.reply_err(
                 links,
@@ -216,12 +219,36 @@ impl Broker {
                 "send USER before PASS",
             );
         };
-        *verifying = true;
+        if password.len() > MAX_PASSWORD_LEN {
+            let text = format!("a password is at most {MAX_PASSWORD_LEN} bytes");
+            return self.reply_err(links, conn, ErrorCode::BadArgs, &text);
+        }
+        let user = user.to_string();
+        let ip = l.peer().ip();
+        let tick = links.tick(self.now);
+        match self.checks.admit(ip, tick, self.config.max_password_checks) {
+            Ok(()) => {}
+            Err(Refusal::QueueFull) => {
+                let text = "too many password checks waiting; try again";
+                return self.reply_err(links, conn, ErrorCode::Busy, text);
+            }
+            Err(Refusal::BackOff(wait)) => {
+                let text = format!(
+                    "too many failed logins from {ip}; try again in {} ms",
+                    wait.as_millis().max(1)
+                );
+                return self.reply_err(links, conn, ErrorCode::Busy, &text);
+            }
+        }
+        if let Some(State::Login { verifying, .. }) = links.proto_mut(conn).map(|s| &mut s.state) {
+            *verifying = true;
+        }
         let request = AuthRequest {
             conn,
             ticket,
-            user: user.to_string(),
+            user,
             password: password.to_vec(),
+            cancelled: self.checks.start(conn.0, ticket, ip),
         };
         // Nothing more of this connection's input is processed until the
         // verdict, so its replies stay in order.

@@ -66,6 +66,8 @@ pub struct BrokerConfig {
     pub max_sessions_per_user: usize,
     /// Groups created by use under `open_groups`, in total.
     pub max_open_groups: usize,
+    /// Password checks waiting or running at once; one more gets `ERR busy`.
+    pub max_password_checks: usize,
 }
 
 impl BrokerConfig {
@@ -106,6 +108,7 @@ impl Default for BrokerConfig {
             max_subscriptions: 10_000,
             max_sessions_per_user: 64,
             max_open_groups: 100_000,
+            max_password_checks: 64,
         }
     }
 }

@@ -26,6 +26,7 @@
 //! kept so the stream stays well-formed), is sent `ERR slow-consumer`, and is
 //! closed; the publisher and the other subscribers are not held back.
 
+mod checks;
 mod commands;
 mod config;
 mod event;
@@ -72,7 +73,13 @@ pub struct AuthRequest {
     pub user: String,
     /// The password given by `PASS`.
     pub password: Vec<u8>,
+    /// Set when the connection went before the check ran: skip it (no
+    /// verdict is awaited any more).
+    pub cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The longest password accepted by `PASS` (longer: `ERR bad-args`).
+pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Why a server-side publish or send was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +128,8 @@ pub struct Broker {
     events: VecDeque<Event>,
     events_enabled: bool,
     auth_requests: VecDeque<AuthRequest>,
+    /// Password checks in flight and addresses backed off.
+    checks: checks::Checks,
     publish_seq: u64,
     /// Groups created by use (`open_groups`), against `max_open_groups`.
     open_count: usize,
@@ -140,6 +149,7 @@ impl Broker {
             events: VecDeque::new(),
             events_enabled: true,
             auth_requests: VecDeque::new(),
+            checks: checks::Checks::default(),
             publish_seq: 0,
             open_count: 0,
             now: Instant::now(),
@@ -350,6 +360,7 @@ impl Broker {
         if !links.is_closing(conn) {
             self.leave(links, conn);
         }
+        self.checks.cancel(conn.0);
         let admitted = links.is_admitted(conn);
         let peer = links.peer(conn)?;
         let (io, session, reason) = links.remove(conn, reason)?;
@@ -380,12 +391,16 @@ impl Broker {
         now: Instant,
     ) {
         self.now = now;
+        if !self.checks.finished(conn.0, ticket) {
+            return;
+        }
         let Some(l) = links.get_mut(conn) else {
             return;
         };
         if l.generation() != ticket || l.is_closing() {
             return;
         }
+        let ip = l.peer().ip();
         let State::Login { user, verifying } = &mut l.proto.state else {
             return;
         };
@@ -397,6 +412,7 @@ impl Broker {
         links.set_paused(conn, false);
         match (ok, user) {
             (true, Some(name)) => {
+                self.checks.succeeded(ip);
                 let reply = if self.login(links, conn, name) {
                     frame::ack("logged in")
                 } else {
@@ -407,9 +423,11 @@ impl Broker {
             }
             (_, name) => {
                 info!(
-                    "{conn}: password login failed for {}",
+                    "{conn} {ip}: password login failed for {}",
                     name.as_deref().unwrap_or("?")
                 );
+                let tick = links.tick(now);
+                self.checks.failed(ip, tick);
                 self.fail(
                     links,
                     conn,
@@ -570,6 +588,8 @@ impl Broker {
             return;
         }
         self.leave(links, conn);
+        // A password check still waiting for this one is not run.
+        self.checks.cancel(conn.0);
         links.close(conn, reason, self.now);
     }
 
