@@ -147,3 +147,44 @@ fn password_checks_are_bounded_and_failures_back_off() {
     std::thread::sleep(Duration::from_millis(400));
     c.ack("PASS 0 right");
 }
+
+/// Issue 10, defect 2: PUBLISH frames naming 63 groups that 1,000
+/// subscribers share, pipelined: one read held hundreds of them and ran to
+/// completion while every other client waited. Now a connection's work per
+/// turn is bounded and the rest waits for the next turn.
+#[test]
+fn pipelined_wide_fan_outs_do_not_stall_others() {
+    use std::io::Write;
+    let server = ServerProc::start(&["--open-groups"]);
+    let groups: Vec<String> = (1..=63).map(|g| g.to_string()).collect();
+    let groups = groups.join(" ");
+    let mut subs = Vec::new();
+    for i in 0..1000 {
+        let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+        s.write_all(format!("USER 0 s{i}\nSUBSCRIBE 0 {groups}\n").as_bytes())
+            .expect("subscribe");
+        subs.push(s);
+    }
+    let mut other = server.login("other");
+    // Every subscription has landed once this is answered.
+    let mut check = server.login("check");
+    assert_eq!(check.result("WHO 0 63").len(), 1000);
+    let mut flood = Vec::new();
+    for _ in 0..600 {
+        flood.extend_from_slice(format!("PUBLISH 1 {groups}\nx").as_bytes());
+    }
+    let mut attacker = server.login("attacker");
+    attacker.send(&flood);
+    let mut worst = Duration::ZERO;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        other.ping();
+        worst = worst.max(t.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(250),
+        "a round trip took {worst:?}"
+    );
+    drop(subs);
+}

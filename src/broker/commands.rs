@@ -20,6 +20,11 @@ use crate::proto::command::{Command, CommandError, verb_allowed_before_login};
 use crate::proto::frame;
 use crate::proto::{Decoded, GroupId, decode};
 
+/// Work units one connection's input may take per call before the rest
+/// waits for the next turn: a frame is one, a delivery or a subscriber
+/// looked at is one. (A single command's fan-out is not split.)
+pub(super) const WORK_BUDGET: usize = 32_768;
+
 impl Broker {
     /// Decodes and executes frames from `data` while the session can process
     /// input. Returns how many bytes were used.
@@ -30,10 +35,20 @@ impl Broker {
         data: &[u8],
     ) -> usize {
         let mut used = 0;
+        // Work done for this connection in this call (frames, and the
+        // subscribers and watchers they reach): past the budget the rest of
+        // its input waits for the next turn, so one client's pipelined
+        // fan-outs cannot hold the loop (issue 10).
+        self.work = 0;
         loop {
             if !links.can_process(conn) {
                 return used;
             }
+            if self.work >= WORK_BUDGET {
+                links.yield_input(conn);
+                return used;
+            }
+            self.work += 1;
             let logged_in = links.proto(conn).is_some_and(Session::is_logged_in);
             // Before login a connection may hold one header and a small
             // payload, never a whole `max_payload` (protocol.md 7a).

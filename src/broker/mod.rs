@@ -133,6 +133,8 @@ pub struct Broker {
     publish_seq: u64,
     /// Groups created by use (`open_groups`), against `max_open_groups`.
     open_count: usize,
+    /// Work done for the connection being processed (see `WORK_BUDGET`).
+    work: usize,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
     now: Instant,
@@ -152,6 +154,7 @@ impl Broker {
             checks: checks::Checks::default(),
             publish_seq: 0,
             open_count: 0,
+            work: 0,
             now: Instant::now(),
         }
     }

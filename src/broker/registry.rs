@@ -367,6 +367,7 @@ impl Broker {
             let Some(group) = self.groups.get(g) else {
                 continue;
             };
+            self.work += group.subscribers.len();
             for &sub in &group.subscribers {
                 let id = ConnId(sub);
                 // Once per connection, however many of the groups it is in.

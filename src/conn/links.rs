@@ -134,12 +134,9 @@ pub struct Link<T, P> {
     /// Tells this connection apart from earlier ones in the same slot.
     generation: u32,
     dirty: bool,
-    /// The protocol paused its input (e.g. while a password is checked).
-    paused: bool,
-    /// The protocol trusts it (logged in): the larger read pause applies.
-    trusted: bool,
-    /// Counts against `max_connections` (a refused one does not).
-    admitted: bool,
+    /// `PAUSED`, `TRUSTED`, `ADMITTED`, `YIELDED` (one byte, so the slot
+    /// keeps its size).
+    flags: u8,
     out: OutQueue,
     /// The protocol's state for this connection.
     pub proto: P,
@@ -150,7 +147,29 @@ pub struct Link<T, P> {
     inbuf: Tail,
 }
 
+/// The protocol paused its input (e.g. while a password is checked).
+const PAUSED: u8 = 1;
+/// The protocol trusts it (logged in): the larger read pause applies.
+const TRUSTED: u8 = 2;
+/// Counts against `max_connections` (a refused one does not).
+const ADMITTED: u8 = 4;
+/// The protocol stopped processing its input for this turn (its work
+/// budget ran out); it goes on next turn.
+const YIELDED: u8 = 8;
+
 impl<T, P> Link<T, P> {
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
         self.closing.is_some()
@@ -213,6 +232,8 @@ pub struct Links<T, P> {
     deadlines: BinaryHeap<Reverse<(Tick, usize, u32)>>,
     /// Closing connections past their deadline, for the IO layer to drop.
     expired: Vec<ConnId>,
+    /// Connections whose protocol yielded this turn, to go on next turn.
+    yielded: Vec<ConnId>,
     /// What a connection over the limit is told before it is closed.
     farewell_full: Option<Bytes>,
     admitted: usize,
@@ -230,6 +251,7 @@ impl<T, P> Links<T, P> {
             dirty: Vec::new(),
             deadlines: BinaryHeap::new(),
             expired: Vec::new(),
+            yielded: Vec::new(),
             farewell_full: None,
             admitted: 0,
             next_gen: 0,
@@ -292,9 +314,7 @@ impl<T, P> Links<T, P> {
             closing: None,
             generation: self.next_gen,
             dirty: false,
-            paused: false,
-            trusted: false,
-            admitted: !full,
+            flags: if full { 0 } else { ADMITTED },
         });
         let id = ConnId(key);
         if full {
@@ -381,7 +401,7 @@ impl<T, P> Links<T, P> {
     /// pause applies from now on.
     pub fn set_trusted(&mut self, id: ConnId) {
         if let Some(l) = self.slots.get_mut(id.0) {
-            l.trusted = true;
+            l.set(TRUSTED, true);
         }
     }
 
@@ -390,7 +410,7 @@ impl<T, P> Links<T, P> {
     /// IO layer comes back to it.
     pub fn set_paused(&mut self, id: ConnId, paused: bool) {
         if let Some(l) = self.slots.get_mut(id.0) {
-            l.paused = paused;
+            l.set(PAUSED, paused);
         }
         if !paused {
             self.mark_dirty(id);
@@ -401,19 +421,49 @@ impl<T, P> Links<T, P> {
     /// not paused, and holding less output than its read pause.
     pub fn can_process(&self, id: ConnId) -> bool {
         self.slots.get(id.0).is_some_and(|l| {
-            let pause = if l.trusted {
+            let pause = if l.has(TRUSTED) {
                 self.limits.read_pause
             } else {
                 self.limits.untrusted_read_pause
             };
-            l.closing.is_none() && !l.paused && l.out.held() < pause
+            l.closing.is_none() && !l.has(PAUSED | YIELDED) && l.out.held() < pause
         })
+    }
+
+    /// The protocol used up its work budget for this connection this turn:
+    /// what is left of its input waits (unread input stays in the socket),
+    /// and [`Links::take_yielded`] hands it back next turn, so one client's
+    /// pipelined work cannot hold the loop while others wait.
+    pub fn yield_input(&mut self, id: ConnId) {
+        if let Some(l) = self.slots.get_mut(id.0) {
+            if !l.has(YIELDED) {
+                l.set(YIELDED, true);
+                self.yielded.push(id);
+            }
+        }
+    }
+
+    /// Connections that yielded, into `into` (cleared first): call the
+    /// protocol's resume for each, then read them again.
+    pub fn take_yielded(&mut self, into: &mut Vec<ConnId>) {
+        into.clear();
+        for id in self.yielded.drain(..) {
+            if let Some(l) = self.slots.get_mut(id.0) {
+                l.set(YIELDED, false);
+                into.push(id);
+            }
+        }
+    }
+
+    /// Whether [`Links::take_yielded`] has anything.
+    pub fn has_yielded(&self) -> bool {
+        !self.yielded.is_empty()
     }
 
     /// Most bytes the IO layer should read from the connection in one step.
     pub fn read_window(&self, id: ConnId) -> usize {
         match self.slots.get(id.0) {
-            Some(l) if !l.trusted && l.closing.is_none() => self.limits.untrusted_read_window,
+            Some(l) if !l.has(TRUSTED) && l.closing.is_none() => self.limits.untrusted_read_window,
             _ => usize::MAX,
         }
     }
@@ -643,7 +693,7 @@ impl<T, P> Links<T, P> {
     /// already).
     pub fn remove(&mut self, id: ConnId, reason: CloseReason) -> Option<(T, P, CloseReason)> {
         let l = self.slots.try_remove(id.0)?;
-        if l.admitted {
+        if l.has(ADMITTED) {
             self.admitted = self.admitted.saturating_sub(1);
         }
         let reason = l.closing.map_or(reason, |c| c.reason);
@@ -652,7 +702,7 @@ impl<T, P> Links<T, P> {
 
     /// Whether a connection counts against the limit (it was not refused).
     pub fn is_admitted(&self, id: ConnId) -> bool {
-        self.slots.get(id.0).is_some_and(|l| l.admitted)
+        self.slots.get(id.0).is_some_and(|l| l.has(ADMITTED))
     }
 
     /// Marks a connection for the IO layer's attention this turn.
@@ -825,6 +875,10 @@ pub trait Table<T> {
     }
     /// See [`Links::write_done`].
     fn write_done(&mut self, id: ConnId, now: Instant);
+    /// See [`Links::take_yielded`].
+    fn take_yielded(&mut self, into: &mut Vec<ConnId>);
+    /// See [`Links::has_yielded`].
+    fn has_yielded(&self) -> bool;
     /// See [`Links::take_expired`].
     fn take_expired(&mut self, into: &mut Vec<ConnId>);
     /// See [`Links::has_expired`].
@@ -872,6 +926,12 @@ impl<T, P> Table<T> for Links<T, P> {
     }
     fn write_done(&mut self, id: ConnId, now: Instant) {
         Self::write_done(self, id, now);
+    }
+    fn take_yielded(&mut self, into: &mut Vec<ConnId>) {
+        Self::take_yielded(self, into);
+    }
+    fn has_yielded(&self) -> bool {
+        Self::has_yielded(self)
     }
     fn has_expired(&self) -> bool {
         Self::has_expired(self)

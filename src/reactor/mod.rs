@@ -258,10 +258,10 @@ impl<S: Service> Reactor<S> {
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.ready.is_empty()
             || !self.deferred.is_empty()
-            || self
-                .services
-                .iter()
-                .any(|s| s.links_ref().has_dirty() || s.links_ref().has_expired() || s.has_events())
+            || self.services.iter().any(|s| {
+                let l = s.links_ref();
+                l.has_dirty() || l.has_expired() || l.has_yielded() || s.has_events()
+            })
         {
             return Some(Duration::ZERO);
         }
@@ -315,6 +315,22 @@ impl<S: Service> Reactor<S> {
             self.accept(i, now);
         }
         let mut again = std::mem::take(&mut self.ready);
+        // Connections whose protocol ran out of work budget last turn go
+        // on with what they kept, then are read again (their socket may
+        // hold more, and an edge-triggered poll will not say so twice).
+        let mut yielded = std::mem::take(&mut self.expired);
+        for svc in 0..self.services.len() {
+            let Some(s) = self.services.get_mut(svc) else {
+                continue;
+            };
+            s.links().take_yielded(&mut yielded);
+            for &conn in &yielded {
+                s.resume(conn, now);
+                again.push((svc, conn));
+            }
+        }
+        yielded.clear();
+        self.expired = yielded;
         for &key in readable.iter().chain(again.iter()) {
             self.read(key, now);
         }
