@@ -2,8 +2,6 @@
 //! carried out (protocol.md sections 3 to 5). The registry it changes is in
 //! `registry.rs`; the connection machinery is the table's (`crate::conn`).
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use log::debug;
 
@@ -123,11 +121,8 @@ impl Broker {
                 self.begin_close(links, conn, CloseReason::Quit);
             }
             Command::Groups => {
-                let mut out = String::new();
-                for (id, name) in self.groups() {
-                    let _ = writeln!(out, "{id},{name}");
-                }
-                self.push_reply(links, conn, frame::result(out.as_bytes()));
+                let reply = self.groups_reply();
+                self.push_reply(links, conn, reply);
             }
             Command::Subscribe(groups) => self.cmd_subscribe(links, conn, groups.as_slice()),
             Command::Unsubscribe(groups) => {

@@ -135,6 +135,10 @@ pub struct Broker {
     open_count: usize,
     /// Work done for the connection being processed (see `WORK_BUDGET`).
     work: usize,
+    /// The `GROUPS` reply, encoded once and shared until a group is created,
+    /// forgotten or renamed (a listing of 200,000 groups is then a reference
+    /// count per request, not a sort and a megabyte each).
+    groups_reply: Option<Bytes>,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
     now: Instant,
@@ -155,6 +159,7 @@ impl Broker {
             publish_seq: 0,
             open_count: 0,
             work: 0,
+            groups_reply: None,
             now: Instant::now(),
         }
     }
@@ -186,6 +191,7 @@ impl Broker {
         if id == 0 {
             return false;
         }
+        self.groups_reply = None;
         let group = self.groups.entry(id).or_insert_with(|| Group {
             name: Box::from(""),
             registered: true,

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::io::Write as _;
+
+use bytes::{Bytes, BytesMut};
 use log::{debug, info};
 
 use super::session::State;
@@ -61,6 +63,27 @@ impl Keys {
             Self::One(k) => std::slice::from_ref(k),
             Self::Many(keys) => keys,
         }
+    }
+}
+
+impl Broker {
+    /// The `GROUPS` reply (`<id>,<name>` lines, by number), built only when
+    /// the groups changed since the last one.
+    pub(super) fn groups_reply(&mut self) -> Bytes {
+        if let Some(reply) = &self.groups_reply {
+            return reply.clone();
+        }
+        let mut list: Vec<(GroupId, &str)> =
+            self.groups.iter().map(|(&id, g)| (id, &*g.name)).collect();
+        list.sort_unstable_by_key(|&(id, _)| id);
+        let mut out = Vec::with_capacity(list.len() * 8);
+        for (id, name) in list {
+            let _ = writeln!(out, "{id},{name}");
+        }
+        self.work += self.groups.len();
+        let reply = frame::result(&out);
+        self.groups_reply = Some(reply.clone());
+        reply
     }
 }
 
@@ -150,6 +173,7 @@ impl Broker {
             }
             for g in missing {
                 self.open_count += 1;
+                self.groups_reply = None;
                 self.groups.insert(
                     g,
                     Group {
@@ -176,6 +200,7 @@ impl Broker {
             .is_some_and(|gr| !gr.registered && gr.subscribers.is_empty() && gr.watchers.is_empty())
         {
             self.groups.remove(&g);
+            self.groups_reply = None;
             self.open_count = self.open_count.saturating_sub(1);
         }
     }
@@ -271,6 +296,7 @@ impl Broker {
             self.notify_watchers(links, "PARTED", conn, g);
         } else if !group.registered && group.subscribers.is_empty() {
             self.groups.remove(&g);
+            self.groups_reply = None;
             self.open_count = self.open_count.saturating_sub(1);
         }
     }
