@@ -11,6 +11,7 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("proto", &["error"]),
+    ("acl", &["proto", "error"]),
     ("buf", &[]),
     ("atomic_file", &[]),
     ("logging", &[]),
