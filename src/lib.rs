@@ -63,5 +63,5 @@ pub use client::{Client, ClientConfig, ClientError, Push};
 pub use conn::{CloseReason, ConnId, PeerIdentity};
 pub use event_loop::{EventLoop, LoopHandle};
 pub use framed::{FramedContext, FramedHandler, Framing};
-pub use handler::{Context, Handler};
+pub use handler::{Attempt, Authorize, Context, Handler, Verdict};
 pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped};

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use crate::acl::Acl;
 use crate::conn::Limits;
 use crate::proto::frame::DEFAULT_MAX_PAYLOAD;
 
@@ -59,6 +62,9 @@ pub struct BrokerConfig {
     /// owed before `ERR shutting-down` and the close (cli.md
     /// `--drain-timeout`).
     pub drain_timeout: Duration,
+    /// Who may subscribe, publish, watch and send (`--acl`); `None`: everyone
+    /// may do everything. Replace it at run time with `Broker::set_acl`.
+    pub acl: Option<Arc<Acl>>,
 }
 
 impl BrokerConfig {
@@ -96,6 +102,7 @@ impl Default for BrokerConfig {
             ping_timeout: Duration::from_secs(10),
             linger: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            acl: None,
         }
     }
 }

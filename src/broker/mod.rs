@@ -26,6 +26,7 @@
 //! kept so the stream stays well-formed), is sent `ERR slow-consumer`, and is
 //! closed; the publisher and the other subscribers are not held back.
 
+mod authz;
 mod commands;
 mod config;
 mod event;
@@ -42,6 +43,7 @@ use bytes::Bytes;
 use log::{debug, info};
 
 pub use crate::conn::{CloseReason, ConnId};
+pub use authz::{Attempt, Authorize, Authorizer, Verdict};
 pub use config::{AuthMode, BrokerConfig};
 pub use event::Event;
 use registry::{Group, Keys, user_name};
@@ -230,6 +232,18 @@ impl Broker {
         subject: Option<PeerIdentity>,
         now: Instant,
     ) {
+        self.handle_secured_with(links, conn, subject, now, &mut ());
+    }
+
+    /// [`Broker::handle_secured`], asking `authz` before a login.
+    pub fn handle_secured_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        subject: Option<PeerIdentity>,
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
         let Some(l) = links.get(conn) else {
             return;
@@ -254,7 +268,9 @@ impl Broker {
         }
         match cn {
             Some(cn) if crate::proto::command::is_valid_user(cn.as_bytes()) => {
-                self.login(links, conn, cn.into());
+                if !self.login_forbidden(links, conn, authz, &cn) {
+                    self.login(links, conn, cn.into());
+                }
             }
             Some(cn) => info!("{conn}: certificate CN {cn:?} is not a valid user name"),
             None => debug!("{conn}: no client certificate; cannot log in"),
@@ -299,6 +315,19 @@ impl Broker {
         data: &[u8],
         now: Instant,
     ) {
+        self.handle_input_with(links, conn, data, now, &mut ());
+    }
+
+    /// [`Broker::handle_input`], asking `authz` before a login, subscribe,
+    /// publish, watch or send (after the ACL).
+    pub fn handle_input_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        data: &[u8],
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
         let tick = links.tick(now);
         let Some(s) = links.proto_mut(conn) else {
@@ -306,14 +335,27 @@ impl Broker {
         };
         s.last_rx = tick;
         s.ping_sent = None;
-        links.input(conn, data, |links, bytes| self.process(links, conn, bytes));
+        links.input(conn, data, |links, bytes| {
+            self.process(links, conn, bytes, authz)
+        });
     }
 
     /// Processes input kept while the connection was paused (its output
     /// drained, or a password verdict came).
     pub fn resume<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, now: Instant) {
+        self.resume_with(links, conn, now, &mut ());
+    }
+
+    /// [`Broker::resume`], asking `authz` as [`Broker::handle_input_with`] does.
+    pub fn resume_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
-        links.resume_input(conn, |links, bytes| self.process(links, conn, bytes));
+        links.resume_input(conn, |links, bytes| self.process(links, conn, bytes, authz));
     }
 
     /// The peer closed its side: finish what is owed, then close.
@@ -365,6 +407,20 @@ impl Broker {
         ok: bool,
         now: Instant,
     ) {
+        self.handle_auth_result_with(links, conn, ticket, ok, now, &mut ());
+    }
+
+    /// [`Broker::handle_auth_result`], asking `authz` before the login and
+    /// the commands that follow it.
+    pub fn handle_auth_result_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        ticket: u32,
+        ok: bool,
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
         let Some(l) = links.get_mut(conn) else {
             return;
@@ -383,9 +439,12 @@ impl Broker {
         links.set_paused(conn, false);
         match (ok, user) {
             (true, Some(name)) => {
+                if self.login_forbidden(links, conn, authz, &name) {
+                    return;
+                }
                 self.login(links, conn, name);
                 self.push_reply(links, conn, frame::ack("logged in"));
-                self.resume(links, conn, now);
+                self.resume_with(links, conn, now, authz);
             }
             (_, name) => {
                 info!(
