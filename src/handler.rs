@@ -12,6 +12,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use std::sync::Arc;
+
+use crate::acl::Acl;
+pub use crate::broker::{Attempt, Authorize, Verdict};
 use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER, Sessions};
 use crate::conn::PeerIdentity;
 use crate::proto::GroupId;
@@ -24,6 +28,15 @@ pub trait Handler {
     /// allocation per event; the no-op handler `()` says `false`.
     fn wants_events(&self) -> bool {
         true
+    }
+    /// Whether a session may log in, subscribe, publish, watch or send, asked
+    /// before it takes effect (after the ACL, if any, allowed it). A
+    /// [`Verdict::Deny`] is `ERR forbidden`: nothing of that command happens
+    /// and the session goes on; a refused login is also closed. Runs on the
+    /// loop, in the middle of the command: it gets no [`Context`] and must
+    /// answer at once. The default allows everything.
+    fn authorize(&mut self, request: &Authorize<'_>) -> Verdict {
+        Verdict::Allow
     }
     /// A connection was accepted.
     fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {}
@@ -164,9 +177,24 @@ impl Context<'_> {
         self.broker.close(self.links, conn, self.now);
     }
 
+    /// Replaces the ACL (`None`: everyone may do everything). Sessions keep
+    /// their subscriptions; the new rules apply to their next commands.
+    pub fn set_acl(&mut self, acl: Option<Arc<Acl>>) {
+        self.broker.set_acl(acl);
+    }
+
     /// Stops the server gracefully.
     pub fn stop(&mut self) {
         *self.stop = true;
+    }
+}
+
+/// A handler as the broker's [`crate::broker::Authorizer`].
+pub(crate) struct HandlerAuthz<'a, H>(pub(crate) &'a mut H);
+
+impl<H: Handler> crate::broker::Authorizer for HandlerAuthz<'_, H> {
+    fn authorize(&mut self, request: &Authorize<'_>) -> Verdict {
+        self.0.authorize(request)
     }
 }
 

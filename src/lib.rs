@@ -25,6 +25,8 @@
 //!   conn/          sans-IO connection layer: ConnId, CloseReason, PeerIdentity,
 //!                  Links (output bound, read pause, closing deadlines, limits)
 //!      |
+//!   acl.rs         who may subscribe, publish, request, watch, send (--acl)
+//!      |
 //!   proto/  buf.rs  error.rs  passwd.rs  logging.rs  atomic_file.rs
 //! ```
 //!
@@ -35,6 +37,7 @@
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![warn(unreachable_pub, clippy::use_self, clippy::manual_let_else)]
 
+pub mod acl;
 mod atomic_file;
 pub mod auth;
 pub mod broker;
@@ -60,5 +63,5 @@ pub use client::{Client, ClientConfig, ClientError, Push};
 pub use conn::{CloseReason, ConnId, PeerIdentity};
 pub use event_loop::{EventLoop, LoopHandle};
 pub use framed::{FramedContext, FramedHandler, Framing};
-pub use handler::{Context, Handler};
+pub use handler::{Attempt, Authorize, Context, Handler, Verdict};
 pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped};

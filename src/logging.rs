@@ -48,6 +48,17 @@ pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
 /// How long [`Log::flush`] waits for the sinks to take what is queued.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Bumped by [`reopen_files`]; each file sink reopens its path before its
+/// next write when it has seen an older value.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every file sink (of any logger) to reopen its path before it writes
+/// again (after `logrotate` moved the file: SIGHUP). Does not wait. A sink
+/// whose path cannot be opened keeps writing to the file it has.
+pub fn reopen_files() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
+}
+
 /// The installed logger's drop counter (see [`lines_dropped`]).
 static INSTALLED: OnceLock<Arc<AtomicU64>> = OnceLock::new();
 
@@ -112,9 +123,16 @@ impl Logger {
     }
 
     /// Adds `path` as a sink, created if missing and appended to.
+    /// The file is reopened (by path) after [`reopen_files`].
     pub fn add_file(&mut self, path: &Path) -> io::Result<()> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        self.add_sink(&path.display().to_string(), file)
+        let seen = REOPEN.load(Ordering::Relaxed);
+        let file = open_append(path)?;
+        let sink = FileSink {
+            path: path.to_owned(),
+            file,
+            seen,
+        };
+        self.add_sink(&path.display().to_string(), sink)
     }
 
     /// Adds any writer as a sink, written by a new thread named after `name`.
@@ -316,6 +334,34 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// A log file that follows its path after [`reopen_files`].
+struct FileSink {
+    path: std::path::PathBuf,
+    file: File,
+    seen: u64,
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let now = REOPEN.load(Ordering::Relaxed);
+        if now != self.seen {
+            self.seen = now;
+            // On failure the old file is kept: lines somewhere beat none.
+            if let Ok(file) = open_append(&self.path) {
+                self.file = file;
+            }
+        }
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 

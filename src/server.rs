@@ -28,8 +28,8 @@ use crate::auth::{AuthPool, AuthVerdict, Authenticator};
 use crate::broker::Sessions;
 use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
 use crate::conn::{Admission, CloseReason, ConnId, PeerIdentity, Table};
-use crate::handler::dispatch;
 use crate::handler::{Context, Handler};
+use crate::handler::{HandlerAuthz, dispatch};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
 use crate::reactor::service::Service;
@@ -352,7 +352,9 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.accept(&mut self.links, io, peer, now)
     }
     fn handle_input(&mut self, conn: ConnId, data: &[u8], now: std::time::Instant) {
-        self.broker.handle_input(&mut self.links, conn, data, now);
+        let authz = &mut HandlerAuthz(&mut self.handler);
+        self.broker
+            .handle_input_with(&mut self.links, conn, data, now, authz);
     }
     fn handle_eof(&mut self, conn: ConnId, now: std::time::Instant) {
         self.broker.handle_eof(&mut self.links, conn, now);
@@ -363,11 +365,13 @@ impl<H: Handler> Service for BrokerService<H> {
         subject: Option<PeerIdentity>,
         now: std::time::Instant,
     ) {
+        let authz = &mut HandlerAuthz(&mut self.handler);
         self.broker
-            .handle_secured(&mut self.links, conn, subject, now);
+            .handle_secured_with(&mut self.links, conn, subject, now, authz);
     }
     fn resume(&mut self, conn: ConnId, now: std::time::Instant) {
-        self.broker.resume(&mut self.links, conn, now);
+        let authz = &mut HandlerAuthz(&mut self.handler);
+        self.broker.resume_with(&mut self.links, conn, now, authz);
     }
     fn handle_timeout(&mut self, now: std::time::Instant) {
         self.broker.handle_timeout(&mut self.links, now);
@@ -429,8 +433,9 @@ impl<H: Handler> Service for BrokerService<H> {
         };
         match *message {
             BrokerControl::Auth(AuthVerdict { conn, ticket, ok }) => {
+                let authz = &mut HandlerAuthz(&mut self.handler);
                 self.broker
-                    .handle_auth_result(&mut self.links, conn, ticket, ok, now);
+                    .handle_auth_result_with(&mut self.links, conn, ticket, ok, now, authz);
                 false
             }
             BrokerControl::Call(f) => {

@@ -11,6 +11,7 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("error", &[]),
     ("proto", &["error"]),
+    ("acl", &["proto", "error"]),
     ("buf", &[]),
     ("atomic_file", &[]),
     ("logging", &[]),
@@ -18,12 +19,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("conn", &["buf"]),
     ("certs", &["atomic_file", "conn", "proto"]),
     ("tls", &["buf", "certs", "conn"]),
-    ("broker", &["conn", "error", "proto", "buf"]),
+    ("broker", &["acl", "conn", "error", "proto", "buf"]),
     ("auth", &["broker", "conn", "passwd"]),
     ("transport", &["buf", "conn", "tls"]),
     ("reactor", &["buf", "conn", "tls", "transport"]),
     ("client", &["certs", "conn", "error", "proto", "tls"]),
-    ("handler", &["broker", "conn", "proto", "reactor"]),
+    ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
     (
         "server",

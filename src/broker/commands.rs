@@ -8,6 +8,7 @@ use log::debug;
 use super::checks::Refusal;
 use super::registry::{GroupRefusal, name_of, user_name};
 use super::session::{Session, State};
+use super::{Attempt, Authorizer};
 use super::{
     AuthMode, AuthRequest, Broker, DeliveryError, Event, MAX_PASSWORD_LEN, PRELOGIN_MAX_PAYLOAD,
     Sessions,
@@ -31,6 +32,7 @@ impl Broker {
         links: &mut Sessions<T>,
         conn: ConnId,
         data: &[u8],
+        authz: &mut dyn Authorizer,
     ) -> usize {
         let mut used = 0;
         // Work done for this connection in this call (frames, and the
@@ -59,7 +61,7 @@ impl Broker {
             match decode(rest, limit) {
                 Ok(Decoded::Frame { frame, consumed }) => {
                     used += consumed;
-                    self.execute(links, conn, &frame);
+                    self.execute(links, conn, &frame, authz);
                 }
                 Ok(Decoded::Incomplete { skip, .. }) => {
                     // No reservation for the declared size: the buffer grows
@@ -91,6 +93,7 @@ impl Broker {
         links: &mut Sessions<T>,
         conn: ConnId,
         frame: &crate::proto::Frame<'_>,
+        authz: &mut dyn Authorizer,
     ) {
         let logged_in = links.proto(conn).is_some_and(Session::is_logged_in);
         if !logged_in && !verb_allowed_before_login(frame.verb().as_bytes()) {
@@ -111,7 +114,7 @@ impl Broker {
             }
         };
         match cmd {
-            Command::User(name) => self.cmd_user(links, conn, name),
+            Command::User(name) => self.cmd_user(links, conn, name, authz),
             Command::Pass(pw) => self.cmd_pass(links, conn, pw),
             Command::Ping => self.push_reply(links, conn, Bytes::from_static(frame::PONG)),
             Command::Pong => {}
@@ -124,12 +127,24 @@ impl Broker {
                 let reply = self.groups_reply();
                 self.push_reply(links, conn, reply);
             }
-            Command::Subscribe(groups) => self.cmd_subscribe(links, conn, groups.as_slice()),
+            Command::Subscribe(groups) => {
+                let at = Attempt::Subscribe(groups.as_slice());
+                if !self.forbidden(links, conn, authz, at) {
+                    self.cmd_subscribe(links, conn, groups.as_slice());
+                }
+            }
             Command::Unsubscribe(groups) => {
                 self.unsubscribe(links, conn, groups.as_slice());
                 self.push_reply(links, conn, frame::ack("unsubscribed"));
             }
             Command::Publish { groups, payload } => {
+                let at = Attempt::Publish {
+                    groups: groups.as_slice(),
+                    payload,
+                };
+                if self.forbidden(links, conn, authz, at) {
+                    return;
+                }
                 let sender = name_of(links, conn);
                 match self.fanout(links, Some(conn), &sender, groups.as_slice(), payload) {
                     Ok(n) => {
@@ -142,13 +157,20 @@ impl Broker {
                     Err(_) => self.reply_err(links, conn, ErrorCode::Internal, "publish failed"),
                 }
             }
-            Command::Watch(groups) => self.cmd_watch(links, conn, groups.as_slice()),
+            Command::Watch(groups) => {
+                if !self.forbidden(links, conn, authz, Attempt::Watch(groups.as_slice())) {
+                    self.cmd_watch(links, conn, groups.as_slice());
+                }
+            }
             Command::Unwatch(groups) => {
                 self.unwatch(links, conn, groups.as_slice());
                 self.push_reply(links, conn, frame::ack("unwatched"));
             }
             Command::Who(group) => self.cmd_who(links, conn, group),
             Command::Send { to, payload } => {
+                if self.forbidden(links, conn, authz, Attempt::Send { to, payload }) {
+                    return;
+                }
                 let sender = name_of(links, conn);
                 match self.deliver_message(links, Some(conn), &sender, to, payload) {
                     Ok(_) => self.push_reply(links, conn, frame::ack("sent")),
@@ -165,7 +187,13 @@ impl Broker {
         }
     }
 
-    pub(super) fn cmd_user<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, name: &str) {
+    pub(super) fn cmd_user<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        name: &str,
+        authz: &mut dyn Authorizer,
+    ) {
         let Some(s) = links.proto_mut(conn) else {
             return;
         };
@@ -184,6 +212,9 @@ impl Broker {
         }
         match self.config.auth {
             AuthMode::None => {
+                if self.login_forbidden(links, conn, authz, name) {
+                    return;
+                }
                 let reply = if self.login(links, conn, name.into()) {
                     frame::ack("logged in")
                 } else {

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use crate::acl::Acl;
 use crate::conn::Limits;
 use crate::proto::frame::DEFAULT_MAX_PAYLOAD;
 
@@ -68,6 +71,9 @@ pub struct BrokerConfig {
     pub max_open_groups: usize,
     /// Password checks waiting or running at once; one more gets `ERR busy`.
     pub max_password_checks: usize,
+    /// Who may subscribe, publish, watch and send (`--acl`); `None`: everyone
+    /// may do everything. Replace it at run time with `Broker::set_acl`.
+    pub acl: Option<Arc<Acl>>,
 }
 
 impl BrokerConfig {
@@ -109,6 +115,7 @@ impl Default for BrokerConfig {
             max_sessions_per_user: 64,
             max_open_groups: 100_000,
             max_password_checks: 64,
+            acl: None,
         }
     }
 }

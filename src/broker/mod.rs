@@ -26,6 +26,7 @@
 //! kept so the stream stays well-formed), is sent `ERR slow-consumer`, and is
 //! closed; the publisher and the other subscribers are not held back.
 
+mod authz;
 mod checks;
 mod commands;
 mod config;
@@ -43,6 +44,7 @@ use bytes::Bytes;
 use log::{debug, info};
 
 pub use crate::conn::{CloseReason, ConnId};
+pub use authz::{Attempt, Authorize, Authorizer, Verdict};
 pub use config::{AuthMode, BrokerConfig};
 pub use event::Event;
 use registry::{Group, Keys, user_name};
@@ -261,6 +263,18 @@ impl Broker {
         subject: Option<PeerIdentity>,
         now: Instant,
     ) {
+        self.handle_secured_with(links, conn, subject, now, &mut ());
+    }
+
+    /// [`Broker::handle_secured`], asking `authz` before a login.
+    pub fn handle_secured_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        subject: Option<PeerIdentity>,
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
         let Some(l) = links.get(conn) else {
             return;
@@ -285,7 +299,9 @@ impl Broker {
         }
         match cn {
             Some(cn) if crate::proto::command::is_valid_user(cn.as_bytes()) => {
-                if !self.login(links, conn, cn.into()) {
+                if !self.login_forbidden(links, conn, authz, &cn)
+                    && !self.login(links, conn, cn.into())
+                {
                     self.push_reply(links, conn, self.too_many_sessions());
                 }
             }
@@ -332,6 +348,19 @@ impl Broker {
         data: &[u8],
         now: Instant,
     ) {
+        self.handle_input_with(links, conn, data, now, &mut ());
+    }
+
+    /// [`Broker::handle_input`], asking `authz` before a login, subscribe,
+    /// publish, watch or send (after the ACL).
+    pub fn handle_input_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        data: &[u8],
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
         let tick = links.tick(now);
         let Some(s) = links.proto_mut(conn) else {
@@ -339,14 +368,27 @@ impl Broker {
         };
         s.last_rx = tick;
         s.ping_sent = None;
-        links.input(conn, data, |links, bytes| self.process(links, conn, bytes));
+        links.input(conn, data, |links, bytes| {
+            self.process(links, conn, bytes, authz)
+        });
     }
 
     /// Processes input kept while the connection was paused (its output
     /// drained, or a password verdict came).
     pub fn resume<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, now: Instant) {
+        self.resume_with(links, conn, now, &mut ());
+    }
+
+    /// [`Broker::resume`], asking `authz` as [`Broker::handle_input_with`] does.
+    pub fn resume_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
-        links.resume_input(conn, |links, bytes| self.process(links, conn, bytes));
+        links.resume_input(conn, |links, bytes| self.process(links, conn, bytes, authz));
     }
 
     /// The peer closed its side: finish what is owed, then close.
@@ -399,6 +441,20 @@ impl Broker {
         ok: bool,
         now: Instant,
     ) {
+        self.handle_auth_result_with(links, conn, ticket, ok, now, &mut ());
+    }
+
+    /// [`Broker::handle_auth_result`], asking `authz` before the login and
+    /// the commands that follow it.
+    pub fn handle_auth_result_with<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        ticket: u32,
+        ok: bool,
+        now: Instant,
+        authz: &mut dyn Authorizer,
+    ) {
         self.now = now;
         if !self.checks.finished(conn.0, ticket) {
             return;
@@ -422,13 +478,16 @@ impl Broker {
         match (ok, user) {
             (true, Some(name)) => {
                 self.checks.succeeded(ip);
+                if self.login_forbidden(links, conn, authz, &name) {
+                    return;
+                }
                 let reply = if self.login(links, conn, name) {
                     frame::ack("logged in")
                 } else {
                     self.too_many_sessions()
                 };
                 self.push_reply(links, conn, reply);
-                self.resume(links, conn, now);
+                self.resume_with(links, conn, now, authz);
             }
             (_, name) => {
                 info!(

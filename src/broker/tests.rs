@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+mod acl;
+
 /// The broker and its connection table, with the calls the tests make
 /// (as the IO layer would make them).
 struct Endpoint {

@@ -3,16 +3,17 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use log::{LevelFilter, info, warn};
 use serde::Deserialize;
+use switchboard::acl::Acl;
 use switchboard::certs;
 use switchboard::logging::Logger;
 use switchboard::passwd::PasswordFile;
 use switchboard::tls::{self, ClientAuth};
-use switchboard::{AuthMode, Server, ServerConfig};
+use switchboard::{AuthMode, Authenticator, Server, ServerConfig, ServerHandle};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 const DEFAULT_TLS_LISTEN: &str = "127.0.0.1:7421";
@@ -54,6 +55,9 @@ pub(crate) struct ServeArgs {
     /// Password file made by `switchboard passwd`.
     #[arg(long)]
     passwd: Option<PathBuf>,
+    /// Who may subscribe, publish, request, watch and send (reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    acl: Option<PathBuf>,
     /// Register a group, `ID=NAME`; repeatable.
     #[arg(long = "group", value_name = "ID=NAME")]
     #[serde(default)]
@@ -119,6 +123,7 @@ impl ServeArgs {
             client_auth,
             auth,
             passwd,
+            acl,
             max_connections,
             max_payload,
             max_pending,
@@ -155,7 +160,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     ) {
         return fail(&e);
     }
-    let config = match build_config(&args) {
+    let (config, reload) = match build_config(&args) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
@@ -164,7 +169,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let handle = server.handle();
-    if let Err(e) = stop_on_signals(handle) {
+    if let Err(e) = handle_signals(handle, reload) {
         return fail(&format!("cannot install signal handlers: {e}"));
     }
     match server.run() {
@@ -228,7 +233,46 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<(), String> {
         .map_err(|e| format!("cannot start logging: {e}"))
 }
 
-fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
+/// What SIGHUP reloads.
+#[derive(Debug, Default)]
+struct Reload {
+    /// The password file and the authenticator the password checks use.
+    passwd: Option<(PathBuf, Arc<ReloadablePasswords>)>,
+    /// The ACL file.
+    acl: Option<PathBuf>,
+}
+
+/// A password file that SIGHUP can replace: the password-check threads read
+/// the current one; the signal thread swaps it (the poll loop never touches
+/// it).
+#[derive(Debug)]
+struct ReloadablePasswords(RwLock<Arc<PasswordFile>>);
+
+impl ReloadablePasswords {
+    fn current(&self) -> Arc<PasswordFile> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+    fn replace(&self, file: PasswordFile) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(file);
+    }
+}
+
+impl Authenticator for ReloadablePasswords {
+    fn verify(&self, user: &str, password: &[u8]) -> bool {
+        self.current().verify(user, password)
+    }
+}
+
+/// Reads and parses an ACL file; errors are one line naming the file (and
+/// the line).
+fn load_acl(path: &Path) -> Result<Acl, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("ACL file {}: {e}", path.display()))?;
+    Acl::parse(&text).map_err(|e| format!("ACL file {} {e}", path.display()))
+}
+
+fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
+    let mut reload = Reload::default();
     let listen = parse_listen("--listen", args.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
     let mut config = ServerConfig {
         listen: listen.into_iter().collect(),
@@ -290,10 +334,22 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
                 path.display()
             );
         }
-        config.authenticator = Some(Arc::new(file));
+        let passwords = Arc::new(ReloadablePasswords(RwLock::new(Arc::new(file))));
+        reload.passwd = Some((path.clone(), Arc::clone(&passwords)));
+        config.authenticator = Some(passwords);
     } else if let Some(path) = &args.passwd {
         // Load it anyway so that a bad file is reported now, not when auth is switched on.
         PasswordFile::load(path).map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = &args.acl {
+        let acl = load_acl(path)?;
+        info!(
+            "ACL file {}: rules for {} users and a default",
+            path.display(),
+            acl.user_count()
+        );
+        b.acl = Some(Arc::new(acl));
+        reload.acl = Some(path.clone());
     }
     for spec in &args.group {
         let (id, name) = spec
@@ -349,7 +405,7 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, String> {
     if config.listen.is_empty() {
         warn!("no listener is enabled");
     }
-    Ok(config)
+    Ok((config, reload))
 }
 
 /// The TLS settings: `--cert`/`--key`, or development certificates made (or
@@ -447,15 +503,22 @@ fn seconds(flag: &str, s: f64) -> Result<Duration, String> {
     }
 }
 
-/// SIGINT and SIGTERM stop the server gracefully; a second one exits at once.
-fn stop_on_signals(handle: switchboard::ServerHandle) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// SIGINT and SIGTERM stop the server gracefully; a second one exits at
+/// once. SIGHUP reloads the password and ACL files (on this signal thread: the
+/// files are read and parsed here, and the new ACL reaches the loop as a
+/// message) and reopens the log file.
+fn handle_signals(handle: ServerHandle, reload: Reload) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("switchboard-signals".into())
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload_files(&handle, &reload);
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     eprintln!("switchboard: second signal {sig}, exiting now");
@@ -466,4 +529,44 @@ fn stop_on_signals(handle: switchboard::ServerHandle) -> std::io::Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// SIGHUP: each file is read and checked in full; a bad one is refused with
+/// a log line and the one in force is kept. No session is dropped.
+fn reload_files(handle: &ServerHandle, reload: &Reload) {
+    // First, so that what follows goes to the new log file.
+    switchboard::logging::reopen_files();
+    info!("SIGHUP: reloading");
+    if let Some((path, passwords)) = &reload.passwd {
+        match PasswordFile::load(path) {
+            Ok(file) => {
+                info!(
+                    "SIGHUP: password file {} reloaded ({} users)",
+                    path.display(),
+                    file.len()
+                );
+                passwords.replace(file);
+            }
+            Err(e) => warn!("SIGHUP: {e}; keeping the password file loaded before"),
+        }
+    }
+    if let Some(path) = &reload.acl {
+        match load_acl(path) {
+            Ok(acl) => {
+                let acl = Arc::new(acl);
+                let users = acl.user_count();
+                let shown = path.display().to_string();
+                let sent = handle.call(move |ctx| {
+                    ctx.set_acl(Some(acl));
+                    info!(
+                        "SIGHUP: ACL file {shown} reloaded (rules for {users} users and a default)"
+                    );
+                });
+                if sent.is_err() {
+                    warn!("SIGHUP: the server is stopping; ACL not reloaded");
+                }
+            }
+            Err(e) => warn!("SIGHUP: {e}; keeping the ACL loaded before"),
+        }
+    }
 }
