@@ -176,11 +176,20 @@ impl OutQueue {
     /// Drops every queued frame except a partly written front one (so the stream
     /// stays well-formed), e.g. before the last `ERR` to a slow consumer.
     pub fn discard_unstarted(&mut self) {
-        self.rest = None;
+        drop(self.take_unstarted());
+    }
+
+    /// Like [`OutQueue::discard_unstarted`], but hands the frames behind the
+    /// front one back instead of dropping them, so that a caller can free a
+    /// long queue a slice at a time rather than all in one go.
+    #[allow(clippy::box_collection)] // The ring as the queue keeps it: no copy.
+    pub fn take_unstarted(&mut self) -> Option<Box<VecDeque<Bytes>>> {
+        let rest = self.rest.take();
         if !self.front_started {
             self.head = None;
         }
         self.len = self.head.as_ref().map_or(0, Bytes::len);
+        rest
     }
 
     /// Frees the ring buffer if nothing is queued.

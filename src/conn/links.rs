@@ -45,6 +45,9 @@ use super::tick::{Clock, Tick};
 use super::{CloseReason, ConnId, PeerIdentity};
 use crate::buf::OutQueue;
 
+/// Frames of dropped output queues freed per turn (see [`Links::reap`]).
+pub const REAP_BUDGET: usize = 16_384;
+
 /// Connections accepted over `max_connections` only to be told so; beyond
 /// this many at once the IO layer writes the farewell and drops the socket.
 pub const REJECT_SLACK: usize = 64;
@@ -234,6 +237,11 @@ pub struct Links<T, P> {
     expired: Vec<ConnId>,
     /// Connections whose protocol yielded this turn, to go on next turn.
     yielded: Vec<ConnId>,
+    /// Output queues dropped (slow consumers, removed connections), freed
+    /// [`REAP_BUDGET`] frames a turn: dropping a few hundred thousand
+    /// frames at once stalled the loop.
+    #[allow(clippy::vec_box)] // The rings as the queues kept them: no copy.
+    graveyard: Vec<Box<std::collections::VecDeque<Bytes>>>,
     /// What a connection over the limit is told before it is closed.
     farewell_full: Option<Bytes>,
     admitted: usize,
@@ -252,6 +260,7 @@ impl<T, P> Links<T, P> {
             deadlines: BinaryHeap::new(),
             expired: Vec::new(),
             yielded: Vec::new(),
+            graveyard: Vec::new(),
             farewell_full: None,
             admitted: 0,
             next_gen: 0,
@@ -555,7 +564,9 @@ impl<T, P> Links<T, P> {
             return;
         }
         info!("{id} {}: slow consumer, closing", l.peer);
-        l.out.discard_unstarted();
+        if let Some(ring) = l.out.take_unstarted() {
+            self.bury(ring);
+        }
         self.push_final(id, farewell);
         self.close(id, CloseReason::SlowConsumer, now);
     }
@@ -692,7 +703,10 @@ impl<T, P> Links<T, P> {
     /// protocol state, and why it closed (`reason` unless it was closing
     /// already).
     pub fn remove(&mut self, id: ConnId, reason: CloseReason) -> Option<(T, P, CloseReason)> {
-        let l = self.slots.try_remove(id.0)?;
+        let mut l = self.slots.try_remove(id.0)?;
+        if let Some(ring) = l.out.take_unstarted() {
+            self.bury(ring);
+        }
         if l.has(ADMITTED) {
             self.admitted = self.admitted.saturating_sub(1);
         }
@@ -703,6 +717,37 @@ impl<T, P> Links<T, P> {
     /// Whether a connection counts against the limit (it was not refused).
     pub fn is_admitted(&self, id: ConnId) -> bool {
         self.slots.get(id.0).is_some_and(|l| l.has(ADMITTED))
+    }
+
+    #[allow(clippy::box_collection)] // See `graveyard`.
+    fn bury(&mut self, ring: Box<std::collections::VecDeque<Bytes>>) {
+        if ring.len() <= REAP_BUDGET / 16 {
+            return; // Small: dropped here, at once.
+        }
+        self.graveyard.push(ring);
+    }
+
+    /// Frees up to [`REAP_BUDGET`] frames of dropped output queues; returns
+    /// whether more are left (call again next turn).
+    pub fn reap(&mut self) -> bool {
+        let mut budget = REAP_BUDGET;
+        while budget > 0 {
+            let Some(ring) = self.graveyard.last_mut() else {
+                break;
+            };
+            let n = ring.len().min(budget);
+            ring.truncate(ring.len() - n);
+            budget -= n;
+            if ring.is_empty() {
+                self.graveyard.pop();
+            }
+        }
+        !self.graveyard.is_empty()
+    }
+
+    /// Whether [`Links::reap`] has work.
+    pub fn has_garbage(&self) -> bool {
+        !self.graveyard.is_empty()
     }
 
     /// Marks a connection for the IO layer's attention this turn.
@@ -875,6 +920,10 @@ pub trait Table<T> {
     }
     /// See [`Links::write_done`].
     fn write_done(&mut self, id: ConnId, now: Instant);
+    /// See [`Links::reap`].
+    fn reap(&mut self) -> bool;
+    /// See [`Links::has_garbage`].
+    fn has_garbage(&self) -> bool;
     /// See [`Links::take_yielded`].
     fn take_yielded(&mut self, into: &mut Vec<ConnId>);
     /// See [`Links::has_yielded`].
@@ -930,6 +979,12 @@ impl<T, P> Table<T> for Links<T, P> {
     fn take_yielded(&mut self, into: &mut Vec<ConnId>) {
         Self::take_yielded(self, into);
     }
+    fn reap(&mut self) -> bool {
+        Self::reap(self)
+    }
+    fn has_garbage(&self) -> bool {
+        Self::has_garbage(self)
+    }
     fn has_yielded(&self) -> bool {
         Self::has_yielded(self)
     }
@@ -938,5 +993,66 @@ impl<T, P> Table<T> for Links<T, P> {
     }
     fn limits(&self) -> &Limits {
         Self::limits(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> (Links<(), ()>, ConnId, Instant) {
+        let now = Instant::now();
+        let mut links = Links::new(Limits {
+            max_pending: usize::MAX,
+            ..Limits::default()
+        });
+        let Admission::Open(id) = links.accept((), SocketAddr::from(([127, 0, 0, 1], 1)), (), now)
+        else {
+            panic!("not admitted");
+        };
+        (links, id, now)
+    }
+
+    /// Issue 10, defect 5: dropping slow consumers' long queues all at once
+    /// stalled the loop. A long queue goes to the graveyard and is freed
+    /// `REAP_BUDGET` frames a call; a short one is dropped at once.
+    #[test]
+    fn long_dropped_queues_are_freed_a_slice_at_a_time() {
+        let (mut links, id, now) = table();
+        let frame = Bytes::from_static(b"x");
+        for _ in 0..100_000 {
+            links.push(id, frame.clone()).expect("queued");
+        }
+        links.slow_consumer(id, Bytes::from_static(b"bye"), now);
+        assert!(links.has_garbage());
+        let mut calls = 0;
+        while links.reap() {
+            calls += 1;
+            let left: usize = links.graveyard.iter().map(|r| r.len()).sum();
+            assert_eq!(left, 100_000 - 1 - calls * REAP_BUDGET);
+        }
+        assert_eq!(calls, (100_000 - 1) / REAP_BUDGET);
+        assert!(!links.has_garbage());
+        // The farewell is queued.
+        assert!(links.output(id).is_some_and(|o| !o.is_empty()));
+
+        let (mut links, id, _) = table();
+        for _ in 0..100 {
+            links.push(id, frame.clone()).expect("queued");
+        }
+        links.remove(id, CloseReason::Io);
+        assert!(!links.has_garbage(), "a short queue is dropped at once");
+    }
+
+    #[test]
+    fn a_removed_connections_long_queue_goes_to_the_graveyard() {
+        let (mut links, id, _) = table();
+        for _ in 0..50_000 {
+            links.push(id, Bytes::from_static(b"y")).expect("queued");
+        }
+        links.remove(id, CloseReason::Io);
+        assert!(links.has_garbage());
+        while links.reap() {}
+        assert!(links.graveyard.is_empty());
     }
 }

@@ -260,7 +260,11 @@ impl<S: Service> Reactor<S> {
             || !self.deferred.is_empty()
             || self.services.iter().any(|s| {
                 let l = s.links_ref();
-                l.has_dirty() || l.has_expired() || l.has_yielded() || s.has_events()
+                l.has_dirty()
+                    || l.has_expired()
+                    || l.has_yielded()
+                    || l.has_garbage()
+                    || s.has_events()
             })
         {
             return Some(Duration::ZERO);
@@ -347,6 +351,10 @@ impl<S: Service> Reactor<S> {
             self.begin_stop(now);
         }
         self.drop_expired(now);
+        // Long output queues of dropped connections, freed a slice a turn.
+        for s in &mut self.services {
+            s.links().reap();
+        }
         for &key in &writable {
             self.flush(key, now);
         }
