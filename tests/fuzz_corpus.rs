@@ -1,0 +1,54 @@
+//! Replays the committed fuzz inputs (the hand-written seeds in
+//! `fuzz/seeds/<target>/` and the minimized corpus the fuzzer grew from them
+//! in `fuzz/corpus/<target>/`, crash inputs included) through the
+//! same check functions the fuzz targets call (`switchboard::fuzzing`), on
+//! stable Rust, so a regression on any input the fuzzer once found shows up
+//! in `cargo test`. See docs/fuzzing.md.
+
+use std::path::Path;
+
+fn replay(target: &str, check: fn(&[u8])) {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files = Vec::new();
+    for dir in ["seeds", "corpus"] {
+        let dir = fuzz.join(dir).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        files.extend(entries.map(|e| e.expect("directory entry").path()));
+    }
+    files.sort();
+    assert!(!files.is_empty(), "no seeds nor corpus for {target}");
+    for file in files {
+        let data = std::fs::read(&file).expect("corpus file");
+        let name = file.display().to_string();
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("{target}: {name} fails");
+        }
+    }
+}
+
+#[test]
+fn frame_decoder() {
+    replay("frame_decoder", switchboard::fuzzing::frame_decoder);
+}
+
+#[test]
+fn broker() {
+    replay("broker", switchboard::fuzzing::broker);
+}
+
+#[test]
+fn tls_server() {
+    replay("tls_server", switchboard::fuzzing::tls_server);
+}
+
+#[test]
+fn client_session() {
+    replay("client_session", switchboard::fuzzing::client_session);
+}
+
+#[test]
+fn passwd_file() {
+    replay("passwd_file", switchboard::fuzzing::passwd_file);
+}
