@@ -5,6 +5,9 @@
 //! them and panics if an invariant breaks. The fuzz targets call them, and
 //! `tests/fuzz_corpus.rs` replays the committed corpus through the same
 //! functions on stable Rust.
+//!
+//! With `SWITCHBOARD_FUZZ_TRACE` set, `broker` and `tls_server` print each
+//! operation they decode from the input (to read a crash input).
 
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
@@ -656,12 +659,15 @@ pub fn broker(data: &[u8]) {
     else {
         return;
     };
+    // `--max-pending` alone can put the read pause (256 KiB) above it.
     let (max_pending, read_pause) = [
         (512, 256),
         (4096, 1024),
         (64 << 10, 16 << 10),
         (8 << 20, 256 << 10),
-    ][usize::from(pending % 4)];
+        (512, 256 << 10),
+        (4096, 256 << 10),
+    ][usize::from(pending % 6)];
     let config = BrokerConfig {
         auth: [AuthMode::None, AuthMode::Password, AuthMode::Cert][usize::from(auth % 3)],
         open_groups,
@@ -672,6 +678,9 @@ pub fn broker(data: &[u8]) {
         ..BrokerConfig::default()
     };
     let drain = config.drain_timeout + config.linger;
+    if std::env::var_os("SWITCHBOARD_FUZZ_TRACE").is_some() {
+        eprintln!("{config:?}");
+    }
     let mut broker = Broker::new(config);
     broker.register_group(1, "general");
     broker.register_group(2, "random");
@@ -687,7 +696,11 @@ pub fn broker(data: &[u8]) {
         scratch: Vec::new(),
     };
     let mut steps = 0;
+    let trace = std::env::var_os("SWITCHBOARD_FUZZ_TRACE").is_some();
     while let Ok(op) = Op::arbitrary(&mut u) {
+        if trace {
+            eprintln!("{:?} {op:?}", rig.now - rig.start);
+        }
         rig.step(op);
         rig.after_step();
         steps += 1;
@@ -890,7 +903,11 @@ pub fn tls_server(data: &[u8]) {
     let mut client_closed = false;
     let mut done = false;
     let mut steps = 0;
+    let trace = std::env::var_os("SWITCHBOARD_FUZZ_TRACE").is_some();
     while let Ok(op) = TlsOp::arbitrary(&mut u) {
+        if trace {
+            eprintln!("{op:?}");
+        }
         steps += 1;
         if done || steps > 64 {
             break;

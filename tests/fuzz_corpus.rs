@@ -52,3 +52,24 @@ fn client_session() {
 fn passwd_file() {
     replay("passwd_file", switchboard::fuzzing::passwd_file);
 }
+
+/// One input, e.g. a crash the fuzzer wrote:
+/// `FUZZ_TARGET=broker FUZZ_INPUT=fuzz/artifacts/broker/crash-... cargo test
+/// --test fuzz_corpus one_input -- --ignored` (with `SWITCHBOARD_FUZZ_TRACE=1`
+/// to see the operations).
+#[test]
+#[ignore = "needs FUZZ_TARGET and FUZZ_INPUT"]
+fn one_input() {
+    let target = std::env::var("FUZZ_TARGET").expect("FUZZ_TARGET");
+    let input = std::env::var("FUZZ_INPUT").expect("FUZZ_INPUT");
+    let data = std::fs::read(&input).expect("FUZZ_INPUT file");
+    let check: fn(&[u8]) = match target.as_str() {
+        "frame_decoder" => switchboard::fuzzing::frame_decoder,
+        "broker" => switchboard::fuzzing::broker,
+        "tls_server" => switchboard::fuzzing::tls_server,
+        "client_session" => switchboard::fuzzing::client_session,
+        "passwd_file" => switchboard::fuzzing::passwd_file,
+        other => panic!("unknown target {other}"),
+    };
+    check(&data);
+}
