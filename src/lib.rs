@@ -7,6 +7,7 @@
 //! it; `tests/layers.rs` checks this from the source):
 //!
 //! ```text
+//!   fuzzing.rs     (feature `fuzzing` only) the fuzz targets' checks
 //!   event_loop.rs  EventLoop: several services (brokers, framed) on one loop
 //!   server.rs      ServerConfig, Server::bind/run, ServerHandle; BrokerService
 //!   handler.rs     Handler callbacks + Context (publish/send as @server)
@@ -48,6 +49,9 @@ pub mod conn;
 pub mod error;
 pub mod event_loop;
 pub mod framed;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 pub mod logging;
 pub mod passwd;

@@ -722,7 +722,7 @@ fn is_sender_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Broker {
     /// Checks the cross-indexes (group members <-> session groups, watchers,
     /// user table <-> sessions). Panics with the first inconsistency.

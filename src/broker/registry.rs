@@ -214,16 +214,34 @@ impl Broker {
         groups: &[GroupId],
     ) -> Vec<GroupId> {
         let mut joined = Vec::new();
-        for &g in groups {
-            let Some(s) = links.proto_mut(conn) else {
+        for (n, &g) in groups.iter().enumerate() {
+            // A `JOINED` can cut off a slow watcher, and that may be this
+            // very session (it watches what it joins): it has left every
+            // group and joins no more; open groups made for it are dropped.
+            if links.is_closing(conn) {
+                for &rest in groups.get(n..).unwrap_or_default() {
+                    self.forget_if_unused(rest);
+                }
+                break;
+            }
+            let Some(s) = links.proto(conn) else {
                 break;
             };
             let Err(i) = s.groups.binary_search(&g) else {
                 continue;
             };
-            s.groups.insert(i, g);
-            if let Some(group) = self.groups.get_mut(&g) {
-                insert_sorted(&mut group.subscribers, conn.0);
+            // A watcher cut off by an earlier `JOINED` may have taken with
+            // it an open group it alone used: made again (registered groups
+            // are never dropped).
+            if self.ensure_groups(&[g]).is_err() {
+                continue;
+            }
+            let Some(group) = self.groups.get_mut(&g) else {
+                continue;
+            };
+            insert_sorted(&mut group.subscribers, conn.0);
+            if let Some(s) = links.proto_mut(conn) {
+                s.groups.insert(i, g);
             }
             joined.push(g);
             self.notify_watchers(links, "JOINED", conn, g);

@@ -834,3 +834,44 @@ fn pipelined_fan_out_yields_past_the_work_budget() {
     assert_eq!(got, expected, "in order, each once");
     h.broker.assert_consistent();
 }
+
+/// Fuzz crash `broker` crash-c9aee087 (docs/fuzzing.md): a `JOINED` that
+/// overflows a watcher cuts it off mid-`SUBSCRIBE`; its leaving forgot an
+/// open group it alone used, which the same `SUBSCRIBE` was about to join,
+/// so the subscriber listed a group that no longer existed. Swept over every
+/// fill level of the watcher's output so that the overflow lands on each
+/// notification in turn; the subscriber watching what it joins is cut off by
+/// its own `JOINED` and must not join the groups after it.
+#[test]
+fn fuzz_broker_slow_watcher_cut_off_mid_subscribe() {
+    for fill in 0..400 {
+        for self_watch in [false, true] {
+            let mut h = Harness::new(BrokerConfig {
+                open_groups: true,
+                // Below the default read pause (as `--max-pending` may set
+                // it), so the subscriber's own input is not paused first.
+                max_pending: 512,
+                ..BrokerConfig::default()
+            });
+            let w = h.login("watcher");
+            let a = h.login("alice");
+            let watcher = if self_watch { a } else { w };
+            h.send(watcher, b"SUBSCRIBE 0 1\nWATCH 0 3 7\n");
+            h.take(watcher);
+            h.broker
+                .publish(SERVER_USER, &[1], &vec![b'x'; fill])
+                .expect("published");
+            h.send(a, b"SUBSCRIBE 0 3 7 9\n");
+            h.broker.assert_consistent();
+            h.take(a);
+            h.take(w);
+            h.advance(Duration::from_secs(3));
+            for c in [a, w] {
+                if h.broker.finished(c, h.now) {
+                    h.broker.remove(c, CloseReason::Io);
+                }
+            }
+            h.broker.assert_consistent();
+        }
+    }
+}
