@@ -646,23 +646,26 @@ fn mosquitto_density_fanout_echo() {
 #[test]
 fn redis_density_fanout_echo() {
     peer_scenarios("redis-server", "redis", |port, dir| {
-        let port = port.to_string();
-        let dir = path_str(dir.path()).to_string();
-        [
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir,
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut args = vec!["--port".to_string(), port.to_string()];
+        args.extend(redis_quiet_args(path_str(dir.path())));
+        args
     });
+}
+
+/// A Redis on loopback that writes nothing to disk, working in `dir`.
+fn redis_quiet_args(dir: &str) -> Vec<String> {
+    [
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[test]
@@ -739,7 +742,7 @@ fn redis_fanout_over_tls() {
             certs.arg("server.key"),
             certs.arg("ca.pem"),
         );
-        [
+        let mut args = [
             "--tls-port",
             &port,
             "--port",
@@ -752,17 +755,11 @@ fn redis_fanout_over_tls() {
             &ca,
             "--tls-auth-clients",
             "no",
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &dir,
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        args.extend(redis_quiet_args(&dir));
+        args
     });
 }
 
