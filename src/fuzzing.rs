@@ -137,6 +137,39 @@ pub fn passwd_file(data: &[u8]) {
     assert_eq!(again.to_text(), written);
 }
 
+// acl_file
+// ---------------------------------------------------------------------------
+
+/// `Acl::parse` on `data` as text: no panic; an error names a line within
+/// the text; a file that parses answers every check without panicking.
+pub fn acl_file(data: &[u8]) {
+    use crate::acl::{Acl, Action};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Acl::parse(text) {
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(!shown.is_empty());
+        }
+        Ok(acl) => {
+            let groups = [1, 2, 100, 4_294_967_295];
+            for user in ["alice", "BOB", "carol", "x"] {
+                for action in [
+                    Action::Subscribe,
+                    Action::Publish,
+                    Action::Request,
+                    Action::Watch,
+                    Action::Send,
+                ] {
+                    let _ = acl.allows(user, action, &groups);
+                    let _ = acl.allows(user, action, &[]);
+                }
+            }
+        }
+    }
+}
+
 // client_session
 // ---------------------------------------------------------------------------
 

@@ -53,6 +53,11 @@ fn passwd_file() {
     replay("passwd_file", switchboard::fuzzing::passwd_file);
 }
 
+#[test]
+fn acl_file() {
+    replay("acl_file", switchboard::fuzzing::acl_file);
+}
+
 /// One input, e.g. a crash the fuzzer wrote:
 /// `FUZZ_TARGET=broker FUZZ_INPUT=fuzz/artifacts/broker/crash-... cargo test
 /// --test fuzz_corpus one_input -- --ignored` (with `SWITCHBOARD_FUZZ_TRACE=1`
@@ -69,6 +74,7 @@ fn one_input() {
         "tls_server" => switchboard::fuzzing::tls_server,
         "client_session" => switchboard::fuzzing::client_session,
         "passwd_file" => switchboard::fuzzing::passwd_file,
+        "acl_file" => switchboard::fuzzing::acl_file,
         other => panic!("unknown target {other}"),
     };
     check(&data);
