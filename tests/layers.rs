@@ -36,7 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // everything they drive.
     (
         "fuzzing",
-        &["broker", "client", "conn", "passwd", "proto", "tls"],
+        &["acl", "broker", "client", "conn", "passwd", "proto", "tls"],
     ),
     (
         "event_loop",
