@@ -527,6 +527,12 @@ impl BrokerRig {
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
+        // A loop turn: connections that used up their work budget go on,
+        // then the deadlines (and a spread fan-out's next slice) run.
+        self.links.take_yielded(&mut self.scratch);
+        for c in std::mem::take(&mut self.scratch) {
+            self.broker.resume(&mut self.links, c, self.now);
+        }
         self.broker.handle_timeout(&mut self.links, self.now);
         self.links.handle_timeout(self.now);
         self.links.take_expired(&mut self.scratch);
@@ -715,6 +721,11 @@ pub fn broker(data: &[u8]) {
         eprintln!("{config:?}");
     }
     let mut broker = Broker::new(config);
+    // Small work budgets make fan-outs spread over turns (and input yield)
+    // with a handful of sessions.
+    if let Some(budget) = [None, Some(1), Some(2), Some(7)][usize::from(max_conns >> 3) % 4] {
+        broker.set_work_budget(budget);
+    }
     broker.register_group(1, "general");
     broker.register_group(2, "random");
     let links = broker.new_table();

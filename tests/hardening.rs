@@ -8,8 +8,19 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// These tests measure a client's round trips beside an attack: they run
+/// one at a time, so that each measures its own attack, not the others'.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn limits_refuse_with_err_limit_and_the_session_goes_on() {
+    let _one = one_at_a_time();
     let server = ServerProc::start(&[
         "--open-groups",
         "--max-subscriptions",
@@ -48,6 +59,7 @@ fn limits_refuse_with_err_limit_and_the_session_goes_on() {
 /// stay short while it goes.
 #[test]
 fn leaving_many_groups_does_not_stall_others() {
+    let _one = one_at_a_time();
     let server = ServerProc::start(&[
         "--open-groups",
         "--max-subscriptions",
@@ -55,8 +67,22 @@ fn leaving_many_groups_does_not_stall_others() {
         "--max-open-groups",
         "300000",
     ]);
-    let mut big = server.login("big");
     let groups = 200_000u32;
+    let big = subscribe_many(&server, "big", groups);
+    let mut other = server.login("other");
+    other.ping();
+    drop(big);
+    let worst = worst_round_trip(&mut other, Duration::from_millis(2500));
+    eprintln!("worst round trip while a session left {groups} groups: {worst:?}");
+    assert!(
+        worst < Duration::from_millis(1000),
+        "a round trip took {worst:?} while a session left {groups} groups"
+    );
+}
+
+/// A session subscribed to open groups 1 to `groups`, 64 a command.
+fn subscribe_many(server: &ServerProc, name: &str, groups: u32) -> Client {
+    let mut c = server.login(name);
     let mut g = 1;
     let mut batch = String::new();
     while g <= groups {
@@ -66,25 +92,65 @@ fn leaving_many_groups_does_not_stall_others() {
         g = last + 1;
     }
     let commands = batch.lines().count();
-    big.send(batch.as_bytes());
+    c.send(batch.as_bytes());
     for _ in 0..commands {
-        big.expect_ack();
+        c.expect_ack();
     }
-    let mut other = server.login("other");
-    other.ping();
-    drop(big);
+    c
+}
+
+/// The worst of a client's ping round trips over `d`.
+fn worst_round_trip(c: &mut Client, d: Duration) -> Duration {
     let mut worst = Duration::ZERO;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(2500) {
+    while start.elapsed() < d {
         let t = Instant::now();
-        other.ping();
+        c.ping();
         worst = worst.max(t.elapsed());
     }
-    eprintln!("worst round trip while a session left {groups} groups: {worst:?}");
+    worst
+}
+
+/// Issue 10, defect 4: listing replies were free amplification: 100
+/// sessions sending `GROUPS 0` over 200,000 groups without reading cost
+/// the server +158 MB (a sorted copy and a megabyte reply each) and a
+/// multi-second stall. Now the reply is built once and shared until the
+/// groups change, counts toward each connection's output bound, and a
+/// connection that does not read is read no further.
+#[test]
+fn listing_replies_are_not_free_amplification() {
+    let _one = one_at_a_time();
+    let server = ServerProc::start(&[
+        "--open-groups",
+        "--max-subscriptions",
+        "300000",
+        "--max-open-groups",
+        "300000",
+    ]);
+    let _big = subscribe_many(&server, "big", 200_000);
+    let mut other = server.login("other");
+    other.ping();
+    let before = rss_bytes(server.pid());
+    let mut listers = Vec::new();
+    for i in 0..100 {
+        let mut c = server.login(&format!("lister{i}"));
+        c.send("GROUPS 0\n".repeat(50).as_bytes());
+        listers.push(c);
+    }
+    let worst = worst_round_trip(&mut other, Duration::from_secs(2));
+    let grown = rss_bytes(server.pid()).saturating_sub(before);
+    eprintln!(
+        "100 sessions x 50 pipelined GROUPS 0 over 200000 groups, not read: \
+         worst round trip {worst:?}, server memory +{} KiB",
+        grown / 1024
+    );
     assert!(
         worst < Duration::from_millis(1000),
-        "a round trip took {worst:?} while a session left {groups} groups"
+        "a round trip took {worst:?}"
     );
+    assert!(grown < 48 << 20, "server memory grew by {grown} bytes");
+    // A lister that reads gets the whole list.
+    assert_eq!(listers[0].expect_result_lines().len(), 200_000);
 }
 
 /// A connection from `from` (any 127.x.y.z address is this machine's
@@ -106,6 +172,7 @@ fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream 
 /// skipped, and an address that keeps failing is slowed down.
 #[test]
 fn bad_password_attempts_do_not_starve_a_legitimate_login() {
+    let _one = one_at_a_time();
     use std::io::Write;
     let dir = TempDir::new("hardening-passwd");
     let file = dir.join("passwd");
@@ -129,6 +196,7 @@ fn bad_password_attempts_do_not_starve_a_legitimate_login() {
 /// 1 KiB is refused; an address that keeps failing is told to wait.
 #[test]
 fn password_checks_are_bounded_and_failures_back_off() {
+    let _one = one_at_a_time();
     let dir = TempDir::new("hardening-busy");
     let file = dir.join("passwd");
     passwd(&file, "alice", "right");
@@ -156,6 +224,7 @@ fn password_checks_are_bounded_and_failures_back_off() {
 /// turn is bounded and the rest waits for the next turn.
 #[test]
 fn pipelined_wide_fan_outs_do_not_stall_others() {
+    let _one = one_at_a_time();
     use std::io::Write;
     let server = ServerProc::start(&["--open-groups"]);
     let groups: Vec<String> = (1..=63).map(|g| g.to_string()).collect();
@@ -172,8 +241,8 @@ fn pipelined_wide_fan_outs_do_not_stall_others() {
     let mut check = server.login("check");
     assert_eq!(check.result("WHO 0 63").len(), 1000);
     let mut flood = Vec::new();
-    for _ in 0..600 {
-        flood.extend_from_slice(format!("PUBLISH 1 {groups}\nx").as_bytes());
+    for i in 0..600 {
+        flood.extend_from_slice(format!("PUBLISH 3 {groups}\n{i:03}").as_bytes());
     }
     let mut attacker = server.login("attacker");
     attacker.send(&flood);
@@ -185,6 +254,113 @@ fn pipelined_wide_fan_outs_do_not_stall_others() {
         worst = worst.max(t.elapsed());
     }
     eprintln!("worst round trip beside 600 pipelined 63-group publishes: {worst:?}");
+    assert!(
+        worst < Duration::from_millis(250),
+        "a round trip took {worst:?}"
+    );
+    // Each subscriber got every message once, in order (fan-outs past a
+    // turn's budget are spread over turns).
+    let expected: String = (0..600)
+        .map(|i| format!("PUBLISHED 3 attacker {groups}\n{i:03}"))
+        .collect();
+    for i in [0, 999] {
+        let got = read_until_ends_with(&mut subs[i], &expected);
+        assert!(got.ends_with(&expected), "subscriber {i}: {got:.200}");
+    }
+    drop(subs);
+}
+
+/// Reads until what came ends with `tail` (or 10 s pass, or the server
+/// closes), and returns it all.
+fn read_until_ends_with(s: &mut std::net::TcpStream, tail: &str) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0; 65536];
+    while !got.ends_with(tail.as_bytes()) && Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Issue 10, defect 5: dropping the output queues of many slow consumers
+/// at once stalled the loop (about 220 ms in a release build for 50 queues
+/// of 320,000 frames). Now a long queue goes to a graveyard freed a slice
+/// a turn. 50 subscribers that never read are flooded until each is cut
+/// off as a slow consumer at `--max-pending` (its queue dropped), while
+/// another client pings.
+#[test]
+fn tearing_down_big_queues_does_not_stall_others() {
+    let _one = one_at_a_time();
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = ServerProc::start(&["--open-groups"]);
+    let mut subs = Vec::new();
+    for i in 0..50 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        // A small window: the server's queue, not the kernel, holds the rest.
+        s.set_recv_buffer_size(4096).expect("rcvbuf");
+        s.connect(&server.addr.into()).expect("connect");
+        let mut s: std::net::TcpStream = s.into();
+        s.write_all(format!("USER 0 s{i}\nSUBSCRIBE 0 1\n").as_bytes())
+            .expect("subscribe");
+        subs.push(s);
+    }
+    let mut check = server.login("check");
+    assert_eq!(check.result("WHO 0 1").len(), 50);
+    let mut other = server.login("other");
+    // The publisher floods from one thread and reads its ACKs on another,
+    // until they say nobody is left (every subscriber cut off).
+    let mut publisher = std::net::TcpStream::connect(server.addr).expect("connect");
+    publisher.write_all(b"USER 0 p\n").expect("login");
+    let all_cut = Arc::new(AtomicBool::new(false));
+    let mut acks = publisher.try_clone().expect("clone");
+    let flag = Arc::clone(&all_cut);
+    let reader = std::thread::spawn(move || {
+        acks.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = vec![0; 65536];
+        let mut tail = String::new();
+        while let Ok(n @ 1..) = acks.read(&mut buf) {
+            tail.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if tail.contains("published to 0") {
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+            let keep = tail.len().saturating_sub(32);
+            tail.drain(..keep);
+        }
+    });
+    let flag = Arc::clone(&all_cut);
+    let writer = std::thread::spawn(move || {
+        let flood = "PUBLISH 1 1\nx".repeat(1000);
+        let start = Instant::now();
+        while !flag.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
+            publisher.write_all(flood.as_bytes()).expect("publish");
+        }
+    });
+    let mut worst = Duration::ZERO;
+    let start = Instant::now();
+    while !all_cut.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(60) {
+        worst = worst.max(worst_round_trip(&mut other, Duration::from_millis(100)));
+    }
+    assert!(all_cut.load(Ordering::SeqCst), "subscribers never cut off");
+    let flooded = start.elapsed();
+    worst = worst.max(worst_round_trip(&mut other, Duration::from_secs(1)));
+    reader.join().expect("reader");
+    writer.join().expect("writer");
+    eprintln!(
+        "50 subscribers flooded for {flooded:?} until cut off at --max-pending: \
+         worst round trip {worst:?}"
+    );
     assert!(
         worst < Duration::from_millis(250),
         "a round trip took {worst:?}"

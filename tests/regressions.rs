@@ -74,26 +74,6 @@ fn login_within(server: &ServerProc, name: &str, timeout: Duration) -> Result<Du
     Err(last)
 }
 
-/// The server's resident memory, from /proc.
-fn rss_bytes(pid: u32) -> usize {
-    proc_status_bytes(pid, "VmRSS:")
-}
-
-/// The server's peak resident memory so far, from /proc.
-fn peak_rss_bytes(pid: u32) -> usize {
-    proc_status_bytes(pid, "VmHWM:")
-}
-
-fn proc_status_bytes(pid: u32, key: &str) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
 /// Defect 1: subscribers that never read were flooded into slow-consumer
 /// state; closing, with their sockets full, they kept their slots (and
 /// fds, and kernel buffers) until the client went away, so new logins got

@@ -2,6 +2,8 @@
 //! carried out (protocol.md sections 3 to 5). The registry it changes is in
 //! `registry.rs`; the connection machinery is the table's (`crate::conn`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use log::debug;
 
@@ -21,7 +23,8 @@ use crate::proto::{Decoded, GroupId, decode};
 
 /// Work units one connection's input may take per call before the rest
 /// waits for the next turn: a frame is one, a delivery or a subscriber
-/// looked at is one. (A single command's fan-out is not split.)
+/// looked at is one. A single fan-out larger than this is spread over
+/// turns, this many subscribers a turn.
 pub(super) const WORK_BUDGET: usize = 32_768;
 
 impl Broker {
@@ -44,7 +47,9 @@ impl Broker {
             if !links.can_process(conn) {
                 return used;
             }
-            if self.work >= WORK_BUDGET {
+            // A fan-out spread over turns holds its publisher's input
+            // until it is done, so replies stay in order.
+            if self.work >= self.work_budget || self.spreading() == Some(Some(conn)) {
                 links.yield_input(conn);
                 return used;
             }
@@ -60,6 +65,12 @@ impl Broker {
             let rest = data.get(used..).unwrap_or_default();
             match decode(rest, limit) {
                 Ok(Decoded::Frame { frame, consumed }) => {
+                    // Anyone's `PUBLISH` waits for a spread fan-out, so
+                    // that per group, messages go out in the order taken.
+                    if self.spread.is_some() && frame.verb().as_bytes() == b"PUBLISH" {
+                        links.yield_input(conn);
+                        return used;
+                    }
                     used += consumed;
                     self.execute(links, conn, &frame, authz);
                 }
@@ -146,10 +157,12 @@ impl Broker {
                     return;
                 }
                 let sender = name_of(links, conn);
-                match self.fanout(links, Some(conn), &sender, groups.as_slice(), payload) {
-                    Ok(n) => {
+                match self.fanout(links, Some(conn), &sender, groups.as_slice(), payload, true) {
+                    Ok(Some(n)) => {
                         self.push_reply(links, conn, frame::ack(&format!("published to {n}")));
                     }
+                    // Answered when the last slice is delivered.
+                    Ok(None) => {}
                     Err(DeliveryError::UnknownGroup(g)) => self.unknown_group(links, conn, g),
                     Err(DeliveryError::Limit) => {
                         self.group_refused(links, conn, GroupRefusal::Limit);
@@ -398,36 +411,54 @@ impl Broker {
         conn: ConnId,
         group: Option<GroupId>,
     ) {
-        let mut names: Vec<(String, String)> = match group {
-            None => self
-                .users
-                .iter()
-                .filter_map(|(k, keys)| Some((k.to_string(), user_name(links, keys)?.to_string())))
-                .collect(),
+        let reply = match group {
+            None => {
+                if let Some(reply) = &self.who_reply {
+                    reply.clone()
+                } else {
+                    let reply = who_list(
+                        self.users
+                            .iter()
+                            .filter_map(|(k, keys)| Some((&**k, user_name(links, keys)?))),
+                    );
+                    self.work += self.users.len();
+                    self.who_reply = Some(reply.clone());
+                    reply
+                }
+            }
             Some(g) => match self.groups.get(&g) {
                 // Shown as in the user table, like `WHO 0`.
-                Some(group) => group
-                    .subscribers
-                    .iter()
-                    .filter_map(|&k| links.proto(ConnId(k))?.name.as_deref())
-                    .filter_map(|n| {
-                        let folded = n.to_ascii_lowercase();
-                        let keys = self.users.get(folded.as_str())?;
-                        let name = user_name(links, keys)?;
-                        Some((folded, name.to_string()))
-                    })
-                    .collect(),
-                None if self.config.open_groups => Vec::new(),
+                Some(group) => {
+                    self.work += group.subscribers.len();
+                    let names: Vec<(String, &Arc<str>)> = group
+                        .subscribers
+                        .iter()
+                        .filter_map(|&k| links.proto(ConnId(k))?.name.as_deref())
+                        .filter_map(|n| {
+                            let folded = n.to_ascii_lowercase();
+                            let name = user_name(links, self.users.get(folded.as_str())?)?;
+                            Some((folded, name))
+                        })
+                        .collect();
+                    who_list(names.iter().map(|(k, n)| (k.as_str(), *n)))
+                }
+                None if self.config.open_groups => frame::result(b""),
                 None => return self.unknown_group(links, conn, g),
             },
         };
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        names.dedup_by(|a, b| a.0 == b.0);
-        let mut out = String::new();
-        for (_, name) in names {
-            out.push_str(&name);
-            out.push('\n');
-        }
-        self.push_reply(links, conn, frame::result(out.as_bytes()));
+        self.push_reply(links, conn, reply);
     }
+}
+
+/// A `WHO` reply: one display name a line, by case-folded name, each once.
+fn who_list<'a>(names: impl Iterator<Item = (&'a str, &'a Arc<str>)>) -> Bytes {
+    let mut names: Vec<(&str, &Arc<str>)> = names.collect();
+    names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let mut out = Vec::with_capacity(names.iter().map(|(_, n)| n.len() + 1).sum());
+    for (_, name) in names {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    frame::result(&out)
 }

@@ -137,10 +137,17 @@ pub struct Broker {
     open_count: usize,
     /// Work done for the connection being processed (see `WORK_BUDGET`).
     work: usize,
+    /// `WORK_BUDGET`, but for tests and fuzzing, which make it small.
+    work_budget: usize,
     /// The `GROUPS` reply, encoded once and shared until a group is created,
     /// forgotten or renamed (a listing of 200,000 groups is then a reference
     /// count per request, not a sort and a megabyte each).
     groups_reply: Option<Bytes>,
+    /// The `WHO 0` reply, likewise, until a user comes, goes or changes
+    /// its display name (its oldest session).
+    who_reply: Option<Bytes>,
+    /// A fan-out too large for one turn, delivered a budget per turn.
+    spread: Option<Box<registry::Spread>>,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
     now: Instant,
@@ -161,7 +168,10 @@ impl Broker {
             publish_seq: 0,
             open_count: 0,
             work: 0,
+            work_budget: commands::WORK_BUDGET,
             groups_reply: None,
+            who_reply: None,
+            spread: None,
             now: Instant::now(),
         }
     }
@@ -335,6 +345,10 @@ impl Broker {
     /// The earliest instant at which [`Broker::handle_timeout`] has work
     /// (the table's closing deadlines are [`Links::poll_timeout`]).
     pub fn poll_timeout<T>(&self, links: &Sessions<T>) -> Option<Instant> {
+        if self.spread.is_some() {
+            // A fan-out goes on next turn, without waiting.
+            return Some(self.now);
+        }
         self.timers
             .peek()
             .map(|Reverse((at, _, _))| links.instant(*at))
@@ -512,6 +526,7 @@ impl Broker {
     /// [`Links::handle_timeout`].)
     pub fn handle_timeout<T>(&mut self, links: &mut Sessions<T>, now: Instant) {
         self.now = now;
+        self.continue_spread(links);
         let tick = links.tick(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > tick {
@@ -540,6 +555,7 @@ impl Broker {
     /// connection is accepted.
     pub fn shutdown<T>(&mut self, links: &mut Sessions<T>, now: Instant) {
         self.now = now;
+        self.finish_spread(links);
         let open: Vec<ConnId> = links
             .iter()
             .filter(|(_, l)| !l.is_closing())
@@ -572,7 +588,10 @@ impl Broker {
         {
             return Err(DeliveryError::BadArgs);
         }
-        self.fanout(links, None, sender, groups, payload)
+        // Not to overtake a fan-out still being delivered over turns.
+        self.finish_spread(links);
+        let delivered = self.fanout(links, None, sender, groups, payload, false)?;
+        Ok(delivered.unwrap_or_default())
     }
 
     /// Sends a one-to-one message as `sender` (normally `@server`) to every
@@ -724,6 +743,13 @@ mod tests;
 
 #[cfg(any(test, feature = "fuzzing"))]
 impl Broker {
+    /// Sets the work budget per connection and turn (and so the size past
+    /// which a fan-out is spread over turns), so that small tests and the
+    /// fuzzer reach what otherwise takes tens of thousands of sessions.
+    pub(crate) fn set_work_budget(&mut self, budget: usize) {
+        self.work_budget = budget.max(1);
+    }
+
     /// Checks the cross-indexes (group members <-> session groups, watchers,
     /// user table <-> sessions). Panics with the first inconsistency.
     pub(crate) fn assert_consistent<T>(&self, links: &Sessions<T>) {
@@ -751,7 +777,7 @@ impl Broker {
                     "#{k} watches {g} but not in its list"
                 );
             }
-            if !group.registered {
+            if !group.registered && !self.spread.as_ref().is_some_and(|s| s.names(g)) {
                 assert!(
                     !group.subscribers.is_empty() || !group.watchers.is_empty(),
                     "unused open group {g} kept"

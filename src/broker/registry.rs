@@ -15,6 +15,35 @@ use super::{Broker, DeliveryError, Event, Sessions};
 use crate::conn::{ConnId, PushError};
 use crate::proto::{GroupId, frame};
 
+/// A fan-out delivered over several turns (see [`Broker::fanout`]).
+#[derive(Debug)]
+pub(super) struct Spread {
+    /// The publishing session and its generation, answered when done.
+    from: Option<(ConnId, u32)>,
+    sender: Box<str>,
+    groups: Box<[GroupId]>,
+    msg: Bytes,
+    payload_len: usize,
+    seq: u64,
+    cursor: Cursor,
+    delivered: usize,
+}
+
+impl Spread {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn names(&self, g: GroupId) -> bool {
+        self.groups.contains(&g)
+    }
+}
+
+/// Where a spread fan-out goes on: the index of the group, and the first
+/// slab key in its subscriber list not yet looked at.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    group: usize,
+    key: usize,
+}
+
 #[derive(Debug)]
 pub(super) struct Group {
     pub(super) name: Box<str>,
@@ -138,6 +167,7 @@ impl Broker {
                     Arc::from(folded.as_str())
                 };
                 self.users.insert(table_key, Keys::One(conn.0));
+                self.who_reply = None;
             }
         }
         debug!("{conn}: logged in as {name}");
@@ -357,6 +387,8 @@ impl Broker {
         if let Some(name) = &s.name {
             let folded = name.to_ascii_lowercase();
             if let Some(user) = self.users.get_mut(folded.as_str()) {
+                // The oldest session names the user: it may change.
+                self.who_reply = None;
                 if user.remove(conn.0) {
                     self.users.remove(folded.as_str());
                 }
@@ -388,7 +420,12 @@ impl Broker {
         }
     }
 
-    /// Encodes `PUBLISHED` once and queues it to every subscriber of any listed group.
+    /// Encodes `PUBLISHED` once and queues it to every subscriber of any
+    /// listed group. With `spread`, a fan-out larger than one turn's work
+    /// budget (`WORK_BUDGET` subscribers looked at) delivers what is left of
+    /// this turn's budget now and the rest a budget per turn
+    /// ([`Broker::continue_spread`]), and returns `Ok(None)`; otherwise it
+    /// returns how many connections it was queued for.
     pub(super) fn fanout<T>(
         &mut self,
         links: &mut Sessions<T>,
@@ -396,7 +433,8 @@ impl Broker {
         sender: &str,
         groups: &[GroupId],
         payload: &[u8],
-    ) -> Result<usize, DeliveryError> {
+        spread: bool,
+    ) -> Result<Option<usize>, DeliveryError> {
         self.ensure_groups(groups).map_err(|r| match r {
             GroupRefusal::Unknown(g) => DeliveryError::UnknownGroup(g),
             GroupRefusal::Limit => DeliveryError::Limit,
@@ -405,32 +443,181 @@ impl Broker {
         let msg = frame::published(sender, groups, payload);
         self.publish_seq += 1;
         let seq = self.publish_seq;
+        let mut cursor = Cursor::default();
         let mut delivered = 0;
-        let mut slow = Vec::new();
-        for g in groups {
-            let Some(group) = self.groups.get(g) else {
-                continue;
-            };
-            self.work += group.subscribers.len();
-            for &sub in &group.subscribers {
-                let id = ConnId(sub);
-                // Once per connection, however many of the groups it is in.
-                let first = |s: &mut super::Session| std::mem::replace(&mut s.mark, seq) != seq;
-                match links.push_with(id, &msg, first) {
-                    Ok(true) => delivered += 1,
-                    Ok(false) | Err(PushError::Gone) => {}
-                    Err(PushError::Full) => slow.push(id),
-                }
+        let budget = if spread && self.fanout_size(groups) > self.work_budget {
+            self.work_budget.saturating_sub(self.work)
+        } else {
+            usize::MAX
+        };
+        let done = self.deliver_step(
+            links,
+            &msg,
+            seq,
+            groups,
+            &mut cursor,
+            &mut delivered,
+            budget,
+        );
+        if done {
+            self.fanout_done(from, sender, groups, &msg, payload.len(), delivered);
+            return Ok(Some(delivered));
+        }
+        debug!(
+            "{}: fan-out to {} subscriptions spread over turns",
+            from.map_or_else(|| sender.to_owned(), |c| c.to_string()),
+            self.fanout_size(groups)
+        );
+        self.spread = Some(Box::new(Spread {
+            from: from.and_then(|c| Some((c, links.get(c)?.generation()))),
+            sender: sender.into(),
+            groups: groups.into(),
+            msg,
+            payload_len: payload.len(),
+            seq,
+            cursor,
+            delivered,
+        }));
+        Ok(None)
+    }
+
+    /// Subscriptions a fan-out to `groups` looks at.
+    fn fanout_size(&self, groups: &[GroupId]) -> usize {
+        groups
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .map(|g| g.subscribers.len())
+            .sum()
+    }
+
+    /// Delivers the pending spread fan-out's next slice (a work budget's
+    /// worth); answers its publisher once it is done. Run once per turn.
+    pub(super) fn continue_spread<T>(&mut self, links: &mut Sessions<T>) {
+        let Some(mut sp) = self.spread.take() else {
+            return;
+        };
+        self.work = 0;
+        let Spread {
+            msg,
+            seq,
+            groups,
+            cursor,
+            delivered,
+            ..
+        } = &mut *sp;
+        let budget = self.work_budget;
+        if !self.deliver_step(links, msg, *seq, groups, cursor, delivered, budget) {
+            self.spread = Some(sp);
+            return;
+        }
+        let sp = *sp;
+        if let Some((conn, generation)) = sp.from {
+            let live = links
+                .get(conn)
+                .is_some_and(|l| l.generation() == generation && !l.is_closing());
+            if live {
+                let ack = frame::ack(&format!("published to {}", sp.delivered));
+                self.push_reply(links, conn, ack);
             }
         }
-        for &g in groups {
-            self.forget_if_unused(g);
+        let from = sp.from.map(|(c, _)| c);
+        self.fanout_done(
+            from,
+            &sp.sender,
+            &sp.groups,
+            &sp.msg,
+            sp.payload_len,
+            sp.delivered,
+        );
+    }
+
+    /// Finishes a pending spread fan-out at once (before a publish from the
+    /// embedding program, which must not overtake it, and at shutdown).
+    pub(super) fn finish_spread<T>(&mut self, links: &mut Sessions<T>) {
+        while self.spread.is_some() {
+            self.continue_spread(links);
+        }
+    }
+
+    /// Whether a fan-out is being delivered over turns: the next `PUBLISH`
+    /// of anyone waits for it (per-group order, and one dedup mark per
+    /// session), and so does all input of its publisher.
+    pub(super) fn spreading(&self) -> Option<Option<ConnId>> {
+        self.spread.as_ref().map(|s| s.from.map(|(c, _)| c))
+    }
+
+    /// Queues `msg` to the subscribers of `groups` from `cursor` on, at most
+    /// `budget` of them looked at; returns whether all were. A session in
+    /// several of the groups gets it once (its `mark` is the publish's
+    /// `seq`). The cursor resumes by slab key in the sorted subscriber
+    /// lists, so sessions that join, leave or close between slices are
+    /// neither skipped twice nor served twice.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_step<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        msg: &Bytes,
+        seq: u64,
+        groups: &[GroupId],
+        cursor: &mut Cursor,
+        delivered: &mut usize,
+        budget: usize,
+    ) -> bool {
+        let mut slow = Vec::new();
+        let mut left = budget;
+        let mut done = true;
+        while let Some(g) = groups.get(cursor.group) {
+            if let Some(group) = self.groups.get(g) {
+                let subs = &group.subscribers;
+                let rest = &subs[subs.partition_point(|&k| k < cursor.key)..];
+                let take = rest.len().min(left);
+                for &sub in &rest[..take] {
+                    let id = ConnId(sub);
+                    // Once per connection, however many of the groups it is in.
+                    let first = |s: &mut super::Session| std::mem::replace(&mut s.mark, seq) != seq;
+                    match links.push_with(id, msg, first) {
+                        Ok(true) => *delivered += 1,
+                        Ok(false) | Err(PushError::Gone) => {}
+                        Err(PushError::Full) => slow.push(id),
+                    }
+                }
+                left -= take;
+                self.work += take;
+                if let Some(&next) = rest.get(take) {
+                    cursor.key = next;
+                    done = false;
+                    break;
+                }
+            }
+            cursor.group += 1;
+            cursor.key = 0;
+            if left == 0 && cursor.group < groups.len() {
+                done = false;
+                break;
+            }
         }
         for sub in slow {
             self.slow_consumer(links, sub);
         }
+        done
+    }
+
+    /// What follows a fan-out: open groups nobody uses are forgotten, and
+    /// the embedding program hears of it.
+    fn fanout_done(
+        &mut self,
+        from: Option<ConnId>,
+        sender: &str,
+        groups: &[GroupId],
+        msg: &Bytes,
+        payload_len: usize,
+        delivered: usize,
+    ) {
+        for &g in groups {
+            self.forget_if_unused(g);
+        }
         if self.events_enabled {
-            let payload = msg.slice(msg.len() - payload.len()..);
+            let payload = msg.slice(msg.len() - payload_len..);
             self.emit(Event::Published {
                 conn: from,
                 sender: sender.to_owned(),
@@ -439,7 +626,6 @@ impl Broker {
                 delivered,
             });
         }
-        Ok(delivered)
     }
 
     pub(super) fn deliver_message<T>(

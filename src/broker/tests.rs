@@ -875,3 +875,162 @@ fn fuzz_broker_slow_watcher_cut_off_mid_subscribe() {
         }
     }
 }
+
+fn big_harness() -> Harness {
+    Harness::new(BrokerConfig {
+        max_connections: 100_000,
+        ..BrokerConfig::default()
+    })
+}
+
+impl Harness {
+    /// One loop turn without input: deadlines (a spread fan-out's next
+    /// slice), then the connections that yielded go on.
+    fn turn(&mut self) {
+        self.advance(Duration::ZERO);
+        let mut yielded = Vec::new();
+        self.broker.links.take_yielded(&mut yielded);
+        for c in yielded {
+            self.broker
+                .broker
+                .resume(&mut self.broker.links, c, self.now);
+        }
+    }
+}
+
+/// Issue 10: one `PUBLISH` reaching more subscriptions than a turn's work
+/// budget is delivered a budget per turn. Meanwhile other sessions are
+/// served, the publisher's own later frames and anyone's `PUBLISH` wait
+/// (replies and per-group order kept), and sessions that leave, close or
+/// join between slices get the message at most once, the others exactly
+/// once.
+#[test]
+fn a_fan_out_larger_than_a_turn_is_spread_over_turns() {
+    let mut h = big_harness();
+    let n = commands::WORK_BUDGET + 500;
+    let subs: Vec<ConnId> = (0..n).map(|i| h.login(&format!("s{i}"))).collect();
+    // Every other one is in both groups: it gets the message once.
+    for (i, &s) in subs.iter().enumerate() {
+        h.send(
+            s,
+            if i % 2 == 0 {
+                b"SUBSCRIBE 0 1 2\n"
+            } else {
+                b"SUBSCRIBE 0 1\n"
+            },
+        );
+        h.take(s);
+    }
+    let p = h.login("p");
+    let q = h.login("q");
+    let x = h.login("x");
+    h.send(p, b"PUBLISH 2 1 2\nhiPING 0\n");
+    assert_eq!(h.take(p), "", "answered only once delivered");
+    let got = |h: &mut Harness| {
+        subs.iter()
+            .filter(|&&s| h.broker.output(s).is_some_and(|o| !o.is_empty()))
+            .count()
+    };
+    let first = got(&mut h);
+    assert!(first > 0 && first < n, "{first} of {n} in the first slice");
+    h.broker.assert_consistent();
+    // Another session is served meanwhile; its PUBLISH waits its turn.
+    h.send(x, b"PING 0\n");
+    assert_eq!(h.take(x), "PONG 0\n");
+    h.send(q, b"PUBLISH 2 1\nq1");
+    assert_eq!(h.take(q), "");
+    // Between slices: one leaves the groups, one closes, one joins.
+    let (left, closed) = (subs[n - 1], subs[n - 2]);
+    h.send(left, b"UNSUBSCRIBE 0 1 2\n");
+    h.take(left);
+    h.broker.broker.close(&mut h.broker.links, closed, h.now);
+    let late = h.login("late");
+    h.send(late, b"SUBSCRIBE 0 2\n");
+    h.take(late);
+    h.broker.assert_consistent();
+    let mut turns = 0;
+    while h.broker.broker.spreading().is_some() {
+        h.turn();
+        h.broker.assert_consistent();
+        turns += 1;
+        assert!(turns < 10, "still spreading");
+    }
+    h.turn();
+    let ack = |text: String| format!("ACK {}\n{text}", text.len());
+    let late_got = h.take(late);
+    let late_had_it = late_got.starts_with("PUBLISHED 2 p");
+    assert!(
+        late_got.is_empty() || late_got == "PUBLISHED 2 p 1 2\nhi",
+        "{late_got}"
+    );
+    let to = n - 2 + usize::from(late_had_it);
+    assert_eq!(h.take(p), ack(format!("published to {to}")) + "PONG 0\n");
+    h.turn();
+    assert_eq!(h.take(q), ack(format!("published to {}", n - 2)));
+    for &s in &subs[..n - 2] {
+        assert_eq!(
+            h.take(s),
+            "PUBLISHED 2 p 1 2\nhiPUBLISHED 2 q 1\nq1",
+            "in order, once each"
+        );
+    }
+    assert_eq!(h.take(left), "");
+    h.broker.assert_consistent();
+}
+
+/// A publish from the embedding program does not overtake a fan-out still
+/// spreading (it finishes it first), and shutdown finishes it too.
+#[test]
+fn server_publish_and_shutdown_finish_a_spread_fan_out() {
+    let mut h = big_harness();
+    let n = commands::WORK_BUDGET / 2 + 10;
+    let subs: Vec<ConnId> = (0..n).map(|i| h.login(&format!("s{i}"))).collect();
+    for &s in &subs {
+        h.send(s, b"SUBSCRIBE 0 1 2\n");
+        h.take(s);
+    }
+    let p = h.login("p");
+    h.send(p, b"PUBLISH 1 1 2\na");
+    assert!(h.broker.broker.spreading().is_some());
+    assert_eq!(h.broker.publish(SERVER_USER, &[1], b"b"), Ok(n));
+    assert!(h.broker.broker.spreading().is_none());
+    h.turn();
+    assert_eq!(h.take(p), format!("ACK 18\npublished to {n}"));
+    for &s in &subs {
+        assert_eq!(
+            h.take(s),
+            format!("PUBLISHED 1 p 1 2\naPUBLISHED 1 {SERVER_USER} 1\nb")
+        );
+    }
+    h.send(p, b"PUBLISH 1 1 2\nc");
+    assert!(h.broker.broker.spreading().is_some());
+    h.broker.shutdown(h.now);
+    assert!(h.broker.broker.spreading().is_none());
+    for &s in &subs {
+        assert!(h.take(s).starts_with("PUBLISHED 1 p 1 2\nc"));
+    }
+}
+
+/// `WHO 0` is built once and shared until the users change: a new user, a
+/// user gone, and the display name passing to the next-oldest session.
+#[test]
+fn who_reply_is_shared_until_the_users_change() {
+    let mut h = harness();
+    let a = h.login("Alice");
+    let w = h.login("w");
+    h.send(w, b"WHO 0\n");
+    assert_eq!(h.take(w), "RESULT 8\nAlice\nw\n");
+    let a2 = h.login("ALICE");
+    h.send(w, b"WHO 0\nWHO 0\n");
+    assert_eq!(h.take(w), "RESULT 8\nAlice\nw\n".repeat(2));
+    let b = h.login("bob");
+    h.send(w, b"WHO 0\n");
+    assert_eq!(h.take(w), "RESULT 12\nAlice\nbob\nw\n");
+    h.broker.broker.close(&mut h.broker.links, a, h.now);
+    h.send(w, b"WHO 0\n");
+    assert_eq!(h.take(w), "RESULT 12\nALICE\nbob\nw\n");
+    h.broker.broker.close(&mut h.broker.links, b, h.now);
+    h.broker.broker.close(&mut h.broker.links, a2, h.now);
+    h.send(w, b"WHO 0\n");
+    assert_eq!(h.take(w), "RESULT 2\nw\n");
+}

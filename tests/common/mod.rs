@@ -2221,3 +2221,23 @@ where
     });
     (reader, progress)
 }
+
+/// The server's resident memory, from /proc.
+pub fn rss_bytes(pid: u32) -> usize {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// The server's peak resident memory so far, from /proc.
+pub fn peak_rss_bytes(pid: u32) -> usize {
+    proc_status_bytes(pid, "VmHWM:")
+}
+
+pub fn proc_status_bytes(pid: u32, key: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
