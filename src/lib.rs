@@ -54,6 +54,7 @@ pub mod framed;
 pub mod fuzzing;
 pub mod handler;
 pub mod logging;
+pub mod metrics;
 pub mod passwd;
 pub mod proto;
 mod reactor;

@@ -30,6 +30,7 @@ use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
 use crate::conn::{Admission, CloseReason, ConnId, PeerIdentity, Table};
 use crate::handler::{Context, Handler};
 use crate::handler::{HandlerAuthz, dispatch};
+use crate::metrics::{MetricsService, Snapshot};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
 use crate::reactor::service::Service;
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// Threads that check passwords (default 2).
     pub auth_threads: usize,
+    /// Where to serve `GET /metrics` (Prometheus text; default none).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             groups: Vec::new(),
             authenticator: None,
             auth_threads: 2,
+            metrics_listen: None,
         }
     }
 }
@@ -141,8 +145,9 @@ pub(crate) enum BrokerControl {
 /// (an [`EventLoop`](crate::EventLoop) hosts several services; a `Server` keeps the broker's
 /// concrete type, so it is `Send` when its handler is).
 pub struct Server<H: Handler = ()> {
-    reactor: Reactor<BrokerService<H>>,
+    reactor: Reactor<Hosted<H>>,
     local_addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
 }
 
@@ -167,10 +172,12 @@ impl<H: Handler + 'static> Server<H> {
         let (tx, rx) = mpsc::channel();
         let mut reactor = Reactor::new(poll, rx);
         let built = build_broker(config, handler, 0, &tx, &waker)?;
+        let metrics_addr = built.metrics.as_ref().map(|m| m.1);
         let local_addrs = install_broker(&mut reactor, built, |s| s)?;
         Ok(Self {
             reactor,
             local_addrs,
+            metrics_addr,
             handle: ServerHandle {
                 tx,
                 waker,
@@ -183,6 +190,11 @@ impl<H: Handler + 'static> Server<H> {
     /// plain ones first, then the TLS ones, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The address of the metrics listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// A cloneable, `Send` handle for other threads.
@@ -203,27 +215,123 @@ impl<H: Handler + 'static> Server<H> {
 }
 
 /// Adds a built broker to `reactor` (wrapped by `wrap` into its service
-/// type) with its listeners; logs `tcp listening on ADDR` for each. Returns
-/// the addresses.
+/// type) with its listeners, and its metrics service right after it; logs
+/// `tcp listening on ADDR` for each listener. Returns the broker's
+/// addresses.
 pub(crate) fn install_broker<H: Handler + 'static, S: Service>(
     reactor: &mut Reactor<S>,
-    (listeners, addrs, service): BuiltBroker<H>,
-    wrap: impl FnOnce(BrokerService<H>) -> S,
+    built: BuiltBroker<H>,
+    wrap: impl Fn(Hosted<H>) -> S,
 ) -> Result<Vec<SocketAddr>, StartError> {
+    let too_many = || StartError::Config("the loop hosts too many services".into());
     reactor
-        .add_service(wrap(service))
-        .ok_or_else(|| StartError::Config("the loop hosts too many services".into()))?;
-    for (l, addr) in listeners.into_iter().zip(&addrs) {
+        .add_service(wrap(Hosted::Broker(built.service)))
+        .ok_or_else(too_many)?;
+    let metrics = match built.metrics {
+        Some((listener, addr, service)) => {
+            reactor
+                .add_service(wrap(Hosted::Metrics(service)))
+                .ok_or_else(too_many)?;
+            Some((listener, addr))
+        }
+        None => None,
+    };
+    for (l, addr) in built.listeners.into_iter().zip(&built.addrs) {
         let kind = if l.tls.is_some() { "tls" } else { "tcp" };
         reactor.add_listener(l).map_err(StartError::Io)?;
         info!("{kind} listening on {addr}");
     }
-    Ok(addrs)
+    if let Some((l, addr)) = metrics {
+        reactor.add_listener(l).map_err(StartError::Io)?;
+        info!("metrics listening on {addr} (GET /metrics)");
+    }
+    Ok(built.addrs)
 }
 
-/// A broker ready to join a loop: its bound listeners, their addresses, and
-/// the service.
-pub(crate) type BuiltBroker<H> = (Vec<Listener>, Vec<SocketAddr>, BrokerService<H>);
+/// A broker ready to join a loop: its bound listeners, their addresses, the
+/// service, and its metrics listener and service (which must join the loop
+/// right after it: the listener names the next service index).
+pub(crate) struct BuiltBroker<H> {
+    listeners: Vec<Listener>,
+    addrs: Vec<SocketAddr>,
+    service: BrokerService<H>,
+    pub(crate) metrics: Option<(Listener, SocketAddr, MetricsService)>,
+}
+
+/// What a broker brings to a loop: the broker itself and, with
+/// `metrics_listen`, its metrics responder. One type, so that a [`Server`]
+/// keeps a concrete service type.
+// A loop holds one or two of these: the variants' sizes do not matter, and
+// the broker is reached without a box on every call.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Hosted<H> {
+    Broker(BrokerService<H>),
+    Metrics(MetricsService),
+}
+
+/// Calls the same method on whichever service `self` is.
+macro_rules! hosted {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Hosted::Broker($s) => $call,
+            Hosted::Metrics($s) => $call,
+        }
+    };
+}
+
+impl<H: Handler> Service for Hosted<H> {
+    fn links(&mut self) -> &mut dyn Table<Conn> {
+        hosted!(self, s => s.links())
+    }
+    fn links_ref(&self) -> &dyn Table<Conn> {
+        hosted!(self, s => s.links_ref())
+    }
+    fn accept(&mut self, io: Conn, peer: SocketAddr, now: std::time::Instant) -> Admission<Conn> {
+        hosted!(self, s => s.accept(io, peer, now))
+    }
+    fn handle_input(&mut self, conn: ConnId, data: &[u8], now: std::time::Instant) {
+        hosted!(self, s => s.handle_input(conn, data, now));
+    }
+    fn handle_eof(&mut self, conn: ConnId, now: std::time::Instant) {
+        hosted!(self, s => s.handle_eof(conn, now));
+    }
+    fn handle_secured(
+        &mut self,
+        conn: ConnId,
+        subject: Option<PeerIdentity>,
+        now: std::time::Instant,
+    ) {
+        hosted!(self, s => s.handle_secured(conn, subject, now));
+    }
+    fn resume(&mut self, conn: ConnId, now: std::time::Instant) {
+        hosted!(self, s => s.resume(conn, now));
+    }
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        hosted!(self, s => s.handle_timeout(now));
+    }
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        hosted!(self, s => s.poll_timeout())
+    }
+    fn remove(&mut self, conn: ConnId, reason: CloseReason) -> Option<Conn> {
+        hosted!(self, s => s.remove(conn, reason))
+    }
+    fn shutdown(&mut self, now: std::time::Instant) {
+        hosted!(self, s => s.shutdown(now));
+    }
+    fn has_events(&self) -> bool {
+        hosted!(self, s => s.has_events())
+    }
+    fn after_input(&mut self, now: std::time::Instant) -> bool {
+        hosted!(self, s => s.after_input(now))
+    }
+    fn handle_control(
+        &mut self,
+        message: Box<dyn std::any::Any + Send>,
+        now: std::time::Instant,
+    ) -> bool {
+        hosted!(self, s => s.handle_control(message, now))
+    }
+}
 
 /// Checks a server configuration, binds its listeners and builds its broker
 /// service for the loop that will host it as service `index`.
@@ -274,6 +382,23 @@ pub(crate) fn build_broker<H: Handler + 'static>(
         local_addrs.push(local);
     }
     let mut broker = Broker::new(config.broker.clone());
+    broker.set_process_stats(process_stats);
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let socket = crate::reactor::bind_listener(addr)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let local = socket
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let listener = Listener {
+                socket,
+                tls: None,
+                service: index + 1,
+            };
+            Some((listener, local, MetricsService::new(Snapshot::default())))
+        }
+        None => None,
+    };
     for (id, name) in &config.groups {
         if !broker.register_group(*id, name) {
             return Err(StartError::Config(format!("invalid group number {id}")));
@@ -296,11 +421,16 @@ pub(crate) fn build_broker<H: Handler + 'static>(
         }
         _ => None,
     };
-    Ok((
+    let mut service = BrokerService::new(broker, handler, auth);
+    service.metrics = metrics.as_ref().map(|(_, _, m)| m.snapshot());
+    // A scrape before the first turn's refresh sees the figures too.
+    service.refresh_metrics(std::time::Instant::now());
+    Ok(BuiltBroker {
         listeners,
-        local_addrs,
-        BrokerService::new(broker, handler, auth),
-    ))
+        addrs: local_addrs,
+        service,
+        metrics,
+    })
 }
 
 /// The broker as a service of the loop: its connection table, the broker,
@@ -310,6 +440,9 @@ pub(crate) struct BrokerService<H> {
     broker: Broker,
     handler: H,
     auth: Option<AuthPool>,
+    /// The figures the metrics service serves, refreshed every turn while
+    /// there is a metrics listener.
+    metrics: Option<Snapshot>,
 }
 
 impl<H> fmt::Debug for BrokerService<H> {
@@ -328,6 +461,16 @@ impl<H: Handler> BrokerService<H> {
             broker,
             handler,
             auth,
+            metrics: None,
+        }
+    }
+
+    /// Copies the figures for the metrics service, if there is one.
+    fn refresh_metrics(&mut self, now: std::time::Instant) {
+        if let Some(snapshot) = &self.metrics {
+            if let Ok(mut figures) = snapshot.lock() {
+                *figures = self.broker.stats(&self.links, now);
+            }
         }
     }
 
@@ -420,6 +563,7 @@ impl<H: Handler> Service for BrokerService<H> {
             };
             dispatch(&mut self.handler, &mut ctx, event);
         }
+        self.refresh_metrics(now);
         stop
     }
 
@@ -529,6 +673,25 @@ impl ServerHandle {
         if self.tx.send(Control::Stop).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+}
+
+/// The process-wide figures of `STATS`: resident memory (from
+/// `/proc/self/status`; 0 where there is none) and the log lines the
+/// installed logger dropped.
+fn process_stats() -> crate::broker::ProcessStats {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    crate::broker::ProcessStats {
+        rss_bytes: rss_kib * 1024,
+        log_lines_dropped: crate::logging::lines_dropped(),
     }
 }
 

@@ -26,10 +26,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("client", &["certs", "conn", "error", "proto", "tls"]),
     ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
+    ("metrics", &["broker", "conn", "reactor"]),
     (
         "server",
         &[
-            "auth", "broker", "conn", "handler", "proto", "reactor", "tls", "error",
+            "auth", "broker", "conn", "handler", "proto", "reactor", "tls", "error", "logging",
+            "metrics",
         ],
     ),
     // Feature `fuzzing` only: the fuzz targets' check functions, beside

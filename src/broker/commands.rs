@@ -72,6 +72,7 @@ impl Broker {
                         return used;
                     }
                     used += consumed;
+                    self.counters.frames_in += 1;
                     self.execute(links, conn, &frame, authz);
                 }
                 Ok(Decoded::Incomplete { skip, .. }) => {
@@ -180,6 +181,10 @@ impl Broker {
                 self.push_reply(links, conn, frame::ack("unwatched"));
             }
             Command::Who(group) => self.cmd_who(links, conn, group),
+            Command::Stats => {
+                let reply = self.stats_reply(links);
+                self.push_reply(links, conn, reply);
+            }
             Command::Send { to, payload } => {
                 if self.forbidden(links, conn, authz, Attempt::Send { to, payload }) {
                     return;

@@ -33,6 +33,7 @@ mod config;
 mod event;
 mod registry;
 mod session;
+mod stats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -50,6 +51,7 @@ pub use event::Event;
 use registry::{Group, Keys, user_name};
 pub use session::Session;
 use session::State;
+pub use stats::{Figure, Kind as FigureKind, ProcessStats};
 
 use crate::conn::tick::Tick;
 use crate::conn::{Admission, Links, PeerIdentity, PushError};
@@ -148,6 +150,12 @@ pub struct Broker {
     who_reply: Option<Bytes>,
     /// A fan-out too large for one turn, delivered a budget per turn.
     spread: Option<Box<registry::Spread>>,
+    /// Counters and gauges for `STATS`.
+    counters: stats::Counters,
+    /// Where `STATS` gets the process-wide figures.
+    process_stats: Option<fn() -> ProcessStats>,
+    /// When the broker was made (`uptime_s`).
+    started: Instant,
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
     now: Instant,
@@ -172,6 +180,9 @@ impl Broker {
             groups_reply: None,
             who_reply: None,
             spread: None,
+            counters: stats::Counters::default(),
+            process_stats: None,
+            started: Instant::now(),
             now: Instant::now(),
         }
     }
@@ -312,7 +323,8 @@ impl Broker {
                 if !self.login_forbidden(links, conn, authz, &cn)
                     && !self.login(links, conn, cn.into())
                 {
-                    self.push_reply(links, conn, self.too_many_sessions());
+                    let reply = self.too_many_sessions();
+                    self.push_reply(links, conn, reply);
                 }
             }
             Some(cn) => info!("{conn}: certificate CN {cn:?} is not a valid user name"),
@@ -631,6 +643,9 @@ impl Broker {
         text: &str,
         reason: CloseReason,
     ) {
+        if code == ErrorCode::AuthFailed {
+            self.counters.auth_failures += 1;
+        }
         links.push_final(conn, frame::err(code, text));
         self.begin_close(links, conn, reason);
     }
@@ -641,6 +656,9 @@ impl Broker {
     }
 
     fn reply_err<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, code: ErrorCode, text: &str) {
+        if matches!(code, ErrorCode::Limit | ErrorCode::Busy) {
+            self.counters.limits_refused += 1;
+        }
         self.push_reply(links, conn, frame::err(code, text));
     }
 
@@ -664,6 +682,7 @@ impl Broker {
             return;
         }
         self.leave(links, conn);
+        self.counters.slow_consumers += 1;
         let farewell = frame::err(ErrorCode::SlowConsumer, "too much unread output");
         links.slow_consumer(conn, farewell, self.now);
     }

@@ -158,6 +158,7 @@ impl Broker {
         s.state = State::Open;
         s.name = Some(Arc::clone(&typed));
         links.set_trusted(conn);
+        self.counters.sessions += 1;
         match self.users.get_mut(folded.as_str()) {
             Some(keys) => keys.push(conn.0),
             None => {
@@ -179,7 +180,8 @@ impl Broker {
     }
 
     /// The reply to a login refused at `max_sessions_per_user`.
-    pub(super) fn too_many_sessions(&self) -> bytes::Bytes {
+    pub(super) fn too_many_sessions(&mut self) -> bytes::Bytes {
+        self.counters.limits_refused += 1;
         let text = format!(
             "this user has {} sessions already",
             self.config.max_sessions_per_user
@@ -269,7 +271,9 @@ impl Broker {
             let Some(group) = self.groups.get_mut(&g) else {
                 continue;
             };
-            insert_sorted(&mut group.subscribers, conn.0);
+            if insert_sorted(&mut group.subscribers, conn.0) {
+                self.counters.subscriptions += 1;
+            }
             if let Some(s) = links.proto_mut(conn) {
                 s.groups.insert(i, g);
             }
@@ -288,7 +292,7 @@ impl Broker {
             if let Err(i) = s.watching.binary_search(&g) {
                 s.watching.insert(i, g);
                 if let Some(group) = self.groups.get_mut(&g) {
-                    insert_sorted(&mut group.watchers, conn.0);
+                    let _ = insert_sorted(&mut group.watchers, conn.0);
                 }
             }
         }
@@ -304,7 +308,7 @@ impl Broker {
                 }
             }
             if let Some(group) = self.groups.get_mut(&g) {
-                remove_sorted(&mut group.watchers, conn.0);
+                let _ = remove_sorted(&mut group.watchers, conn.0);
             }
             self.forget_if_unused(g);
         }
@@ -339,7 +343,9 @@ impl Broker {
         let Some(group) = self.groups.get_mut(&g) else {
             return;
         };
-        remove_sorted(&mut group.subscribers, conn.0);
+        if remove_sorted(&mut group.subscribers, conn.0) {
+            self.counters.subscriptions -= 1;
+        }
         if !group.watchers.is_empty() {
             self.notify_watchers(links, "PARTED", conn, g);
         } else if !group.registered && group.subscribers.is_empty() {
@@ -367,7 +373,7 @@ impl Broker {
         };
         for g in std::mem::take(&mut s.watching) {
             if let Some(group) = self.groups.get_mut(&g) {
-                remove_sorted(&mut group.watchers, conn.0);
+                let _ = remove_sorted(&mut group.watchers, conn.0);
             }
             self.forget_if_unused(g);
         }
@@ -389,7 +395,11 @@ impl Broker {
             if let Some(user) = self.users.get_mut(folded.as_str()) {
                 // The oldest session names the user: it may change.
                 self.who_reply = None;
-                if user.remove(conn.0) {
+                let before = user.as_slice().len();
+                let empty = user.remove(conn.0);
+                let after = if empty { 0 } else { user.as_slice().len() };
+                self.counters.sessions -= (before - after) as u64;
+                if empty {
                     self.users.remove(folded.as_str());
                 }
             }
@@ -616,6 +626,8 @@ impl Broker {
         for &g in groups {
             self.forget_if_unused(g);
         }
+        self.counters.published += 1;
+        self.counters.delivered += delivered as u64;
         if self.events_enabled {
             let payload = msg.slice(msg.len() - payload_len..);
             self.emit(Event::Published {
@@ -648,6 +660,7 @@ impl Broker {
         for &t in &targets {
             self.push_frame(links, ConnId(t), msg.clone());
         }
+        self.counters.delivered += targets.len() as u64;
         if self.events_enabled {
             let payload = msg.slice(msg.len() - payload.len()..);
             self.emit(Event::UserMessage {
@@ -675,17 +688,22 @@ pub(super) fn name_of<T>(links: &Sessions<T>, conn: ConnId) -> String {
         .to_owned()
 }
 
-fn insert_sorted(v: &mut Vec<usize>, key: usize) {
-    if let Err(i) = v.binary_search(&key) {
-        v.insert(i, key);
+/// Inserts `key` if absent; returns whether it was.
+fn insert_sorted(v: &mut Vec<usize>, key: usize) -> bool {
+    match v.binary_search(&key) {
+        Err(i) => {
+            v.insert(i, key);
+            true
+        }
+        Ok(_) => false,
     }
 }
 
-fn remove_sorted(v: &mut Vec<usize>, key: usize) {
-    if let Ok(i) = v.binary_search(&key) {
-        v.remove(i);
-    }
+/// Removes `key` if present; returns whether it was.
+fn remove_sorted(v: &mut Vec<usize>, key: usize) -> bool {
+    let found = v.binary_search(&key).map(|i| v.remove(i)).is_ok();
     if v.is_empty() {
         *v = Vec::new();
     }
+    found
 }

@@ -517,6 +517,25 @@ impl Client {
         parse_hello(self.request(Request::Hello)?.into_lines()?)
     }
 
+    /// `STATS`: the server's figures (protocol.md section 10), as
+    /// `(key, value)` in the order sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::who`]; [`ClientError::Protocol`] if a line is not
+    /// `key=number`.
+    pub fn stats(&self) -> Result<Vec<(String, u64)>, ClientError> {
+        self.request(Request::Stats)?
+            .into_lines()?
+            .into_iter()
+            .map(|line| {
+                line.split_once('=')
+                    .and_then(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+                    .ok_or_else(|| ClientError::Protocol(format!("bad STATS line {line:?}")))
+            })
+            .collect()
+    }
+
     /// `PING`; returns the round trip as this caller saw it.
     ///
     /// # Errors

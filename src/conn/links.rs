@@ -245,6 +245,8 @@ pub struct Links<T, P> {
     /// What a connection over the limit is told before it is closed.
     farewell_full: Option<Bytes>,
     admitted: usize,
+    /// What this table and the IO layer count (protocol.md section 10).
+    stats: super::IoStats,
     next_gen: u32,
     shutting_down: bool,
 }
@@ -263,6 +265,7 @@ impl<T, P> Links<T, P> {
             graveyard: Vec::new(),
             farewell_full: None,
             admitted: 0,
+            stats: super::IoStats::default(),
             next_gen: 0,
             shutting_down: false,
         }
@@ -310,6 +313,7 @@ impl<T, P> Links<T, P> {
         }
         let full = self.admitted >= self.limits.max_connections;
         if full && self.slots.len() >= self.limits.max_connections + REJECT_SLACK {
+            self.stats.refused_full += 1;
             return Admission::Dropped(io, self.farewell_full.clone());
         }
         self.next_gen = self.next_gen.wrapping_add(1);
@@ -327,6 +331,7 @@ impl<T, P> Links<T, P> {
         });
         let id = ConnId(key);
         if full {
+            self.stats.refused_full += 1;
             info!("{peer}: refused, at the connection limit");
             if let Some(frame) = self.farewell_full.clone() {
                 self.push_final(id, frame);
@@ -464,6 +469,22 @@ impl<T, P> Links<T, P> {
         }
     }
 
+    /// What this table and the IO layer count (protocol.md section 10).
+    pub fn stats(&self) -> &super::IoStats {
+        &self.stats
+    }
+
+    /// The same, for the IO layer to count in.
+    pub fn stats_mut(&mut self) -> &mut super::IoStats {
+        &mut self.stats
+    }
+
+    /// Connections that count against the limit (open or closing, not
+    /// refused ones).
+    pub fn admitted(&self) -> usize {
+        self.admitted
+    }
+
     /// Whether [`Links::take_yielded`] has anything.
     pub fn has_yielded(&self) -> bool {
         !self.yielded.is_empty()
@@ -501,6 +522,7 @@ impl<T, P> Links<T, P> {
             return Err(PushError::Full);
         }
         l.out.push(frame);
+        self.stats.frames_out += 1;
         if !l.dirty {
             l.dirty = true;
             self.dirty.push(id.0);
@@ -535,6 +557,7 @@ impl<T, P> Links<T, P> {
             return Err(PushError::Full);
         }
         l.out.push(frame.clone());
+        self.stats.frames_out += 1;
         if !l.dirty {
             l.dirty = true;
             self.dirty.push(id.0);
@@ -548,6 +571,7 @@ impl<T, P> Links<T, P> {
         if let Some(l) = self.slots.get_mut(id.0) {
             if l.closing.is_none() {
                 l.out.push(frame);
+                self.stats.frames_out += 1;
                 self.mark_dirty(id);
             }
         }
@@ -926,6 +950,8 @@ pub trait Table<T> {
     fn has_garbage(&self) -> bool;
     /// See [`Links::take_yielded`].
     fn take_yielded(&mut self, into: &mut Vec<ConnId>);
+    /// See [`Links::stats_mut`].
+    fn stats_mut(&mut self) -> &mut super::IoStats;
     /// See [`Links::has_yielded`].
     fn has_yielded(&self) -> bool;
     /// See [`Links::take_expired`].
@@ -978,6 +1004,9 @@ impl<T, P> Table<T> for Links<T, P> {
     }
     fn take_yielded(&mut self, into: &mut Vec<ConnId>) {
         Self::take_yielded(self, into);
+    }
+    fn stats_mut(&mut self) -> &mut super::IoStats {
+        Self::stats_mut(self)
     }
     fn reap(&mut self) -> bool {
         Self::reap(self)

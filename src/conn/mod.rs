@@ -127,6 +127,8 @@ impl fmt::Display for PeerIdentity {
 }
 
 pub mod links;
+pub mod stats;
 pub(crate) mod tick;
 
 pub use links::{Admission, Limits, Link, Links, PushError, REJECT_SLACK, Table};
+pub use stats::IoStats;

@@ -52,7 +52,7 @@ use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::{Admission, CloseReason, ConnId};
+use crate::conn::{Admission, CloseReason, ConnId, Table};
 use crate::tls::{ReadError, ReadStep, TlsSession};
 use crate::transport::Transport;
 use service::Service;
@@ -241,6 +241,10 @@ impl<S: Service> Reactor<S> {
             }
             let now = Instant::now();
             self.turn(now);
+            let end = Instant::now();
+            for s in &mut self.services {
+                s.links().stats_mut().turns.record(end, end - now);
+            }
             if let Some(deadline) = self.stop_deadline {
                 let open = self.connections();
                 if open == 0 {
@@ -535,6 +539,7 @@ impl<S: Service> Reactor<S> {
                 return;
             }
         };
+        count_open(service.links(), id, 1);
         let registry = self.poll.registry();
         let registered = match (token_of((svc, id)), service.links().io_mut(id)) {
             (Some(token), Some(c)) => registry.register(&mut c.stream, token, Interest::READABLE),
@@ -543,6 +548,7 @@ impl<S: Service> Reactor<S> {
         };
         if let Err(e) = registered {
             warn!("{peer}: cannot register: {e}");
+            count_open(service.links(), id, -1);
             service.remove(id, CloseReason::Io);
         }
     }
@@ -578,6 +584,7 @@ impl<S: Service> Reactor<S> {
         else {
             return Err(std::io::Error::other("the service refused the connection"));
         };
+        count_open(service.links(), id, 1);
         let token = token_of((svc, id));
         let registered = match (token, service.links().io_mut(id)) {
             (Some(token), Some(c)) => self.poll.registry().register(
@@ -588,6 +595,7 @@ impl<S: Service> Reactor<S> {
             _ => Err(std::io::Error::other("connection key out of token range")),
         };
         if let Err(e) = registered {
+            count_open(service.links(), id, -1);
             service.remove(id, CloseReason::ConnectFailed);
             return Err(e);
         }
@@ -693,6 +701,7 @@ impl<S: Service> Reactor<S> {
                             Some(c) => c.transport.input(&self.scratch, &self.plain, n),
                             None => &[],
                         };
+                        links.stats_mut().bytes_in += data.len() as u64;
                         service.handle_input(conn, data, now);
                     }
                 }
@@ -723,6 +732,9 @@ impl<S: Service> Reactor<S> {
         };
         let established = c.transport.take_established();
         let wants_write = c.transport.wants_write();
+        if established.is_some() && !c.transport.is_plain() {
+            service.links().stats_mut().tls_handshakes += 1;
+        }
         if let Some(subject) = established {
             service.handle_secured(conn, subject, now);
         }
@@ -768,10 +780,12 @@ impl<S: Service> Reactor<S> {
             return;
         };
         c.flush_queued = false;
+        let queued = out.len();
         // Closing: TLS sends close_notify once everything owed is out.
         let written = c
             .transport
             .write_to(&mut c.stream, out, &mut self.scratch, closing);
+        let sent = queued.saturating_sub(out.len()) as u64;
         let pending = match written {
             Ok(pending) => pending,
             Err(e) => {
@@ -805,6 +819,7 @@ impl<S: Service> Reactor<S> {
             let _ = c.stream.shutdown(Shutdown::Write);
             service.links().write_done(conn, now);
         }
+        service.links().stats_mut().bytes_out += sent;
         if service.links_ref().finished(conn, now) {
             self.drop_conn(key, CloseReason::Io);
             return;
@@ -839,13 +854,26 @@ impl<S: Service> Reactor<S> {
     }
 
     fn drop_conn(&mut self, (svc, conn): Key, reason: CloseReason) {
-        let removed = self
-            .services
-            .get_mut(svc)
-            .and_then(|s| s.remove(conn, reason));
+        let removed = self.services.get_mut(svc).and_then(|s| {
+            count_open(s.links(), conn, -1);
+            s.remove(conn, reason)
+        });
         if let Some(mut c) = removed {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
+    }
+}
+
+/// Keeps the table's count of open TLS connections (`connections_tls`).
+fn count_open(links: &mut dyn Table<Conn>, conn: ConnId, delta: i8) {
+    let tls = links.io_mut(conn).is_some_and(|c| !c.transport.is_plain());
+    if tls {
+        let open = &mut links.stats_mut().open_tls;
+        *open = if delta > 0 {
+            *open + 1
+        } else {
+            open.saturating_sub(1)
+        };
     }
 }
 

@@ -105,6 +105,10 @@ pub(crate) struct ServeArgs {
     /// Also log to FILE (appended).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// HTTP listener serving `GET /metrics` (Prometheus text), or `off`
+    /// [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -115,6 +119,7 @@ impl ServeArgs {
         }
         fill!(
             listen,
+            metrics_listen,
             tls_listen,
             ws_listen,
             cert,
@@ -276,6 +281,10 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
     let listen = parse_listen("--listen", args.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
     let mut config = ServerConfig {
         listen: listen.into_iter().collect(),
+        metrics_listen: parse_listen(
+            "--metrics-listen",
+            args.metrics_listen.as_deref().unwrap_or("off"),
+        )?,
         ..ServerConfig::default()
     };
     not_landed(

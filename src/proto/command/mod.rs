@@ -52,6 +52,8 @@ pub enum Command<'a> {
     Quit,
     /// `GROUPS 0`.
     Groups,
+    /// `STATS 0`.
+    Stats,
     /// `SUBSCRIBE 0 <g>...`.
     Subscribe(GroupList),
     /// `UNSUBSCRIBE 0 <g>...`.
@@ -104,6 +106,7 @@ impl<'a> Command<'a> {
             b"HELLO" => no_args(frame, Self::Hello),
             b"QUIT" => no_args(frame, Self::Quit),
             b"GROUPS" => no_args(frame, Self::Groups),
+            b"STATS" => no_args(frame, Self::Stats),
             b"SUBSCRIBE" => groups::parse_list(frame, Self::Subscribe),
             b"UNSUBSCRIBE" => groups::parse_list(frame, Self::Unsubscribe),
             b"WATCH" => groups::parse_list(frame, Self::Watch),
@@ -127,7 +130,7 @@ impl<'a> Command<'a> {
         match *self {
             Self::User(name) => login::encode_user(out, name),
             Self::Pass(pw) => login::encode_pass(out, pw),
-            Self::Ping | Self::Pong | Self::Hello | Self::Quit | Self::Groups => {
+            Self::Ping | Self::Pong | Self::Hello | Self::Quit | Self::Groups | Self::Stats => {
                 session::encode(out, self.verb());
             }
             Self::Subscribe(ref g)
@@ -165,6 +168,7 @@ impl<'a> Command<'a> {
             | Self::Hello
             | Self::Quit
             | Self::Groups
+            | Self::Stats
             | Self::Subscribe(_)
             | Self::Unsubscribe(_)
             | Self::Watch(_)
@@ -182,6 +186,7 @@ impl<'a> Command<'a> {
             Self::Hello => "HELLO",
             Self::Quit => "QUIT",
             Self::Groups => "GROUPS",
+            Self::Stats => "STATS",
             Self::Subscribe(_) => "SUBSCRIBE",
             Self::Unsubscribe(_) => "UNSUBSCRIBE",
             Self::Publish { .. } => "PUBLISH",
@@ -203,6 +208,7 @@ impl<'a> Command<'a> {
             Self::Hello => OwnedCommand::Hello,
             Self::Quit => OwnedCommand::Quit,
             Self::Groups => OwnedCommand::Groups,
+            Self::Stats => OwnedCommand::Stats,
             Self::Subscribe(g) => OwnedCommand::Subscribe(g.as_slice().to_vec()),
             Self::Unsubscribe(g) => OwnedCommand::Unsubscribe(g.as_slice().to_vec()),
             Self::Publish { groups, payload } => OwnedCommand::Publish {
@@ -270,6 +276,8 @@ pub enum OwnedCommand {
     Who(Option<GroupId>),
     /// `GROUPS 0`.
     Groups,
+    /// `STATS 0`.
+    Stats,
     /// `HELLO 0`.
     Hello,
     /// `PING 0`; its reply is `PONG`.
@@ -305,6 +313,7 @@ impl OwnedCommand {
             Self::Send { to, payload } => Command::Send { to, payload },
             Self::Who(group) => Command::Who(*group),
             Self::Groups => Command::Groups,
+            Self::Stats => Command::Stats,
             Self::Hello => Command::Hello,
             Self::Ping => Command::Ping,
             Self::Quit => Command::Quit,
@@ -328,6 +337,7 @@ impl OwnedCommand {
             Self::Send { .. } => "SEND",
             Self::Who(_) => "WHO",
             Self::Groups => "GROUPS",
+            Self::Stats => "STATS",
             Self::Hello => "HELLO",
             Self::Ping => "PING",
             Self::Quit => "QUIT",
@@ -360,6 +370,7 @@ impl std::fmt::Debug for OwnedCommand {
                 .finish(),
             Self::Who(g) => f.debug_tuple("Who").field(g).finish(),
             Self::Groups => f.write_str("Groups"),
+            Self::Stats => f.write_str("Stats"),
             Self::Hello => f.write_str("Hello"),
             Self::Ping => f.write_str("Ping"),
             Self::Quit => f.write_str("Quit"),
