@@ -1,0 +1,138 @@
+//! The README's walkthroughs, followed as written, in the order written,
+//! against the server its own text starts (issue 11): if the README and the
+//! server drift apart, this fails.
+//!
+//! - The set-up commands: the test command is the one `.ci/run` runs.
+//! - "Two people chatting with `nc`": the server command's flags, then every
+//!   `alice>`/`bob>` line typed and every `alice<`/`bob<` line expected, in
+//!   order, on two real connections. (The listening address is the test's
+//!   own loopback port instead of 7420, so that tests can run side by side.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+/// The text of the README section whose heading starts with `heading`, up
+/// to the next `## ` heading.
+fn section(readme: &str, heading: &str) -> String {
+    let start = readme
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("no README section {heading:?}"));
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+    rest[..end].to_string()
+}
+
+/// Indented code lines (four spaces), without the indent.
+fn code_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .collect()
+}
+
+#[test]
+fn the_setup_commands_are_what_ci_runs() {
+    let readme = readme();
+    let setup = section(&readme, "Set-up on a fresh machine");
+    let code = code_lines(&setup);
+    assert!(code.contains(&"cargo run --release -- serve"), "{code:?}");
+    assert!(code.contains(&"cargo test"), "{code:?}");
+    let ci =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == "cargo test"),
+        ".ci/run does not run the README's test command"
+    );
+}
+
+/// One terminal of the walkthrough: its connection and what it has shown.
+struct Terminal {
+    stream: TcpStream,
+    /// Everything received, newlines removed (nc shows frames run together;
+    /// the README splits them into lines for reading).
+    shown: String,
+    /// Everything the README says it shows so far, likewise.
+    expected: String,
+}
+
+impl Terminal {
+    /// Reads until what was shown matches what the README says by now.
+    #[track_caller]
+    fn catch_up(&mut self, who: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 4096];
+        while self.shown.len() < self.expected.len() && Instant::now() < deadline {
+            match self.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    self.shown.extend(text.chars().filter(|c| *c != '\n'));
+                }
+                Err(_) => {}
+            }
+        }
+        assert_eq!(
+            self.shown, self.expected,
+            "{who}'s terminal differs from the README"
+        );
+    }
+}
+
+#[test]
+fn two_people_chatting_with_nc_works_as_written() {
+    let readme = readme();
+    let text = section(&readme, "Two people chatting with `nc`");
+    let code = code_lines(&text);
+    let serve = code
+        .iter()
+        .find_map(|l| l.strip_prefix("cargo run --release -- serve"))
+        .expect("the section starts a server");
+    let flags: Vec<&str> = serve.split_whitespace().collect();
+    let server = ServerProc::start(&flags);
+    let mut terminals: BTreeMap<String, Terminal> = BTreeMap::new();
+    let mut lines = 0;
+    for line in code {
+        let Some((who, rest)) = line.split_once(['>', '<']) else {
+            continue;
+        };
+        if who.is_empty() || !who.chars().all(|c| c.is_ascii_lowercase()) {
+            continue;
+        }
+        let typed = line.as_bytes()[who.len()] == b'>';
+        let content = rest.strip_prefix(' ').unwrap_or(rest);
+        lines += 1;
+        let t = terminals.entry(who.to_string()).or_insert_with(|| {
+            let stream = TcpStream::connect(server.addr).expect("nc connects");
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            Terminal {
+                stream,
+                shown: String::new(),
+                expected: String::new(),
+            }
+        });
+        if typed {
+            // What this terminal showed before the line was typed is there.
+            t.catch_up(who);
+            t.stream
+                .write_all(format!("{content}\n").as_bytes())
+                .expect("type a line");
+        } else {
+            t.expected.push_str(content);
+        }
+    }
+    assert!(lines > 40, "only {lines} walkthrough lines found");
+    for (who, t) in &mut terminals {
+        t.catch_up(who);
+    }
+}
