@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use log::debug;
+use log::warn;
 
 use super::checks::Refusal;
 use super::registry::{GroupRefusal, name_of, user_name};
@@ -94,7 +94,7 @@ impl Broker {
         } else {
             CloseReason::BadFrame
         };
-        debug!("{conn}: {e}");
+        warn!("{}: {e}; closing", links.log_peer(conn));
         let text = e.to_string();
         self.fail(links, conn, e.code(), &text, reason);
     }
@@ -221,6 +221,10 @@ impl Broker {
             } else {
                 ErrorCode::Forbidden
             };
+            warn!(
+                "{}: {code}: USER {name} refused, {text}",
+                links.log_peer(conn)
+            );
             return self.reply_err(links, conn, code, &text);
         }
         match self.config.auth {
@@ -242,6 +246,10 @@ impl Broker {
                 self.push_reply(links, conn, frame::ack("authentication required"));
             }
             AuthMode::Cert => {
+                warn!(
+                    "{}: login failed for {name}: no client certificate to log in with",
+                    links.log_peer(conn)
+                );
                 self.fail(
                     links,
                     conn,
@@ -284,6 +292,7 @@ impl Broker {
             Ok(()) => {}
             Err(Refusal::QueueFull) => {
                 let text = "too many password checks waiting; try again";
+                warn!("{}: busy: {text} (login as {user})", links.log_peer(conn));
                 return self.reply_err(links, conn, ErrorCode::Busy, text);
             }
             Err(Refusal::BackOff(wait)) => {
@@ -291,6 +300,7 @@ impl Broker {
                     "too many failed logins from {ip}; try again in {} ms",
                     wait.as_millis().max(1)
                 );
+                warn!("{}: busy: {text} (login as {user})", links.log_peer(conn));
                 return self.reply_err(links, conn, ErrorCode::Busy, &text);
             }
         }
@@ -389,6 +399,7 @@ impl Broker {
             "at most {} subscriptions and watches per session",
             self.config.max_subscriptions
         );
+        warn!("{}: limit: {text}", links.log_peer(conn));
         self.reply_err(links, conn, ErrorCode::Limit, &text);
     }
 
@@ -400,6 +411,7 @@ impl Broker {
                     "at most {} groups may be created by use",
                     self.config.max_open_groups
                 );
+                warn!("{}: limit: {text}", links.log_peer(conn));
                 self.reply_err(links, conn, ErrorCode::Limit, &text);
             }
         }
