@@ -43,6 +43,10 @@ impl Broker {
         // its input waits for the next turn, so one client's pipelined
         // fan-outs cannot hold the loop (issue 10).
         self.work = 0;
+        // The payload length of the frame decoded last in this call: a
+        // header that fails right after a payload most likely means that
+        // frame's LEN was wrong, and the error says so.
+        let mut previous_len = 0;
         loop {
             if !links.can_process(conn) {
                 return used;
@@ -72,6 +76,7 @@ impl Broker {
                         return used;
                     }
                     used += consumed;
+                    previous_len = frame.payload().len() as u64;
                     self.execute(links, conn, &frame, authz);
                 }
                 Ok(Decoded::Incomplete { skip, .. }) => {
@@ -81,7 +86,7 @@ impl Broker {
                     return used + skip;
                 }
                 Err(e) => {
-                    self.frame_error(links, conn, e);
+                    self.frame_error(links, conn, e.after_payload(previous_len));
                     return data.len();
                 }
             }
