@@ -11,11 +11,15 @@
 //! With `--tls DIR` it verifies the server against `DIR/ca.pem`, presents the
 //! client certificate `DIR/alice.pem` (mutual TLS), and prints the server
 //! certificate's subject once the handshake is done.
+//!
+//! Anything that goes wrong (no server there, a bad address, a missing
+//! certificate) is one line on standard error and exit status 1.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -24,6 +28,8 @@ use switchboard::{CloseReason, ConnId, EventLoop};
 
 /// Sends the messages one at a time, each after the previous one's echo.
 struct Client {
+    /// Where it connects (for messages).
+    server: SocketAddr,
     to_send: VecDeque<String>,
     /// What went wrong, for `main` to report after the loop returns.
     failure: Rc<RefCell<Option<String>>>,
@@ -58,19 +64,40 @@ impl FramedHandler for Client {
     }
 
     fn on_closed(&mut self, ctx: &mut FramedContext<'_>, _conn: ConnId, reason: CloseReason) {
-        if !self.to_send.is_empty() || reason == CloseReason::ConnectFailed {
-            *self.failure.borrow_mut() = Some(format!("connection ended early: {reason}"));
+        let peer = self.server;
+        let failure = match reason {
+            CloseReason::ConnectFailed => Some(format!(
+                "cannot connect to {peer}: no server there? (start one with \
+                 `cargo run --example echo_server`)"
+            )),
+            _ if !self.to_send.is_empty() => Some(format!(
+                "{peer} closed the connection before every message was echoed ({reason})"
+            )),
+            _ => None,
+        };
+        if failure.is_some() {
+            *self.failure.borrow_mut() = failure;
         }
         ctx.stop();
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo_client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:7440".into())
-        .parse()?;
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:7440".into());
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address IP:PORT: {e}"))?;
     let mut rest: Vec<String> = args.collect();
     let tls_dir = match rest.first().map(String::as_str) {
         Some("--tls") if rest.len() >= 2 => {
@@ -82,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let failure = Rc::new(RefCell::new(None));
     let client = Client {
+        server: addr,
         to_send: rest.into(),
         failure: Rc::clone(&failure),
     };

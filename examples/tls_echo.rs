@@ -2,7 +2,8 @@
 //! certificate signed by its CA, and the server prints each client's
 //! certificate subject. Certificates (a CA, the server's, and one for client
 //! `alice`) are made with `switchboard::certs::generate` in a new temporary
-//! directory, printed on the second line and removed when it stops.
+//! directory, printed on the second line and removed when it stops: after
+//! SECONDS, on Ctrl-C (SIGINT) or SIGTERM, or on an error.
 //!
 //! ```text
 //! cargo run --example tls_echo -- 127.0.0.1:7442 [SECONDS]
@@ -17,6 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use switchboard::certs::{generate, load_certs, load_key, load_roots};
 use switchboard::framed::{FramedContext, FramedHandler, Framing};
 use switchboard::tls::{ClientAuth, server_config};
@@ -42,6 +45,16 @@ impl FramedHandler for TlsEcho {
     }
 }
 
+/// This run's certificate directory, removed when dropped (however `main`
+/// ends: the keys are throwaway, and private).
+struct TempCerts(PathBuf);
+
+impl Drop for TempCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh directory for this run's certificates.
 fn cert_dir() -> PathBuf {
     let nanos = SystemTime::now()
@@ -62,8 +75,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let run_for: Option<u64> = args.next().map(|s| s.parse()).transpose()?;
 
-    let dir = cert_dir();
-    generate(&dir, &["alice".to_string()], false)?;
+    let certs = TempCerts(cert_dir());
+    let dir = &certs.0;
+    generate(dir, &["alice".to_string()], false)?;
     let tls = server_config(
         load_certs(&dir.join("server.pem"))?,
         load_key(&dir.join("server.key"))?,
@@ -86,9 +100,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             handle.stop();
         });
     }
+    // Ctrl-C and SIGTERM stop the loop too, so that the keys are removed.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let handle = event_loop.handle();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            handle.stop();
+        }
+    });
     let result = event_loop.run();
-    // The keys are throwaway; do not leave them behind.
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(certs);
     result?;
     println!("stopped");
     Ok(())

@@ -133,6 +133,14 @@ pub enum FrameError {
     StrayCarriageReturn,
     /// No LF within the first 4,096 bytes of a header.
     HeaderTooLong,
+    /// A header that does not parse (any of the errors above) right after a
+    /// frame with a payload: most likely that frame's LEN was not the
+    /// payload's length, and the header is the payload's tail (or the next
+    /// frame's header cut into). See [`FrameError::after_payload`].
+    AfterPayload {
+        /// The payload length the previous frame declared.
+        previous_len: u64,
+    },
     /// LEN is over the payload limit.
     TooLarge {
         /// The declared payload length.
@@ -151,6 +159,20 @@ impl FrameError {
         }
     }
 
+    /// The error to report for `self` found right after a frame whose
+    /// payload was `previous_len` bytes (more than 0): a header that does
+    /// not parse there is [`FrameError::AfterPayload`], which points at that
+    /// frame's LEN rather than at this header's TYPE. `TooLarge` stays as it
+    /// is (its own code, `too-large`).
+    #[must_use]
+    pub const fn after_payload(self, previous_len: u64) -> Self {
+        match self {
+            Self::TooLarge { .. } | Self::AfterPayload { .. } => self,
+            _ if previous_len == 0 => self,
+            _ => Self::AfterPayload { previous_len },
+        }
+    }
+
     /// A sentence for people, sent as the text of the `ERR` reply.
     pub const fn message(self) -> &'static str {
         match self {
@@ -162,6 +184,10 @@ impl FrameError {
             Self::TooManyArguments => "bad frame: more than 64 arguments",
             Self::StrayCarriageReturn => "bad frame: CR is only allowed right before LF",
             Self::HeaderTooLong => "bad frame: header line longer than 4096 bytes",
+            Self::AfterPayload { .. } => {
+                "bad frame right after a payload: the previous frame's LEN was probably wrong \
+                 (LEN counts the payload's bytes exactly)"
+            }
             Self::TooLarge { .. } => "payload larger than the server's limit",
         }
     }
@@ -173,6 +199,11 @@ impl fmt::Display for FrameError {
             Self::TooLarge { len, limit } => {
                 write!(f, "payload of {len} bytes is over the limit of {limit}")
             }
+            Self::AfterPayload { previous_len } => write!(
+                f,
+                "bad frame right after a payload of {previous_len} bytes: the previous \
+                 frame's LEN was probably wrong (LEN counts the payload's bytes exactly)"
+            ),
             other => f.write_str(other.message()),
         }
     }
@@ -214,5 +245,15 @@ mod tests {
         assert_eq!(FrameError::HeaderTooLong.code(), ErrorCode::BadFrame);
         let e = FrameError::TooLarge { len: 10, limit: 5 };
         assert_eq!(e.code(), ErrorCode::TooLarge);
+        let after = FrameError::BadType.after_payload(3);
+        assert_eq!(after, FrameError::AfterPayload { previous_len: 3 });
+        assert_eq!(after.code(), ErrorCode::BadFrame);
+        assert_eq!(e.after_payload(3), e, "too-large keeps its code");
+        assert_eq!(FrameError::BadType.after_payload(0), FrameError::BadType);
+        assert_eq!(
+            after.to_string(),
+            "bad frame right after a payload of 3 bytes: the previous frame's LEN was \
+             probably wrong (LEN counts the payload's bytes exactly)"
+        );
     }
 }

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::conn::{Admission, CloseReason, ConnId, Limits, Links, PeerIdentity, Table};
 use crate::reactor::Conn;
@@ -412,7 +412,7 @@ impl<T, H: FramedHandler> FramedService<T, H> {
             .links
             .accept(io, peer, FramedState::default(), now);
         if let Admission::Open(conn) = admission {
-            debug!("{conn} {peer}: connected");
+            info!("{}: connected", self.core.links.log_peer(conn));
             // No login in the generic layer: the full read pause applies.
             self.core.links.set_trusted(conn);
             if !self.deferred {
@@ -485,11 +485,12 @@ impl<T, H: FramedHandler> FramedService<T, H> {
         subject: Option<PeerIdentity>,
         now: Instant,
     ) {
-        let Some(peer) = self.core.links.peer(conn) else {
+        if self.core.links.get(conn).is_none() {
             return;
-        };
+        }
         debug!(
-            "{conn} {peer}: TLS established{}",
+            "{}: established{}",
+            self.core.links.log_peer(conn),
             subject
                 .as_ref()
                 .map(|s| format!(", client {s}"))
@@ -503,9 +504,9 @@ impl<T, H: FramedHandler> FramedService<T, H> {
     /// Drops a connection and tells the handler (if it was established, or
     /// is outgoing).
     pub(crate) fn remove(&mut self, conn: ConnId, reason: CloseReason, now: Instant) -> Option<T> {
-        let peer = self.core.links.peer(conn)?;
+        let who = self.core.links.log_peer(conn);
         let (io, state, reason) = self.core.links.remove(conn, reason)?;
-        debug!("{conn} {peer}: closed ({reason})");
+        info!("{who}: closed ({reason})");
         if state.established || self.outgoing {
             let mut ctx = FramedContext {
                 core: &mut self.core.view(),
@@ -535,11 +536,7 @@ impl<T, H: FramedHandler> FramedService<T, H> {
 
 /// A message over the maximum: logged, and the connection closed.
 fn too_long<T, P>(links: &mut Links<T, P>, conn: ConnId, e: TooLong, now: Instant) {
-    let peer = links.peer(conn);
-    info!(
-        "{conn} {}: closing: {e}",
-        peer.map(|p| p.to_string()).unwrap_or_default()
-    );
+    warn!("{}: closing: {e}", links.log_peer(conn));
     links.close(conn, CloseReason::TooLarge, now);
 }
 

@@ -1,9 +1,9 @@
 //! A [`log::Log`] that never blocks the thread that logs (protocol.md 7a,
 //! "Logging never blocks the loop").
 //!
-//! A line is formatted on the calling thread (`HH:MM:SS [LEVEL] message`, the
-//! time in UTC, as `simplelog` printed it) and appended to a bounded queue per
-//! sink; a writer thread per sink (stderr, a log file) writes what is queued.
+//! A line is formatted on the calling thread
+//! (`2026-12-02T14:03:07.123Z [LEVEL] message`: the time in RFC 3339, UTC, to
+//! the millisecond) and appended to a bounded queue per sink; a writer thread per sink (stderr, a log file) writes what is queued.
 //! The caller holds the queue's lock only to append, and the writer only to
 //! swap the queue for an empty buffer, never while it writes; so a sink that
 //! stops taking bytes (a pipe nobody drains, a stuck log shipper, a paused
@@ -18,6 +18,13 @@
 //!
 //! Lines reach each sink in the order they were logged (one thread's lines in
 //! its order; lines of several threads in the order they took the lock).
+//!
+//! No source location is printed (a dependency's would be an absolute path
+//! into the build machine's cargo registry). With
+//! [`Logger::filter_dependencies`], records of other crates (rustls, mio)
+//! pass at `info` at most, whatever the level, so `trace` shows the
+//! project's own modules; the environment variable
+//! [`DEPENDENCIES_ENV`] (`SWITCHBOARD_LOG_DEPS=trace`) sets their level.
 //!
 //! ```
 //! use log::LevelFilter;
@@ -48,6 +55,11 @@ pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
 /// How long [`Log::flush`] waits for the sinks to take what is queued.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The environment variable that sets the level of other crates' records
+/// under [`Logger::filter_dependencies`]: `off`, `error`, `warn`, `info`,
+/// `debug` or `trace`.
+pub const DEPENDENCIES_ENV: &str = "SWITCHBOARD_LOG_DEPS";
+
 /// Bumped by [`reopen_files`]; each file sink reopens its path before its
 /// next write when it has seen an older value.
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -74,6 +86,9 @@ pub fn lines_dropped() -> u64 {
 /// writer thread. See the [module documentation](self).
 pub struct Logger {
     level: LevelFilter,
+    /// With [`Logger::filter_dependencies`]: the crate whose records pass
+    /// at `level`, and the level of every other crate's.
+    own: Option<(&'static str, LevelFilter)>,
     queue_bytes: usize,
     sinks: Vec<Sink>,
     dropped: Arc<AtomicU64>,
@@ -83,6 +98,7 @@ impl fmt::Debug for Logger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Logger")
             .field("level", &self.level)
+            .field("own", &self.own)
             .field("queue_bytes", &self.queue_bytes)
             .field(
                 "sinks",
@@ -105,6 +121,7 @@ impl Logger {
     pub fn with_queue_bytes(level: LevelFilter, queue_bytes: usize) -> Self {
         Self {
             level,
+            own: None,
             queue_bytes,
             sinks: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -164,6 +181,37 @@ impl Logger {
         self.level
     }
 
+    /// Passes records of crate `own` (targets `own` and `own::...`) at the
+    /// logger's level, and other crates' (dependencies: rustls, mio) at
+    /// `info` at most, so that `debug` and `trace` show what the project
+    /// does rather than every TLS record. The environment variable
+    /// [`DEPENDENCIES_ENV`] overrides their level (e.g.
+    /// `SWITCHBOARD_LOG_DEPS=trace`); an unknown value is ignored.
+    #[must_use]
+    pub fn filter_dependencies(self, own: &'static str) -> Self {
+        let from_env = std::env::var(DEPENDENCIES_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<LevelFilter>().ok());
+        let deps = from_env.unwrap_or_else(|| self.level.min(LevelFilter::Info));
+        self.with_dependency_level(own, deps)
+    }
+
+    /// Like [`Logger::filter_dependencies`] with other crates' level given
+    /// (no environment variable is read).
+    #[must_use]
+    pub fn with_dependency_level(mut self, own: &'static str, deps: LevelFilter) -> Self {
+        self.own = Some((own, deps));
+        self
+    }
+
+    /// The most verbose level any record may pass at.
+    fn max_level(&self) -> LevelFilter {
+        match self.own {
+            Some((_, deps)) => self.level.max(deps),
+            None => self.level,
+        }
+    }
+
     /// Lines this logger has dropped so far (counted once per sink).
     pub fn lines_dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -179,19 +227,39 @@ impl Logger {
     /// Makes this the global logger ([`log::set_boxed_logger`]) and sets the
     /// global maximum level; [`lines_dropped`] then reads its counter. Fails
     /// if a logger is installed already.
+    ///
+    /// When [`Logger::filter_dependencies`] holds back other crates' records
+    /// at this level, it says so in one `info` line (and how to see them).
     pub fn install(self) -> Result<(), log::SetLoggerError> {
-        let level = self.level;
+        let max = self.max_level();
+        let held_back = match self.own {
+            Some((own, deps)) if deps < self.level => Some((own, self.level, deps)),
+            _ => None,
+        };
         let counter = Arc::clone(&self.dropped);
         log::set_boxed_logger(Box::new(self))?;
-        log::set_max_level(level);
+        log::set_max_level(max);
         let _ = INSTALLED.set(counter);
+        if let Some((own, level, deps)) = held_back {
+            let level = level.as_str().to_ascii_lowercase();
+            log::info!(
+                target: own,
+                "log level {level} for {own}; other crates' records at {deps} at most \
+                 ({DEPENDENCIES_ENV}={level} shows theirs too)",
+                deps = deps.as_str().to_ascii_lowercase(),
+            );
+        }
         Ok(())
     }
 }
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        let level = match self.own {
+            Some((own, deps)) if !is_in_crate(metadata.target(), own) => deps,
+            _ => self.level,
+        };
+        metadata.level() <= level
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -250,15 +318,54 @@ thread_local! {
 /// A formatting buffer grown past this by a long line is freed afterwards.
 const LINE_KEEP: usize = 4 << 10;
 
-/// Appends `HH:MM:SS [LEVEL] message\n` (UTC) to `out`.
+/// Whether a record's `target` (a module path, unless the call named one)
+/// is crate `own` or one of its modules.
+fn is_in_crate(target: &str, own: &str) -> bool {
+    target
+        .strip_prefix(own)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
+/// Appends `2026-12-02T14:03:07.123Z [LEVEL] message\n` (RFC 3339, UTC) to
+/// `out`.
 fn format_line(out: &mut Vec<u8>, now: SystemTime, level: Level, args: &fmt::Arguments<'_>) {
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) % 86_400;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     // Writing into a Vec fails only if a Display impl fails; keep what came.
-    let _ = writeln!(out, "{h:02}:{m:02}:{s:02} [{level}] {args}");
+    let _ = writeln!(out, "{} [{level}] {args}", Rfc3339(now));
     if out.last() != Some(&b'\n') {
         out.push(b'\n');
     }
+}
+
+/// A time as RFC 3339 in UTC with milliseconds (`2026-12-02T14:03:07.123Z`);
+/// a time before 1970 shows as 1970-01-01T00:00:00.000Z.
+struct Rfc3339(SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (days, in_day) = (secs / 86_400, secs % 86_400);
+        let (y, mo, d) = civil_from_days(days);
+        let (h, mi, s) = (in_day / 3600, in_day / 60 % 60, in_day % 60);
+        let ms = since.subsec_millis();
+        write!(f, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`, for days >= 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shifted to 0000-03-01, so that the leap day ends each 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], from March
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
 }
 
 /// One sink as the logging threads see it.
@@ -506,13 +613,27 @@ mod tests {
         logger.log(&Record::builder().level(level).args(args).build());
     }
 
-    /// The message part of a line `HH:MM:SS [LEVEL] message`.
+    /// The message part of a line `TIME [LEVEL] message`.
     fn message(line: &str) -> &str {
         line.split_once("] ").map_or(line, |(_, m)| m)
     }
 
+    /// Whether `s` is `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    fn is_rfc3339_millis(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 24
+            && b.iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                10 => *c == b'T',
+                13 | 16 => *c == b':',
+                19 => *c == b'.',
+                23 => *c == b'Z',
+                _ => c.is_ascii_digit(),
+            })
+    }
+
     #[test]
-    fn lines_look_like_simplelog_and_the_level_filters() {
+    fn lines_start_with_an_rfc3339_utc_time_and_the_level_filters() {
         let sink = Shared::default();
         let mut logger = Logger::new(LevelFilter::Info);
         logger.add_sink("test", sink.clone()).expect("sink");
@@ -532,21 +653,111 @@ mod tests {
             ("WARN", "careful"),
             ("ERROR", "two"),
         ]) {
-            let b = line.as_bytes();
+            let (time, rest) = line.split_once(' ').expect("a space after the time");
             assert!(
-                b.len() > 9
-                    && b[..8].iter().enumerate().all(|(i, c)| if i % 3 == 2 {
-                        *c == b':'
-                    } else {
-                        c.is_ascii_digit()
-                    })
-                    && b[8] == b' ',
-                "{line:?} should start with HH:MM:SS"
+                is_rfc3339_millis(time),
+                "{line:?} should start with the time"
             );
-            assert_eq!(&line[9..], format!("[{level}] {msg}"));
+            assert_eq!(rest, format!("[{level}] {msg}"));
         }
         assert_eq!(lines[3], "lines");
         assert_eq!(logger.lines_dropped(), 0);
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        let at = |secs: u64, ms: u64| {
+            Rfc3339(UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms)).to_string()
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_709_251_199, 999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(at(1_796_220_187, 123), "2026-12-02T14:03:07.123Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z");
+        assert_eq!(
+            Rfc3339(UNIX_EPOCH - Duration::from_secs(1)).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        // Every day from 1970 to 2100 follows the one before it.
+        let mut prev = civil_from_days(0);
+        for day in 1..47_500 {
+            let next = civil_from_days(day);
+            let ok = if next.2 == 1 {
+                (next.1 == prev.1 + 1 && next.0 == prev.0)
+                    || (next.1 == 1 && prev.1 == 12 && next.0 == prev.0 + 1)
+            } else {
+                next.0 == prev.0 && next.1 == prev.1 && next.2 == prev.2 + 1
+            };
+            assert!(ok, "day {day}: {prev:?} then {next:?}");
+            prev = next;
+        }
+    }
+
+    fn log_from(logger: &Logger, target: &str, level: Level, msg: &str) {
+        logger.log(
+            &Record::builder()
+                .target(target)
+                .level(level)
+                .file(Some("/root/.cargo/registry/src/index/dep-1.0/src/lib.rs"))
+                .line(Some(7))
+                .args(format_args!("{msg}"))
+                .build(),
+        );
+    }
+
+    #[test]
+    fn other_crates_are_held_back_at_info_and_no_source_path_is_printed() {
+        let sink = Shared::default();
+        let mut logger = Logger::new(LevelFilter::Trace)
+            .with_dependency_level("switchboard", LevelFilter::Trace.min(LevelFilter::Info));
+        logger.add_sink("test", sink.clone()).expect("sink");
+        for (target, level, msg) in [
+            ("switchboard", Level::Trace, "own crate root"),
+            ("switchboard::broker", Level::Trace, "own module"),
+            ("rustls::server::hs", Level::Trace, "dependency trace"),
+            ("rustls::server::hs", Level::Debug, "dependency debug"),
+            ("mio::poll", Level::Info, "dependency info"),
+            ("switchboardx", Level::Debug, "another crate"),
+        ] {
+            log_from(&logger, target, level, msg);
+        }
+        assert!(logger.flush_within(Duration::from_secs(5)));
+        let lines = sink.lines();
+        let msgs: Vec<&str> = lines.iter().map(|l| message(l)).collect();
+        assert_eq!(msgs, ["own crate root", "own module", "dependency info"]);
+        assert!(lines.iter().all(|l| !l.contains(".cargo")), "{lines:?}");
+        assert_eq!(logger.max_level(), LevelFilter::Trace);
+
+        // Asked for: dependencies at trace too.
+        let sink = Shared::default();
+        let mut logger = Logger::new(LevelFilter::Debug)
+            .with_dependency_level("switchboard", LevelFilter::Trace);
+        logger.add_sink("test", sink.clone()).expect("sink");
+        log_from(
+            &logger,
+            "rustls::server::hs",
+            Level::Trace,
+            "dependency trace",
+        );
+        log_from(&logger, "switchboard::conn", Level::Trace, "own trace");
+        assert!(logger.flush_within(Duration::from_secs(5)));
+        let lines = sink.lines();
+        assert_eq!(
+            lines.iter().map(|l| message(l)).collect::<Vec<_>>(),
+            ["dependency trace"]
+        );
+        assert_eq!(logger.max_level(), LevelFilter::Trace);
+
+        // Without the filter, every crate passes at the logger's level.
+        let logger = Logger::new(LevelFilter::Debug);
+        assert!(
+            logger.enabled(
+                &Metadata::builder()
+                    .target("rustls")
+                    .level(Level::Debug)
+                    .build()
+            )
+        );
     }
 
     #[test]
@@ -584,8 +795,8 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking_then_says_so() {
-        // Every line is `HH:MM:SS [INFO] line NNN\n`: 25 bytes.
-        const LINE: usize = 25;
+        // Every line is `2026-12-02T14:03:07.123Z [INFO] line NNN\n`: 41 bytes.
+        const LINE: usize = 41;
         let sink = Shared::default();
         let (entered_tx, entered) = mpsc::channel();
         let (open, gate) = mpsc::channel();

@@ -219,7 +219,8 @@ impl Service for MetricsService {
                 .get(conn)
                 .is_some_and(|l| l.generation() == generation && !l.is_closing());
             if waiting {
-                debug!("metrics {conn}: no request within {REQUEST_TIMEOUT:?}");
+                let who = self.links.log_peer(conn);
+                debug!("metrics {who}: no request within {REQUEST_TIMEOUT:?}");
                 self.answer(conn, reply(408, "Request Timeout", ""), now);
             }
         }

@@ -312,7 +312,9 @@ fn sub_prints_what_pub_publishes_and_stops_after_count() {
     // ending and an empty line included: the empty line is skipped).
     run_pub_ok(&["--user", "writer", "--group", "1", &addr, "one"], None);
     run_pub_ok(
-        &["--user", "writer", "--group", "2", "--group", "1", &addr],
+        &[
+            "--user", "writer", "--group", "2", "--group", "1", "--addr", &addr,
+        ],
         Some(b"two\r\n\nthree\n"),
     );
 
@@ -321,8 +323,11 @@ fn sub_prints_what_pub_publishes_and_stops_after_count() {
     assert_eq!(out, "one\ntwo\nthree", "sub printed:\n{out}");
 }
 
+/// cli.md: `pub` takes `[ADDR] [MESSAGE]` by position, never by content:
+/// one argument is the MESSAGE (even one that looks like an address), two
+/// are ADDR then MESSAGE, and `-m MESSAGE` also works.
 #[test]
-fn pub_message_and_address_in_either_order_and_verbose_sub() {
+fn pub_takes_addr_and_message_by_position_and_verbose_sub() {
     let server = ServerProc::start(&["--group", "7=x"]);
     let addr = addr_arg(server.addr);
     let sub = Proc::spawn(
@@ -330,13 +335,46 @@ fn pub_message_and_address_in_either_order_and_verbose_sub() {
         &["sub", "-u", "reader", "-g", "7", "-v", "--addr", &addr],
     );
     wait_subscribed(&server, "reader", 7);
-    run_pub_ok(&["--user", "w", "--group", "7", "hello there", &addr], None);
+    run_pub_ok(&["--user", "w", "--group", "7", &addr, "hello there"], None);
     run_pub_ok(
         &["--user", "w", "--group", "7", "--addr", &addr, "-m", "bye"],
         None,
     );
+    // A lone argument is the message, whatever it looks like.
+    run_pub_ok(
+        &[
+            "--user",
+            "w",
+            "--group",
+            "7",
+            "--addr",
+            &addr,
+            "127.0.0.1:9",
+        ],
+        None,
+    );
     sub.expect_line("[7] w: hello there");
     sub.expect_line("[7] w: bye");
+    sub.expect_line("[7] w: 127.0.0.1:9");
+
+    // -m and a positional MESSAGE: refused, pointing at --addr.
+    let out = run_pub(&["--user", "w", "--group", "7", "-m", "x", &addr], None);
+    let line = assert_one_line_failure(&out, "-m and a positional", &["twice"]);
+    assert!(line.contains(&format!("--addr {addr}")), "{line}");
+    // The message first: the first of two is the server, and the error says so.
+    let out = run_pub(&["--user", "w", "--group", "7", "hello there", &addr], None);
+    let line = assert_one_line_failure(&out, "message then address", &["connect"]);
+    assert!(line.contains("[ADDR] [MESSAGE]"), "{line}");
+
+    // The rule is in --help.
+    let help = run_bin_ok(&["pub", "--help"], None, "");
+    assert!(
+        help.stdout.contains("never by what they look like")
+            && help.stdout.contains("two are ADDR then MESSAGE")
+            && help.stdout.contains("-m, --message"),
+        "{}",
+        help.stdout
+    );
 }
 
 #[test]
@@ -443,7 +481,11 @@ fn two_chats_talk_through_a_tls_server() {
     bob.send_line("/groups");
     bob.expect_line("* groups: 1 (general)");
     bob.send_line("/join 99");
-    bob.expect_prefix("! unknown-group: ");
+    let refused = bob.expect_prefix("! unknown-group: ");
+    assert!(
+        refused.contains("--group ID=NAME") && refused.contains("--open-groups"),
+        "{refused}"
+    );
 
     // Leaving: the watcher sees it, and plain lines need a group again.
     bob.send_line("/part 1");
@@ -563,5 +605,45 @@ fn unreachable_server_and_unknown_group_fail_with_one_line() {
     let server = ServerProc::start(&["--group", "1=x"]);
     let addr = addr_arg(server.addr);
     let out = run_pub(&["--user", "a", "--group", "5", &addr, "x"], None);
-    assert_one_line_failure(&out, "unknown group", &["unknown-group"]);
+    let line = assert_one_line_failure(&out, "unknown group", &["unknown-group"]);
+    assert!(
+        line.contains("--group ID=NAME") && line.contains("--open-groups"),
+        "the error should say how a server gets groups: {line}"
+    );
+    let out = run_bin(
+        &["sub", "--user", "a", "--group", "5", &addr],
+        None,
+        EXIT_TIMEOUT,
+    );
+    let line = assert_one_line_failure(&out, "unknown group (sub)", &["unknown-group"]);
+    assert!(line.contains("--open-groups"), "{line}");
+}
+
+/// `/join`, `/part` and `/who` take a group's name as well as its number.
+#[test]
+fn chat_joins_a_group_by_name() {
+    let server = ServerProc::start(&["--group", "1=news", "--group", "2=Sport"]);
+    let addr = addr_arg(server.addr);
+    let mut alice = Proc::spawn("alice", &["chat", "--user", "alice", &addr]);
+    alice.send_line("/join news");
+    alice.expect_line("* joined 1; now talking in 1");
+    alice.send_line("hello news");
+    alice.expect_line("[1] alice: hello news");
+    alice.send_line("/join SPORT, 1");
+    alice.expect_line("* joined 2,1; now talking in 1");
+    alice.send_line("/who sport");
+    alice.expect_line("* in 2: alice");
+    alice.send_line("/part sport");
+    alice.expect_line("* left 2");
+    alice.send_line("/join weather");
+    let refused = alice.expect_prefix("! unknown-group: ");
+    assert!(
+        refused.contains("\"weather\"") && refused.contains("/groups"),
+        "{refused}"
+    );
+    assert!(refused.contains("--group ID=NAME"), "{refused}");
+    alice.send_line("/join 0");
+    alice.expect_prefix("! bad-args: ");
+    alice.send_line("/quit");
+    alice.expect_clean_exit();
 }

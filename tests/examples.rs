@@ -79,7 +79,73 @@ fn echo_client_reports_a_refused_connection() {
         .expect("client runs");
     assert!(!client.status.success(), "{client:?}");
     let stderr = String::from_utf8_lossy(&client.stderr);
-    assert!(stderr.contains("connect failed"), "{stderr}");
+    // One plain line, not a Debug-printed error or a panic.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("echo_client: cannot connect to {free}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Error: "),
+        "{stderr}"
+    );
+    assert!(client.stdout.is_empty(), "{client:?}");
+
+    let bad = Command::new(example("echo_client"))
+        .args(["not-an-address", "hello"])
+        .output()
+        .expect("client runs");
+    assert!(!bad.status.success(), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("\"not-an-address\" is not an address"),
+        "{stderr}"
+    );
+}
+
+/// Issue 11: stopped by a signal (Ctrl-C), `tls_echo` removes its
+/// temporary keys too, not only when it stops by itself.
+#[test]
+fn tls_echo_removes_its_keys_when_interrupted() {
+    for signal in ["INT", "TERM"] {
+        let (mut child, mut out, _addr) = start("tls_echo", &["127.0.0.1:0"]);
+        let mut line = String::new();
+        out.read_line(&mut line).expect("certificates line");
+        let dir = PathBuf::from(
+            line.trim()
+                .strip_prefix("certificates in ")
+                .unwrap_or_else(|| panic!("certificates line, not {line:?}")),
+        );
+        assert!(dir.join("server.key").exists(), "{}", dir.display());
+        let killed = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tls_echo did not stop on SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "SIG{signal}: {status}");
+        assert!(
+            !dir.exists(),
+            "SIG{signal}: {} is still there",
+            dir.display()
+        );
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).expect("stdout");
+        assert!(rest.contains("stopped"), "{rest}");
+    }
 }
 
 #[test]

@@ -168,6 +168,47 @@ fn bad_frame_before_login_also_closes() {
     c.expect_closed();
 }
 
+/// Issue 11: a LEN shorter than the payload leaves the payload's tail where
+/// the next header should be. The error says the previous frame's LEN was
+/// probably wrong, not that the TYPE is bad; the code stays `bad-frame`.
+#[test]
+fn bad_header_right_after_a_payload_blames_the_previous_len() {
+    let srv = ServerProc::start(&["--group", "1=general"]);
+    for input in [
+        // LEN 3 for "hello": "lo" is read as the next header.
+        &b"PUBLISH 3 1\nhello\nPING 0\n"[..],
+        // A payload with a space and digits in its tail: "1 2" is no TYPE.
+        b"SEND 2 bob\nhi 1 2\n",
+        // LEN too long: the payload swallows the next header's `PING `.
+        b"PUBLISH 11 1\nhello\nPING 0\n",
+    ] {
+        let mut c = srv.login("alice");
+        c.label = format!("alice sending {}", show_bytes(input));
+        c.send(input);
+        // Replies to the frame with the payload (ACK, ERR no-such-user) first.
+        let err = loop {
+            let f = c.reply();
+            if f.is("ERR", &["bad-frame"]) {
+                break f;
+            }
+        };
+        let text = err.text();
+        assert!(
+            text.starts_with("bad frame right after a payload of ")
+                && text.contains("the previous frame's LEN was probably wrong"),
+            "{text:?}"
+        );
+        assert!(!text.contains("TYPE"), "{text:?}");
+        c.expect_closed();
+    }
+    // Without a payload before it, a bad header is still about the header.
+    let mut c = srv.login("alice");
+    c.send(b"PING 0\n1 0\n");
+    c.expect_pong();
+    let err = c.expect_err("bad-frame");
+    assert!(err.text().contains("TYPE must be"), "{err:?}");
+}
+
 #[test]
 fn too_large_then_close() {
     let srv = ServerProc::start(&["--max-payload", "65536", "--group", "1=general"]);

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use log::debug;
+use log::warn;
 
 use super::{Broker, Sessions};
 use crate::acl::{Acl, Action};
@@ -140,7 +140,7 @@ impl Broker {
         let Some(why) = why else {
             return false;
         };
-        debug!("{conn}: forbidden: {why}");
+        warn!("{}: forbidden: {why}", links.log_peer(conn));
         self.reply_err(links, conn, ErrorCode::Forbidden, &why);
         true
     }
@@ -162,7 +162,10 @@ impl Broker {
         if authz.authorize(&request) == Verdict::Allow {
             return false;
         }
-        debug!("{conn}: login as {user} refused");
+        warn!(
+            "{}: login refused for {user}: forbidden",
+            links.log_peer(conn)
+        );
         let text = format!("{user} may not log in");
         self.fail(
             links,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use log::debug;
+use log::warn;
 
 use super::checks::Refusal;
 use super::registry::{GroupRefusal, name_of, user_name};
@@ -43,6 +43,10 @@ impl Broker {
         // its input waits for the next turn, so one client's pipelined
         // fan-outs cannot hold the loop (issue 10).
         self.work = 0;
+        // The payload length of the frame decoded last in this call: a
+        // header that fails right after a payload most likely means that
+        // frame's LEN was wrong, and the error says so.
+        let mut previous_len = 0;
         loop {
             if !links.can_process(conn) {
                 return used;
@@ -73,6 +77,7 @@ impl Broker {
                     }
                     used += consumed;
                     self.counters.frames_in += 1;
+                    previous_len = frame.payload().len() as u64;
                     self.execute(links, conn, &frame, authz);
                 }
                 Ok(Decoded::Incomplete { skip, .. }) => {
@@ -82,7 +87,7 @@ impl Broker {
                     return used + skip;
                 }
                 Err(e) => {
-                    self.frame_error(links, conn, e);
+                    self.frame_error(links, conn, e.after_payload(previous_len));
                     return data.len();
                 }
             }
@@ -95,7 +100,7 @@ impl Broker {
         } else {
             CloseReason::BadFrame
         };
-        debug!("{conn}: {e}");
+        warn!("{}: {e}; closing", links.log_peer(conn));
         let text = e.to_string();
         self.fail(links, conn, e.code(), &text, reason);
     }
@@ -226,6 +231,10 @@ impl Broker {
             } else {
                 ErrorCode::Forbidden
             };
+            warn!(
+                "{}: {code}: USER {name} refused, {text}",
+                links.log_peer(conn)
+            );
             return self.reply_err(links, conn, code, &text);
         }
         match self.config.auth {
@@ -247,6 +256,10 @@ impl Broker {
                 self.push_reply(links, conn, frame::ack("authentication required"));
             }
             AuthMode::Cert => {
+                warn!(
+                    "{}: login failed for {name}: no client certificate to log in with",
+                    links.log_peer(conn)
+                );
                 self.fail(
                     links,
                     conn,
@@ -289,6 +302,7 @@ impl Broker {
             Ok(()) => {}
             Err(Refusal::QueueFull) => {
                 let text = "too many password checks waiting; try again";
+                warn!("{}: busy: {text} (login as {user})", links.log_peer(conn));
                 return self.reply_err(links, conn, ErrorCode::Busy, text);
             }
             Err(Refusal::BackOff(wait)) => {
@@ -296,6 +310,7 @@ impl Broker {
                     "too many failed logins from {ip}; try again in {} ms",
                     wait.as_millis().max(1)
                 );
+                warn!("{}: busy: {text} (login as {user})", links.log_peer(conn));
                 return self.reply_err(links, conn, ErrorCode::Busy, &text);
             }
         }
@@ -394,6 +409,7 @@ impl Broker {
             "at most {} subscriptions and watches per session",
             self.config.max_subscriptions
         );
+        warn!("{}: limit: {text}", links.log_peer(conn));
         self.reply_err(links, conn, ErrorCode::Limit, &text);
     }
 
@@ -405,6 +421,7 @@ impl Broker {
                     "at most {} groups may be created by use",
                     self.config.max_open_groups
                 );
+                warn!("{}: limit: {text}", links.log_peer(conn));
                 self.reply_err(links, conn, ErrorCode::Limit, &text);
             }
         }

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use log::{debug, info};
+use log::{debug, info, warn};
 
 pub use crate::conn::{CloseReason, ConnId};
 pub use authz::{Attempt, Authorize, Authorizer, Verdict};
@@ -268,7 +268,7 @@ impl Broker {
         let session = Session::new(links.tick(now));
         let admission = links.accept(io, peer, session, now);
         if let Admission::Open(id) = admission {
-            debug!("{id} {peer}: connected");
+            info!("{}: connected", links.log_peer(id));
             self.emit(Event::Connected { conn: id, peer });
             self.schedule(links, id);
         }
@@ -304,8 +304,8 @@ impl Broker {
             return;
         }
         debug!(
-            "{conn} {}: TLS established{}",
-            l.peer(),
+            "{}: TLS established{}",
+            links.log_peer(conn),
             subject
                 .as_ref()
                 .map(|c| format!(", client {c}"))
@@ -327,8 +327,14 @@ impl Broker {
                     self.push_reply(links, conn, reply);
                 }
             }
-            Some(cn) => info!("{conn}: certificate CN {cn:?} is not a valid user name"),
-            None => debug!("{conn}: no client certificate; cannot log in"),
+            Some(cn) => warn!(
+                "{}: login failed: certificate CN {cn:?} is not a valid user name",
+                links.log_peer(conn)
+            ),
+            None => debug!(
+                "{}: no client certificate; cannot log in",
+                links.log_peer(conn)
+            ),
         }
         links.mark_dirty(conn);
     }
@@ -439,10 +445,13 @@ impl Broker {
         }
         self.checks.cancel(conn.0);
         let admitted = links.is_admitted(conn);
-        let peer = links.peer(conn)?;
+        let who = links.log_peer(conn);
         let (io, session, reason) = links.remove(conn, reason)?;
         if admitted {
-            debug!("{conn} {peer}: closed ({reason})");
+            match &session.name {
+                Some(user) => info!("{who}: closed ({reason}); user {user}"),
+                None => info!("{who}: closed ({reason})"),
+            }
             self.emit(Event::Closed {
                 conn,
                 user: session.name.as_deref().map(String::from),
@@ -516,8 +525,9 @@ impl Broker {
                 self.resume_with(links, conn, now, authz);
             }
             (_, name) => {
-                info!(
-                    "{conn} {ip}: password login failed for {}",
+                warn!(
+                    "{}: login failed for {}: wrong user name or password",
+                    links.log_peer(conn),
                     name.as_deref().unwrap_or("?")
                 );
                 let tick = links.tick(now);

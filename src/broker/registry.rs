@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use super::session::State;
 use super::{Broker, DeliveryError, Event, Sessions};
@@ -140,7 +140,10 @@ impl Broker {
             .get(folded.as_str())
             .map_or(0, |k| k.as_slice().len());
         if sessions >= self.config.max_sessions_per_user {
-            info!("{conn}: {name} has {sessions} sessions already; login refused");
+            warn!(
+                "{}: login refused for {name}: limit: {sessions} sessions already",
+                links.log_peer(conn)
+            );
             return false;
         }
         // One allocation for the name in the common case: the session, the
@@ -171,7 +174,7 @@ impl Broker {
                 self.who_reply = None;
             }
         }
-        debug!("{conn}: logged in as {name}");
+        info!("{}: logged in as {name}", links.log_peer(conn));
         self.emit(Event::LoggedIn {
             conn,
             user: name.into(),
@@ -475,7 +478,7 @@ impl Broker {
         }
         debug!(
             "{}: fan-out to {} subscriptions spread over turns",
-            from.map_or_else(|| sender.to_owned(), |c| c.to_string()),
+            from.map_or_else(|| sender.to_owned(), |c| links.log_id(c).to_string()),
             self.fanout_size(groups)
         );
         self.spread = Some(Box::new(Spread {

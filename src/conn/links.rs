@@ -35,14 +35,15 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use log::{debug, info};
+use log::{debug, warn};
 use slab::Slab;
 
 use super::tick::{Clock, Tick};
-use super::{CloseReason, ConnId, PeerIdentity};
+use super::{CloseReason, ConnId, LogId, PeerIdentity};
 use crate::buf::OutQueue;
 
 /// Frames of dropped output queues freed per turn (see [`Links::reap`]).
@@ -51,6 +52,23 @@ pub const REAP_BUDGET: usize = 16_384;
 /// Connections accepted over `max_connections` only to be told so; beyond
 /// this many at once the IO layer writes the farewell and drops the socket.
 pub const REJECT_SLACK: usize = 64;
+
+/// The last connection number given ([`Link::generation`]): one counter
+/// for every table of the process (the broker's, each framed service's), so
+/// that a number names one connection in a run's log.
+static LAST_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// The next connection number (never 0; wraps after 2^32 accepts).
+fn next_generation() -> u32 {
+    loop {
+        let n = LAST_GENERATION
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        if n != 0 {
+            return n;
+        }
+    }
+}
 
 /// Bounds every connection of a table shares. The defaults are the
 /// contract's (cli.md).
@@ -134,7 +152,8 @@ impl Tail {
 #[derive(Debug)]
 pub struct Link<T, P> {
     closing: Option<Closing>,
-    /// Tells this connection apart from earlier ones in the same slot.
+    /// Tells this connection apart from every other of the run (not only
+    /// earlier ones in the same slot): its number in log lines ([`LogId`]).
     generation: u32,
     dirty: bool,
     /// `PAUSED`, `TRUSTED`, `ADMITTED`, `YIELDED` (one byte, so the slot
@@ -188,7 +207,9 @@ impl<T, P> Link<T, P> {
         self.out.held()
     }
 
-    /// Tells this connection apart from earlier ones in the same slot.
+    /// Tells this connection apart from earlier ones in the same slot, and
+    /// from every other connection of the run: the number log lines show
+    /// ([`Links::log_id`]).
     pub fn generation(&self) -> u32 {
         self.generation
     }
@@ -247,7 +268,6 @@ pub struct Links<T, P> {
     admitted: usize,
     /// What this table and the IO layer count (protocol.md section 10).
     stats: super::IoStats,
-    next_gen: u32,
     shutting_down: bool,
 }
 
@@ -266,7 +286,6 @@ impl<T, P> Links<T, P> {
             farewell_full: None,
             admitted: 0,
             stats: super::IoStats::default(),
-            next_gen: 0,
             shutting_down: false,
         }
     }
@@ -316,7 +335,7 @@ impl<T, P> Links<T, P> {
             self.stats.refused_full += 1;
             return Admission::Dropped(io, self.farewell_full.clone());
         }
-        self.next_gen = self.next_gen.wrapping_add(1);
+        let generation = next_generation();
         let key = self.slots.insert(Link {
             io,
             proto,
@@ -325,14 +344,17 @@ impl<T, P> Links<T, P> {
             inbuf: Tail::default(),
             out: OutQueue::default(),
             closing: None,
-            generation: self.next_gen,
+            generation,
             dirty: false,
             flags: if full { 0 } else { ADMITTED },
         });
         let id = ConnId(key);
         if full {
             self.stats.refused_full += 1;
-            info!("{peer}: refused, at the connection limit");
+            warn!(
+                "c{generation} {peer}: refused: at the connection limit ({} connections)",
+                self.limits.max_connections
+            );
             if let Some(frame) = self.farewell_full.clone() {
                 self.push_final(id, frame);
             }
@@ -341,6 +363,24 @@ impl<T, P> Links<T, P> {
         }
         self.admitted += 1;
         Admission::Open(id)
+    }
+
+    /// How log lines name a connection: `c1234`, a number never reused in
+    /// the run (see [`LogId`]); `#12` (the slot) if it is not in the table.
+    pub fn log_id(&self, id: ConnId) -> LogId {
+        LogId {
+            number: self.slots.get(id.0).map(|l| l.generation),
+            slot: id.0,
+            peer: None,
+        }
+    }
+
+    /// [`Links::log_id`] with the peer's address: `c1234 192.0.2.7:51234`.
+    pub fn log_peer(&self, id: ConnId) -> LogId {
+        LogId {
+            peer: self.slots.get(id.0).map(|l| l.peer),
+            ..self.log_id(id)
+        }
     }
 
     /// A connection.
@@ -587,7 +627,13 @@ impl<T, P> Links<T, P> {
         if l.closing.is_some() {
             return;
         }
-        info!("{id} {}: slow consumer, closing", l.peer);
+        warn!(
+            "c{} {}: slow consumer: {} bytes of output unread (limit {}); closing",
+            l.generation,
+            l.peer,
+            l.out.held(),
+            self.limits.max_pending
+        );
         if let Some(ring) = l.out.take_unstarted() {
             self.bury(ring);
         }
@@ -612,7 +658,7 @@ impl<T, P> Links<T, P> {
         if l.closing.is_some() {
             return false;
         }
-        debug!("{id} {}: closing ({reason})", l.peer);
+        debug!("c{} {}: closing ({reason})", l.generation, l.peer);
         l.closing = Some(Closing {
             reason,
             deadline,
@@ -633,7 +679,8 @@ impl<T, P> Links<T, P> {
         };
         if !l.inbuf.is_empty() {
             debug!(
-                "{id}: peer closed inside a frame ({} bytes dropped)",
+                "c{}: peer closed inside a frame ({} bytes dropped)",
+                l.generation,
                 l.inbuf.len()
             );
         }
@@ -936,6 +983,10 @@ pub trait Table<T> {
     fn mark_dirty(&mut self, id: ConnId);
     /// See [`Links::peer`].
     fn peer(&self, id: ConnId) -> Option<SocketAddr>;
+    /// See [`Links::log_id`].
+    fn log_id(&self, id: ConnId) -> LogId;
+    /// See [`Links::log_peer`].
+    fn log_peer(&self, id: ConnId) -> LogId;
     /// See [`Links::len`].
     fn len(&self) -> usize;
     /// See [`Links::is_empty`].
@@ -992,6 +1043,12 @@ impl<T, P> Table<T> for Links<T, P> {
     }
     fn peer(&self, id: ConnId) -> Option<SocketAddr> {
         Self::peer(self, id)
+    }
+    fn log_id(&self, id: ConnId) -> LogId {
+        Self::log_id(self, id)
+    }
+    fn log_peer(&self, id: ConnId) -> LogId {
+        Self::log_peer(self, id)
     }
     fn len(&self) -> usize {
         Self::len(self)
@@ -1071,6 +1128,40 @@ mod tests {
         }
         links.remove(id, CloseReason::Io);
         assert!(!links.has_garbage(), "a short queue is dropped at once");
+    }
+
+    /// Log lines name a connection by a number never reused in the run,
+    /// not by its slot, which the next connection takes.
+    #[test]
+    fn log_ids_are_not_reused_when_a_slot_is() {
+        let (mut links, first, now) = table();
+        let before = links.log_id(first);
+        assert_eq!(
+            before.to_string(),
+            format!("c{}", before.number().expect("n"))
+        );
+        assert_eq!(
+            links.log_peer(first).to_string(),
+            format!("{before} 127.0.0.1:1")
+        );
+        links.remove(first, CloseReason::Quit);
+        assert_eq!(
+            links.log_id(first).to_string(),
+            format!("#{}", first.index())
+        );
+        let peer = SocketAddr::from(([127, 0, 0, 1], 2));
+        let Admission::Open(second) = links.accept((), peer, (), now) else {
+            panic!("not admitted");
+        };
+        assert_eq!(second, first, "the slot is reused");
+        let after = links.log_id(second);
+        assert_ne!(after, before);
+        assert!(after.number() > before.number(), "{before} then {after}");
+        // Another table (a framed service beside the broker) draws from
+        // the same counter.
+        let (other, id, _) = table();
+        assert_eq!(id, first);
+        assert!(other.log_id(id).number() > after.number());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::fmt;
 
 /// Identifies one connection while it is open. Ids are reused after a
-/// connection closes.
+/// connection closes; log lines name a connection by its [`LogId`] instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub(crate) usize);
 
@@ -22,6 +22,39 @@ impl ConnId {
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)
+    }
+}
+
+/// How log lines name a connection: `c1234`, the number the connection
+/// table gave it when it was accepted (one counter for the whole process,
+/// so never reused within a run, unlike a [`ConnId`]), and with
+/// [`Links::log_peer`] its peer address too (`c1234 192.0.2.7:51234`).
+///
+/// A connection no longer in the table shows as its slot, `#12`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogId {
+    number: Option<u32>,
+    slot: usize,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl LogId {
+    /// The run-wide number, if the connection was in the table.
+    pub fn number(&self) -> Option<u32> {
+        self.number
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.number {
+            Some(n) => write!(f, "c{n}")?,
+            None => write!(f, "#{}", self.slot)?,
+        }
+        match self.peer {
+            Some(peer) => write!(f, " {peer}"),
+            None => Ok(()),
+        }
     }
 }
 

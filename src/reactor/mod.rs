@@ -528,11 +528,15 @@ impl<S: Service> Reactor<S> {
         let id = match service.accept(conn, peer, now) {
             Admission::Open(id) | Admission::Refused(id) => id,
             Admission::Dropped(mut c, farewell) => {
+                // Only a connection over the limit gets a farewell (not one
+                // arriving during a shutdown).
+                if farewell.is_some() {
+                    warn!("{peer}: refused: over the connection limit, not kept");
+                }
                 // No state kept: the farewell is written once, without
                 // waiting (plain connections only: a TLS client could not
                 // read it before a handshake), then the socket is closed.
                 if let (Some(farewell), true) = (farewell, c.transport.is_plain()) {
-                    debug!("{peer}: refused (over the connection limit)");
                     let _ = std::io::Write::write(&mut c.stream, &farewell);
                     let _ = c.stream.shutdown(Shutdown::Write);
                 }
@@ -547,7 +551,7 @@ impl<S: Service> Reactor<S> {
             (_, None) => Ok(()),
         };
         if let Err(e) = registered {
-            warn!("{peer}: cannot register: {e}");
+            warn!("{}: cannot register: {e}", service.links_ref().log_peer(id));
             count_open(service.links(), id, -1);
             service.remove(id, CloseReason::Io);
         }
@@ -631,19 +635,21 @@ impl<S: Service> Reactor<S> {
             },
         };
         if let Some(e) = failure {
-            let peer = service
-                .links_ref()
-                .peer(conn)
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            info!("{conn}: connect to {peer} failed: {e}");
+            warn!(
+                "{}: connect failed: {e}",
+                service.links_ref().log_peer(conn)
+            );
             self.drop_conn(key, CloseReason::ConnectFailed);
             return false;
         }
         c.connecting = false;
-        debug!("{conn}: connected");
         c.transport.start();
-        if c.transport.is_plain() {
+        let plain = c.transport.is_plain();
+        info!(
+            "{}: connected (outgoing)",
+            service.links_ref().log_peer(conn)
+        );
+        if plain {
             service.handle_secured(conn, None, now);
         } else {
             // Established once the handshake completes (`tls_progress`).
@@ -670,9 +676,10 @@ impl<S: Service> Reactor<S> {
                 return;
             };
             if !service.links_ref().wants_read(conn) {
+                let who = service.links_ref().log_id(conn);
                 if let Some(c) = service.links().io_mut(conn) {
                     if !c.read_stalled {
-                        log::trace!("{conn}: reading paused");
+                        log::trace!("{who}: reading paused");
                     }
                     c.read_stalled = true;
                 }
@@ -749,19 +756,16 @@ impl<S: Service> Reactor<S> {
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
-        let peer = service.links_ref().peer(conn);
+        let who = service.links_ref().log_peer(conn);
         let tls_error = matches!(e, ReadError::Tls(_));
         if let Some(c) = service.links().io_mut(conn) {
             c.transport.write_alert(&mut c.stream, &mut self.scratch);
         }
         if tls_error {
-            info!(
-                "{conn} {}: TLS error, closing: {e}",
-                peer.map(|p| p.to_string()).unwrap_or_default()
-            );
+            warn!("{who}: TLS error, closing: {e}");
             self.drop_conn(key, CloseReason::Tls);
         } else {
-            debug!("{conn}: read failed: {e}");
+            debug!("{who}: read failed: {e}");
             self.drop_conn(key, CloseReason::Io);
         }
     }
@@ -789,7 +793,7 @@ impl<S: Service> Reactor<S> {
         let pending = match written {
             Ok(pending) => pending,
             Err(e) => {
-                debug!("{conn}: write failed: {e}");
+                debug!("{}: write failed: {e}", service.links_ref().log_peer(conn));
                 self.drop_conn(key, CloseReason::Io);
                 return;
             }
@@ -808,7 +812,10 @@ impl<S: Service> Reactor<S> {
                 None => Err(std::io::Error::other("connection key out of token range")),
             };
             if let Err(e) = rereg {
-                warn!("{conn}: cannot reregister: {e}");
+                warn!(
+                    "{}: cannot reregister: {e}",
+                    service.links_ref().log_peer(conn)
+                );
                 self.drop_conn(key, CloseReason::Io);
                 return;
             }
@@ -845,7 +852,9 @@ impl<S: Service> Reactor<S> {
                 s.links().take_expired(&mut expired);
             }
             for &conn in &expired {
-                debug!("{conn}: closing deadline passed");
+                if let Some(s) = self.services.get(svc) {
+                    debug!("{}: closing deadline passed", s.links_ref().log_peer(conn));
+                }
                 self.flush((svc, conn), now);
                 self.drop_conn((svc, conn), CloseReason::Io);
             }

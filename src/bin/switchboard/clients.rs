@@ -6,7 +6,6 @@
 //! non-zero status when it cannot connect, verify the server, or log in.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -261,27 +260,6 @@ fn fail(cmd: &str, msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Whether `s` is clearly a server address rather than a message: an
-/// `IP:port`, `[IPv6]:port`, `localhost:port` or `dotted.host.name:port`.
-fn looks_like_addr(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() {
-        return true;
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return false;
-    };
-    let port_ok = !port.is_empty()
-        && port.len() <= 5
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p > 0);
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && (host.eq_ignore_ascii_case("localhost") || host.contains('.'));
-    port_ok && host_ok
-}
-
 /// Joins group numbers as `1,2`.
 fn group_list(groups: &[u32]) -> String {
     groups
@@ -291,9 +269,18 @@ fn group_list(groups: &[u32]) -> String {
         .join(",")
 }
 
-/// One line for a failed request: `code: text` for a refusal.
+/// What a client adds to `unknown-group`: where groups come from.
+const UNKNOWN_GROUP_HINT: &str = "a server has the groups given to \
+`serve --group ID=NAME`, or any number with `serve --open-groups`";
+
+/// One line for a failed request: `code: text` for a refusal (with a hint
+/// for `unknown-group`).
 fn describe_error(e: &ClientError) -> String {
     match e {
+        ClientError::Refused {
+            code: ErrorCode::UnknownGroup,
+            text,
+        } => format!("unknown-group: {text} ({UNKNOWN_GROUP_HINT})"),
         ClientError::Refused { code, text } => format!("{}: {text}", code.as_str()),
         other => other.to_string(),
     }
@@ -332,10 +319,13 @@ fn on_interrupt(client: &Arc<Client>, stop: &Arc<AtomicBool>, grace: Duration) {
 #[derive(clap::Args, Debug)]
 #[command(
     override_usage = "switchboard pub --user NAME --group G [OPTIONS] [ADDR] [MESSAGE]",
-    after_help = "Without MESSAGE (and without -m), each line of standard input is \
-published as one message, without its line ending; empty lines are skipped. \
-A lone positional argument is the MESSAGE unless it looks like a server \
-address (IP:port, localhost:port or host.name:port); use --addr or -m to be explicit.\n\
+    after_help = "Arguments are taken by their position, never by what they look like: \
+one argument is the MESSAGE; two are ADDR then MESSAGE. `--addr ADDR` and \
+`-m MESSAGE` name them instead (`-m` takes no positional MESSAGE beside it; \
+with `-m`, give the server as --addr).\n\
+Without a MESSAGE, each line of standard input is \
+published as one message, without its line ending; empty lines are skipped \
+(give the server as --addr then).\n\
 Exits 0 once every message was acknowledged by the server; on a refusal \
 (e.g. unknown-group) it stops and exits 1 with `code: text` on standard error."
 )]
@@ -356,25 +346,31 @@ pub(crate) struct PubArgs {
     /// Send one-to-one to USER instead of (or as well as) publishing to groups.
     #[arg(long, value_name = "USER")]
     to: Option<String>,
-    /// The message (same as the positional MESSAGE).
+    /// The message (instead of a positional MESSAGE).
     #[arg(long, short = 'm', value_name = "MESSAGE")]
     message: Option<String>,
-    /// [ADDR] [MESSAGE]
+    /// [ADDR] [MESSAGE]: one argument is the MESSAGE, two are ADDR then MESSAGE.
     #[arg(value_name = "ARGS", num_args = 0..=2, hide = true)]
     positional: Vec<String>,
 }
 
-/// Splits pub's positionals into (address, message).
+/// Splits pub's positionals into (address, message) by position alone
+/// (cli.md): one is the MESSAGE, two are ADDR then MESSAGE; with `-m`, none.
 fn pub_positionals(
     args: &[String],
     flag_message: bool,
 ) -> Result<(Option<String>, Option<String>), String> {
-    match args {
-        [] => Ok((None, None)),
-        [one] if flag_message || looks_like_addr(one) => Ok((Some(one.clone()), None)),
-        [one] => Ok((None, Some(one.clone()))),
-        [a, b] if !flag_message && looks_like_addr(a) => Ok((Some(a.clone()), Some(b.clone()))),
-        [a, b] if !flag_message && looks_like_addr(b) => Ok((Some(b.clone()), Some(a.clone()))),
+    match (args, flag_message) {
+        ([], _) => Ok((None, None)),
+        ([message], false) => Ok((None, Some(message.clone()))),
+        ([addr, message], false) => Ok((Some(addr.clone()), Some(message.clone()))),
+        ([one], true) => Err(format!(
+            "the message is given twice (-m and {one:?}): a lone argument is the MESSAGE; \
+             give the server as --addr {one}"
+        )),
+        (_, true) => Err(format!(
+            "-m and {args:?}: with -m give no positional MESSAGE (the server goes in --addr)"
+        )),
         _ => Err(format!(
             "unexpected arguments {args:?}: expected [ADDR] [MESSAGE] (quote a message \
              that has spaces)"
@@ -391,6 +387,15 @@ pub(crate) fn run_pub(args: PubArgs) -> ExitCode {
     let message = args.message.clone().or(positional_message);
     let client = match args.conn.connect(addr.as_deref()) {
         Ok(c) => c,
+        Err(e)
+            if addr
+                .as_deref()
+                .is_some_and(|a| !a.contains(':') || a.contains(char::is_whitespace)) =>
+        {
+            // Two arguments: the first, taken as the server, cannot be one.
+            let hint = "with two arguments the first is the server address: [ADDR] [MESSAGE]";
+            return fail("pub", &format!("{e} ({hint})"));
+        }
         Err(e) => return fail("pub", &e),
     };
     let deliver = |payload: &[u8]| -> Result<(), ClientError> {
@@ -567,7 +572,8 @@ pub(crate) fn run_sub(args: SubArgs) -> ExitCode {
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Reads lines from standard input (a terminal or a pipe):\n  \
-/join G       subscribe to group G, watch who joins and leaves it, and make it current\n  \
+/join G       subscribe to group G (a number, or a name /groups lists), watch who \
+joins and leaves it, and make it current\n  \
 /part G       leave group G\n  \
 /msg USER TEXT  send TEXT to USER only\n  \
 /who [G]      users online, or in group G\n  \
@@ -634,6 +640,33 @@ fn parse_group(arg: &str) -> Result<u32, String> {
             "bad-args: {arg:?} is not a group number (1 to 4294967295)"
         )),
     }
+}
+
+/// The group a chat command's argument names: a number, or a name from the
+/// server's `GROUPS` (`known`, asked for once, when the first name comes),
+/// compared without regard to case.
+fn lookup_group(
+    client: &Client,
+    arg: &str,
+    known: &mut Option<Vec<(u32, String)>>,
+) -> Result<Result<u32, String>, ClientError> {
+    if arg.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(parse_group(arg));
+    }
+    let list = match known {
+        Some(list) => list,
+        None => known.insert(client.groups()?),
+    };
+    Ok(list
+        .iter()
+        .find(|(_, name)| !name.is_empty() && name.eq_ignore_ascii_case(arg))
+        .map(|(id, _)| *id)
+        .ok_or_else(|| {
+            format!(
+                "unknown-group: no group named {arg:?} on this server (/groups lists them; \
+                 {UNKNOWN_GROUP_HINT})"
+            )
+        }))
 }
 
 /// What one input line asks for.
@@ -703,10 +736,13 @@ impl Chat {
         }
     }
 
+    /// The groups of a `/join` or `/part`: numbers or names, separated by
+    /// spaces or commas. On a bad one, says why and returns none.
     fn groups_arg(&self, rest: &str) -> Result<Vec<u32>, ClientError> {
         let mut groups = Vec::new();
+        let mut known = None;
         for a in rest.split([' ', ',']).filter(|a| !a.is_empty()) {
-            match parse_group(a) {
+            match lookup_group(&self.client, a, &mut known)? {
                 Ok(g) => groups.push(g),
                 Err(e) => {
                     say(&format!("! {e}"));
@@ -731,7 +767,7 @@ impl Chat {
         let groups = self.groups_arg(rest)?;
         let Some(&last) = groups.last() else {
             if rest.trim().is_empty() {
-                say("! usage: /join G");
+                say("! usage: /join G (a group number or name; /groups lists them)");
             }
             return Ok(());
         };
@@ -783,7 +819,7 @@ impl Chat {
     fn who(&mut self, rest: &str) -> Result<(), ClientError> {
         let group = match rest.trim() {
             "" => None,
-            g => match parse_group(g) {
+            g => match lookup_group(&self.client, g, &mut None)? {
                 Ok(g) => Some(g),
                 Err(e) => {
                     say(&format!("! {e}"));
@@ -928,48 +964,48 @@ mod tests {
         cmd.debug_assert();
     }
 
+    /// cli.md: by position, never by content. One is the MESSAGE (even if
+    /// it looks like an address), two are ADDR then MESSAGE; `-m` takes none.
     #[test]
-    fn addresses_are_told_from_messages() {
-        for a in [
-            "127.0.0.1:7420",
-            "[::1]:7420",
-            "localhost:7421",
-            "chat.example.org:7420",
-        ] {
-            assert!(looks_like_addr(a), "{a}");
+    fn pub_positionals_go_by_position_only() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let split = |v: &[&str], m| pub_positionals(&s(v), m);
+        assert_eq!(split(&[], false), Ok((None, None)));
+        assert_eq!(split(&[], true), Ok((None, None)));
+        for one in ["hi", "127.0.0.1:1", "localhost:7420", "12:30"] {
+            assert_eq!(split(&[one], false), Ok((None, Some(one.into()))), "{one}");
         }
-        for m in [
-            "hello",
-            "hello world",
-            "note:1",
-            "a:b",
-            "x.y:",
-            "12:30",
-            "ratio 1:2",
-        ] {
-            assert!(!looks_like_addr(m), "{m}");
+        for (a, b) in [("127.0.0.1:1", "hi"), ("hi", "127.0.0.1:1"), ("a", "b")] {
+            assert_eq!(
+                split(&[a, b], false),
+                Ok((Some(a.into()), Some(b.into()))),
+                "{a} {b}"
+            );
         }
+        let twice = split(&["127.0.0.1:1"], true).expect_err("-m and a MESSAGE");
+        assert!(twice.contains("--addr 127.0.0.1:1"), "{twice}");
+        assert!(split(&["a", "b"], true).is_err());
     }
 
     #[test]
-    fn pub_positionals_split() {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            pub_positionals(&s(&["hi"]), false),
-            Ok((None, Some("hi".into())))
+    fn unknown_group_says_where_groups_come_from() {
+        let e = ClientError::Refused {
+            code: ErrorCode::UnknownGroup,
+            text: "group 5 does not exist".into(),
+        };
+        let line = describe_error(&e);
+        assert!(
+            line.starts_with("unknown-group: group 5 does not exist ("),
+            "{line}"
         );
-        assert_eq!(
-            pub_positionals(&s(&["127.0.0.1:1", "hi"]), false),
-            Ok((Some("127.0.0.1:1".into()), Some("hi".into())))
+        assert!(
+            line.contains("--group ID=NAME") && line.contains("--open-groups"),
+            "{line}"
         );
-        assert_eq!(
-            pub_positionals(&s(&["hi", "127.0.0.1:1"]), false),
-            Ok((Some("127.0.0.1:1".into()), Some("hi".into())))
-        );
-        assert_eq!(
-            pub_positionals(&s(&["127.0.0.1:1"]), false),
-            Ok((Some("127.0.0.1:1".into()), None))
-        );
-        assert!(pub_positionals(&s(&["a", "b"]), false).is_err());
+        let e = ClientError::Refused {
+            code: ErrorCode::Forbidden,
+            text: "no".into(),
+        };
+        assert_eq!(describe_error(&e), "forbidden: no");
     }
 }

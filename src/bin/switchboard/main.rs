@@ -4,7 +4,8 @@ mod bench;
 mod clients;
 mod serve;
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -25,12 +26,16 @@ enum Command {
     /// Run the server.
     Serve(Box<serve::ServeArgs>),
     /// Add, replace or delete a user in a password file.
+    ///
+    /// On a terminal the password is asked for twice, without echo;
+    /// otherwise one line is read from standard input.
     Passwd {
         /// The password file (created if missing, mode 0600).
         file: PathBuf,
         /// The user name.
         user: String,
-        /// The password (otherwise one line is read from standard input).
+        /// The password. It shows in the process list and the shell's
+        /// history: prefer the prompt, or a line on standard input.
         #[arg(long)]
         password: Option<String>,
         /// Remove the user instead.
@@ -71,11 +76,26 @@ fn main() -> ExitCode {
             delete,
         } => {
             let stdin = std::io::stdin();
+            let prompted = if password.is_none()
+                && !delete
+                && stdin.is_terminal()
+                && switchboard::proto::command::is_valid_user(user.as_bytes())
+            {
+                match prompt_new_password(&file, &user) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        eprintln!("switchboard passwd: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                None
+            };
             let mut lock = stdin.lock();
             match switchboard::passwd::run_command(
                 &file,
                 &user,
-                password.as_deref(),
+                password.as_deref().or(prompted.as_deref()),
                 delete,
                 &mut lock,
             ) {
@@ -108,4 +128,28 @@ fn main() -> ExitCode {
         Command::Sub(args) => clients::run_sub(args),
         Command::Bench(args) => bench::run(args),
     }
+}
+
+/// Asks for a new password twice on the terminal, without echo; refuses
+/// when the two differ (nothing is written then).
+fn prompt_new_password(file: &Path, user: &str) -> Result<String, String> {
+    let ask = |prompt: String| {
+        rpassword::prompt_password(prompt)
+            .map_err(|e| format!("cannot read a password from the terminal: {e}"))
+    };
+    let first = ask(format!("New password for {user}: "))?;
+    if first.is_empty() {
+        return Err(format!(
+            "the password is empty; {} not changed",
+            file.display()
+        ));
+    }
+    let second = ask(format!("Retype the password for {user}: "))?;
+    if first != second {
+        return Err(format!(
+            "the passwords do not match; {} not changed",
+            file.display()
+        ));
+    }
+    Ok(first)
 }

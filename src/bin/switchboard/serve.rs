@@ -224,7 +224,7 @@ fn init_logging(level: &str, file: Option<&Path>) -> Result<(), String> {
             ));
         }
     };
-    let mut logger = Logger::new(filter);
+    let mut logger = Logger::new(filter).filter_dependencies("switchboard");
     logger
         .add_stderr()
         .map_err(|e| format!("cannot start logging to stderr: {e}"))?;
