@@ -17,7 +17,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,10 @@ const TARGET: Duration = Duration::from_millis(50);
 const SUBSCRIBE_CHUNK: u32 = 64;
 /// Groups a `PUBLISH` frame names at most.
 const MAX_PUBLISH_GROUPS: u32 = switchboard::proto::command::MAX_PUBLISH_GROUPS as u32;
-/// A flooding connection's queued output is topped up to this many bytes.
-const FLOOD_BYTES: usize = 256 * 1024;
+/// A flooding connection writes its frames this many bytes at a time.
+const FLOOD_BYTES: usize = 64 * 1024;
+/// How often the threads of the bench look at their stop flag.
+const TICK: Duration = Duration::from_millis(100);
 /// slow-consumers: PUBLISH frames the publisher has unacknowledged at most
 /// (a flood all the same: the server always has a full read step of them;
 /// but its ACKs stay far below any --max-pending, so it is never a slow
@@ -674,6 +676,211 @@ fn raw_frames(conn: &mut Conn, mut f: impl FnMut(&[u8], &[&[u8]])) -> Result<(),
     Ok(())
 }
 
+/// A flooding client on two threads of its own, so that the bench's other
+/// work (reading a thousand subscribers) never lets its socket run dry: one
+/// writes the same frame again and again, without pacing or with at most
+/// `window` unacknowledged; the other reads and counts the ACKs (a client
+/// that does not read its replies is read no further by the server). It
+/// never answers the server's keep-alive `PING`: the server pings only a
+/// silent connection, and this one never is.
+struct Flooder {
+    stop: Arc<AtomicBool>,
+    writer: Option<JoinHandle<Result<u64, String>>>,
+    reader: Option<JoinHandle<Result<FloodAcks, String>>>,
+}
+
+/// What the flooder's reader saw.
+struct FloodAcks {
+    acks: u64,
+    /// The server closed the connection before the end.
+    closed: bool,
+}
+
+impl Flooder {
+    /// Logs in as `user` on a new connection and starts sending `frame`.
+    fn start(
+        addr: SocketAddr,
+        user: &str,
+        frame: Vec<u8>,
+        window: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut line = Line::connect(addr, None, timeout)?;
+        let login = Login {
+            user: user.to_string(),
+            password: None,
+        };
+        line.login(&login, Instant::now() + timeout)
+            .map_err(|e| format!("the attacker's login: {e}"))?;
+        let mut wsock = line
+            .sock
+            .try_clone()
+            .map_err(|e| format!("cannot clone a socket: {e}"))?;
+        let mut rsock = line.sock;
+        for (sock, what) in [(&wsock, "write"), (&rsock, "read")] {
+            let set = if what == "write" {
+                sock.set_write_timeout(Some(TICK))
+            } else {
+                sock.set_read_timeout(Some(TICK))
+            };
+            set.map_err(|e| format!("set_{what}_timeout: {e}"))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicU64::new(0));
+        let (stop_w, acks_w) = (Arc::clone(&stop), Arc::clone(&acks));
+        let writer = thread::Builder::new()
+            .name("flood-write".into())
+            .spawn(move || {
+                let per = frame.len() as u64;
+                let batch = frame.repeat((FLOOD_BYTES / frame.len()).max(1));
+                let (mut written, mut off) = (0u64, 0usize);
+                while !stop_w.load(Ordering::Relaxed) {
+                    let mut end = batch.len();
+                    if let Some(w) = window {
+                        let in_flight =
+                            (written / per).saturating_sub(acks_w.load(Ordering::Relaxed));
+                        if in_flight >= w {
+                            thread::sleep(Duration::from_micros(200));
+                            continue;
+                        }
+                        let room = (w - in_flight) * per - written % per;
+                        end = end.min(off + room as usize);
+                    }
+                    match wsock.write(&batch[off..end]) {
+                        Ok(n) => {
+                            written += n as u64;
+                            off = (off + n) % batch.len();
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                                    | ErrorKind::Interrupted
+                            ) => {}
+                        // The reader reports the close.
+                        Err(_) => break,
+                    }
+                }
+                Ok(written / per)
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        let stop_r = Arc::clone(&stop);
+        let reader = thread::Builder::new()
+            .name("flood-read".into())
+            .spawn(move || {
+                let mut inbuf = Vec::new();
+                let mut scratch = vec![0u8; 64 * 1024];
+                let mut closed = false;
+                while !stop_r.load(Ordering::Relaxed) {
+                    match rsock.read(&mut scratch) {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(n) => inbuf.extend_from_slice(&scratch[..n]),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::WouldBlock
+                                    | ErrorKind::TimedOut
+                                    | ErrorKind::Interrupted
+                            ) =>
+                        {
+                            continue;
+                        }
+                        Err(_) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                    let mut pos = 0;
+                    while let Some((ev, n)) = Switchboard.decode(&inbuf[pos..])? {
+                        pos += n;
+                        match ev {
+                            Event::Ok => {
+                                acks.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Event::Refused(why) => {
+                                return Err(hint(format!("the attacker's PUBLISH refused: {why}")));
+                            }
+                            _ => {}
+                        }
+                    }
+                    inbuf.drain(..pos);
+                }
+                Ok(FloodAcks {
+                    acks: acks.load(Ordering::Relaxed),
+                    closed,
+                })
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        Ok(Self {
+            stop,
+            writer: Some(writer),
+            reader: Some(reader),
+        })
+    }
+
+    /// Stops; frames sent (whole), ACKs, whether the server closed it.
+    fn finish(mut self) -> Result<(u64, FloodAcks), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = join(self.writer.take())?;
+        let acks = join(self.reader.take())?;
+        Ok((sent, acks))
+    }
+}
+
+/// Joins a flooding thread and returns its result.
+fn join<T>(h: Option<JoinHandle<Result<T, String>>>) -> Result<T, String> {
+    h.ok_or("no flooding thread")?
+        .join()
+        .map_err(|_| "a flooding thread panicked".to_string())?
+}
+
+impl Drop for Flooder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts the frames of type `verb` in a connection's input and drops
+/// them, reading only each header's `TYPE LEN` (a full decode of 63-group
+/// `PUBLISHED` headers made the bench, not the server, the bottleneck);
+/// answers the server's pings.
+fn skim(conn: &mut Conn, verb: &[u8]) -> Result<u64, String> {
+    let buf = &conn.inbuf;
+    let (mut pos, mut count, mut pings) = (0, 0u64, 0);
+    while let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') {
+        let mut tokens = buf[pos..pos + nl]
+            .split(|&b| b == b' ')
+            .filter(|t| !t.is_empty());
+        let Some(v) = tokens.next() else {
+            pos += nl + 1;
+            continue;
+        };
+        let len: usize = tokens
+            .next()
+            .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
+            .ok_or("a frame header without a length from the server")?;
+        let end = pos + nl + 1 + len;
+        if end > buf.len() {
+            break;
+        }
+        if v == verb {
+            count += 1;
+        } else if v == b"PING" {
+            pings += 1;
+        }
+        pos = end;
+    }
+    conn.inbuf.drain(..pos);
+    for _ in 0..pings {
+        conn.out.extend_from_slice(b"PONG 0\n");
+    }
+    Ok(count)
+}
+
 // ---------------------------------------------------------------------------
 // fanout
 // ---------------------------------------------------------------------------
@@ -708,74 +915,39 @@ fn fanout(a: &AttackArgs, run: &mut Run) -> Result<(), String> {
         |_| 2,
     )
     .map_err(|e| hint(format!("setting up the subscribers: {e}")))?;
-    establish(
-        &mut net,
-        &t,
-        1,
-        run.setup_deadline(),
-        |_, out| frame(out, "USER", &format!("{p}flood"), b""),
-        |_| 1,
-    )
-    .map_err(|e| format!("the attacker's login: {e}"))?;
-    let atk = n;
     let mut publish = Vec::new();
     frame(&mut publish, "PUBLISH", &list, b"x");
 
     let window = run.start_pinger()?;
-    let (mut queued, mut acks, mut deliveries, mut cut) = (0u64, 0u64, 0u64, 0u64);
+    let flood = Flooder::start(run.addr(), &format!("{p}flood"), publish, None, run.timeout)?;
+    let (mut deliveries, mut cut) = (0u64, 0u64);
     let mut alive = vec![true; n];
-    let mut attacker_closed = false;
     let mut ready = Vec::new();
-    while window.running() && !attacker_closed {
-        let conn = &mut net.conns[atk];
-        while conn.out.len() < FLOOD_BYTES {
-            conn.out.extend_from_slice(&publish);
-            queued += 1;
-        }
-        conn.flush().map_err(|e| format!("the attacker: {e}"))?;
-        net.poll(Duration::from_millis(5), &mut ready)?;
+    while window.running() {
+        net.poll(Duration::from_millis(10), &mut ready)?;
         for &idx in &ready {
             let conn = &mut net.conns[idx];
-            if idx == atk {
-                events(&t, conn, |ev| match ev {
-                    Event::Ok => {
-                        acks += 1;
-                        Ok(())
-                    }
-                    Event::Refused(why) => Err(hint(format!("PUBLISH refused: {why}"))),
-                    _ => Ok(()),
-                })?;
-                attacker_closed |= conn.closed;
-            } else {
-                events(&t, conn, |ev| {
-                    if let Event::Delivery(_) = ev {
-                        deliveries += 1;
-                    }
-                    Ok(())
-                })
-                .map_err(|e| format!("subscriber {idx}: {e}"))?;
-                if conn.closed && alive[idx] {
-                    alive[idx] = false;
-                    cut += 1;
-                }
+            deliveries += skim(conn, b"PUBLISHED").map_err(|e| format!("subscriber {idx}: {e}"))?;
+            if conn.closed && alive[idx] {
+                alive[idx] = false;
+                cut += 1;
             }
-            conn.flush()
-                .map_err(|e| format!("connection {}: {e}", idx + 1))?;
+            conn.flush().map_err(|e| format!("subscriber {idx}: {e}"))?;
         }
         run.monitor.sample();
     }
     let elapsed = window.start.elapsed();
     run.finish(window)?;
-    let sent = queued - (net.conns[atk].out.len() / publish.len()) as u64;
+    let (sent, acked) = flood.finish()?;
     net.close_all();
     let r = &mut run.report;
     r.figure("publishes_sent", sent);
-    r.figure("publishes_acked", acks);
-    r.figure("publishes_acked_per_s", rate(acks, elapsed));
+    r.figure("publishes_acked", acked.acks);
+    r.figure("publishes_acked_per_s", rate(acked.acks, elapsed));
     r.figure("deliveries", deliveries);
     r.figure("deliveries_per_s", rate(deliveries, elapsed));
     r.figure("subscribers_cut", cut);
-    r.figure("attacker_closed", attacker_closed);
+    r.figure("attacker_closed", acked.closed);
     Ok(())
 }
 
@@ -1187,115 +1359,118 @@ fn slow_consumers(a: &AttackArgs, run: &mut Run) -> Result<(), String> {
     let t = Switchboard;
     let g = group.to_string();
     let mut net = Net::new(run.endpoint.clone())?;
-    // 0: watches the group (sees each subscriber PARTED); 1: publishes.
+    // Watches the group: sees each subscriber PARTED.
     establish(
         &mut net,
         &t,
-        2,
+        1,
         run.setup_deadline(),
-        |i, out| {
-            if i == 0 {
-                frame(out, "USER", &format!("{p}watch"), b"");
-                frame(out, "WATCH", &g, b"");
-            } else {
-                frame(out, "USER", &format!("{p}pub"), b"");
-            }
+        |_, out| {
+            frame(out, "USER", &format!("{p}watch"), b"");
+            frame(out, "WATCH", &g, b"");
         },
-        |i| if i == 0 { 2 } else { 1 },
+        |_| 2,
     )
-    .map_err(|e| hint(format!("the watcher and publisher: {e}")))?;
-    let (watch, publisher) = (0, 1);
+    .map_err(|e| hint(format!("the watching session: {e}")))?;
     let addr = run.addr();
     let timeout = run.timeout;
     let slow_name = format!("{p}slow");
-    let subscribe = |i: usize| -> Result<Line, String> {
+    // Subscriber i's user name is PREFIXslow<i>.<generation>: a PARTED
+    // for an earlier connection of the slot is told apart. None: cut off
+    // before its SUBSCRIBE was answered (the server drops a slow
+    // consumer's unsent replies with its backlog).
+    let subscribe = |i: usize, generation: u64| -> Result<Option<Line>, String> {
         let mut line = Line::connect(addr, None, timeout)?;
         let mut out = Vec::new();
-        frame(&mut out, "USER", &format!("{slow_name}{i}"), b"");
+        frame(
+            &mut out,
+            "USER",
+            &format!("{slow_name}{i}.{generation}"),
+            b"",
+        );
         frame(&mut out, "SUBSCRIBE", &g, b"");
         line.send(&out)?;
         // The two ACKs are read; nothing after them ever is.
-        line.acks(2, Instant::now() + timeout)
-            .map_err(|e| hint(format!("slow subscriber {i}: {e}")))?;
-        Ok(line)
+        match line.acks(2, Instant::now() + timeout) {
+            Ok(()) => Ok(Some(line)),
+            Err(e) if e.contains("slow-consumer") || e.contains("closed") => Ok(None),
+            Err(e) => Err(hint(format!("slow subscriber {i}: {e}"))),
+        }
     };
+    let mut generations = vec![0u64; n];
     let mut subs: Vec<Option<Line>> = Vec::with_capacity(n);
     for i in 0..n {
-        subs.push(Some(subscribe(i)?));
+        let line = subscribe(i, 0)?.ok_or("a subscriber was cut off before any flood")?;
+        subs.push(Some(line));
     }
     let mut publish = Vec::new();
     frame(&mut publish, "PUBLISH", &g, &vec![b'x'; a.payload]);
 
     let window = run.start_pinger()?;
-    let (mut queued, mut acks, mut cuts) = (0u64, 0u64, 0u64);
-    let mut cut_at: Vec<Instant> = Vec::new();
+    let flood = Flooder::start(
+        addr,
+        &format!("{p}pub"),
+        publish,
+        Some(PUBLISH_WINDOW),
+        timeout,
+    )?;
+    let (mut cuts, mut setup_cuts) = (0u64, 0u64);
     let mut ready = Vec::new();
     while window.running() {
-        let conn = &mut net.conns[publisher];
-        while conn.out.len() < FLOOD_BYTES && queued - acks < PUBLISH_WINDOW {
-            conn.out.extend_from_slice(&publish);
-            queued += 1;
-        }
-        conn.flush().map_err(|e| format!("the publisher: {e}"))?;
-        net.poll(Duration::from_millis(5), &mut ready)?;
+        net.poll(Duration::from_millis(10), &mut ready)?;
         let mut gone = Vec::new();
-        for &idx in &ready {
-            let conn = &mut net.conns[idx];
-            if idx == watch {
-                raw_frames(conn, |verb, args| {
-                    if verb == b"PARTED"
-                        && let Some(i) = args
-                            .first()
-                            .and_then(|u| std::str::from_utf8(u).ok())
-                            .and_then(|u| u.strip_prefix(slow_name.as_str()))
-                            .and_then(|i| i.parse::<usize>().ok())
-                    {
-                        gone.push(i);
-                    }
-                })?;
-                if conn.closed {
-                    return Err("the server closed the watching session".into());
+        if !ready.is_empty() {
+            let conn = &mut net.conns[0];
+            raw_frames(conn, |verb, args| {
+                if verb == b"PARTED"
+                    && let Some(i) = args
+                        .first()
+                        .and_then(|u| std::str::from_utf8(u).ok())
+                        .and_then(|u| u.strip_prefix(slow_name.as_str()))
+                        .and_then(|u| u.split_once('.'))
+                        .and_then(|(i, g)| Some((i.parse::<usize>().ok()?, g.parse::<u64>().ok()?)))
+                {
+                    gone.push(i);
                 }
-            } else if idx == publisher {
-                events(&t, conn, |ev| match ev {
-                    Event::Ok => {
-                        acks += 1;
-                        Ok(())
-                    }
-                    Event::Refused(why) => Err(hint(format!("PUBLISH refused: {why}"))),
-                    _ => Ok(()),
-                })?;
-                if conn.closed {
-                    return Err(
-                        "the server closed the publisher (it reads its ACKs: a slow consumer?)"
-                            .into(),
-                    );
-                }
+            })?;
+            if conn.closed {
+                return Err("the server closed the watching session".into());
             }
             conn.flush()
-                .map_err(|e| format!("connection {}: {e}", idx + 1))?;
+                .map_err(|e| format!("the watching session: {e}"))?;
         }
-        for i in gone {
-            if i < n && window.running() {
-                // Cut off: close ours (unread input, so a reset) and come back.
-                subs[i] = None;
-                cuts += 1;
-                cut_at.push(Instant::now());
-                subs[i] = Some(subscribe(i)?);
+        for (i, generation) in gone {
+            if i >= n || generations[i] != generation {
+                continue;
+            }
+            // Cut off: close ours (unread input, so a reset) and come back.
+            subs[i] = None;
+            cuts += 1;
+            while window.running() {
+                generations[i] += 1;
+                match subscribe(i, generations[i])? {
+                    Some(line) => {
+                        subs[i] = Some(line);
+                        break;
+                    }
+                    None => setup_cuts += 1,
+                }
             }
         }
         run.monitor.sample();
     }
     let elapsed = window.start.elapsed();
     run.finish(window)?;
-    let sent = queued - (net.conns[publisher].out.len() / publish.len()) as u64;
+    let (sent, acked) = flood.finish()?;
     drop(subs);
     net.close_all();
     let r = &mut run.report;
     r.figure("publishes_sent", sent);
-    r.figure("publishes_acked", acks);
-    r.figure("publishes_acked_per_s", rate(acks, elapsed));
+    r.figure("publishes_acked", acked.acks);
+    r.figure("publishes_acked_per_s", rate(acked.acks, elapsed));
     r.figure("subscribers_cut", cuts);
     r.figure("cuts_per_s", rate(cuts, elapsed));
+    r.figure("cut_before_subscribe_ack", setup_cuts);
+    r.figure("publisher_closed", acked.closed);
     Ok(())
 }
