@@ -913,3 +913,10 @@ fn attack_slow_consumers() {
     assert!(j.num("results", "publishes_acked") > 0.0, "{j:?}");
     assert!(j.num("results", "subscribers_cut") >= 1.0, "{j:?}");
 }
+
+#[test]
+fn attack_none_is_the_baseline() {
+    let srv = ServerProc::start(&[]);
+    let j = attack(&srv, "none", &[]);
+    assert!(j.num("results", "ping_round_trips") >= 10.0, "{j:?}");
+}

@@ -86,9 +86,13 @@ never read; one publisher floods small PUBLISH frames (--payload bytes, \
 default 1; 1,024 unacknowledged at a time, reading its ACKs) until the server cuts them off as slow consumers (its --max-pending bounds \
 what it holds for each); a session watching the group sees each one PARTED, \
 and the bench reconnects it at once, for the whole run.
+  none            serve
+    No attack: the pinging client alone, the baseline of the machine (with \
+--password, and a server with --auth password, the logging-in client too).
 
 Reported for the pinging client: round trips, p50, p99 and maximum round \
-trip, and how many took over 50 ms (issue 10's target). With --server-pid, \
+trip, how many took over 50 ms (issue 10's target) and when the first ten \
+of those started (seconds into the attack: duration). With --server-pid, \
 the server's resident memory (before, and the highest seen, read every \
 100 ms) and CPU time over the run.";
 
@@ -105,6 +109,8 @@ pub(crate) enum Kind {
     Listing,
     /// Subscribers that never read, cut off as slow consumers, reconnecting.
     SlowConsumers,
+    /// No attack: the pinging client alone, a baseline for the machine.
+    None,
 }
 
 impl Kind {
@@ -115,6 +121,7 @@ impl Kind {
             Self::Passwords => "passwords",
             Self::Listing => "listing",
             Self::SlowConsumers => "slow-consumers",
+            Self::None => "none",
         }
     }
 }
@@ -223,6 +230,22 @@ pub(crate) fn run(args: AttackArgs) -> Result<(Report, bool), String> {
         Kind::Passwords => passwords(&args, &mut run)?,
         Kind::Listing => listing(&args, &mut run)?,
         Kind::SlowConsumers => slow_consumers(&args, &mut run)?,
+        Kind::None => {
+            // With --password, the logins too (the baseline of passwords).
+            let mut window = run.start_pinger()?;
+            if run.login.password.is_some() {
+                run.start_logins(&mut window)?;
+            }
+            while window.running() {
+                run.monitor.sample();
+                thread::sleep(Duration::from_millis(10));
+            }
+            let logins = window.finish_logins()?;
+            run.finish(window)?;
+            if let Some(l) = logins {
+                l.report(&mut run.report);
+            }
+        }
     }
     Ok((run.report, c.json))
 }
@@ -281,6 +304,19 @@ impl Run {
         })
     }
 
+    /// Starts the client that logs in again and again (passwords).
+    fn start_logins(&self, window: &mut Window) -> Result<(), String> {
+        let (addr, timeout) = (self.addr(), self.timeout);
+        let login = self.login.clone();
+        let stop = Arc::clone(&window.stop);
+        let handle = thread::Builder::new()
+            .name("login".into())
+            .spawn(move || login_loop(addr, &login, &stop, timeout))
+            .map_err(|e| format!("cannot start the login thread: {e}"))?;
+        window.threads.push(handle);
+        Ok(())
+    }
+
     /// Stops the pinging client and puts its figures and the server's in
     /// the report.
     fn finish(&mut self, mut window: Window) -> Result<(), String> {
@@ -299,6 +335,14 @@ impl Run {
         r.figure("ping_rtt_p99_us", stats.hist.quantile_us(0.99));
         r.figure("ping_rtt_max_us", stats.hist.max_us());
         r.figure("ping_rtt_over_50ms", stats.over);
+        if !stats.slow.is_empty() {
+            let list: Vec<String> = stats
+                .slow
+                .iter()
+                .map(|(at, rtt)| format!("{:.2}s:{}ms", at.as_secs_f64(), rtt.as_millis()))
+                .collect();
+            r.figure("ping_over_50ms_at", list.join(" "));
+        }
         r.figure("elapsed_s", elapsed.as_secs_f64());
         Ok(())
     }
@@ -317,6 +361,18 @@ impl Window {
     fn running(&self) -> bool {
         Instant::now() < self.end
     }
+
+    /// Stops the logging-in client, if one ran, and returns its figures.
+    fn finish_logins(&mut self) -> Result<Option<LoginStats>, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(handle) = self.threads.pop() else {
+            return Ok(None);
+        };
+        let stats = handle
+            .join()
+            .map_err(|_| "the login thread panicked".to_string())??;
+        Ok(Some(stats))
+    }
 }
 
 impl Drop for Window {
@@ -330,7 +386,13 @@ struct PingStats {
     hist: Histogram,
     trips: u64,
     over: u64,
+    /// The first few round trips over [`TARGET`]: when they started
+    /// (seconds into the attack) and how long they took.
+    slow: Vec<(Duration, Duration)>,
 }
+
+/// Round trips over the target listed in the report at most.
+const SLOW_LISTED: usize = 10;
 
 /// `PING` and wait for `PONG`, one after another, until `stop`.
 fn ping_loop(mut line: Line, stop: &AtomicBool, timeout: Duration) -> Result<PingStats, String> {
@@ -338,7 +400,9 @@ fn ping_loop(mut line: Line, stop: &AtomicBool, timeout: Duration) -> Result<Pin
         hist: Histogram::new(),
         trips: 0,
         over: 0,
+        slow: Vec::new(),
     };
+    let start = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
         line.send(b"PING 0\n")?;
@@ -353,6 +417,9 @@ fn ping_loop(mut line: Line, stop: &AtomicBool, timeout: Duration) -> Result<Pin
         stats.trips += 1;
         if rtt > TARGET {
             stats.over += 1;
+            if stats.slow.len() < SLOW_LISTED {
+                stats.slow.push((sent - start, rtt));
+            }
         }
     }
     Ok(stats)
@@ -1022,6 +1089,16 @@ struct LoginStats {
     busy: u64,
 }
 
+impl LoginStats {
+    fn report(&self, r: &mut Report) {
+        r.figure("logins", self.logins);
+        r.figure("login_busy_retries", self.busy);
+        r.figure("login_p50_us", self.hist.quantile_us(0.50));
+        r.figure("login_p99_us", self.hist.quantile_us(0.99));
+        r.figure("login_max_us", self.hist.max_us());
+    }
+}
+
 /// Logs in with `login` on a new connection, again and again until `stop`
 /// (each session ends with `QUIT`).
 fn login_loop(
@@ -1149,15 +1226,7 @@ fn passwords(a: &AttackArgs, run: &mut Run) -> Result<(), String> {
     }
 
     let mut window = run.start_pinger()?;
-    {
-        let login = run.login.clone();
-        let stop = Arc::clone(&window.stop);
-        let handle = thread::Builder::new()
-            .name("login".into())
-            .spawn(move || login_loop(addr, &login, &stop, timeout))
-            .map_err(|e| format!("cannot start the login thread: {e}"))?;
-        window.threads.push(handle);
-    }
+    run.start_logins(&mut window)?;
     let (mut attempts, mut busy, mut failed, mut other, mut reconnects) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut first_other: Option<String> = None;
@@ -1214,12 +1283,7 @@ fn passwords(a: &AttackArgs, run: &mut Run) -> Result<(), String> {
         run.monitor.sample();
     }
     window.stop.store(true, Ordering::Relaxed);
-    let logins = window
-        .threads
-        .pop()
-        .ok_or("no login thread")?
-        .join()
-        .map_err(|_| "the login thread panicked".to_string())??;
+    let logins = window.finish_logins()?.ok_or("no login thread")?;
     run.finish(window)?;
     drop(conns);
     let r = &mut run.report;
@@ -1231,11 +1295,7 @@ fn passwords(a: &AttackArgs, run: &mut Run) -> Result<(), String> {
         r.figure("first_other_refusal", why);
     }
     r.figure("attacker_reconnects", reconnects);
-    r.figure("logins", logins.logins);
-    r.figure("login_busy_retries", logins.busy);
-    r.figure("login_p50_us", logins.hist.quantile_us(0.50));
-    r.figure("login_p99_us", logins.hist.quantile_us(0.99));
-    r.figure("login_max_us", logins.hist.max_us());
+    logins.report(r);
     Ok(())
 }
 
