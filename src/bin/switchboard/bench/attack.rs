@@ -7,12 +7,14 @@
 //! The pinging client (and, for `passwords`, a client that logs in again and
 //! again) runs on its own thread with a blocking socket, so the attack's own
 //! work in the bench never sits between its `PING` and the `PONG`. The
-//! attacks run on the main thread: `fanout`, `listing` and `slow-consumers`
-//! on one mio poll ([`super::net`]), `leave` with one blocking socket,
-//! `passwords` on a poll of its own (its connections are bound to other
-//! loopback addresses, which [`super::net::Net`] cannot do). Every attack is
-//! bounded in connections and stops at `--duration`; every connection is
-//! closed at the end.
+//! flooding publisher of `fanout` and `slow-consumers` has two threads of
+//! its own too ([`Flooder`]: one writes, one reads the ACKs). The rest runs
+//! on the main thread: the subscribers, watchers and listing sessions on
+//! mio polls ([`super::net`]), `leave` with one blocking socket, `passwords`
+//! on a poll of its own (its connections are bound to other loopback
+//! addresses, which [`super::net::Net`] cannot do). Every attack is bounded
+//! in connections and threads and stops at `--duration`; every connection
+//! is closed at the end.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -56,10 +58,11 @@ bounded (connections, --duration) and closes everything at the end.
   fanout          serve --open-groups
     N subscribers (--subscribers, default 1000) each subscribe to groups 1..63 \
 (--groups) and read everything they receive. One attacker pipelines \
-PUBLISH frames naming all those groups, unpaced: it keeps 256 KiB of them \
-queued on its socket for the whole run, and reads its ACKs (an attacker \
-that does not read is read no further by the server once its ACKs back up, \
-which ends the attack; reading keeps the server working flat out).
+PUBLISH frames naming all those groups, unpaced: from a thread of its \
+own, as fast as its socket takes them, for the whole run; and it reads its \
+ACKs on another (an attacker that does not read is read no further by the \
+server once its ACKs back up, which ends the attack; reading keeps the \
+server working flat out).
   leave           serve --open-groups
     One session subscribes to --groups open groups (default 10000, the \
 server's default --max-subscriptions; 64 a frame, pipelined), waits for the \
