@@ -6,8 +6,10 @@
 //! `density`, `fanout` and `echo` run many connections on one thread and one
 //! mio `Poll` ([`net`]); `handshake` does one blocking TLS connection at a
 //! time. The server's memory and CPU come from `/proc/PID` ([`proc`]);
-//! protocols are behind the [`target::Target`] trait.
+//! protocols are behind the [`target::Target`] trait. `attack` runs one
+//! of issue 10's attacks beside a pinging client ([`attack`]).
 
+mod attack;
 mod density;
 mod echo;
 mod fanout;
@@ -100,6 +102,10 @@ enum Scenario {
     /// TLS handshakes per second (full, or resumed with --resume) and, with
     /// --server-pid, server CPU per handshake.
     Handshake(handshake::HandshakeArgs),
+    /// One hostile client (issue 10: wide fan-outs, leaving many groups,
+    /// bad passwords, listings, slow consumers) beside a well-behaved one
+    /// that pings: its round trips (switchboard over plain TCP only).
+    Attack(attack::AttackArgs),
 }
 
 /// Flags every scenario takes.
@@ -285,6 +291,7 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
         Scenario::Fanout(a) => ("fanout", fanout::run(a)),
         Scenario::Echo(a) => ("echo", echo::run(a)),
         Scenario::Handshake(a) => ("handshake", handshake::run(a)),
+        Scenario::Attack(a) => ("attack", attack::run(a)),
     };
     match result {
         Ok((report, json)) => {
