@@ -160,6 +160,8 @@ pub(crate) struct Reactor<S> {
     turn_no: u16,
     accept_retry_at: Option<Instant>,
     stop_deadline: Option<Instant>,
+    /// Bytes written to connections this turn (see `io::TURN_WRITE_BUDGET`).
+    turn_written: usize,
     stop_requested: bool,
 }
 
@@ -193,6 +195,7 @@ impl<S: Service> Reactor<S> {
             turn_no: 0,
             accept_retry_at: None,
             stop_deadline: None,
+            turn_written: 0,
             stop_requested: false,
         }
     }
@@ -289,6 +292,7 @@ impl<S: Service> Reactor<S> {
     /// One loop turn after `poll` returned.
     fn turn(&mut self, now: Instant) {
         self.turn_no = self.turn_no.wrapping_add(1);
+        self.turn_written = 0;
         let mut readable = std::mem::take(&mut self.readable);
         let mut writable = std::mem::take(&mut self.writable);
         readable.clear();
@@ -785,13 +789,22 @@ impl<S: Service> Reactor<S> {
         };
         c.flush_queued = false;
         let queued = out.len();
-        // Closing: TLS sends close_notify once everything owed is out.
+        // Closing: TLS sends close_notify once everything owed is out. At
+        // most `WRITE_BUDGET` bytes this turn; the rest is flushed again
+        // next turn (the socket would take more, so no writable event will
+        // say so).
+        let budget = io::TURN_WRITE_BUDGET
+            .saturating_sub(self.turn_written)
+            .clamp(io::MIN_WRITE, io::WRITE_BUDGET);
+        let mut sock = io::Budgeted::new(&mut c.stream, budget);
         let written = c
             .transport
-            .write_to(&mut c.stream, out, &mut self.scratch, closing);
+            .write_to(&mut sock, out, &mut self.scratch, closing);
+        let more = sock.spent;
+        self.turn_written += budget - sock.left;
         let sent = queued.saturating_sub(out.len()) as u64;
         let pending = match written {
-            Ok(pending) => pending,
+            Ok(pending) => pending && !more,
             Err(e) => {
                 debug!("{}: write failed: {e}", service.links_ref().log_peer(conn));
                 self.drop_conn(key, CloseReason::Io);
@@ -821,7 +834,11 @@ impl<S: Service> Reactor<S> {
             }
             c.writable = pending;
         }
-        if closing && !pending && !c.write_shut {
+        if more && !c.flush_queued {
+            c.flush_queued = true;
+            self.deferred.push_back(key);
+        }
+        if closing && !pending && !more && !c.write_shut {
             c.write_shut = true;
             let _ = c.stream.shutdown(Shutdown::Write);
             service.links().write_done(conn, now);
