@@ -14,7 +14,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::ParsedExtension;
 
-use super::load::{CertError, certs_from_pem, check_key_matches, load_certs, load_key, parse_x509};
+use super::encrypted::encrypt_key;
+use super::load::{
+    CertError, certs_from_pem, check_key_matches, load_certs, load_key_with_password, parse_x509,
+};
 use crate::atomic_file;
 use crate::proto::command::is_valid_user;
 
@@ -215,6 +218,18 @@ fn occupied(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
+/// A key PEM as it is written: as is, or encrypted with `password` (PKCS#8
+/// `ENCRYPTED PRIVATE KEY`, see [`encrypt_key`]).
+fn protect(key_pem: String, password: Option<&[u8]>) -> Result<String, CertError> {
+    let Some(password) = password else {
+        return Ok(key_pem);
+    };
+    match PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) {
+        Ok(PrivateKeyDer::Pkcs8(der)) => encrypt_key(der.secret_pkcs8_der(), password),
+        _ => Err(CertError::Generate("a generated key is not PKCS#8".into())),
+    }
+}
+
 /// A file to write: where, what, and whether it is a private key.
 struct Output {
     path: PathBuf,
@@ -265,8 +280,28 @@ fn write_output(out: &Output, overwrite: bool) -> Result<(), CertError> {
 /// [`CertError::Generate`] for an invalid client name (the user-name rule, and
 /// not `ca` or `server`, not twice); [`CertError::Exists`] for the first file
 /// that would be overwritten; load errors for an existing CA that cannot be
-/// reused; [`CertError::Write`].
+/// reused (among them [`CertError::KeyEncrypted`] for a password-protected
+/// `ca.key`: see [`generate_with_password`]); [`CertError::Write`].
 pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathBuf>, CertError> {
+    generate_with_password(dir, clients, force, None)
+}
+
+/// [`generate`], with every private key written encrypted with `password`
+/// when it is given (`switchboard certs --key-password-file FILE`): PKCS#8
+/// `ENCRYPTED PRIVATE KEY`, PBES2 with PBKDF2-HMAC-SHA256 and AES-256-CBC,
+/// as `openssl genpkey -aes-256-cbc` writes. An existing encrypted `ca.key`
+/// is decrypted with the same password to sign the new certificates.
+///
+/// # Errors
+///
+/// Those of [`generate`], and [`CertError::KeyPassword`] if `password` does not
+/// decrypt an existing `ca.key`.
+pub fn generate_with_password(
+    dir: &Path,
+    clients: &[String],
+    force: bool,
+    password: Option<&[u8]>,
+) -> Result<Vec<PathBuf>, CertError> {
     for (i, name) in clients.iter().enumerate() {
         check_client_name(name)?;
         if name.eq_ignore_ascii_case("ca") || name.eq_ignore_ascii_case("server") {
@@ -286,7 +321,7 @@ pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathB
     let mut outputs = Vec::new();
     let ca = if reuse_ca {
         let certs = load_certs(&paths.ca_cert)?;
-        let key = load_key(&paths.ca_key)?;
+        let key = load_key_with_password(&paths.ca_key, password)?;
         check_key_matches(&certs, &key, &paths.ca_cert, &paths.ca_key)?;
         let cert = certs
             .into_iter()
@@ -304,7 +339,7 @@ pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathB
         });
         outputs.push(Output {
             path: paths.ca_key.clone(),
-            data: key_pem,
+            data: protect(key_pem, password)?,
             private: true,
         });
         ca
@@ -319,7 +354,7 @@ pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathB
         });
         outputs.push(Output {
             path: paths.server_key.clone(),
-            data: key_pem,
+            data: protect(key_pem, password)?,
             private: true,
         });
     }
@@ -333,7 +368,7 @@ pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathB
         });
         outputs.push(Output {
             path: dir.join(format!("{name}.key")),
-            data: key_pem,
+            data: protect(key_pem, password)?,
             private: true,
         });
     }
@@ -375,13 +410,29 @@ pub fn generate(dir: &Path, clients: &[String], force: bool) -> Result<Vec<PathB
 ///
 /// # Errors
 ///
-/// Those of [`load_certs`], [`load_key`], [`check_key_matches`] and [`generate`].
+/// Those of [`load_certs`], [`load_key`](super::load_key),
+/// [`check_key_matches`] and [`generate`].
 pub fn ensure_dev_certs(dir: &Path) -> Result<DevCerts, CertError> {
+    ensure_dev_certs_with_password(dir, None)
+}
+
+/// [`ensure_dev_certs`] for a directory whose keys may be password-protected
+/// (made by `switchboard certs DIR --key-password-file FILE`): existing keys
+/// are decrypted with `password`, and keys made now are encrypted with it, as
+/// [`generate_with_password`] does.
+///
+/// # Errors
+///
+/// Those of [`ensure_dev_certs`] and [`load_key_with_password`].
+pub fn ensure_dev_certs_with_password(
+    dir: &Path,
+    password: Option<&[u8]>,
+) -> Result<DevCerts, CertError> {
     let paths = DevCerts::in_dir(dir);
     if occupied(&paths.ca_cert) && occupied(&paths.server_cert) && occupied(&paths.server_key) {
         load_certs(&paths.ca_cert)?;
         let certs = load_certs(&paths.server_cert)?;
-        let key = load_key(&paths.server_key)?;
+        let key = load_key_with_password(&paths.server_key, password)?;
         check_key_matches(&certs, &key, &paths.server_cert, &paths.server_key)?;
         let stale = certs
             .first()
@@ -397,9 +448,25 @@ pub fn ensure_dev_certs(dir: &Path) -> Result<DevCerts, CertError> {
         }
         return Ok(paths);
     }
-    generate(dir, &[], false)?;
+    generate_with_password(dir, &[], false, password)?;
     log::info!("development certificates written to {}", dir.display());
     Ok(paths)
+}
+
+/// The per-user directory for development certificates, for a server whose
+/// `./certs` cannot be written: `$XDG_DATA_HOME/switchboard/certs`, or
+/// `$HOME/.local/share/switchboard/certs` when `XDG_DATA_HOME` is unset, empty
+/// or relative (the XDG Base Directory rule). `None` without a usable `HOME`
+/// either. Nothing is created or checked.
+pub fn user_certs_dir() -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let data = absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("share")))?;
+    Some(data.join("switchboard").join("certs"))
 }
 
 /// Issues a client certificate (subject CN=`name`, clientAuth, new ECDSA P-256
@@ -453,7 +520,7 @@ mod tests {
     use crate::certs::test_util::{
         TempDir, client_verifier, clients, first_cert, mode, openssl_new_p256, provider,
     };
-    use crate::certs::{load_roots, subject_of};
+    use crate::certs::{load_key, load_roots, subject_of};
 
     #[test]
     fn generate_writes_a_set_that_loads_and_matches() {

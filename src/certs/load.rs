@@ -10,6 +10,8 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::certificate::X509Certificate;
 
+use super::encrypted::{decrypt, encrypted_block, is_legacy_encrypted};
+
 /// Why a certificate or key could not be loaded, checked or made.
 ///
 /// `Display` is one line naming the file and what is wrong, fit to be the
@@ -37,6 +39,30 @@ pub enum CertError {
     /// No PKCS#8, SEC1 or PKCS#1 private key block, or one that cannot be used.
     NotAKey {
         /// The file.
+        path: PathBuf,
+    },
+    /// The key is password-protected and no password was given.
+    KeyEncrypted {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The password given does not decrypt the key.
+    KeyPassword {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key is encrypted in a way that is not supported (PBES1, OpenSSL's
+    /// legacy PEM encryption, an unknown cipher), or its encrypted block is
+    /// damaged.
+    KeyEncryption {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A key password file whose first line is empty.
+    EmptyPassword {
+        /// The password file.
         path: PathBuf,
     },
     /// The key does not belong to the first (leaf) certificate.
@@ -78,8 +104,30 @@ impl fmt::Display for CertError {
             ),
             Self::NotAKey { path } => write!(
                 f,
-                "key file {}: no usable unencrypted PEM private key found \
-                 (PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)",
+                "key file {}: no usable PEM private key found \
+                 (PRIVATE KEY, ENCRYPTED PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)",
+                path.display()
+            ),
+            Self::KeyEncrypted { path } => write!(
+                f,
+                "key file {} is encrypted: give its password with --key-password-file FILE \
+                 (or type it at the prompt when on a terminal)",
+                path.display()
+            ),
+            Self::KeyPassword { path } => write!(
+                f,
+                "key file {}: wrong password (the key does not decrypt with it)",
+                path.display()
+            ),
+            Self::KeyEncryption { path, why } => write!(
+                f,
+                "key file {}: {why}; re-encrypt it as PKCS#8 with \
+                 `openssl pkcs8 -topk8 -v2 aes-256-cbc -v2prf hmacWithSHA256`",
+                path.display()
+            ),
+            Self::EmptyPassword { path } => write!(
+                f,
+                "password file {} is empty (the password is its first line)",
                 path.display()
             ),
             Self::KeyMismatch { cert, key } => write!(
@@ -118,7 +166,7 @@ impl From<rcgen::Error> for CertError {
 }
 
 /// Reads a whole file, telling a missing file from an unreadable one.
-fn read_file(path: &Path) -> Result<Vec<u8>, CertError> {
+pub(super) fn read_file(path: &Path) -> Result<Vec<u8>, CertError> {
     fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => CertError::Missing {
             path: path.to_owned(),
@@ -172,13 +220,52 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError
 ///
 /// # Errors
 ///
-/// [`CertError::Missing`], [`CertError::Unreadable`], or [`CertError::NotAKey`]
-/// if there is no such block (an encrypted key, or a certificate given as the key).
+/// [`CertError::Missing`], [`CertError::Unreadable`],
+/// [`CertError::KeyEncrypted`] for a password-protected key (see
+/// [`load_key_with_password`]), or [`CertError::NotAKey`] if there is no key
+/// block (a certificate given as the key, say).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    load_key_with_password(path, None)
+}
+
+/// Like [`load_key`], and a password-protected PKCS#8 key (`ENCRYPTED PRIVATE
+/// KEY`, PBES2) is decrypted with `password`. An unencrypted key in the file
+/// is used as it is, whatever `password` is.
+///
+/// # Errors
+///
+/// Those of [`load_key`], and for an encrypted key: [`CertError::KeyEncrypted`]
+/// if `password` is `None`, [`CertError::KeyPassword`] if it is wrong,
+/// [`CertError::KeyEncryption`] for an encryption that is not supported
+/// (PBES1, OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` PEM, HMAC-SHA-1) or a
+/// damaged block.
+pub fn load_key_with_password(
+    path: &Path,
+    password: Option<&[u8]>,
+) -> Result<PrivateKeyDer<'static>, CertError> {
     let data = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|_| CertError::NotAKey {
+    if let Ok(key) = PrivateKeyDer::from_pem_slice(&data) {
+        return Ok(key);
+    }
+    let encrypted = |why: &str| CertError::KeyEncryption {
         path: path.to_owned(),
-    })
+        why: why.to_owned(),
+    };
+    match encrypted_block(&data) {
+        Some(Ok(der)) => match password {
+            Some(password) => decrypt(&der, password, path),
+            None => Err(CertError::KeyEncrypted {
+                path: path.to_owned(),
+            }),
+        },
+        Some(Err(why)) => Err(encrypted(&format!("encrypted private key: {why}"))),
+        None if is_legacy_encrypted(&data) => Err(encrypted(
+            "OpenSSL's legacy PEM encryption (Proc-Type: 4,ENCRYPTED) is not supported",
+        )),
+        None => Err(CertError::NotAKey {
+            path: path.to_owned(),
+        }),
+    }
 }
 
 /// Checks that `key` is usable by the ring provider and belongs to the first
@@ -423,6 +510,13 @@ mod tests {
                 key: p.clone(),
             },
             CertError::Exists { path: p.clone() },
+            CertError::KeyEncrypted { path: p.clone() },
+            CertError::KeyPassword { path: p.clone() },
+            CertError::KeyEncryption {
+                path: p.clone(),
+                why: "PBES1".into(),
+            },
+            CertError::EmptyPassword { path: p.clone() },
             CertError::Write {
                 path: p.clone(),
                 source: io::Error::other("full"),

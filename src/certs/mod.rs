@@ -6,12 +6,19 @@
 //!   and private key (PKCS#8, SEC1 or PKCS#1). [`load_certs`], [`load_key`] and
 //!   [`check_key_matches`] read and check them before the server starts, so a
 //!   bad file stops the start with one line naming the file.
+//! - `--key-password-file FILE` (or a prompt): a password-protected PKCS#8 key
+//!   (`ENCRYPTED PRIVATE KEY`, PBES2) is decrypted by
+//!   [`load_key_with_password`] with the first line of [`read_password_file`];
+//!   [`is_encrypted_key`] tells whether to ask for one.
 //! - `serve` with neither: [`ensure_dev_certs`] makes (or reuses) a development
 //!   CA and a `localhost` server certificate in `./certs/`; clients trust
-//!   `certs/ca.pem`.
-//! - `switchboard certs DIR [--client NAME]... [--force]`: [`generate`] writes
-//!   that CA, the server certificate and one client certificate per `--client`
-//!   (for `--auth cert`, where the subject CN is the user name).
+//!   `certs/ca.pem`. When `./certs` cannot be written, `serve` uses
+//!   [`user_certs_dir`] instead (`~/.local/share/switchboard/certs`).
+//! - `switchboard certs DIR [--client NAME]... [--force]
+//!   [--key-password-file FILE]`: [`generate`] writes that CA, the server
+//!   certificate and one client certificate per `--client` (for `--auth cert`,
+//!   where the subject CN is the user name); [`generate_with_password`] writes
+//!   every key encrypted ([`encrypt_key`]).
 //! - `--client-ca FILE` (server) and `--ca FILE` (clients): [`load_roots`].
 //! - `--auth cert` and the embedding API: [`subject_of`] reads the subject of a
 //!   verified client certificate.
@@ -25,9 +32,17 @@
 //! - [`CertError::NotACertificate`]: the file has no `-----BEGIN CERTIFICATE-----`
 //!   block (a key or a DER file was given instead), or a block that is not a
 //!   valid X.509 certificate (truncated or edited).
-//! - [`CertError::NotAKey`]: the file has no unencrypted private key block
-//!   (`PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY`), or one that the
-//!   crypto provider cannot use. Encrypted keys are not supported.
+//! - [`CertError::NotAKey`]: the file has no private key block (`PRIVATE KEY`,
+//!   `ENCRYPTED PRIVATE KEY`, `EC PRIVATE KEY` or `RSA PRIVATE KEY`), or one
+//!   that the crypto provider cannot use.
+//! - [`CertError::KeyEncrypted`]: the key is password-protected and no password
+//!   was given (`--key-password-file FILE`, or the prompt on a terminal).
+//! - [`CertError::KeyPassword`]: the password does not decrypt the key.
+//! - [`CertError::KeyEncryption`]: an encryption that is not supported (PBES1,
+//!   OpenSSL's legacy `Proc-Type: 4,ENCRYPTED` PEM, PBKDF2 with HMAC-SHA-1) or
+//!   a damaged encrypted block; `openssl pkcs8 -topk8 -v2 aes-256-cbc`
+//!   re-encrypts it in a supported form.
+//! - [`CertError::EmptyPassword`]: the password file's first line is empty.
 //! - [`CertError::KeyMismatch`]: `--cert` and `--key` are from different pairs.
 //! - [`CertError::Exists`]: `switchboard certs` would overwrite a file; nothing
 //!   was written. Use `--force`, or another directory.
@@ -42,12 +57,19 @@
 //! tolerate clock skew. Private key files are written with mode 0600.
 
 mod dev;
+mod encrypted;
 mod load;
 mod subject;
 #[cfg(test)]
 mod test_util;
 
 pub use crate::conn::PeerIdentity;
-pub use dev::{DevCerts, ensure_dev_certs, generate, issue_client_cert};
-pub use load::{CertError, check_key_matches, load_certs, load_key, load_roots};
+pub use dev::{
+    DevCerts, ensure_dev_certs, ensure_dev_certs_with_password, generate, generate_with_password,
+    issue_client_cert, user_certs_dir,
+};
+pub use encrypted::{KEY_ENCRYPTION_ITERATIONS, encrypt_key, is_encrypted_key, read_password_file};
+pub use load::{
+    CertError, check_key_matches, load_certs, load_key, load_key_with_password, load_roots,
+};
 pub use subject::subject_of;

@@ -53,6 +53,11 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// Encrypt every private key written with the password on this
+        /// file's first line (PKCS#8 ENCRYPTED PRIVATE KEY, AES-256-CBC);
+        /// also decrypts an existing encrypted ca.key.
+        #[arg(long, value_name = "FILE")]
+        key_password_file: Option<PathBuf>,
     },
     /// Interactive line client: join groups, talk, send one-to-one messages.
     Chat(clients::ChatArgs),
@@ -109,8 +114,29 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Certs { dir, client, force } => {
-            match switchboard::certs::generate(&dir, &client, force) {
+        Command::Certs {
+            dir,
+            client,
+            force,
+            key_password_file,
+        } => {
+            let password = match key_password_file
+                .as_deref()
+                .map(switchboard::certs::read_password_file)
+                .transpose()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("switchboard certs: --key-password-file: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match switchboard::certs::generate_with_password(
+                &dir,
+                &client,
+                force,
+                password.as_deref(),
+            ) {
                 Ok(written) => {
                     for path in written {
                         println!("wrote {}", path.display());

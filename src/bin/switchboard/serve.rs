@@ -1,5 +1,7 @@
 //! `switchboard serve`: flags and config file merged into a `ServerConfig`.
 
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use log::{LevelFilter, info, warn};
 use serde::Deserialize;
 use switchboard::acl::Acl;
-use switchboard::certs;
+use switchboard::certs::{self, CertError, DevCerts};
 use switchboard::logging::Logger;
 use switchboard::passwd::PasswordFile;
 use switchboard::tls::{self, ClientAuth};
@@ -28,7 +30,8 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Plain TCP listener, or `off` [default: 127.0.0.1:7420].
+    /// Plain TCP listener, or `off`; with --auth cert, off unless given
+    /// [default: 127.0.0.1:7420].
     #[arg(long)]
     listen: Option<String>,
     /// TLS listener, or `off` [default: 127.0.0.1:7421].
@@ -40,19 +43,24 @@ pub(crate) struct ServeArgs {
     /// Server certificate chain (PEM).
     #[arg(long)]
     cert: Option<PathBuf>,
-    /// Server private key (PEM).
+    /// Server private key (PEM; PKCS#8, SEC1 or PKCS#1, or an encrypted PKCS#8 key).
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Password of an encrypted --key: the file's first line (without it, a
+    /// prompt when standard input is a terminal).
+    #[arg(long, value_name = "FILE")]
+    key_password_file: Option<PathBuf>,
     /// CA bundle for client certificates.
     #[arg(long)]
     client_ca: Option<PathBuf>,
-    /// `none`, `optional` or `required`.
+    /// `none`, `optional` or `required` (default: `none`; `required` with
+    /// --auth cert).
     #[arg(long)]
     client_auth: Option<String>,
     /// `none`, `password` or `cert` [default: none].
     #[arg(long)]
     auth: Option<String>,
-    /// Password file made by `switchboard passwd`.
+    /// Password file made by `switchboard passwd` (with --auth password only).
     #[arg(long)]
     passwd: Option<PathBuf>,
     /// Who may subscribe, publish, request, watch and send (reloaded on SIGHUP).
@@ -124,6 +132,7 @@ impl ServeArgs {
             ws_listen,
             cert,
             key,
+            key_password_file,
             client_ca,
             client_auth,
             auth,
@@ -165,14 +174,21 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     ) {
         return fail(&e);
     }
-    let (config, reload) = match build_config(&args) {
+    let (config, reload, banner) = match build_config(&args) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    let plain = config.listen.len();
     let server = match Server::bind(config, ()) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
+    // Server::local_addrs: the plain listeners first, then the TLS ones.
+    let mut listeners: Vec<_> = (server.local_addrs().iter().enumerate())
+        .map(|(i, addr)| (if i < plain { "tcp" } else { "tls" }, *addr))
+        .collect();
+    listeners.extend(server.metrics_addr().map(|addr| ("metrics", addr)));
+    banner.log(&listeners);
     let handle = server.handle();
     if let Err(e) = handle_signals(handle, reload) {
         return fail(&format!("cannot install signal handlers: {e}"));
@@ -193,18 +209,41 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Reads `--config FILE`. An error is one line: the file, the line and
+/// column, and TOML's (or serde's) own reason, e.g. `config file x.toml, line
+/// 3, column 14: invalid type: string "ten", expected usize`.
 fn load_file(path: &Path) -> Result<ServeArgs, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let first = e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("invalid TOML")
-            .to_owned();
-        format!("config file {}: {first}", path.display())
-    })
+    toml::from_str(&text).map_err(|e| config_error(path, &text, &e))
+}
+
+/// One line for a TOML or serde error in `text`, read from `path`.
+fn config_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let reason = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reason = if reason.is_empty() {
+        "invalid TOML".to_owned()
+    } else {
+        reason
+    };
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(
+                "config file {}, line {line}, column {column}: {reason}",
+                path.display()
+            )
+        }
+        None => format!("config file {}: {reason}", path.display()),
+    }
 }
 
 /// Installs the logger of [`switchboard::logging`]: lines are formatted on
@@ -276,9 +315,37 @@ fn load_acl(path: &Path) -> Result<Acl, String> {
     Acl::parse(&text).map_err(|e| format!("ACL file {} {e}", path.display()))
 }
 
-fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
+fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), String> {
     let mut reload = Reload::default();
-    let listen = parse_listen("--listen", args.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+    let mut banner = Banner::default();
+    let auth = match args.auth.as_deref().unwrap_or("none") {
+        "none" => AuthMode::None,
+        "password" => AuthMode::Password,
+        "cert" => AuthMode::Cert,
+        other => {
+            return Err(format!(
+                "--auth: expected none, password or cert, not {other:?}"
+            ));
+        }
+    };
+    // With --auth cert nobody can log in over plain TCP (no client
+    // certificate there): that listener is on only when asked for.
+    let listen = match (&args.listen, auth) {
+        (None, AuthMode::Cert) => {
+            info!(
+                "--auth cert: no plain TCP listener, as a client certificate can only be \
+                 given over TLS (--listen ADDR turns one on)"
+            );
+            None
+        }
+        (value, _) => parse_listen("--listen", value.as_deref().unwrap_or(DEFAULT_LISTEN))?,
+    };
+    if let (Some(addr), AuthMode::Cert) = (listen, auth) {
+        warn!(
+            "--auth cert: nobody can log in over the plain TCP listener {addr} \
+             (no client certificate over plain TCP)"
+        );
+    }
     let mut config = ServerConfig {
         listen: listen.into_iter().collect(),
         metrics_listen: parse_listen(
@@ -293,16 +360,6 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
         DEFAULT_WS_LISTEN,
         "WebSocket",
     )?;
-    let auth = match args.auth.as_deref().unwrap_or("none") {
-        "none" => AuthMode::None,
-        "password" => AuthMode::Password,
-        "cert" => AuthMode::Cert,
-        other => {
-            return Err(format!(
-                "--auth: expected none, password or cert, not {other:?}"
-            ));
-        }
-    };
     let tls_listen = parse_listen(
         "--tls-listen",
         args.tls_listen.as_deref().unwrap_or(DEFAULT_TLS_LISTEN),
@@ -326,9 +383,25 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
     }
     if let Some(addr) = tls_listen {
         config.tls_listen.push(addr);
-        config.tls = Some(tls_settings(args, client_auth)?);
-    } else if args.cert.is_some() || args.key.is_some() || args.client_ca.is_some() {
-        warn!("--tls-listen is off: --cert, --key and --client-ca are not used");
+        let (tls, dev) = tls_settings(args, client_auth)?;
+        config.tls = Some(tls);
+        banner.dev_certs = dev;
+        banner.client_auth = client_auth.to_owned();
+    } else if args.cert.is_some()
+        || args.key.is_some()
+        || args.key_password_file.is_some()
+        || args.client_ca.is_some()
+    {
+        warn!(
+            "--tls-listen is off: --cert, --key, --key-password-file and --client-ca are not used"
+        );
+    }
+    if config.listen.is_empty() && config.tls_listen.is_empty() {
+        return Err(
+            "every listener is off (--listen, --tls-listen, --ws-listen): no client could \
+             connect; turn one on"
+                .into(),
+        );
     }
     let b = &mut config.broker;
     b.auth = auth;
@@ -343,12 +416,27 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
                 path.display()
             );
         }
+        let users = match file.len() {
+            1 => "1 user".to_owned(),
+            n => format!("{n} users"),
+        };
+        banner.auth = format!(
+            "password ({users} in {}, reloaded on SIGHUP)",
+            path.display()
+        );
         let passwords = Arc::new(ReloadablePasswords(RwLock::new(Arc::new(file))));
         reload.passwd = Some((path.clone(), Arc::clone(&passwords)));
         config.authenticator = Some(passwords);
     } else if let Some(path) = &args.passwd {
-        // Load it anyway so that a bad file is reported now, not when auth is switched on.
-        PasswordFile::load(path).map_err(|e| e.to_string())?;
+        return Err(format!(
+            "--passwd {} is only used with --auth password (add --auth password, or leave \
+             --passwd out)",
+            path.display()
+        ));
+    } else if b.auth == AuthMode::Cert {
+        banner.auth = "cert (the user name is the client certificate's CN)".into();
+    } else {
+        banner.auth = "none (a user name alone logs in)".into();
     }
     if let Some(path) = &args.acl {
         let acl = load_acl(path)?;
@@ -359,7 +447,9 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
         );
         b.acl = Some(Arc::new(acl));
         reload.acl = Some(path.clone());
+        banner.acl = Some(path.clone());
     }
+    let mut registered: HashMap<u32, &str> = HashMap::new();
     for spec in &args.group {
         let (id, name) = spec
             .split_once('=')
@@ -375,8 +465,16 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
                 "--group {spec:?}: a group name cannot hold a comma or line break"
             ));
         }
+        if let Some(first) = registered.insert(id, name) {
+            return Err(format!(
+                "--group {spec:?}: group {id} is already registered (as {first:?}); \
+                 each group number once"
+            ));
+        }
         config.groups.push((id, name.to_owned()));
     }
+    banner.groups = config.groups.clone();
+    banner.open_groups = args.open_groups;
     b.open_groups = args.open_groups;
     if let Some(n) = args.max_connections {
         b.max_connections = n;
@@ -411,34 +509,121 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload), String> {
     if let Some(n) = args.max_open_groups {
         b.max_open_groups = n;
     }
-    if config.listen.is_empty() {
-        warn!("no listener is enabled");
+    Ok((config, reload, banner))
+}
+
+/// What the start banner says besides the listeners: logged by
+/// [`Banner::log`] once every listener is bound.
+#[derive(Debug, Default)]
+struct Banner {
+    /// The auth mode and what it uses.
+    auth: String,
+    /// The ACL file, if any.
+    acl: Option<PathBuf>,
+    /// `--client-auth` on the TLS listeners.
+    client_auth: String,
+    /// The groups registered at start.
+    groups: Vec<(u32, String)>,
+    /// `--open-groups`.
+    open_groups: bool,
+    /// The development certificates, when the TLS listener uses them.
+    dev_certs: Option<DevCerts>,
+}
+
+impl Banner {
+    /// Groups named in the banner; the rest are counted.
+    const MAX_GROUPS: usize = 20;
+
+    /// The start banner, a few info lines: version and pid with every
+    /// listener (transport and address), then auth, ACL and groups, then
+    /// where the development certificates are (when they are used).
+    fn log(&self, listeners: &[(&str, SocketAddr)]) {
+        let tls_note = match self.client_auth.as_str() {
+            "optional" => " (client certificates optional)",
+            "required" => " (client certificates required)",
+            _ => "",
+        };
+        let listeners = listeners
+            .iter()
+            .map(|(kind, addr)| {
+                let note = if *kind == "tls" { tls_note } else { "" };
+                format!("{kind} {addr}{note}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        info!(
+            "switchboard {} started, pid {}; listeners: {listeners}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        );
+        let acl = match &self.acl {
+            Some(path) => format!("{} (reloaded on SIGHUP)", path.display()),
+            None => "none (every logged-in user may do everything)".into(),
+        };
+        let mut groups = self
+            .groups
+            .iter()
+            .take(Self::MAX_GROUPS)
+            .map(|(id, name)| format!("{id}={name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.groups.is_empty() {
+            groups = "none registered".into();
+        } else if self.groups.len() > Self::MAX_GROUPS {
+            groups += &format!(" and {} more", self.groups.len() - Self::MAX_GROUPS);
+        }
+        let open = if self.open_groups { "on" } else { "off" };
+        info!(
+            "auth {}; ACL {acl}; groups: {groups}; open groups {open}",
+            self.auth
+        );
+        if let Some(dev) = &self.dev_certs {
+            let dir = dev.ca_cert.parent().unwrap_or(Path::new("."));
+            let shown = match std::path::absolute(dir) {
+                Ok(abs) if abs != dir => format!("{} ({})", dir.display(), abs.display()),
+                _ => dir.display().to_string(),
+            };
+            info!(
+                "TLS: development certificates in {shown}, for development only (use \
+                 --cert and --key in production); clients should trust {}",
+                dev.ca_cert.display()
+            );
+        }
     }
-    Ok((config, reload))
 }
 
 /// The TLS settings: `--cert`/`--key`, or development certificates made (or
-/// reused) in `./certs/`; client certificates per `--client-auth`.
-fn tls_settings(args: &ServeArgs, client_auth: &str) -> Result<Arc<rustls::ServerConfig>, String> {
-    let (cert_path, key_path) = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone()),
+/// reused) in `./certs/` (or the per-user data directory when `./certs`
+/// cannot be written); client certificates per `--client-auth`. Also returns
+/// the development certificates, when they are the ones used.
+fn tls_settings(
+    args: &ServeArgs,
+    client_auth: &str,
+) -> Result<(Arc<rustls::ServerConfig>, Option<DevCerts>), String> {
+    let (cert_path, key_path, password, dev) = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone(), key_password(args, k)?, None),
         (None, None) => {
-            let dev = certs::ensure_dev_certs(Path::new("certs")).map_err(|e| e.to_string())?;
-            info!(
-                "TLS: development certificates in {}; clients should trust {}",
-                dev.ca_cert
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                dev.ca_cert.display()
-            );
-            (dev.server_cert, dev.server_key)
+            let local = DevCerts::in_dir(Path::new("certs"));
+            let password = key_password(args, &local.server_key)?;
+            let dev = dev_certs(password.as_deref())?;
+            let (cert, key) = (dev.server_cert.clone(), dev.server_key.clone());
+            (cert, key, password, Some(dev))
         }
         (Some(_), None) => return Err("--cert needs --key (the certificate's private key)".into()),
         (None, Some(_)) => return Err("--key needs --cert (the certificate chain)".into()),
     };
     let chain = certs::load_certs(&cert_path).map_err(|e| e.to_string())?;
-    let key = certs::load_key(&key_path).map_err(|e| e.to_string())?;
+    let key =
+        certs::load_key_with_password(&key_path, password.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(file) = &args.key_password_file {
+        if !certs::is_encrypted_key(&key_path).map_err(|e| e.to_string())? {
+            warn!(
+                "--key-password-file {} is not used: key file {} is not encrypted",
+                file.display(),
+                key_path.display()
+            );
+        }
+    }
     certs::check_key_matches(&chain, &key, &cert_path, &key_path).map_err(|e| e.to_string())?;
     let client = match client_auth {
         "none" => {
@@ -467,7 +652,61 @@ fn tls_settings(args: &ServeArgs, client_auth: &str) -> Result<Arc<rustls::Serve
             }
         }
     };
-    tls::server_config(chain, key, &client).map_err(|e| format!("{}: {e}", cert_path.display()))
+    let tls = tls::server_config(chain, key, &client)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    Ok((tls, dev))
+}
+
+/// The password for `key` if it is encrypted: the first line of
+/// `--key-password-file`, or else typed at a prompt when standard input is a
+/// terminal. `None` otherwise (an encrypted key is then a start error).
+fn key_password(args: &ServeArgs, key: &Path) -> Result<Option<Vec<u8>>, String> {
+    if let Some(file) = &args.key_password_file {
+        return certs::read_password_file(file)
+            .map(Some)
+            .map_err(|e| format!("--key-password-file: {e}"));
+    }
+    // A missing or unreadable key is reported when it is loaded.
+    if !std::io::stdin().is_terminal() || !certs::is_encrypted_key(key).unwrap_or(false) {
+        return Ok(None);
+    }
+    log::logger().flush();
+    let prompt = format!("Password for key file {}: ", key.display());
+    match rpassword::prompt_password(prompt) {
+        Ok(password) if !password.is_empty() => Ok(Some(password.into_bytes())),
+        Ok(_) => Err(format!(
+            "key file {}: no password typed (it is encrypted)",
+            key.display()
+        )),
+        Err(e) => Err(format!(
+            "key file {}: cannot read its password from the terminal: {e}",
+            key.display()
+        )),
+    }
+}
+
+/// The development certificates: in `./certs`, or, when that cannot be
+/// written, in the per-user data directory ([`certs::user_certs_dir`]).
+fn dev_certs(password: Option<&[u8]>) -> Result<DevCerts, String> {
+    let local = Path::new("certs");
+    let (path, source) = match certs::ensure_dev_certs_with_password(local, password) {
+        Ok(dev) => return Ok(dev),
+        Err(CertError::Write { path, source }) => (path, source),
+        Err(e) => return Err(e.to_string()),
+    };
+    let Some(dir) = certs::user_certs_dir() else {
+        return Err(format!(
+            "cannot write development certificates to {}: {source} (and neither HOME nor \
+             XDG_DATA_HOME names a per-user directory); give --cert and --key",
+            path.display()
+        ));
+    };
+    warn!(
+        "cannot write development certificates to {} ({source}); using {} instead",
+        path.display(),
+        dir.display()
+    );
+    certs::ensure_dev_certs_with_password(&dir, password).map_err(|e| e.to_string())
 }
 
 /// `off`, or an address (host names resolved; the first address is used).
