@@ -3,7 +3,7 @@
 //! `GET /metrics` in the Prometheus text exposition format (version 0.0.4).
 //!
 //! The broker's service copies its figures ([`crate::broker::Figure`]) into
-//! a [`Snapshot`] shared with this service once per loop turn while a
+//! a snapshot shared with this service once per loop turn while a
 //! metrics listener exists (two dozen numbers: nothing per connection); a
 //! request is answered from it at once. Each connection gets one response
 //! and is closed (`Connection: close`), like a Prometheus scrape expects.
