@@ -300,3 +300,55 @@ fn metrics_connections_are_bounded() {
     let mut a = server.login("alice");
     a.ping();
 }
+
+/// `switchboard stats [ADDR]` prints every figure; `--watch` prints rates.
+#[test]
+fn the_stats_command_prints_the_figures_and_rates() {
+    let server = ServerProc::start(&["--open-groups"]);
+    let addr = server.addr.to_string();
+    let out = run_bin(&["stats", &addr], None, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", out.stderr);
+    let keys: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, KEYS, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("sessions           1\n"),
+        "{}",
+        out.stdout
+    );
+    // A publisher beside --watch: the rate column moves.
+    let mut a = server.login("alice");
+    a.ack("SUBSCRIBE 0 1");
+    let publisher = std::thread::spawn(move || {
+        for _ in 0..40 {
+            a.ack("PUBLISH 1 1\nx");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let out = run_bin(
+        &["stats", &addr, "--watch", "0.3", "--count", "2"],
+        None,
+        Duration::from_secs(20),
+    );
+    publisher.join().expect("publisher");
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(lines[0].split_whitespace().any(|h| h == "pub/s"));
+    let pub_rate: f64 = lines[1]
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("a rate");
+    assert!(pub_rate > 1.0, "{}", out.stdout);
+    let bad = run_bin(
+        &["stats", &addr, "--watch", "0"],
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("--watch"), "{}", bad.stderr);
+}

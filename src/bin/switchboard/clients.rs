@@ -117,7 +117,7 @@ impl ConnectArgs {
 
     /// Connects and logs in, asking for a password on the terminal if the
     /// server wants one and none was given.
-    fn connect(&self, positional_addr: Option<&str>) -> Result<Client, String> {
+    pub(crate) fn connect(&self, positional_addr: Option<&str>) -> Result<Client, String> {
         let addr = self.resolve_addr(positional_addr)?;
         if !switchboard::proto::command::is_valid_user(self.user.as_bytes()) {
             return Err(format!(
@@ -255,7 +255,7 @@ fn prompt_password(user: &str) -> Result<String, String> {
     Ok(password)
 }
 
-fn fail(cmd: &str, msg: &str) -> ExitCode {
+pub(crate) fn fail(cmd: &str, msg: &str) -> ExitCode {
     eprintln!("switchboard {cmd}: {msg}");
     ExitCode::FAILURE
 }
@@ -275,7 +275,7 @@ const UNKNOWN_GROUP_HINT: &str = "a server has the groups given to \
 
 /// One line for a failed request: `code: text` for a refusal (with a hint
 /// for `unknown-group`).
-fn describe_error(e: &ClientError) -> String {
+pub(crate) fn describe_error(e: &ClientError) -> String {
     match e {
         ClientError::Refused {
             code: ErrorCode::UnknownGroup,

@@ -3,6 +3,7 @@
 mod bench;
 mod clients;
 mod serve;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,8 @@ enum Command {
     Pub(clients::PubArgs),
     /// Print each message received in groups, one a line.
     Sub(clients::SubArgs),
+    /// Print the server's STATS figures (once, or every --watch SECS with rates).
+    Stats(stats::StatsArgs),
     /// Load generator against a running server on loopback: density,
     /// fanout, echo, handshake.
     Bench(bench::BenchArgs),
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => clients::run_chat(args),
         Command::Pub(args) => clients::run_pub(args),
         Command::Sub(args) => clients::run_sub(args),
+        Command::Stats(args) => stats::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }
