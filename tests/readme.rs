@@ -136,3 +136,76 @@ fn two_people_chatting_with_nc_works_as_written() {
         t.catch_up(who);
     }
 }
+
+/// "Command-line clients": the server line, the subscriber, the two
+/// publishing lines (the second through `sh`, as typed), and the
+/// subscriber's output, as written. `switchboard` is this build's binary,
+/// and the clients get `--addr` of the test's server.
+#[test]
+fn command_line_clients_work_as_written() {
+    let readme = readme();
+    let text = section(&readme, "Command-line clients");
+    let code = code_lines(&text);
+    assert!(code.contains(&"cargo install --path ."), "{code:?}");
+    let serve = code
+        .iter()
+        .find_map(|l| l.strip_prefix("switchboard serve"))
+        .expect("the section starts a server");
+    let flags: Vec<&str> = serve.split_whitespace().collect();
+    let server = ServerProc::start(&flags);
+    let addr = server.addr.to_string();
+    let with_addr = |line: &str| -> String {
+        let (cmd, rest) = line
+            .split_once("switchboard ")
+            .expect("a switchboard command");
+        let (sub, args) = rest.split_once(' ').unwrap_or((rest, ""));
+        format!("{cmd}{BIN} {sub} --addr {addr} {args}")
+    };
+    let sub_line = code
+        .iter()
+        .find(|l| l.starts_with("switchboard sub "))
+        .expect("a subscriber");
+    let mut sub = std::process::Command::new("sh")
+        .args(["-c", &with_addr(sub_line)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sub starts");
+    // The subscriber is in group 1 before anything is published.
+    let mut check = server.login("check");
+    wait_until(Duration::from_secs(10), || {
+        check.result("WHO 0 1").iter().any(|u| u == "logger")
+    });
+    for line in code.iter().filter(|l| l.contains("switchboard pub ")) {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &with_addr(line)])
+            .status()
+            .expect("pub runs");
+        assert!(status.success(), "{line}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && sub.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut printed = String::new();
+    if sub.try_wait().ok().flatten().is_none() {
+        let _ = sub.kill();
+    }
+    sub.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut printed)
+        .expect("read");
+    let _ = sub.wait();
+    // The indented block right after "The subscriber has printed".
+    let after = text
+        .split("The subscriber has printed")
+        .nth(1)
+        .expect("the expected output");
+    let expected: Vec<&str> = after
+        .lines()
+        .skip_while(|l| !l.starts_with("    "))
+        .take_while(|l| l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(printed.lines().collect::<Vec<_>>(), expected);
+}
