@@ -236,10 +236,17 @@ fn a_log_pipe_nobody_reads_does_not_stall_sessions() {
         slowest(&after)
     );
     assert!(!during.is_empty(), "no ping completed during the churn");
+    // A loop blocked on the pipe would miss every ping; a busy 2-core
+    // machine (a parallel build) delays the odd one. So: none over a
+    // second, and at most 1 in 100 (at least 1) over PROMPT.
     for (when, rtts) in [("during", &during), ("after", &after)] {
         let slow: Vec<_> = rtts.iter().filter(|&&d| d >= PROMPT).collect();
+        let frozen: Vec<_> = rtts
+            .iter()
+            .filter(|&&d| d >= Duration::from_secs(1))
+            .collect();
         assert!(
-            slow.is_empty(),
+            frozen.is_empty() && slow.len() <= (rtts.len() / 100).max(1),
             "{} of {} round trips {when} the churn took {PROMPT:?} or more: {slow:?}",
             slow.len(),
             rtts.len()
