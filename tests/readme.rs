@@ -91,20 +91,30 @@ impl Terminal {
 fn two_people_chatting_with_nc_works_as_written() {
     let readme = readme();
     let text = section(&readme, "Two people chatting with `nc`");
-    let code = code_lines(&text);
+    // Up to the password walkthrough, which has its own test.
+    let text = text.split("With passwords").next().unwrap_or_default();
+    let code = code_lines(text);
     let serve = code
         .iter()
         .find_map(|l| l.strip_prefix("cargo run --release -- serve"))
         .expect("the section starts a server");
     let flags: Vec<&str> = serve.split_whitespace().collect();
     let server = ServerProc::start(&flags);
+    assert!(replay(&server, &code) > 40, "too few walkthrough lines");
+}
+
+/// Replays `NAME> typed` and `NAME< shown` lines (or `> `/`< ` for a
+/// single terminal) on connections to `server`, in order; returns how many
+/// lines there were.
+#[track_caller]
+fn replay(server: &ServerProc, code: &[&str]) -> usize {
     let mut terminals: BTreeMap<String, Terminal> = BTreeMap::new();
     let mut lines = 0;
     for line in code {
         let Some((who, rest)) = line.split_once(['>', '<']) else {
             continue;
         };
-        if who.is_empty() || !who.chars().all(|c| c.is_ascii_lowercase()) {
+        if !who.chars().all(|c| c.is_ascii_lowercase()) {
             continue;
         }
         let typed = line.as_bytes()[who.len()] == b'>';
@@ -131,10 +141,66 @@ fn two_people_chatting_with_nc_works_as_written() {
             t.expected.push_str(content);
         }
     }
-    assert!(lines > 40, "only {lines} walkthrough lines found");
     for (who, t) in &mut terminals {
         t.catch_up(who);
     }
+    lines
+}
+
+/// "With passwords, as in the lecture": the password file made as written
+/// (the password given on standard input, as a pipe does, rather than typed
+/// twice at a terminal), the server started as written in that directory,
+/// and the transcript replayed.
+#[test]
+fn the_password_walkthrough_works_as_written() {
+    let readme = readme();
+    let text = section(&readme, "Two people chatting with `nc`");
+    let part = text
+        .split("With passwords")
+        .nth(1)
+        .expect("the password walkthrough");
+    let code = code_lines(part);
+    let passwd = code
+        .iter()
+        .find_map(|l| l.strip_prefix("cargo run --release -- passwd "))
+        .expect("a passwd line");
+    let (args, comment) = passwd.split_once('#').expect("a comment with the password");
+    let password = comment
+        .split_whitespace()
+        .skip_while(|w| *w != "type")
+        .nth(1)
+        .expect("`type PASSWORD`")
+        .trim_end_matches(',');
+    let dir = TempDir::new("readme-passwd");
+    let mut cmd: Vec<&str> = vec!["passwd"];
+    cmd.extend(args.split_whitespace());
+    let out = std::process::Command::new(BIN)
+        .args(&cmd)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("{password}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("passwd runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serve = code
+        .iter()
+        .find_map(|l| l.strip_prefix("cargo run --release -- serve"))
+        .expect("a serve line");
+    let flags: Vec<&str> = serve.split_whitespace().collect();
+    let server = ServerProc::start_in(dir, &serve_args(&flags));
+    assert!(replay(&server, &code) >= 6, "too few transcript lines");
 }
 
 /// "Command-line clients": the server line, the subscriber, the two
