@@ -90,6 +90,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_len: 4096,
     };
     let addr = event_loop.listen(listen, Some(tls), lines, TlsEcho)?;
+    // Ctrl-C and SIGTERM stop the loop too, so that the keys are removed
+    // (handled from before the first line: whoever reads it may signal).
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let handle = event_loop.handle();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            handle.stop();
+        }
+    });
     println!("listening on {addr}");
     println!("certificates in {}", dir.display());
 
@@ -100,14 +109,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             handle.stop();
         });
     }
-    // Ctrl-C and SIGTERM stop the loop too, so that the keys are removed.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let handle = event_loop.handle();
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            handle.stop();
-        }
-    });
     let result = event_loop.run();
     drop(certs);
     result?;
