@@ -60,13 +60,7 @@ fn limits_refuse_with_err_limit_and_the_session_goes_on() {
 #[test]
 fn leaving_many_groups_does_not_stall_others() {
     let _one = one_at_a_time();
-    let server = ServerProc::start(&[
-        "--open-groups",
-        "--max-subscriptions",
-        "300000",
-        "--max-open-groups",
-        "300000",
-    ]);
+    let server = many_groups_server();
     let groups = 200_000u32;
     let big = subscribe_many(&server, "big", groups);
     let mut other = server.login("other");
@@ -78,6 +72,18 @@ fn leaving_many_groups_does_not_stall_others() {
         worst < Duration::from_millis(1000),
         "a round trip took {worst:?} while a session left {groups} groups"
     );
+}
+
+/// A server where one session may be in 300,000 open groups (30 times the
+/// default `--max-subscriptions`).
+fn many_groups_server() -> ServerProc {
+    ServerProc::start(&[
+        "--open-groups",
+        "--max-subscriptions",
+        "300000",
+        "--max-open-groups",
+        "300000",
+    ])
 }
 
 /// A session subscribed to open groups 1 to `groups`, 64 a command.
@@ -120,13 +126,7 @@ fn worst_round_trip(c: &mut Client, d: Duration) -> Duration {
 #[test]
 fn listing_replies_are_not_free_amplification() {
     let _one = one_at_a_time();
-    let server = ServerProc::start(&[
-        "--open-groups",
-        "--max-subscriptions",
-        "300000",
-        "--max-open-groups",
-        "300000",
-    ]);
+    let server = many_groups_server();
     let _big = subscribe_many(&server, "big", 200_000);
     let mut other = server.login("other");
     other.ping();
