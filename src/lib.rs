@@ -61,6 +61,7 @@ mod reactor;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod ws;
 
 pub use auth::Authenticator;
 pub use broker::{AuthMode, BrokerConfig, DeliveryError};
