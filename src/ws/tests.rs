@@ -469,6 +469,49 @@ fn idle_decoder_holds_nothing() {
     assert_eq!(d.held(), 0);
 }
 
+#[test]
+fn a_close_in_the_middle_of_a_message_ends_it() {
+    let mut input = client(OpCode::Text, false, b"half a mess");
+    input.extend(client(OpCode::Close, true, &1001u16.to_be_bytes()));
+    input.extend(client(OpCode::Continuation, true, b"age"));
+    let want = vec![Event::Close(Some(CloseFrame {
+        code: 1001,
+        reason: String::new(),
+    }))];
+    assert_eq!(decode_every_split(Role::Server, 100, &input), (want, None));
+}
+
+#[test]
+fn what_the_decoder_holds_stays_within_the_limit_plus_one_control_frame() {
+    let limit = 1000;
+    let mut input = Vec::new();
+    for (i, chunk) in [0u8; 1000].chunks(90).enumerate() {
+        let op = if i == 0 {
+            OpCode::Binary
+        } else {
+            OpCode::Continuation
+        };
+        input.extend(client(op, false, chunk));
+        input.extend(client(OpCode::Ping, true, &[7; MAX_CONTROL]));
+    }
+    input.extend(client(OpCode::Continuation, true, b""));
+    let mut d = Decoder::new(Role::Server, limit);
+    let mut most = 0;
+    let mut messages = 0;
+    for byte in input.chunks(1) {
+        let (events, err) = decode_pieces(&mut d, [byte]);
+        assert_eq!(err, None);
+        messages += events
+            .iter()
+            .filter(|e| matches!(e, Event::Binary(_)))
+            .count();
+        most = most.max(d.held());
+    }
+    assert_eq!(messages, 1);
+    assert!(most <= limit + MAX_CONTROL + 14, "{most}");
+    assert!(d.is_idle());
+}
+
 // --- Errors and their close codes ---
 
 #[test]
