@@ -332,9 +332,7 @@ impl Decoder {
             let start = dest.len();
             dest.extend_from_slice(chunk);
             if let Some(key) = frame.mask {
-                for (i, b) in dest[start..].iter_mut().enumerate() {
-                    *b ^= key[((frame.read + i as u64) % 4) as usize];
-                }
+                unmask(&mut dest[start..], key, frame.read);
             }
             let f = p.frame.as_mut().map(|f| {
                 f.left -= take as u64;
@@ -364,6 +362,23 @@ impl Decoder {
                 _ => {}
             }
         }
+    }
+}
+
+/// XORs `buf` with the mask `key`, `buf` starting `phase` bytes into the
+/// payload: four bytes at a time, the key rotated to the phase.
+fn unmask(buf: &mut [u8], key: [u8; 4], phase: u64) {
+    let r = (phase % 4) as usize;
+    let key = [key[r], key[(r + 1) % 4], key[(r + 2) % 4], key[(r + 3) % 4]];
+    let k = u32::from_ne_bytes(key);
+    let mut words = buf.chunks_exact_mut(4);
+    for w in &mut words {
+        let mut b = [0; 4];
+        b.copy_from_slice(w);
+        w.copy_from_slice(&(u32::from_ne_bytes(b) ^ k).to_ne_bytes());
+    }
+    for (b, m) in words.into_remainder().iter_mut().zip(key) {
+        *b ^= m;
     }
 }
 

@@ -512,6 +512,20 @@ fn what_the_decoder_holds_stays_within_the_limit_plus_one_control_frame() {
     assert!(d.is_idle());
 }
 
+#[test]
+fn unmasking_in_any_pieces_matches_the_mask_byte_by_byte() {
+    let payload: Vec<u8> = (0..1000).map(|i| (i * 31 % 256) as u8).collect();
+    let frame = client(OpCode::Binary, true, &payload);
+    for piece in 1..=9 {
+        let got = decode_pieces(&mut Decoder::new(Role::Server, 1000), frame.chunks(piece));
+        assert_eq!(
+            got,
+            (vec![Event::Binary(payload.clone())], None),
+            "pieces of {piece}"
+        );
+    }
+}
+
 // --- Errors and their close codes ---
 
 #[test]
