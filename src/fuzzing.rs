@@ -170,6 +170,95 @@ pub fn acl_file(data: &[u8]) {
     }
 }
 
+// ws
+// ---------------------------------------------------------------------------
+
+/// The WebSocket layer (`crate::ws`) on arbitrary bytes. The first byte
+/// picks the decoder's role and message limit and the chunking; the rest
+/// is, at once, an HTTP request head for [`crate::ws::read_request`] and a
+/// frame stream for a [`crate::ws::Decoder`].
+///
+/// Checks: no panic; `read_request` on every prefix of a complete head
+/// says "need more" or refuses, never accepts something else, and `used`
+/// is within the input; the decoder gives the same events and the same
+/// error fed whole and fed in chunks, holds no more than its limit plus a
+/// header and a control frame, and an error is sticky; every message it
+/// decodes, masked again by a client, decodes to the same message.
+pub fn ws(data: &[u8]) {
+    use crate::ws::{Decoder, Event, OpCode, Role, client_frame, read_request};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    // The request head.
+    if let Ok(Some(head)) = read_request(rest) {
+        assert!(head.used <= rest.len());
+        for cut in [0, head.used / 2, head.used.saturating_sub(1)] {
+            if cut < head.used {
+                if let Ok(Some(other)) = read_request(&rest[..cut]) {
+                    panic!("a prefix of {} bytes parsed as {other:?}", cut);
+                }
+            }
+        }
+    }
+    // The frame stream.
+    let role = if first & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let limit = [0, 1, 125, 126, 1000, 65_536][usize::from(first >> 1) % 6];
+    let chunk = usize::from(first >> 4) + 1;
+    let run = |chunked: bool| {
+        let mut d = Decoder::new(role, limit);
+        let mut events = Vec::new();
+        let mut input = rest;
+        let mut error = None;
+        while !input.is_empty() && error.is_none() {
+            let take = if chunked {
+                chunk.min(input.len())
+            } else {
+                input.len()
+            };
+            let mut piece = &input[..take];
+            input = &input[take..];
+            loop {
+                match d.decode(&mut piece) {
+                    Ok(Some(e)) => events.push(e),
+                    Ok(None) => break,
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+                assert!(d.held() <= limit + 14 + 125 + 8, "held {}", d.held());
+            }
+        }
+        if let Some(e) = error {
+            let mut more = &b"\x81\x00"[..];
+            assert_eq!(d.decode(&mut more), Err(e), "an error is sticky");
+        }
+        (events, error)
+    };
+    let whole = run(false);
+    let chunked = run(true);
+    assert_eq!(whole, chunked, "fed whole and in chunks of {chunk}");
+    if role == Role::Server {
+        let mask = [first, first ^ 0x5a, 0x13, 0x37];
+        for event in &whole.0 {
+            let (op, payload) = match event {
+                Event::Text(p) => (OpCode::Text, p),
+                Event::Binary(p) => (OpCode::Binary, p),
+                _ => continue,
+            };
+            let mut out = bytes::BytesMut::new();
+            client_frame(&mut out, op, true, payload, mask);
+            let mut d = Decoder::new(Role::Server, limit);
+            let mut input = &out[..];
+            assert_eq!(d.decode(&mut input), Ok(Some(event.clone())), "re-encoded");
+        }
+    }
+}
+
 // client_session
 // ---------------------------------------------------------------------------
 

@@ -58,6 +58,11 @@ fn acl_file() {
     replay("acl_file", switchboard::fuzzing::acl_file);
 }
 
+#[test]
+fn ws() {
+    replay("ws", switchboard::fuzzing::ws);
+}
+
 /// One input, e.g. a crash the fuzzer wrote:
 /// `FUZZ_TARGET=broker FUZZ_INPUT=fuzz/artifacts/broker/crash-... cargo test
 /// --test fuzz_corpus one_input -- --ignored` (with `SWITCHBOARD_FUZZ_TRACE=1`
@@ -75,6 +80,7 @@ fn one_input() {
         "client_session" => switchboard::fuzzing::client_session,
         "passwd_file" => switchboard::fuzzing::passwd_file,
         "acl_file" => switchboard::fuzzing::acl_file,
+        "ws" => switchboard::fuzzing::ws,
         other => panic!("unknown target {other}"),
     };
     check(&data);
