@@ -40,7 +40,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // everything they drive.
     (
         "fuzzing",
-        &["acl", "broker", "client", "conn", "passwd", "proto", "tls"],
+        &[
+            "acl", "broker", "client", "conn", "passwd", "proto", "tls", "ws",
+        ],
     ),
     (
         "event_loop",
