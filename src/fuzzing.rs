@@ -787,7 +787,8 @@ pub fn broker(data: &[u8]) {
     else {
         return;
     };
-    // `--max-pending` alone can put the read pause (256 KiB) above it.
+    // `--max-pending` alone can put the read pause (256 KiB) above it (the
+    // table then pauses input at half of `max_pending`).
     let (max_pending, read_pause) = [
         (512, 256),
         (4096, 1024),

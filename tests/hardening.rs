@@ -367,3 +367,44 @@ fn tearing_down_big_queues_does_not_stall_others() {
     );
     drop(subs);
 }
+
+/// A client that pipelines requests and reads the replies is paused, never
+/// cut off, even with `--max-pending` below the default read pause (256
+/// KiB): the replies to one read (20,000 ACKs, about 400 KB) used to pass a
+/// 64 KiB bound before they could be written.
+#[test]
+fn pipelining_with_a_small_max_pending_is_paused_not_cut_off() {
+    use std::io::{Read, Write};
+    let _one = one_at_a_time();
+    let server = ServerProc::start(&["--open-groups", "--max-pending", "65536"]);
+    let mut c = std::net::TcpStream::connect(server.addr).expect("connect");
+    c.write_all(b"USER 0 p\n").expect("login");
+    let n = 20_000;
+    let flood = "PUBLISH 1 5\nx".repeat(n);
+    let mut writer = c.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || writer.write_all(flood.as_bytes()));
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = vec![0; 65536];
+    let ack = b"published to 0";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&got, ack) < n && Instant::now() < deadline {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    sender.join().expect("sender").expect("flood written");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        !text.contains("slow-consumer"),
+        "cut off: {}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    assert_eq!(count(&got, ack), n);
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}

@@ -79,11 +79,15 @@ pub struct BrokerConfig {
 impl BrokerConfig {
     /// The connection table's share of these settings.
     pub fn limits(&self) -> Limits {
+        // Input stops well before the output bound: a client that pipelines
+        // requests and reads the replies is paused, never cut off as a slow
+        // consumer by the replies to one read.
+        let read_pause = self.read_pause.min(self.max_pending / 2).max(1);
         Limits {
             max_connections: self.max_connections,
             max_pending: self.max_pending,
-            read_pause: self.read_pause,
-            untrusted_read_pause: self.read_pause.min(UNTRUSTED_READ_PAUSE),
+            read_pause,
+            untrusted_read_pause: read_pause.min(UNTRUSTED_READ_PAUSE),
             // One header and a payload of `PRELOGIN_MAX_PAYLOAD`.
             untrusted_read_window: crate::proto::frame::MAX_HEADER_LEN
                 + crate::broker::PRELOGIN_MAX_PAYLOAD,
