@@ -469,7 +469,7 @@ impl<H: Handler> BrokerService<H> {
     fn refresh_metrics(&mut self, now: std::time::Instant) {
         if let Some(snapshot) = &self.metrics {
             if let Ok(mut figures) = snapshot.lock() {
-                *figures = self.broker.stats(&self.links, now);
+                self.broker.stats_into(&self.links, now, &mut figures);
             }
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     BIN, Client, START_TIMEOUT, ServerProc, TempDir, expect_start_failure, kill_and_reap,
-    parse_listening, passwd, path_str, serve_args, wait_until,
+    parse_listening, passwd, path_str, serve_args, serve_tls_args, wait_until,
 };
 
 /// The slowest `PING 0` round trip allowed while the log pipe is full.
@@ -551,21 +551,9 @@ fn refusals_are_warnings_with_the_peer_address() {
 /// A server on a TLS and a plain listener at `--log-level trace`, with the
 /// environment `env`; its stderr lines come through the returned channel.
 fn start_trace_server(cwd: &TempDir, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--ws-listen",
-        "off",
-        "--log-level",
-        "trace",
-        "--group",
-        "1=news",
-    ];
+    let args = serve_tls_args(&["--log-level", "trace", "--group", "1=news"]);
     let mut child = Command::new(BIN)
-        .args(args)
+        .args(&args)
         .envs(env.iter().copied())
         .env_remove(if env.is_empty() {
             "SWITCHBOARD_LOG_DEPS"

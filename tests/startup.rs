@@ -153,21 +153,6 @@ impl Drop for Started {
     }
 }
 
-/// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off` plus `extra`.
-fn serve_tls<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--ws-listen",
-        "off",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 /// Asserts that exactly one stderr line is the start error (`switchboard:
 /// ...`) and that it mentions every one of `needles`; returns it.
 #[track_caller]
@@ -209,7 +194,7 @@ fn tls_login_works(addr: SocketAddr, config: &Arc<rustls::ClientConfig>, user: &
 fn banner_names_version_pid_listeners_auth_groups_and_dev_certs() {
     let srv = Started::spawn(
         TempDir::new("banner"),
-        &serve_tls(&[
+        &serve_tls_args(&[
             "--group",
             "1=general",
             "--group",
@@ -567,7 +552,7 @@ fn dev_certs_go_to_the_user_data_dir_when_certs_cannot_be_written() {
             home.join(".local/share/switchboard/certs"),
         ),
     ] {
-        let srv = Started::spawn(blocked(), &serve_tls(&[]), &env);
+        let srv = Started::spawn(blocked(), &serve_tls_args(&[]), &env);
         srv.line(&format!("using {} instead", dir.display()));
         let banner = srv.line("development certificates in");
         let ca = dir.join("ca.pem");
@@ -581,7 +566,7 @@ fn dev_certs_go_to_the_user_data_dir_when_certs_cannot_be_written() {
         // A second start reuses them.
         let before = std::fs::read(&ca).expect("read ca.pem");
         drop(srv);
-        let srv = Started::spawn(blocked(), &serve_tls(&[]), &env);
+        let srv = Started::spawn(blocked(), &serve_tls_args(&[]), &env);
         assert_eq!(std::fs::read(&ca).expect("read ca.pem"), before);
         tls_login_works(srv.tls_addr(), &config, "bob");
     }
@@ -589,7 +574,7 @@ fn dev_certs_go_to_the_user_data_dir_when_certs_cannot_be_written() {
     // Without any per-user directory: one line, and what to do.
     let out_dir = blocked();
     let out = Command::new(BIN)
-        .args(serve_tls(&[]))
+        .args(serve_tls_args(&[]))
         .current_dir(out_dir.path())
         .env_remove("XDG_DATA_HOME")
         .env_remove("HOME")
@@ -778,13 +763,13 @@ fn encrypted_key_start_errors_are_one_line() {
         (vec!["--key-password-file", &empty], vec![&empty, "empty"]),
     ];
     for (extra, needles) in &cases {
-        let mut args = serve_tls(&pair);
+        let mut args = serve_tls_args(&pair);
         args.extend_from_slice(extra);
         let out = expect_start_failure(&args);
         eprintln!("refused: {}", one_error_line(&out, needles));
     }
     let pass = certs.arg("pass");
-    let out = expect_start_failure(&serve_tls(&[
+    let out = expect_start_failure(&serve_tls_args(&[
         "--cert",
         &pem,
         "--key",
@@ -935,7 +920,7 @@ sys.stdout.write(buf.decode("utf-8", "replace"))
 "#;
     let (pem, key) = (certs.arg("ec.pem"), certs.arg("ec.key"));
     let mut server = vec![BIN];
-    server.extend(serve_tls(&["--cert", &pem, "--key", &key]));
+    server.extend(serve_tls_args(&["--cert", &pem, "--key", &key]));
     for (password, want) in [
         (PASSWORD, "tls listening on"),
         ("Tr0ub4dor&3", "wrong password"),

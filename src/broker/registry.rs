@@ -435,8 +435,8 @@ impl Broker {
 
     /// Encodes `PUBLISHED` once and queues it to every subscriber of any
     /// listed group. With `spread`, a fan-out larger than one turn's work
-    /// budget (`WORK_BUDGET` subscribers looked at) delivers what is left of
-    /// this turn's budget now and the rest a budget per turn
+    /// budget (`WORK_BUDGET` subscribers looked at) delivers a budget's
+    /// worth now and the rest a budget per turn
     /// ([`Broker::continue_spread`]), and returns `Ok(None)`; otherwise it
     /// returns how many connections it was queued for.
     pub(super) fn fanout<T>(
@@ -458,11 +458,10 @@ impl Broker {
         let seq = self.publish_seq;
         let mut cursor = Cursor::default();
         let mut delivered = 0;
-        let budget = if spread && self.fanout_size(groups) > self.work_budget {
-            self.work_budget.saturating_sub(self.work)
-        } else {
-            usize::MAX
-        };
+        // One budget's worth now, whatever the turn has done: a fan-out
+        // that fits is never split, and a connection's turn stays within
+        // two budgets.
+        let budget = if spread { self.work_budget } else { usize::MAX };
         let done = self.deliver_step(
             links,
             &msg,
@@ -477,9 +476,9 @@ impl Broker {
             return Ok(Some(delivered));
         }
         debug!(
-            "{}: fan-out to {} subscriptions spread over turns",
+            "{}: fan-out to {} groups spread over turns",
             from.map_or_else(|| sender.to_owned(), |c| links.log_id(c).to_string()),
-            self.fanout_size(groups)
+            groups.len()
         );
         self.spread = Some(Box::new(Spread {
             from: from.and_then(|c| Some((c, links.get(c)?.generation()))),
@@ -492,15 +491,6 @@ impl Broker {
             delivered,
         }));
         Ok(None)
-    }
-
-    /// Subscriptions a fan-out to `groups` looks at.
-    fn fanout_size(&self, groups: &[GroupId]) -> usize {
-        groups
-            .iter()
-            .filter_map(|g| self.groups.get(g))
-            .map(|g| g.subscribers.len())
-            .sum()
     }
 
     /// Delivers the pending spread fan-out's next slice (a work budget's

@@ -72,6 +72,13 @@ impl Broker {
     /// (which the IO layer keeps); `connections_ws` is 0 until WebSocket
     /// connections exist.
     pub fn stats<T>(&self, links: &Sessions<T>, now: Instant) -> Vec<Figure> {
+        let mut out = Vec::new();
+        self.stats_into(links, now, &mut out);
+        out
+    }
+
+    /// [`Broker::stats`] into `out` (cleared first), reusing its allocation.
+    pub fn stats_into<T>(&self, links: &Sessions<T>, now: Instant, out: &mut Vec<Figure>) {
         use Kind::{Counter, Gauge};
         let io = links.stats();
         let c = &self.counters;
@@ -84,7 +91,8 @@ impl Broker {
             kind,
             help,
         };
-        vec![
+        out.clear();
+        out.extend([
             figure(
                 "uptime_s",
                 now.saturating_duration_since(self.started).as_secs(),
@@ -197,7 +205,7 @@ impl Broker {
                 Gauge,
                 "The longest loop turn in the last 10 seconds, in microseconds.",
             ),
-        ]
+        ]);
     }
 
     /// The `STATS 0` reply: `key=value` lines.

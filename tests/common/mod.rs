@@ -181,6 +181,11 @@ pub fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     serve_args_listening(extra, "off")
 }
 
+/// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off` plus `extra`.
+pub fn serve_tls_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    serve_args_listening(extra, "127.0.0.1:0")
+}
+
 /// `serve --listen 127.0.0.1:0 --tls-listen TLS_LISTEN --ws-listen off` plus `extra`.
 fn serve_args_listening<'a>(extra: &[&'a str], tls_listen: &'a str) -> Vec<&'a str> {
     let mut args = vec![
@@ -1196,7 +1201,7 @@ impl ServerProc {
     /// plus `extra` (certificates, client auth, ...).
     #[track_caller]
     pub fn start_tls(extra: &[&str]) -> Self {
-        Self::start_raw(&serve_args_listening(extra, "127.0.0.1:0"))
+        Self::start_raw(&serve_tls_args(extra))
     }
 
     /// Like [`ServerProc::start_raw`], but runs the server in `cwd` (which it
