@@ -22,8 +22,9 @@
 //!   (or in a close reason) with 1007, a message over the decoder's limit
 //!   with 1009 ([`ProtocolError::close_code`]).
 //!
-//! Not wired into the reactor yet (issue 12): the transport that runs this
-//! over plain TCP or TLS comes next.
+//! The transport that runs this in the loop, over plain TCP or TLS, is
+//! `transport::ws`; the connection table wraps each queued frame in a
+//! message with [`message_for_frame`].
 
 mod frame;
 mod handshake;
