@@ -16,12 +16,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("atomic_file", &[]),
     ("logging", &[]),
     ("passwd", &["atomic_file"]),
-    ("conn", &["buf"]),
+    // The connection table wraps frames in WebSocket messages (ws).
+    ("conn", &["buf", "ws"]),
     ("certs", &["atomic_file", "conn", "proto"]),
     ("tls", &["buf", "certs", "conn"]),
     ("broker", &["acl", "conn", "error", "proto", "buf"]),
     ("auth", &["broker", "conn", "passwd"]),
-    ("transport", &["buf", "conn", "tls"]),
+    ("transport", &["buf", "conn", "tls", "ws"]),
     // The sans-IO WebSocket handshake and frames: nothing of the crate.
     ("ws", &[]),
     ("reactor", &["buf", "conn", "tls", "transport"]),
@@ -32,8 +33,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "auth", "broker", "conn", "handler", "proto", "reactor", "tls", "error", "logging",
+            "auth",
+            "broker",
+            "conn",
+            "handler",
+            "proto",
+            "reactor",
+            "tls",
+            "error",
+            "logging",
             "metrics",
+            "transport",
         ],
     ),
     // Feature `fuzzing` only: the fuzz targets' check functions, beside

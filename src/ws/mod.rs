@@ -22,11 +22,12 @@
 //!   (or in a close reason) with 1007, a message over the decoder's limit
 //!   with 1009 ([`ProtocolError::close_code`]).
 //!
+//! The transport that runs this in the loop, over plain TCP or TLS, is
+//! `transport::ws`; the connection table wraps each queued frame in a
+//! message with [`message_for_frame`].
+//!
 //! The client's end of the handshake is [`ClientHandshake`], its mask keys
 //! come from [`Masks`] (the client library's `ws://` and `wss://`).
-//!
-//! Not wired into the reactor yet (issue 12): the transport that runs this
-//! over plain TCP or TLS comes next.
 
 mod client;
 mod frame;
