@@ -208,6 +208,51 @@ fn library_over_wss_verifies_the_dev_ca() {
 }
 
 #[test]
+fn reconnects_over_ws_after_a_graceful_shutdown() {
+    // A port of our own, so the second server listens where the first did.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let ws_listen = format!("127.0.0.1:{port}");
+    let start = || {
+        ServerProc::start_raw(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "off",
+            "--ws-listen",
+            &ws_listen,
+            "--wss-listen",
+            "off",
+            "--group",
+            "1=general",
+        ])
+    };
+    let mut srv = start();
+    let mut c = config(format!("ws://{ws_listen}/"), "alice");
+    c.reconnect = Some(switchboard::client::Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    });
+    let alice = Client::connect(c).expect("ws connect");
+    alice.subscribe(&[1]).expect("subscribe");
+    // SIGTERM: the server says goodbye (over WebSocket, a close frame).
+    srv.signal("TERM");
+    assert!(srv.wait_exit(EXIT_TIMEOUT).success(), "{}", srv.log_text());
+    assert_eq!(next_push(&alice), Push::Disconnected);
+    let srv = start();
+    assert_eq!(next_push(&alice), Push::Reconnected);
+    // The subscription came back with the new session.
+    let mut bob = srv.login("bob");
+    bob.send_frame("PUBLISH", &["1"], b"over ws again");
+    bob.expect_ack();
+    assert_eq!(next_push(&alice), published("bob", &[1], b"over ws again"));
+    alice.quit().expect("quit");
+}
+
+#[test]
 fn pub_and_sub_commands_take_a_ws_url() {
     let srv = serve_ws(false, &["--group", "1=general"]);
     let url = format!("ws://{}", listener(&srv, "ws"));
