@@ -506,6 +506,46 @@ mod tests {
         assert!(err.to_string().contains("8 KiB"), "{err}");
     }
 
+    /// A server that accepts the connection but never answers the upgrade
+    /// (or trickles it) is given up on at the connect timeout.
+    #[test]
+    fn an_unanswered_upgrade_times_out() {
+        use std::io::{Read, Write};
+        use std::time::{Duration, Instant};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0; 1024];
+            let n = sock.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"GET /slow HTTP/1.1\r\n"));
+            // A response head, one byte at a time, never finished.
+            for b in b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: " {
+                if sock.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Until the client hangs up.
+            let _ = sock.read(&mut buf);
+        });
+        let mut config = crate::ClientConfig::new(format!("ws://127.0.0.1:{port}/slow"), "alice");
+        config.connect_timeout = Duration::from_millis(500);
+        let start = Instant::now();
+        match crate::Client::connect(config) {
+            Err(ClientError::Timeout) => {}
+            other => panic!("{other:?}"),
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        server.join().unwrap();
+    }
+
     /// The whole client (its thread, mio, the driver) over a real socket
     /// against tungstenite's server end: a WebSocket implementation no one
     /// here wrote.
