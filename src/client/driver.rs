@@ -174,10 +174,11 @@ impl Conn {
     /// about to be dropped.
     fn write_last(&mut self, scratch: &mut [u8]) {
         match (&mut self.tls, &mut self.ws) {
-            (Some(tls), Some(ws)) => {
+            // The upgrade request waits for a verified server, even here.
+            (Some(tls), Some(ws)) if !tls.is_handshaking() => {
                 let _ = tls.write_to(&mut self.sock, &mut WsOut(ws.out()), scratch);
             }
-            (Some(tls), None) => {
+            (Some(tls), _) => {
                 let _ = tls.write_to(&mut self.sock, &mut &[][..], scratch);
             }
             (None, Some(ws)) => {
