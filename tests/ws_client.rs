@@ -4,7 +4,9 @@
 //! both ways, one-to-one messages, a payload of several hundred KiB, text
 //! and binary frames); `wss://` verifies the development CA the server made
 //! (and a wrong CA is refused before anything is sent); `switchboard sub`
-//! and `pub` take a `ws://` URL; a `ws://` URL aimed at the plain TCP port
+//! and `pub` take a `ws://` URL, and `stats`/`pub` a `wss://` one with a
+//! client certificate (`--auth cert`); reconnecting after a graceful
+//! shutdown restores subscriptions; a `ws://` URL aimed at the plain TCP port
 //! fails with a clear error, not a hang.
 //!
 //! Every wait is bounded: the clients use short timeouts, and each expected
@@ -329,4 +331,44 @@ fn a_ws_url_on_the_plain_port_is_a_clear_error() {
     );
     assert!(!out.status.success());
     assert!(out.stderr.contains("WebSocket"), "{}", out.stderr);
+}
+
+#[test]
+fn cli_over_wss_with_a_client_certificate() {
+    // `--auth cert`: the client certificate (given with --cert/--key, as
+    // for tls://) is the login, over wss:// as over TLS.
+    let certs = CertDir::new(&["alice"]);
+    let mut extra: Vec<String> = certs.mutual_args("required");
+    extra.extend(["--auth", "cert", "--group", "1=general"].map(String::from));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let srv = serve_ws(true, &extra);
+    let url = format!("wss://localhost:{}/", listener(&srv, "wss").port());
+    let (ca, cert, key) = (
+        certs.arg("ca.pem"),
+        certs.arg("alice.pem"),
+        certs.arg("alice.key"),
+    );
+    let tls = ["--ca", &ca, "--cert", &cert, "--key", &key];
+    let mut args = vec!["stats", "--user", "alice"];
+    args.extend(tls);
+    args.push(&url);
+    let out = run_bin(&args, None, WAIT * 2);
+    assert!(out.status.success(), "stats over wss: {}", out.stderr);
+    assert!(out.stdout.contains("connections"), "{}", out.stdout);
+    let mut args = vec!["pub", "--user", "alice", "--group", "1"];
+    args.extend(tls);
+    args.extend([url.as_str(), "signed"]);
+    let out = run_bin(&args, None, WAIT * 2);
+    assert!(out.status.success(), "pub over wss: {}", out.stderr);
+    // Without the certificate the server refuses the handshake, and the
+    // command says what is missing.
+    let out = run_bin(
+        &[
+            "pub", "--user", "alice", "--group", "1", "--ca", &ca, &url, "x",
+        ],
+        None,
+        WAIT * 2,
+    );
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("--cert and --key"), "{}", out.stderr);
 }
