@@ -26,7 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The sans-IO WebSocket handshake and frames: nothing of the crate.
     ("ws", &[]),
     ("reactor", &["buf", "conn", "tls", "transport"]),
-    ("client", &["certs", "conn", "error", "proto", "tls"]),
+    ("client", &["certs", "conn", "error", "proto", "tls", "ws"]),
     ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
     ("metrics", &["broker", "conn", "reactor"]),

@@ -25,12 +25,17 @@
 //! The transport that runs this in the loop, over plain TCP or TLS, is
 //! `transport::ws`; the connection table wraps each queued frame in a
 //! message with [`message_for_frame`].
+//!
+//! The client's end of the handshake is [`ClientHandshake`], its mask keys
+//! come from [`Masks`] (the client library's `ws://` and `wss://`).
 
+mod client;
 mod frame;
 mod handshake;
 #[cfg(test)]
 mod tests;
 
+pub use client::{ClientHandshake, HandshakeError, Masks, Response};
 pub use frame::{
     CloseFrame, Decoder, Event, MAX_CONTROL, OpCode, ProtocolError, Role, client_close,
     client_frame, close, close_code, message_for_frame, ping, pong, server_frame,
