@@ -6,7 +6,7 @@ ACK, then reads the server's resident memory from /proc/PID/status and
 reports the growth per connection. Loopback only; bounded in count and time.
 
     cargo build --release
-    ./target/release/switchboard serve --tls-listen off --ws-listen off &
+    ./target/release/switchboard serve --tls-listen off --ws-listen off --wss-listen off &
     python3 benches/density.py --pid $! --count 1000
     python3 benches/density.py --pid $! --count 1000 --addr 127.0.0.1:7421 --tls
 

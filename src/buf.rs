@@ -69,6 +69,28 @@ impl OutQueue {
         }
     }
 
+    /// Puts `frame` in front of everything queued, unless the front frame
+    /// has been partly written already (a frame's bytes are never split by
+    /// another's): then it is handed back. For a transport's own bytes
+    /// that must precede the protocol's (an HTTP response, a pong).
+    ///
+    /// # Errors
+    ///
+    /// `frame`, when the front is partly written.
+    pub fn push_front(&mut self, frame: Bytes) -> Result<(), Bytes> {
+        if self.front_started {
+            return Err(frame);
+        }
+        if frame.is_empty() {
+            return Ok(());
+        }
+        self.len += frame.len();
+        if let Some(old) = self.head.replace(frame) {
+            self.rest.get_or_insert_with(Box::default).push_front(old);
+        }
+        Ok(())
+    }
+
     /// Fills `slices` with the front of the queue, for `write_vectored`.
     /// Returns how many slices were filled.
     pub fn fill_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {

@@ -142,6 +142,7 @@ impl EventLoop {
             .add_listener(Listener {
                 socket,
                 tls,
+                ws: None,
                 service: index,
             })
             .map_err(StartError::Io)?;

@@ -383,6 +383,8 @@ fn serve_on(port: u16) -> ServerProc {
         "off",
         "--ws-listen",
         "off",
+        "--wss-listen",
+        "off",
         "--group",
         "1=general",
     ])
@@ -695,6 +697,8 @@ fn reconnects_over_tls_and_verifies_again() {
             "--tls-listen".into(),
             tls_listen.clone(),
             "--ws-listen".into(),
+            "off".into(),
+            "--wss-listen".into(),
             "off".into(),
             "--group".into(),
             "1=general".into(),

@@ -26,6 +26,8 @@ fn start_fails_when_the_port_is_taken() {
         "off",
         "--ws-listen",
         "off",
+        "--wss-listen",
+        "off",
     ]);
     assert!(
         out.stderr_lines().iter().any(|l| l.contains(&addr)),
@@ -57,11 +59,11 @@ fn start_fails_when_the_passwd_file_is_missing() {
     );
 }
 
-/// WebSocket has not landed yet: the lead's choice is to refuse to start when
-/// a WebSocket listener is asked for. This test changes when it lands.
+/// The WebSocket listeners start (the banner names them) and serve the
+/// chat page over HTTP and HTTPS.
 #[test]
-fn start_fails_with_ws_listener_not_available_yet() {
-    let out = expect_start_failure(&[
+fn ws_and_wss_listeners_start_and_serve_the_page() {
+    let srv = ServerProc::start_raw(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -69,12 +71,28 @@ fn start_fails_with_ws_listener_not_available_yet() {
         "off",
         "--ws-listen",
         "127.0.0.1:0",
+        "--wss-listen",
+        "127.0.0.1:0",
     ]);
+    let line = srv
+        .wait_log("started, pid", READ_TIMEOUT)
+        .expect("start banner");
     assert!(
-        out.stderr.contains("not available yet"),
-        "stderr should say the WebSocket listener is not available yet:\n{}",
-        out.stderr
+        line.contains(" ws 127.0.0.1:") && line.contains(" wss 127.0.0.1:"),
+        "the banner should name both WebSocket listeners: {line}"
     );
+    let ws: std::net::SocketAddr = srv
+        .wait_log("ws listening on", READ_TIMEOUT)
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("ws listening line");
+    let mut s = std::net::TcpStream::connect(ws).expect("connect");
+    s.set_read_timeout(Some(READ_TIMEOUT)).expect("timeout");
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut page = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut page).expect("read the page to its end");
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("<html"), "{page}");
 }
 
 #[test]
@@ -86,6 +104,7 @@ fn config_file_sets_flags_and_flags_win() {
         "listen = \"127.0.0.1:0\"\n\
          tls_listen = \"off\"\n\
          ws_listen = \"off\"\n\
+         wss_listen = \"off\"\n\
          max_payload = 65536\n\
          open_groups = true\n",
     )

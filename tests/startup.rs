@@ -400,6 +400,10 @@ fn sample_config_starts() {
         "127.0.0.1:0",
         "--tls-listen",
         "127.0.0.1:0",
+        "--ws-listen",
+        "127.0.0.1:0",
+        "--wss-listen",
+        "127.0.0.1:0",
     ]);
     let mut c = srv.login("alice");
     let hello = c.result("HELLO 0");
@@ -431,7 +435,7 @@ fn settings_that_make_no_sense_are_refused_with_one_line() {
     );
     let off = config(
         "off.toml",
-        "listen = \"off\"\ntls_listen = \"off\"\nws_listen = \"off\"\n",
+        "listen = \"off\"\ntls_listen = \"off\"\nws_listen = \"off\"\nwss_listen = \"off\"\n",
     );
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
@@ -464,6 +468,8 @@ fn settings_that_make_no_sense_are_refused_with_one_line() {
                 "off",
                 "--ws-listen",
                 "off",
+                "--wss-listen",
+                "off",
             ],
             vec!["every listener is off"],
         ),
@@ -490,6 +496,8 @@ fn auth_cert_keeps_plain_tcp_off_unless_asked_for() {
         "--tls-listen",
         "127.0.0.1:0",
         "--ws-listen",
+        "off",
+        "--wss-listen",
         "off",
         "--auth",
         "cert",

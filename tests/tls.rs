@@ -30,13 +30,15 @@ const EACH_VERSION: [(&[&rustls::SupportedProtocolVersion], &str); 2] =
     [(TLS13_ONLY, "1.3"), (TLS12_ONLY, "1.2")];
 
 /// `serve` with plain and TLS listeners on ephemeral ports and no WebSocket.
-const SERVE_TLS: [&str; 7] = [
+const SERVE_TLS: [&str; 9] = [
     "serve",
     "--listen",
     "127.0.0.1:0",
     "--tls-listen",
     "127.0.0.1:0",
     "--ws-listen",
+    "off",
+    "--wss-listen",
     "off",
 ];
 

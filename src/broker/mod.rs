@@ -54,7 +54,7 @@ use session::State;
 pub use stats::{Figure, Kind as FigureKind, ProcessStats};
 
 use crate::conn::tick::Tick;
-use crate::conn::{Admission, Links, PeerIdentity, PushError};
+use crate::conn::{Admission, Links, PeerIdentity, PushError, Shared};
 use crate::error::ErrorCode;
 use crate::proto::GroupId;
 use crate::proto::frame::{self, PING};
@@ -683,6 +683,13 @@ impl Broker {
     /// is a slow consumer.
     fn push_frame<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, bytes: Bytes) {
         if links.push(conn, bytes) == Err(PushError::Full) {
+            self.slow_consumer(links, conn);
+        }
+    }
+
+    /// [`Broker::push_frame`] of a frame several sessions get.
+    fn push_shared<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, frame: &Shared) {
+        if links.push_shared(conn, frame) == Err(PushError::Full) {
             self.slow_consumer(links, conn);
         }
     }

@@ -12,7 +12,7 @@ use log::{debug, info, warn};
 
 use super::session::State;
 use super::{Broker, DeliveryError, Event, Sessions};
-use crate::conn::{ConnId, PushError};
+use crate::conn::{ConnId, PushError, Shared};
 use crate::proto::{GroupId, frame};
 
 /// A fan-out delivered over several turns (see [`Broker::fanout`]).
@@ -22,7 +22,7 @@ pub(super) struct Spread {
     from: Option<(ConnId, u32)>,
     sender: Box<str>,
     groups: Box<[GroupId]>,
-    msg: Bytes,
+    msg: Shared,
     payload_len: usize,
     seq: u64,
     cursor: Cursor,
@@ -426,10 +426,10 @@ impl Broker {
         let user = name_of(links, conn);
         let mut gbuf = BytesMut::new();
         frame::put_decimal(&mut gbuf, u64::from(g));
-        let msg = frame::encode_to_bytes(verb, &[user.as_bytes(), &gbuf], b"");
+        let msg = Shared::new(frame::encode_to_bytes(verb, &[user.as_bytes(), &gbuf], b""));
         let watchers = group.watchers.clone();
         for w in watchers {
-            self.push_frame(links, ConnId(w), msg.clone());
+            self.push_shared(links, ConnId(w), &msg);
         }
     }
 
@@ -453,7 +453,7 @@ impl Broker {
             GroupRefusal::Limit => DeliveryError::Limit,
         })?;
         // Encoded once, into one allocation, and shared by every subscriber.
-        let msg = frame::published(sender, groups, payload);
+        let msg = Shared::new(frame::published(sender, groups, payload));
         self.publish_seq += 1;
         let seq = self.publish_seq;
         let mut cursor = Cursor::default();
@@ -472,7 +472,7 @@ impl Broker {
             budget,
         );
         if done {
-            self.fanout_done(from, sender, groups, &msg, payload.len(), delivered);
+            self.fanout_done(from, sender, groups, msg.frame(), payload.len(), delivered);
             return Ok(Some(delivered));
         }
         debug!(
@@ -528,7 +528,7 @@ impl Broker {
             from,
             &sp.sender,
             &sp.groups,
-            &sp.msg,
+            sp.msg.frame(),
             sp.payload_len,
             sp.delivered,
         );
@@ -559,7 +559,7 @@ impl Broker {
     fn deliver_step<T>(
         &mut self,
         links: &mut Sessions<T>,
-        msg: &Bytes,
+        msg: &Shared,
         seq: u64,
         groups: &[GroupId],
         cursor: &mut Cursor,
@@ -645,16 +645,21 @@ impl Broker {
         let Some(keys) = self.users.get(folded.as_str()) else {
             return Err(DeliveryError::NoSuchUser);
         };
-        let msg = frame::encode_to_bytes("MESSAGE", &[sender.as_bytes()], payload);
+        let msg = Shared::new(frame::encode_to_bytes(
+            "MESSAGE",
+            &[sender.as_bytes()],
+            payload,
+        ));
         let targets = keys.as_slice().to_vec();
         let to_name = user_name(links, keys)
             .map(|n| n.to_string())
             .unwrap_or_default();
         for &t in &targets {
-            self.push_frame(links, ConnId(t), msg.clone());
+            self.push_shared(links, ConnId(t), &msg);
         }
         self.counters.delivered += targets.len() as u64;
         if self.events_enabled {
+            let msg = msg.frame();
             let payload = msg.slice(msg.len() - payload.len()..);
             self.emit(Event::UserMessage {
                 conn: from,

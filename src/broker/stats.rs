@@ -69,8 +69,8 @@ impl Broker {
 
     /// Every figure of protocol.md section 10, in its order, as of `now`.
     /// Connections by transport come from the connection table's counts
-    /// (which the IO layer keeps); `connections_ws` is 0 until WebSocket
-    /// connections exist.
+    /// (which the IO layer keeps); WebSocket over TLS counts as WebSocket,
+    /// not as TLS, so the three add up to `connections`.
     pub fn stats<T>(&self, links: &Sessions<T>, now: Instant) -> Vec<Figure> {
         let mut out = Vec::new();
         self.stats_into(links, now, &mut out);
@@ -85,6 +85,7 @@ impl Broker {
         let process = self.process_stats.map(|f| f()).unwrap_or_default();
         let connections = links.len() as u64;
         let tls = io.open_tls.min(connections);
+        let ws = io.open_ws.min(connections - tls);
         let figure = |key, value, kind, help| Figure {
             key,
             value,
@@ -107,12 +108,17 @@ impl Broker {
             ),
             figure(
                 "connections_tcp",
-                connections - tls,
+                connections - tls - ws,
                 Gauge,
                 "Open plain TCP connections.",
             ),
             figure("connections_tls", tls, Gauge, "Open TLS connections."),
-            figure("connections_ws", 0, Gauge, "Open WebSocket connections."),
+            figure(
+                "connections_ws",
+                ws,
+                Gauge,
+                "Open WebSocket connections (ws and wss).",
+            ),
             figure("sessions", c.sessions, Gauge, "Logged-in connections."),
             figure(
                 "users",

@@ -6,7 +6,7 @@
 //! deadlines:
 //!
 //! ```text
-//!   Connecting --connected (+TLS handshake)--> LoggingIn --ACK--> Restoring --ACKs--> Ready
+//!   Connecting --connected (+TLS handshake, +WebSocket upgrade)--> LoggingIn --ACK--> Restoring --ACKs--> Ready
 //!       ^                                                                              |
 //!       +---------------- Waiting (backoff) <--- connection lost (reconnect on) -------+
 //! ```
@@ -20,7 +20,14 @@
 //!
 //! Nothing is written before the connection is usable: for TLS that means the
 //! handshake, including the server certificate's verification and the
-//! caller's inspection, has completed.
+//! caller's inspection, has completed; for WebSocket (`ws://`, `wss://`),
+//! that the server accepted the upgrade, whose request is the first thing
+//! written (over TLS, after that verification).
+//!
+//! The layers, from the socket up: TCP, then TLS ([`TlsSession`]) if
+//! configured, then WebSocket ([`WsLink`]) if configured, then the
+//! [`ClientSession`]. With WebSocket, each frame of the session travels in
+//! a message of its own, both ways.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
@@ -36,9 +43,11 @@ use rustls::pki_types::ServerName;
 
 use super::session::{ClientSession, Event, Reply, Request, RequestId};
 use super::tls::map_tls_error;
+use super::websocket::WsLink;
 use super::{Backoff, ClientError, Push};
 use crate::error::ErrorCode;
 use crate::tls::{Plaintext, ReadError, ReadStep, TlsSession};
+use crate::ws::CloseFrame;
 
 /// The connection's token.
 const SOCKET: Token = Token(0);
@@ -78,18 +87,47 @@ pub(super) struct Setup {
     pub(super) user: String,
     pub(super) password: Option<String>,
     pub(super) tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// WebSocket on top: the `Host` value and the request target.
+    pub(super) ws: Option<WsTarget>,
     pub(super) reconnect: Option<Backoff>,
     pub(super) connect_timeout: Duration,
     pub(super) reply_timeout: Duration,
 }
 
+/// Where a WebSocket upgrade goes.
+pub(super) struct WsTarget {
+    /// The `Host` header: `host:port`.
+    pub(super) host: String,
+    /// The request target (path and query).
+    pub(super) path: String,
+}
+
 /// The transport: TCP, optionally with TLS on top (the client end of the
-/// loop's own TLS driver, the one the server's reactor uses).
+/// loop's own TLS driver, the one the server's reactor uses), optionally
+/// with WebSocket on top of that.
 struct Conn {
     sock: TcpStream,
     tls: Option<TlsSession>,
+    ws: Option<WsLink>,
     connected: bool,
     interest: Interest,
+}
+
+/// The WebSocket layer's queued bytes, as plaintext for [`TlsSession::write_to`].
+struct WsOut<'a>(&'a mut bytes::BytesMut);
+
+impl Plaintext for WsOut<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn copy_front(&self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        n
+    }
+    fn consume(&mut self, n: usize) {
+        bytes::Buf::advance(self.0, n.min(self.0.len()));
+    }
 }
 
 /// The session's unsent bytes, as plaintext for [`TlsSession::write_to`].
@@ -113,15 +151,44 @@ impl Conn {
         if !self.connected {
             return true;
         }
-        match &self.tls {
+        let above = match &self.ws {
             None => session.wants_write(),
-            Some(tls) => tls.wants_write() || (!tls.is_handshaking() && session.wants_write()),
+            Some(ws) => ws.wants_write(session),
+        };
+        match &self.tls {
+            None => above,
+            Some(tls) => tls.wants_write() || (!tls.is_handshaking() && above),
         }
     }
 
-    /// Whether the protocol can start: TCP is up and any TLS handshake done.
+    /// Whether the protocol can start: TCP is up, any TLS handshake and any
+    /// WebSocket upgrade done.
     fn usable(&self) -> bool {
-        self.connected && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+        self.connected
+            && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+            && self.ws.as_ref().is_none_or(WsLink::is_open)
+    }
+
+    /// Writes what can be written at once, ignoring errors: the last bytes
+    /// (a WebSocket close, a TLS alert or `close_notify`) of a connection
+    /// about to be dropped.
+    fn write_last(&mut self, scratch: &mut [u8]) {
+        match (&mut self.tls, &mut self.ws) {
+            // The upgrade request waits for a verified server, even here.
+            (Some(tls), Some(ws)) if !tls.is_handshaking() => {
+                let _ = tls.write_to(&mut self.sock, &mut WsOut(ws.out()), scratch);
+            }
+            (Some(tls), _) => {
+                let _ = tls.write_to(&mut self.sock, &mut &[][..], scratch);
+            }
+            (None, Some(ws)) => {
+                let out = ws.out();
+                if let Ok(n) = self.sock.write(out) {
+                    bytes::Buf::advance(out, n.min(out.len()));
+                }
+            }
+            (None, None) => {}
+        }
     }
 }
 
@@ -279,10 +346,21 @@ impl Driver {
     /// Fails everything still waiting, closes the connection politely.
     fn finish(&mut self) {
         if let Some(mut conn) = self.conn.take() {
-            if let Some(tls) = &mut conn.tls {
-                tls.send_close_notify();
-                let mut out = Transmit(&mut self.session);
-                let _ = tls.write_to(&mut conn.sock, &mut out, &mut self.scratch);
+            if let Some(ws) = &mut conn.ws {
+                let _ = ws.close(crate::ws::close_code::NORMAL, "");
+            }
+            match (&mut conn.tls, &mut conn.ws) {
+                (Some(tls), None) => {
+                    tls.send_close_notify();
+                    let mut out = Transmit(&mut self.session);
+                    let _ = tls.write_to(&mut conn.sock, &mut out, &mut self.scratch);
+                }
+                (Some(tls), Some(_)) => {
+                    tls.send_close_notify();
+                    conn.write_last(&mut self.scratch);
+                }
+                (None, Some(_)) => conn.write_last(&mut self.scratch),
+                (None, None) => {}
             }
             let _ = self.poll.registry().deregister(&mut conn.sock);
         }
@@ -414,9 +492,17 @@ impl Driver {
                 Err(e) => return self.connect_failed(map_tls_error(&e), now),
             },
         };
+        let ws = match &self.setup.ws {
+            None => None,
+            Some(target) => match WsLink::new(&target.host, &target.path) {
+                Ok(w) => Some(w),
+                Err(e) => return self.connect_failed(e, now),
+            },
+        };
         self.conn = Some(Conn {
             sock,
             tls,
+            ws,
             connected: false,
             interest,
         });
@@ -548,10 +634,25 @@ impl Driver {
             Ok(ReadState::Drained) => {}
             Ok(ReadState::More) => self.read_more = true,
             Ok(ReadState::Eof) => {
-                let err = match self.session.handle_eof() {
+                let eof = match self.conn.as_mut().and_then(|c| c.ws.as_mut()) {
+                    Some(ws) => ws.handle_eof(&mut self.session),
+                    None => self.session.handle_eof(),
+                };
+                let err = match eof {
                     Err(e) => e,
                     Ok(()) => self.server_error.take().unwrap_or(ClientError::Closed),
                 };
+                return self.lost(err, now);
+            }
+            Ok(ReadState::WsClosed(frame)) => {
+                match frame {
+                    Some(f) => debug!(
+                        "client: the server closed the WebSocket: {} {}",
+                        f.code, f.reason
+                    ),
+                    None => debug!("client: the server closed the WebSocket (no code)"),
+                }
+                let err = self.server_error.take().unwrap_or(ClientError::Closed);
                 return self.lost(err, now);
             }
             Err(e) => return self.lost(e, now),
@@ -722,12 +823,10 @@ impl Driver {
         if self.phase == Phase::Stopped {
             return;
         }
-        // A TLS alert for our own refusal goes out (best effort) before the
-        // socket closes.
+        // A TLS alert for our own refusal, or a WebSocket close, goes out
+        // (best effort) before the socket closes.
         if let Some(conn) = self.conn.as_mut() {
-            if let Some(tls) = &mut conn.tls {
-                let _ = tls.write_to(&mut conn.sock, &mut &[][..], &mut self.scratch);
-            }
+            conn.write_last(&mut self.scratch);
         }
         self.drop_conn();
         self.session.reset();
@@ -776,6 +875,21 @@ enum ReadState {
     More,
     /// The server closed its end (TCP FIN, or TLS `close_notify`).
     Eof,
+    /// The server sent a WebSocket close frame (answered, to be written).
+    WsClosed(Option<CloseFrame>),
+}
+
+/// Hands bytes read (or decrypted) to the layer above the byte stream: the
+/// WebSocket link if any, else the session.
+fn feed(
+    ws: Option<&mut WsLink>,
+    session: &mut ClientSession,
+    data: &[u8],
+) -> Result<Option<ReadState>, ClientError> {
+    match ws {
+        None => session.handle_input(data).map(|()| None),
+        Some(ws) => Ok(ws.handle_input(data, session)?.map(ReadState::WsClosed)),
+    }
 }
 
 fn io_err(e: io::Error) -> ClientError {
@@ -799,7 +913,10 @@ fn read_some(
                 Ok(0) => return Ok(ReadState::Eof),
                 Ok(n) => {
                     total += n;
-                    session.handle_input(scratch.get(..n).unwrap_or_default())?;
+                    let data = scratch.get(..n).unwrap_or_default();
+                    if let Some(end) = feed(conn.ws.as_mut(), session, data)? {
+                        return Ok(end);
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(ReadState::Drained),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -814,7 +931,10 @@ fn read_some(
                 match tls.read_step(&mut conn.sock, scratch, plain) {
                     Ok(ReadStep::Data(n)) => {
                         total += n;
-                        session.handle_input(plain.get(..n).unwrap_or_default())?;
+                        let data = plain.get(..n).unwrap_or_default();
+                        if let Some(end) = feed(conn.ws.as_mut(), session, data)? {
+                            return Ok(end);
+                        }
                     }
                     Ok(ReadStep::Progress) => {}
                     Ok(ReadStep::WouldBlock) => return Ok(ReadState::Drained),
@@ -836,8 +956,27 @@ fn write_some(
     session: &mut ClientSession,
     scratch: &mut [u8],
 ) -> Result<(), ClientError> {
-    match &mut conn.tls {
-        None => {
+    match (&mut conn.tls, &mut conn.ws) {
+        (None, Some(ws)) => loop {
+            ws.pull(session)?;
+            let out = ws.out();
+            if out.is_empty() {
+                break;
+            }
+            match conn.sock.write(out) {
+                Ok(0) => return Err(io_err(ErrorKind::WriteZero.into())),
+                Ok(n) => bytes::Buf::advance(out, n.min(out.len())),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        },
+        (Some(tls), Some(ws)) => {
+            ws.pull(session)?;
+            tls.write_to(&mut conn.sock, &mut WsOut(ws.out()), scratch)
+                .map_err(io_err)?;
+        }
+        (None, None) => {
             while session.wants_write() {
                 match conn.sock.write(session.transmit()) {
                     Ok(0) => return Err(io_err(ErrorKind::WriteZero.into())),
@@ -850,7 +989,7 @@ fn write_some(
         }
         // Handshake records first; plaintext waits for the handshake (and so
         // for verification).
-        Some(tls) => {
+        (Some(tls), None) => {
             tls.write_to(&mut conn.sock, &mut Transmit(session), scratch)
                 .map_err(io_err)?;
         }

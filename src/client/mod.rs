@@ -1,8 +1,8 @@
 //! The client library: connect, verify, log in, request, follow pushes.
 //!
 //! [`Client`] is a cheap, thread-safe handle to one background I/O thread
-//! that runs its own `mio` loop for one connection (plain TCP, TLS, or mutual
-//! TLS). Each request method sends one frame and blocks until its reply (or
+//! that runs its own `mio` loop for one connection (plain TCP, TLS, mutual
+//! TLS, or WebSocket over either). Each request method sends one frame and blocks until its reply (or
 //! [`ClientConfig::reply_timeout`]); pushed frames arrive through
 //! [`Client::recv`] or an [`Client::on_push`] callback. With
 //! [`ClientConfig::reconnect`] set, a lost connection is re-established with
@@ -16,6 +16,45 @@
 //! With TLS, the server certificate is verified against
 //! [`ClientTls::roots`], then shown to [`ClientTls::inspect`] if set, before
 //! a single protocol byte (a user name, a password) is sent.
+//!
+//! # Addresses and transports
+//!
+//! [`ClientConfig::addr`] names the server and, as a URL, the transport
+//! ([`Endpoint`] reads it):
+//!
+//! | `addr` | transport | [`ClientConfig::tls`] |
+//! | --- | --- | --- |
+//! | `host:port` | TCP, or TLS when `tls` is set (as always) | optional |
+//! | `tcp://host[:port]` | TCP (port 7420 by default) | must be `None` |
+//! | `tls://host[:port]` | TLS (port 7421 by default) | required |
+//! | `ws://host[:port][/path]` | WebSocket over TCP (port 80 by default) | must be `None` |
+//! | `wss://host[:port][/path]` | WebSocket over TLS (port 443 by default) | required |
+//!
+//! A scheme that contradicts `tls` is refused with [`ClientError::Config`]
+//! rather than guessed around: `wss://` without `tls` would have no CA to
+//! verify the server against. `wss://` verifies exactly as TLS does (the
+//! same [`ClientTls`], the host of the URL as the name unless
+//! [`ClientTls::server_name`] says otherwise, client certificates), and
+//! only then sends the WebSocket upgrade (RFC 6455, subprotocol
+//! `switchboard.v1`, on the URL's path, `/` when it has none). Each frame
+//! then travels in one WebSocket message each way, client messages masked
+//! with random keys (protocol.md section 8); pings are answered, and a
+//! close from the server is answered and ends the connection (reconnected
+//! like any other with [`ClientConfig::reconnect`]).
+//!
+//! ```no_run
+//! # use std::path::Path;
+//! # use switchboard::client::ClientTls;
+//! # use switchboard::{Client, ClientConfig, ClientError};
+//! # fn main() -> Result<(), ClientError> {
+//! // WebSocket, as a browser would reach the server.
+//! let plain = Client::connect(ClientConfig::new("ws://localhost:7422", "alice"))?;
+//! // WebSocket over TLS, verified against the server's CA.
+//! let mut config = ClientConfig::new("wss://localhost:7423/", "bob");
+//! config.tls = Some(ClientTls::from_ca_file(Path::new("certs/ca.pem"))?);
+//! let secure = Client::connect(config)?;
+//! # Ok(()) }
+//! ```
 //!
 //! # A complete program
 //!
@@ -67,8 +106,10 @@
 //! ```
 
 mod driver;
+mod endpoint;
 mod session;
 mod tls;
+mod websocket;
 
 use std::fmt;
 use std::io;
@@ -81,7 +122,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Poll, Waker};
 
-use self::driver::{Cmd, Driver, Setup};
+use self::driver::{Cmd, Driver, Setup, WsTarget};
+pub use self::endpoint::{Endpoint, Scheme};
 pub use self::session::{ClientSession, Event, MAX_SERVER_PAYLOAD, Reply, Request, RequestId};
 use self::session::{parse_groups, parse_hello};
 pub use self::tls::{ClientTls, InspectFn, ServerCert};
@@ -94,7 +136,10 @@ const GRACE: Duration = Duration::from_secs(2);
 /// Where and how a [`Client`] connects.
 #[derive(Clone)]
 pub struct ClientConfig {
-    /// The server, `host:port` (resolved once, in [`Client::connect`]).
+    /// The server: `host:port`, or a URL `tcp://`, `tls://`, `ws://`,
+    /// `wss://` that also names the transport (see the [module
+    /// documentation](self#addresses-and-transports)). Resolved once, in
+    /// [`Client::connect`].
     pub addr: String,
     /// The user name sent with `USER`. With `--auth cert` the handshake logs
     /// the client in: an empty name sends no `USER`, and the certificate's CN
@@ -102,12 +147,14 @@ pub struct ClientConfig {
     pub user: String,
     /// Sent with `PASS` after `USER` when set (password authentication).
     pub password: Option<String>,
-    /// TLS settings; `None` is plain TCP.
+    /// TLS settings; `None` is plain TCP (or `ws://`). Required for
+    /// `tls://` and `wss://` addresses.
     pub tls: Option<ClientTls>,
     /// Reconnect with this backoff after the connection is lost; `None` is no
     /// automatic reconnect (requests then fail with [`ClientError::Closed`]).
     pub reconnect: Option<Backoff>,
-    /// Limit for the TCP connect plus the TLS handshake, per attempt. Default 10 s.
+    /// Limit for the TCP connect plus the TLS handshake and the WebSocket
+    /// upgrade, per attempt. Default 10 s.
     pub connect_timeout: Duration,
     /// Limit for each reply (and for login). Default 10 s.
     pub reply_timeout: Duration,
@@ -129,7 +176,8 @@ impl fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// Plain TCP to `addr` as `user`: no password, no reconnect, 10 s timeouts.
+    /// `addr` (`host:port`, or a URL: see [`ClientConfig::addr`]) as `user`:
+    /// no TLS, no password, no reconnect, 10 s timeouts.
     pub fn new(addr: impl Into<String>, user: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
@@ -230,8 +278,13 @@ pub enum ClientError {
     /// The connection is closed, or the client was stopped.
     Closed,
     /// The server sent something the contract does not allow (a malformed
-    /// frame, a reply to nothing, a stream cut inside a frame).
+    /// frame, a reply to nothing, a stream cut inside a frame), or refused
+    /// or broke the WebSocket upgrade or framing (RFC 6455).
     Protocol(String),
+    /// The configuration cannot be used: an address URL that does not
+    /// parse, or a scheme that contradicts [`ClientConfig::tls`] (`wss://`
+    /// and `tls://` need it, `ws://` and `tcp://` must not have it).
+    Config(String),
 }
 
 impl ClientError {
@@ -248,6 +301,7 @@ impl ClientError {
             Self::Timeout => Self::Timeout,
             Self::Closed => Self::Closed,
             Self::Protocol(s) => Self::Protocol(s.clone()),
+            Self::Config(s) => Self::Config(s.clone()),
         }
     }
 }
@@ -262,6 +316,7 @@ impl fmt::Display for ClientError {
             Self::Timeout => f.write_str("timed out"),
             Self::Closed => f.write_str("connection closed"),
             Self::Protocol(why) => write!(f, "protocol error: {why}"),
+            Self::Config(why) => write!(f, "cannot use the configuration: {why}"),
         }
     }
 }
@@ -319,11 +374,14 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Io`] (address, connect), [`ClientError::Timeout`]
-    /// (connect + handshake over [`ClientConfig::connect_timeout`], or no
-    /// login reply within [`ClientConfig::reply_timeout`]), [`ClientError::Tls`],
+    /// [`ClientError::Config`] (an address URL that does not parse, a scheme
+    /// that contradicts [`ClientConfig::tls`]), [`ClientError::Io`]
+    /// (address, connect), [`ClientError::Timeout`] (connect + handshakes
+    /// over [`ClientConfig::connect_timeout`], or no login reply within
+    /// [`ClientConfig::reply_timeout`]), [`ClientError::Tls`],
     /// [`ClientError::CertificateRejected`], [`ClientError::Refused`] (e.g.
-    /// `auth-failed`), [`ClientError::Closed`] or [`ClientError::Protocol`].
+    /// `auth-failed`), [`ClientError::Closed`] or [`ClientError::Protocol`]
+    /// (also a refused WebSocket upgrade, with the server's status and reason).
     pub fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         // The login requests are made by the I/O thread; refuse what the
         // server would refuse for its form here, before connecting.
@@ -340,7 +398,27 @@ impl Client {
                 text: "empty password".into(),
             });
         }
-        let addrs: Vec<_> = config.addr.to_socket_addrs()?.collect();
+        let endpoint = Endpoint::parse(&config.addr)?;
+        match (endpoint.scheme, &config.tls) {
+            (Some(s), None) if s.is_tls() => {
+                return Err(ClientError::Config(format!(
+                    "{}:// needs ClientConfig::tls (the CA to verify the server against)",
+                    s.as_str()
+                )));
+            }
+            (Some(s), Some(_)) if !s.is_tls() => {
+                return Err(ClientError::Config(format!(
+                    "{s}:// is not TLS but ClientConfig::tls is set (use {}://)",
+                    if s.is_websocket() { "wss" } else { "tls" }
+                )));
+            }
+            _ => {}
+        }
+        let addrs: Vec<_> = match endpoint.port {
+            // A bare `host:port`: resolved as it always was.
+            None => config.addr.to_socket_addrs()?.collect(),
+            Some(port) => (endpoint.host.as_str(), port).to_socket_addrs()?.collect(),
+        };
         if addrs.is_empty() {
             return Err(ClientError::Io(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -349,8 +427,12 @@ impl Client {
         }
         let tls = match &config.tls {
             None => None,
-            Some(t) => Some((t.rustls_config()?, tls::server_name(t, &config.addr)?)),
+            Some(t) => Some((t.rustls_config()?, tls::server_name(t, &endpoint.host)?)),
         };
+        let ws = endpoint.is_websocket().then(|| WsTarget {
+            host: endpoint.authority(),
+            path: endpoint.path.clone(),
+        });
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), driver::WAKER)?);
         let (cmd_tx, cmd_rx) = mpsc::channel();
@@ -361,6 +443,7 @@ impl Client {
             user: config.user.clone(),
             password: config.password.clone(),
             tls,
+            ws,
             reconnect: config.reconnect,
             connect_timeout: config.connect_timeout,
             reply_timeout: config.reply_timeout,
@@ -651,6 +734,7 @@ mod tests {
             ClientError::Timeout,
             ClientError::Closed,
             ClientError::Protocol("junk".into()),
+            ClientError::Config("no".into()),
         ];
         for e in &errors {
             let s = e.to_string();
@@ -675,6 +759,45 @@ mod tests {
             .map(|a| a.port())
             .unwrap_or(1);
         let mut c = ClientConfig::new(format!("127.0.0.1:{port}"), "alice");
+        c.connect_timeout = Duration::from_secs(2);
+        match Client::connect(c) {
+            Err(ClientError::Io(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scheme_that_contradicts_the_tls_settings_is_refused() {
+        let roots = Arc::new(rustls::RootCertStore::empty());
+        for (addr, tls, why) in [
+            (
+                "wss://localhost:1/",
+                false,
+                "wss:// needs ClientConfig::tls",
+            ),
+            ("tls://localhost:1", false, "tls:// needs ClientConfig::tls"),
+            ("ws://localhost:1/", true, "use wss://"),
+            ("tcp://localhost:1", true, "use tls://"),
+            ("http://localhost:1/", false, "unknown scheme"),
+        ] {
+            let mut c = ClientConfig::new(addr, "alice");
+            if tls {
+                c.tls = Some(ClientTls::new(roots.clone()));
+            }
+            match Client::connect(c) {
+                Err(ClientError::Config(e)) => assert!(e.contains(why), "{addr}: {e}"),
+                other => panic!("{addr}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn ws_to_nothing_is_an_io_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let mut c = ClientConfig::new(format!("ws://127.0.0.1:{port}/"), "alice");
         c.connect_timeout = Duration::from_secs(2);
         match Client::connect(c) {
             Err(ClientError::Io(_)) => {}

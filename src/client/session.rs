@@ -239,6 +239,9 @@ enum Track {
 pub struct ClientSession {
     input: BytesMut,
     output: BytesMut,
+    /// The length of each frame in `output` (what is left of the first),
+    /// for transports that carry one frame per message.
+    frames: VecDeque<usize>,
     pending: VecDeque<Pending>,
     events: VecDeque<Event>,
     next_id: u64,
@@ -285,7 +288,9 @@ impl ClientSession {
                 text: format!("unknown command {}", request.verb()),
             },
         })?;
+        let before = self.output.len();
         command.encode(&mut self.output);
+        self.frames.push_back(self.output.len() - before);
         let track = match request {
             Request::Subscribe(g) => Track::Subscribe(g.clone()),
             Request::Unsubscribe(g) => Track::Unsubscribe(g.clone()),
@@ -308,9 +313,31 @@ impl ClientSession {
         &self.output
     }
 
+    /// The first frame of [`ClientSession::transmit`] (what is left of it,
+    /// if part of it was written), empty when there is none: for a transport
+    /// that carries each frame in a message of its own, such as WebSocket
+    /// (protocol.md section 8). Call [`ClientSession::advance_transmit`] with
+    /// its length once it is sent.
+    pub fn transmit_frame(&self) -> &[u8] {
+        let len = self.frames.front().copied().unwrap_or(0);
+        self.output.get(..len).unwrap_or_default()
+    }
+
     /// Drops the first `n` bytes of [`ClientSession::transmit`] (at most all).
     pub fn advance_transmit(&mut self, n: usize) {
-        self.output.advance(n.min(self.output.len()));
+        let mut n = n.min(self.output.len());
+        self.output.advance(n);
+        while n > 0 {
+            let Some(first) = self.frames.front_mut() else {
+                break;
+            };
+            if *first > n {
+                *first -= n;
+                break;
+            }
+            n -= *first;
+            self.frames.pop_front();
+        }
     }
 
     /// Whether there are bytes to write: the driver's cue for writable interest.
@@ -356,6 +383,17 @@ impl ClientSession {
                 self.input.clear();
                 return Err(ClientError::Protocol(why));
             }
+        }
+    }
+
+    /// How many bytes of a frame received in part are held, waiting for the
+    /// rest (0 when everything received was whole frames): a transport that
+    /// carries whole frames in each message (WebSocket) checks it after each.
+    pub fn partial_input(&self) -> usize {
+        if self.failed.is_some() {
+            0
+        } else {
+            self.input.len()
         }
     }
 
@@ -410,6 +448,7 @@ impl ClientSession {
     pub fn reset(&mut self) -> Vec<RequestId> {
         self.input.clear();
         self.output.clear();
+        self.frames.clear();
         self.events.clear();
         self.failed = None;
         self.pending.drain(..).map(|p| p.id).collect()
@@ -499,6 +538,7 @@ impl ClientSession {
         match incoming {
             Incoming::Ping => {
                 self.output.extend_from_slice(frame::PONG);
+                self.frames.push_back(frame::PONG.len());
                 Ok(())
             }
             Incoming::Push(push) => {
@@ -577,6 +617,37 @@ mod tests {
         let out = s.transmit().to_vec();
         s.advance_transmit(out.len());
         out
+    }
+
+    #[test]
+    fn transmit_frame_gives_one_frame_at_a_time() {
+        let mut s = ClientSession::new();
+        assert_eq!(s.transmit_frame(), b"");
+        s.send_request(&Request::User("alice".into())).unwrap();
+        s.send_request(&Request::Publish {
+            groups: vec![1],
+            payload: Bytes::from_static(b"a\nb"),
+        })
+        .unwrap();
+        // The server's PING is answered with a PONG frame of its own.
+        s.handle_input(b"PING 0\n").unwrap();
+        assert_eq!(s.transmit_frame(), b"USER 0 alice\n");
+        // Part of it written (a byte stream): the rest of it.
+        s.advance_transmit(5);
+        assert_eq!(s.transmit_frame(), b"0 alice\n");
+        s.advance_transmit(s.transmit_frame().len());
+        assert_eq!(s.transmit_frame(), b"PUBLISH 3 1\na\nb");
+        s.advance_transmit(s.transmit_frame().len());
+        assert_eq!(s.transmit_frame(), b"PONG 0\n");
+        // Across frames at once.
+        s.send_request(&Request::Ping).unwrap();
+        s.advance_transmit(9);
+        assert_eq!(s.transmit_frame(), b"NG 0\n");
+        s.advance_transmit(100);
+        assert_eq!((s.transmit_frame(), s.wants_write()), (&b""[..], false));
+        s.send_request(&Request::Hello).unwrap();
+        s.reset();
+        assert_eq!(s.transmit_frame(), b"");
     }
 
     #[test]

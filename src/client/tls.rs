@@ -30,7 +30,7 @@ pub struct ClientTls {
     /// The CA(s) the server certificate must chain to.
     pub roots: Arc<RootCertStore>,
     /// The name the server certificate must be valid for (a DNS name or an IP
-    /// address); `None` uses the host part of [`ClientConfig::addr`](super::ClientConfig::addr).
+    /// address); `None` uses the host of [`ClientConfig::addr`](super::ClientConfig::addr).
     pub server_name: Option<String>,
     /// A client certificate chain (leaf first) and its key, for mutual TLS
     /// (and `--auth cert`, where the certificate's CN is the user name).
@@ -234,36 +234,20 @@ pub(crate) fn map_tls_error(e: &rustls::Error) -> ClientError {
     }
 }
 
-/// The server name to verify: the configured one, or the host part of `addr`
-/// (`host:port`, `[v6]:port`).
-pub(crate) fn server_name(tls: &ClientTls, addr: &str) -> Result<ServerName<'static>, ClientError> {
+/// The server name to verify: the configured one, or `host` (the address's
+/// host, without brackets).
+pub(crate) fn server_name(tls: &ClientTls, host: &str) -> Result<ServerName<'static>, ClientError> {
     let name = match &tls.server_name {
         Some(n) => n.clone(),
-        None => host_of(addr).to_owned(),
+        None => host.to_owned(),
     };
     ServerName::try_from(name.clone())
         .map_err(|_| ClientError::Tls(format!("{name:?} is not a valid server name")))
 }
 
-/// The host part of `host:port`, without the brackets of `[v6]:port`.
-pub(crate) fn host_of(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_part() {
-        assert_eq!(host_of("localhost:7421"), "localhost");
-        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:7421"), "::1");
-        assert_eq!(host_of("example.org"), "example.org");
-    }
 
     #[test]
     fn inspection_refusal_maps_to_rejected() {

@@ -178,6 +178,54 @@ const ADMITTED: u8 = 4;
 /// The protocol stopped processing its input for this turn (its work
 /// budget ran out); it goes on next turn.
 const YIELDED: u8 = 8;
+/// The transport is WebSocket: each frame queued goes out as one message
+/// ([`Links::set_websocket`]).
+const WEBSOCKET: u8 = 16;
+
+/// A frame queued to many connections (a fan-out, presence events):
+/// encoded once for each framing a connection may use, the WebSocket
+/// message only when a WebSocket connection first needs it. Every
+/// connection of one framing gets the same [`Bytes`].
+#[derive(Debug)]
+pub struct Shared {
+    frame: Bytes,
+    ws: std::cell::OnceCell<Bytes>,
+}
+
+impl Shared {
+    /// `frame`, as plain TCP and TLS connections get it.
+    pub fn new(frame: Bytes) -> Self {
+        Self {
+            frame,
+            ws: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The frame as it is.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The frame for a connection: as it is, or (`websocket`) in one
+    /// WebSocket message, built on first use.
+    fn for_link(&self, websocket: bool) -> &Bytes {
+        if websocket {
+            self.ws
+                .get_or_init(|| crate::ws::message_for_frame(&self.frame))
+        } else {
+            &self.frame
+        }
+    }
+}
+
+/// `frame` as a connection with these flags gets it.
+fn framed(flags: u8, frame: Bytes) -> Bytes {
+    if flags & WEBSOCKET != 0 {
+        crate::ws::message_for_frame(&frame)
+    } else {
+        frame
+    }
+}
 
 impl<T, P> Link<T, P> {
     fn has(&self, flag: u8) -> bool {
@@ -545,6 +593,32 @@ impl<T, P> Links<T, P> {
         self.is_closing(id) || self.can_process(id)
     }
 
+    /// The connection's transport is WebSocket: from now each frame queued
+    /// is sent as one WebSocket message (text when it is valid UTF-8,
+    /// binary otherwise; protocol.md section 8), and output queued before
+    /// (a farewell at accept) is dropped, as it was not framed so.
+    pub fn set_websocket(&mut self, id: ConnId) {
+        if let Some(l) = self.slots.get_mut(id.0) {
+            l.set(WEBSOCKET, true);
+            l.out.discard_unstarted();
+        }
+    }
+
+    /// Whether the connection speaks WebSocket ([`Links::set_websocket`]).
+    pub fn is_websocket(&self, id: ConnId) -> bool {
+        self.slots.get(id.0).is_some_and(|l| l.has(WEBSOCKET))
+    }
+
+    /// [`Links::push`] of a frame shared by many connections ([`Shared`]):
+    /// no copy for any of them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Links::push`].
+    pub fn push_shared(&mut self, id: ConnId, frame: &Shared) -> Result<(), PushError> {
+        self.push_with(id, frame, |_| true).map(|_| ())
+    }
+
     /// Queues a frame, counted against `max_pending` with its bookkeeping.
     ///
     /// # Errors
@@ -558,6 +632,7 @@ impl<T, P> Links<T, P> {
         if l.closing.is_some() {
             return Err(PushError::Gone);
         }
+        let frame = framed(l.flags, frame);
         if l.out.held_after_push(frame.len()) > max {
             return Err(PushError::Full);
         }
@@ -582,7 +657,7 @@ impl<T, P> Links<T, P> {
     pub fn push_with(
         &mut self,
         id: ConnId,
-        frame: &Bytes,
+        frame: &Shared,
         admit: impl FnOnce(&mut P) -> bool,
     ) -> Result<bool, PushError> {
         let max = self.limits.max_pending;
@@ -593,6 +668,7 @@ impl<T, P> Links<T, P> {
         if !admit(&mut l.proto) {
             return Ok(false);
         }
+        let frame = frame.for_link(l.flags & WEBSOCKET != 0);
         if l.out.held_after_push(frame.len()) > max {
             return Err(PushError::Full);
         }
@@ -610,7 +686,7 @@ impl<T, P> Links<T, P> {
     pub fn push_final(&mut self, id: ConnId, frame: Bytes) {
         if let Some(l) = self.slots.get_mut(id.0) {
             if l.closing.is_none() {
-                l.out.push(frame);
+                l.out.push(framed(l.flags, frame));
                 self.stats.frames_out += 1;
                 self.mark_dirty(id);
             }
@@ -1007,6 +1083,8 @@ pub trait Table<T> {
     fn has_yielded(&self) -> bool;
     /// See [`Links::take_expired`].
     fn take_expired(&mut self, into: &mut Vec<ConnId>);
+    /// See [`Links::set_websocket`].
+    fn set_websocket(&mut self, id: ConnId);
     /// See [`Links::has_expired`].
     fn has_expired(&self) -> bool;
     /// See [`Links::limits`].
@@ -1056,6 +1134,9 @@ impl<T, P> Table<T> for Links<T, P> {
     fn take_expired(&mut self, into: &mut Vec<ConnId>) {
         Self::take_expired(self, into);
     }
+    fn set_websocket(&mut self, id: ConnId) {
+        Self::set_websocket(self, id);
+    }
     fn write_done(&mut self, id: ConnId, now: Instant) {
         Self::write_done(self, id, now);
     }
@@ -1097,6 +1178,53 @@ mod tests {
             panic!("not admitted");
         };
         (links, id, now)
+    }
+
+    /// Issue 12: a WebSocket connection gets each frame as one message; a
+    /// shared frame is encoded once for all of them (the same allocation),
+    /// and plain connections keep the frame itself.
+    #[test]
+    fn websocket_links_get_messages_encoded_once() {
+        let (mut links, plain, now) = table();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 2));
+        let mut ws = Vec::new();
+        for _ in 0..2 {
+            let Admission::Open(id) = links.accept((), peer, (), now) else {
+                panic!("not admitted");
+            };
+            // A farewell queued before the transport was known is dropped.
+            links
+                .push(id, Bytes::from_static(b"raw\n"))
+                .expect("queued");
+            links.set_websocket(id);
+            assert!(links.is_websocket(id) && links.get(id).is_some_and(|l| l.held() == 0));
+            ws.push(id);
+        }
+        let frame = Shared::new(Bytes::from_static(b"PUBLISHED 2 a 1\nhi"));
+        for &id in ws.iter().chain([&plain]) {
+            links.push_shared(id, &frame).expect("queued");
+        }
+        let front = |links: &mut Links<(), ()>, id| {
+            let out = links.output(id).expect("a queue");
+            (out.front().to_vec(), out.front().as_ptr())
+        };
+        let (a, a_ptr) = front(&mut links, ws[0]);
+        let (b, b_ptr) = front(&mut links, ws[1]);
+        let (p, p_ptr) = front(&mut links, plain);
+        assert_eq!(a, b"\x81\x12PUBLISHED 2 a 1\nhi");
+        assert_eq!((a_ptr, &b), (b_ptr, &a), "one message shared by both");
+        assert_eq!(
+            (&p[..], p_ptr),
+            (&b"PUBLISHED 2 a 1\nhi"[..], frame.frame().as_ptr())
+        );
+        // A reply is wrapped too: binary when it is not UTF-8.
+        links
+            .push(ws[0], Bytes::from_static(b"MESSAGE 1 b\n\xff"))
+            .expect("queued");
+        let out = links.output(ws[0]).expect("a queue");
+        let mut all = vec![0; out.len()];
+        out.copy_front(&mut all);
+        assert!(all.ends_with(b"\x82\x0dMESSAGE 1 b\n\xff"), "{all:?}");
     }
 
     /// Issue 10, defect 5: dropping slow consumers' long queues all at once

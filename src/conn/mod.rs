@@ -163,5 +163,5 @@ pub mod links;
 pub mod stats;
 pub(crate) mod tick;
 
-pub use links::{Admission, Limits, Link, Links, PushError, REJECT_SLACK, Table};
+pub use links::{Admission, Limits, Link, Links, PushError, REJECT_SLACK, Shared, Table};
 pub use stats::IoStats;

@@ -19,8 +19,12 @@ pub struct IoStats {
     pub tls_handshakes: u64,
     /// Connections refused at the connection limit.
     pub refused_full: u64,
-    /// Connections open on a TLS transport (a gauge).
+    /// Connections open on a TLS transport, WebSocket over TLS not
+    /// included (a gauge).
     pub open_tls: u64,
+    /// Connections open on a WebSocket transport, over plain TCP or TLS
+    /// (a gauge).
+    pub open_ws: u64,
     /// The longest loop turn, per 10-second window.
     pub turns: TurnWindow,
 }

@@ -54,7 +54,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Admission, CloseReason, ConnId, Table};
 use crate::tls::{ReadError, ReadStep, TlsSession};
-use crate::transport::Transport;
+use crate::transport::{Kind, ReadBufs, Transport, WsConfig, WsLayer};
 use service::Service;
 
 /// The waker's token.
@@ -108,28 +108,66 @@ fn key_of(token: usize) -> Key {
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: TcpStream,
-    /// The TLS state, on TLS listeners' connections (boxed: plain
-    /// connections pay one pointer).
+    /// Plain, TLS or WebSocket (boxed: plain connections pay one word and
+    /// its tag).
     transport: Transport,
-    /// Writable interest is registered.
-    writable: bool,
-    /// The write side has been shut down (closing, all flushed).
-    write_shut: bool,
-    /// Reading stopped because the service did not want input; resume when it does.
-    read_stalled: bool,
-    /// An outgoing connection whose nonblocking connect has not completed.
-    connecting: bool,
-    /// In the reactor's queue of deferred flushes.
-    flush_queued: bool,
+    /// [`WRITABLE`], [`WRITE_SHUT`], [`READ_STALLED`], [`CONNECTING`],
+    /// [`FLUSH_QUEUED`]: one byte, so the slot keeps its size.
+    flags: u8,
     /// The loop turn (wrapping; a match 65,536 turns later only flushes it
     /// early) in which input from it was last handled.
     read_turn: u16,
 }
 
-/// A listening socket, plain or TLS, and the service it feeds.
+/// Writable interest is registered.
+const WRITABLE: u8 = 1;
+/// The write side has been shut down (closing, all flushed).
+const WRITE_SHUT: u8 = 2;
+/// Reading stopped because the service did not want input; resume when it
+/// does.
+const READ_STALLED: u8 = 4;
+/// An outgoing connection whose nonblocking connect has not completed.
+const CONNECTING: u8 = 8;
+/// In the reactor's queue of deferred flushes.
+const FLUSH_QUEUED: u8 = 16;
+
+impl Conn {
+    fn new(stream: TcpStream, transport: Transport, flags: u8) -> Self {
+        Self {
+            stream,
+            transport,
+            flags,
+            read_turn: 0,
+        }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// Clears `flag`; returns whether it was set.
+    fn take(&mut self, flag: u8) -> bool {
+        let was = self.has(flag);
+        self.flags &= !flag;
+        was
+    }
+}
+
+/// A listening socket, plain or TLS, WebSocket or not, and the service it
+/// feeds.
 pub(crate) struct Listener {
     pub(crate) socket: TcpListener,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// WebSocket (over TLS when `tls` is set too).
+    pub(crate) ws: Option<Arc<WsConfig>>,
     pub(crate) service: usize,
 }
 
@@ -141,9 +179,9 @@ pub(crate) struct Reactor<S> {
     events: Events,
     listeners: Vec<Listener>,
     services: Vec<S>,
-    scratch: Box<[u8]>,
-    /// Plaintext decrypted from TLS records in one read step.
-    plain: Vec<u8>,
+    /// The read buffers all connections share (also the write path's
+    /// gathering buffer, `bufs.scratch`).
+    bufs: ReadBufs,
     control: Receiver<Control>,
     /// Connections whose read budget ran out.
     ready: Vec<Key>,
@@ -183,8 +221,7 @@ impl<S: Service> Reactor<S> {
             events: Events::with_capacity(1024),
             listeners: Vec::new(),
             services: Vec::new(),
-            scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
-            plain: Vec::with_capacity(SCRATCH_LEN),
+            bufs: ReadBufs::new(SCRATCH_LEN),
             control,
             ready: Vec::new(),
             readable: Vec::new(),
@@ -391,11 +428,11 @@ impl<S: Service> Reactor<S> {
                 // Replies go out at once, and so does a queue that already
                 // fills a write (waiting would only let it grow towards the
                 // slow-consumer limit), unless the socket itself is full.
-                let fills_a_write = out.len() >= SCRATCH_LEN && !c.writable;
+                let fills_a_write = out.len() >= SCRATCH_LEN && !c.has(WRITABLE);
                 if c.read_turn == self.turn_no || fills_a_write {
                     self.flush((svc, conn), now);
-                } else if !c.flush_queued {
-                    c.flush_queued = true;
+                } else if !c.has(FLUSH_QUEUED) {
+                    c.set(FLUSH_QUEUED, true);
                     self.deferred.push_back((svc, conn));
                 }
             }
@@ -424,7 +461,7 @@ impl<S: Service> Reactor<S> {
             // A stale entry (flushed since, or a new connection in a reused
             // slot) is skipped; one waiting for writable space is flushed by
             // the writable event.
-            if !std::mem::take(&mut c.flush_queued) || c.writable {
+            if !c.take(FLUSH_QUEUED) || c.has(WRITABLE) {
                 continue;
             }
             self.flush((svc, conn), now);
@@ -482,8 +519,9 @@ impl<S: Service> Reactor<S> {
             match listener.socket.accept() {
                 Ok((stream, peer)) => {
                     let tls = listener.tls.clone();
+                    let ws = listener.ws.clone();
                     let svc = listener.service;
-                    self.admit(svc, stream, peer, tls, now);
+                    self.admit(svc, stream, peer, (tls, ws), now);
                 }
                 Err(e) if io::is_would_block(&e) => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -504,28 +542,24 @@ impl<S: Service> Reactor<S> {
         svc: usize,
         stream: TcpStream,
         peer: SocketAddr,
-        tls: Option<Arc<rustls::ServerConfig>>,
+        (tls, ws): (Option<Arc<rustls::ServerConfig>>, Option<Arc<WsConfig>>),
         now: Instant,
     ) {
         let _ = stream.set_nodelay(true);
-        let transport = match tls.map(|config| TlsSession::new(&config)) {
-            None => Transport::Plain,
-            Some(Ok(session)) => Transport::Tls(Box::new(session)),
+        let tls = match tls.map(|config| TlsSession::new(&config)) {
+            None => None,
+            Some(Ok(session)) => Some(Box::new(session)),
             Some(Err(e)) => {
                 warn!("{peer}: cannot start TLS: {e}");
                 return;
             }
         };
-        let conn = Conn {
-            stream,
-            transport,
-            writable: false,
-            write_shut: false,
-            read_stalled: false,
-            connecting: false,
-            flush_queued: false,
-            read_turn: 0,
+        let transport = match (tls, ws) {
+            (tls, Some(ws)) => Transport::Ws(Box::new(WsLayer::new(ws, tls))),
+            (Some(tls), None) => Transport::Tls(tls),
+            (None, None) => Transport::Plain,
         };
+        let conn = Conn::new(stream, transport, 0);
         let Some(service) = self.services.get_mut(svc) else {
             return;
         };
@@ -548,6 +582,13 @@ impl<S: Service> Reactor<S> {
             }
         };
         count_open(service.links(), id, 1);
+        let websocket = service
+            .links()
+            .io_mut(id)
+            .is_some_and(|c| c.transport.is_websocket());
+        if websocket {
+            service.links().set_websocket(id);
+        }
         let registry = self.poll.registry();
         let registered = match (token_of((svc, id)), service.links().io_mut(id)) {
             (Some(token), Some(c)) => registry.register(&mut c.stream, token, Interest::READABLE),
@@ -573,16 +614,7 @@ impl<S: Service> Reactor<S> {
     ) -> std::io::Result<()> {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            stream,
-            transport,
-            writable: true,
-            write_shut: false,
-            read_stalled: false,
-            connecting: true,
-            flush_queued: false,
-            read_turn: 0,
-        };
+        let conn = Conn::new(stream, transport, WRITABLE | CONNECTING);
         let service = self
             .services
             .get_mut(svc)
@@ -622,7 +654,7 @@ impl<S: Service> Reactor<S> {
         let Some(c) = service.links().io_mut(conn) else {
             return false;
         };
-        if !c.connecting {
+        if !c.has(CONNECTING) {
             return true;
         }
         if closing {
@@ -646,7 +678,7 @@ impl<S: Service> Reactor<S> {
             self.drop_conn(key, CloseReason::ConnectFailed);
             return false;
         }
-        c.connecting = false;
+        c.set(CONNECTING, false);
         c.transport.start();
         let plain = c.transport.is_plain();
         info!(
@@ -682,10 +714,10 @@ impl<S: Service> Reactor<S> {
             if !service.links_ref().wants_read(conn) {
                 let who = service.links_ref().log_id(conn);
                 if let Some(c) = service.links().io_mut(conn) {
-                    if !c.read_stalled {
+                    if !c.has(READ_STALLED) {
                         log::trace!("{who}: reading paused");
                     }
-                    c.read_stalled = true;
+                    c.set(READ_STALLED, true);
                 }
                 return;
             }
@@ -698,9 +730,7 @@ impl<S: Service> Reactor<S> {
             c.read_turn = self.turn_no;
             // A plain connection the protocol does not trust yet is read a
             // window at a time (see `Links::read_window`).
-            let step =
-                c.transport
-                    .read_step(&mut c.stream, &mut self.scratch, &mut self.plain, window);
+            let step = c.transport.read_step(&mut c.stream, &mut self.bufs, window);
             match step {
                 Ok(ReadStep::Data(n)) => {
                     // The handshake may have finished in the same read as
@@ -709,7 +739,7 @@ impl<S: Service> Reactor<S> {
                     if let Some(service) = self.services.get_mut(svc) {
                         let links = service.links();
                         let data = match links.io_mut(conn) {
-                            Some(c) => c.transport.input(&self.scratch, &self.plain, n),
+                            Some(c) => c.transport.input(&self.bufs, n),
                             None => &[],
                         };
                         links.stats_mut().bytes_in += data.len() as u64;
@@ -763,7 +793,8 @@ impl<S: Service> Reactor<S> {
         let who = service.links_ref().log_peer(conn);
         let tls_error = matches!(e, ReadError::Tls(_));
         if let Some(c) = service.links().io_mut(conn) {
-            c.transport.write_alert(&mut c.stream, &mut self.scratch);
+            c.transport
+                .write_alert(&mut c.stream, &mut self.bufs.scratch);
         }
         if tls_error {
             warn!("{who}: TLS error, closing: {e}");
@@ -787,7 +818,7 @@ impl<S: Service> Reactor<S> {
         let Some((c, out)) = service.links().io_and_output(conn) else {
             return;
         };
-        c.flush_queued = false;
+        c.set(FLUSH_QUEUED, false);
         let queued = out.len();
         // Closing: TLS sends close_notify once everything owed is out. At
         // most `WRITE_BUDGET` bytes this turn; the rest is flushed again
@@ -799,7 +830,7 @@ impl<S: Service> Reactor<S> {
         let mut sock = io::Budgeted::new(&mut c.stream, budget);
         let written = c
             .transport
-            .write_to(&mut sock, out, &mut self.scratch, closing);
+            .write_to(&mut sock, out, &mut self.bufs.scratch, closing);
         let more = sock.spent;
         self.turn_written += budget - sock.left;
         let sent = queued.saturating_sub(out.len()) as u64;
@@ -811,7 +842,7 @@ impl<S: Service> Reactor<S> {
                 return;
             }
         };
-        if pending != c.writable {
+        if pending != c.has(WRITABLE) {
             let interest = if pending {
                 Interest::READABLE | Interest::WRITABLE
             } else {
@@ -832,26 +863,32 @@ impl<S: Service> Reactor<S> {
                 self.drop_conn(key, CloseReason::Io);
                 return;
             }
-            c.writable = pending;
+            c.set(WRITABLE, pending);
         }
-        if more && !c.flush_queued {
-            c.flush_queued = true;
+        if more && !c.has(FLUSH_QUEUED) {
+            c.set(FLUSH_QUEUED, true);
             self.deferred.push_back(key);
         }
-        if closing && !pending && !more && !c.write_shut {
-            c.write_shut = true;
+        if closing && !pending && !more && !c.has(WRITE_SHUT) {
+            c.set(WRITE_SHUT, true);
             let _ = c.stream.shutdown(Shutdown::Write);
             service.links().write_done(conn, now);
         }
         service.links().stats_mut().bytes_out += sent;
-        if service.links_ref().finished(conn, now) {
+        // A WebSocket that ended on an error waits for its peer (bounded
+        // by the linger) instead of resetting it.
+        let awaits = service
+            .links()
+            .io_mut(conn)
+            .is_some_and(|c| c.transport.awaits_peer());
+        if service.links_ref().finished(conn, now) && !awaits {
             self.drop_conn(key, CloseReason::Io);
             return;
         }
         let resume = service
             .links()
             .io_mut(conn)
-            .is_some_and(|c| std::mem::take(&mut c.read_stalled));
+            .is_some_and(|c| c.take(READ_STALLED));
         if resume {
             service.resume(conn, now);
             self.read(key, now);
@@ -890,17 +927,21 @@ impl<S: Service> Reactor<S> {
     }
 }
 
-/// Keeps the table's count of open TLS connections (`connections_tls`).
+/// Keeps the table's counts of open TLS and WebSocket connections
+/// (`connections_tls`, `connections_ws`).
 fn count_open(links: &mut dyn Table<Conn>, conn: ConnId, delta: i8) {
-    let tls = links.io_mut(conn).is_some_and(|c| !c.transport.is_plain());
-    if tls {
-        let open = &mut links.stats_mut().open_tls;
-        *open = if delta > 0 {
-            *open + 1
-        } else {
-            open.saturating_sub(1)
-        };
-    }
+    let kind = links.io_mut(conn).map(|c| c.transport.kind());
+    let stats = links.stats_mut();
+    let open = match kind {
+        Some(Kind::Tls) => &mut stats.open_tls,
+        Some(Kind::Ws | Kind::Wss) => &mut stats.open_ws,
+        Some(Kind::Tcp) | None => return,
+    };
+    *open = if delta > 0 {
+        *open + 1
+    } else {
+        open.saturating_sub(1)
+    };
 }
 
 /// The peer closed its side.
@@ -918,10 +959,17 @@ pub(crate) fn waker(poll: &Poll) -> std::io::Result<Arc<Waker>> {
 #[cfg(test)]
 mod tests {
     /// The reactor's part of every connection stays small (the whole slot
-    /// is guarded in `server.rs`).
+    /// is guarded in `server.rs`): the socket, the transport (a tag and a
+    /// box), a flag byte and the turn. 24 bytes in release builds, where a
+    /// mio socket is a file descriptor; debug builds add mio's selector id.
     #[test]
     fn conn_stays_small() {
-        assert!(std::mem::size_of::<super::Conn>() <= 32);
+        let socket = std::mem::size_of::<mio::net::TcpStream>();
+        let budget = (socket + 16 + 3).next_multiple_of(8);
+        assert!(std::mem::size_of::<super::Conn>() <= budget);
+        if !cfg!(debug_assertions) {
+            assert!(std::mem::size_of::<super::Conn>() <= 24);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! [`Event`]s. Errors are [`ProtocolError`]s, each with the close code the
 //! RFC gives it ([`ProtocolError::close_code`]); an error is sticky.
 //!
-//! Memory: an idle [`Decoder`] is three words (the limit, its flags, and one
+//! Memory: an idle [`Decoder`] is two words (the limit, its flags, and one
 //! pointer); while a frame or message is in progress it holds, boxed, at most
 //! one partial frame header (14 bytes), one control frame's payload (125
 //! bytes) and the data message being assembled, which never grows past the
@@ -195,7 +195,8 @@ impl std::error::Error for ProtocolError {}
 /// for its memory.
 #[derive(Debug)]
 pub struct Decoder {
-    limit: usize,
+    /// At most 4 GiB: a `u32`, so an idle decoder is two words.
+    limit: u32,
     role: Role,
     /// Sticky end: an error, or `Ok` after a close frame.
     done: Option<Result<(), ProtocolError>>,
@@ -234,7 +235,7 @@ impl Decoder {
     /// fragments) over `limit` bytes are refused with 1009.
     pub fn new(role: Role, limit: usize) -> Self {
         Self {
-            limit,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             role,
             done: None,
             partial: None,
@@ -314,7 +315,7 @@ impl Decoder {
                 }
                 let frame = parse_header(&p.head[..p.head_len as usize], self.role)?;
                 p.head_len = 0;
-                check_frame(p, &frame, self.limit)?;
+                check_frame(p, &frame, self.limit as usize)?;
                 p.frame = Some(frame);
                 continue;
             };

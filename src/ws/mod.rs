@@ -22,14 +22,20 @@
 //!   (or in a close reason) with 1007, a message over the decoder's limit
 //!   with 1009 ([`ProtocolError::close_code`]).
 //!
-//! Not wired into the reactor yet (issue 12): the transport that runs this
-//! over plain TCP or TLS comes next.
+//! The transport that runs this in the loop, over plain TCP or TLS, is
+//! `transport::ws`; the connection table wraps each queued frame in a
+//! message with [`message_for_frame`].
+//!
+//! The client's end of the handshake is [`ClientHandshake`], its mask keys
+//! come from [`Masks`] (the client library's `ws://` and `wss://`).
 
+mod client;
 mod frame;
 mod handshake;
 #[cfg(test)]
 mod tests;
 
+pub use client::{ClientHandshake, HandshakeError, Masks, Response};
 pub use frame::{
     CloseFrame, Decoder, Event, MAX_CONTROL, OpCode, ProtocolError, Role, client_close,
     client_frame, close, close_code, message_for_frame, ping, pong, server_frame,

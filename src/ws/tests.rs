@@ -451,7 +451,7 @@ fn close_without_code_and_with_utf8_reason() {
 #[test]
 fn idle_decoder_holds_nothing() {
     assert!(
-        std::mem::size_of::<Decoder>() <= 24,
+        std::mem::size_of::<Decoder>() <= 16,
         "{}",
         std::mem::size_of::<Decoder>()
     );

@@ -175,18 +175,18 @@ fn listening_addr(line: &str, marker: &str) -> Option<Result<SocketAddr, String>
 // The server process
 // ---------------------------------------------------------------------------
 
-/// `serve --listen 127.0.0.1:0 --tls-listen off --ws-listen off` plus `extra`:
+/// `serve --listen 127.0.0.1:0 --tls-listen off --ws-listen off --wss-listen off` plus `extra`:
 /// the arguments of [`ServerProc::start`].
 pub fn serve_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     serve_args_listening(extra, "off")
 }
 
-/// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off` plus `extra`.
+/// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off --wss-listen off` plus `extra`.
 pub fn serve_tls_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     serve_args_listening(extra, "127.0.0.1:0")
 }
 
-/// `serve --listen 127.0.0.1:0 --tls-listen TLS_LISTEN --ws-listen off` plus `extra`.
+/// `serve --listen 127.0.0.1:0 --tls-listen TLS_LISTEN --ws-listen off --wss-listen off` plus `extra`.
 fn serve_args_listening<'a>(extra: &[&'a str], tls_listen: &'a str) -> Vec<&'a str> {
     let mut args = vec![
         "serve",
@@ -195,6 +195,8 @@ fn serve_args_listening<'a>(extra: &[&'a str], tls_listen: &'a str) -> Vec<&'a s
         "--tls-listen",
         tls_listen,
         "--ws-listen",
+        "off",
+        "--wss-listen",
         "off",
     ];
     args.extend_from_slice(extra);
@@ -254,7 +256,7 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
-    /// `serve --listen 127.0.0.1:0 --tls-listen off --ws-listen off` plus `extra`.
+    /// `serve --listen 127.0.0.1:0 --tls-listen off --ws-listen off --wss-listen off` plus `extra`.
     #[track_caller]
     pub fn start(extra: &[&str]) -> Self {
         Self::start_raw(&serve_args(extra))
@@ -1197,7 +1199,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 const TLS_LISTENING: &str = "tls listening on ";
 
 impl ServerProc {
-    /// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off`
+    /// `serve --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 --ws-listen off --wss-listen off`
     /// plus `extra` (certificates, client auth, ...).
     #[track_caller]
     pub fn start_tls(extra: &[&str]) -> Self {

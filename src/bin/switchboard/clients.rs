@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use switchboard::client::{Backoff, ClientTls};
+use switchboard::client::{Backoff, ClientTls, Endpoint};
 use switchboard::error::ErrorCode;
 use switchboard::{Client, ClientConfig, ClientError, Push};
 
@@ -35,13 +35,15 @@ pub(crate) struct ConnectArgs {
     /// certificate's CN).
     #[arg(long, short = 'u', value_name = "NAME")]
     user: String,
-    /// Server address `host:port`, instead of the positional ADDR
+    /// Server address, instead of the positional ADDR: `host:port`, or a
+    /// URL `tcp://HOST[:PORT]`, `tls://HOST[:PORT]`, `ws://HOST[:PORT][/PATH]`,
+    /// `wss://HOST[:PORT][/PATH]` (WebSocket, over TLS for wss)
     /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "ADDR")]
     addr: Option<String>,
     /// Connect with TLS and verify the server certificate against `--ca`
     /// before sending the user name or password. Implied by `--ca`,
-    /// `--cert` and `--server-name`.
+    /// `--cert` and `--server-name`, and by a `tls://` or `wss://` ADDR.
     #[arg(long)]
     tls: bool,
     /// CA bundle (PEM) the server certificate must chain to
@@ -69,14 +71,36 @@ pub(crate) struct ConnectArgs {
     /// connection drops, instead of ending.
     #[arg(long)]
     reconnect: bool,
-    /// Seconds to wait for the connection, the TLS handshake and the login.
+    /// Seconds to wait for the connection, the TLS handshake, the WebSocket
+    /// upgrade and the login.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     connect_timeout: f64,
 }
 
 impl ConnectArgs {
+    /// Whether a flag asks for TLS.
     fn uses_tls(&self) -> bool {
         self.tls || self.ca.is_some() || self.cert.is_some() || self.server_name.is_some()
+    }
+
+    /// Whether `addr` is reached over TLS: its scheme says so (`tls://`,
+    /// `wss://`; `tcp://` and `ws://` with a TLS flag are a mistake, not a
+    /// guess), and a bare `host:port` follows the flags.
+    fn tls_for(&self, addr: &str) -> Result<bool, String> {
+        let endpoint = Endpoint::parse(addr).map_err(|e| match e {
+            ClientError::Config(why) => why,
+            other => other.to_string(),
+        })?;
+        match endpoint.scheme {
+            None => Ok(self.uses_tls()),
+            Some(s) if s.is_tls() => Ok(true),
+            Some(s) if self.uses_tls() => Err(format!(
+                "{addr} is not TLS, but --tls, --ca, --cert or --server-name asks for TLS: \
+                 use {}:// (or drop the TLS flags)",
+                if s.is_websocket() { "wss" } else { "tls" }
+            )),
+            Some(_) => Ok(false),
+        }
     }
 
     /// The address: `--addr`, else the positional one, else the default.
@@ -92,8 +116,8 @@ impl ConnectArgs {
         }
     }
 
-    fn tls_config(&self) -> Result<Option<ClientTls>, String> {
-        if !self.uses_tls() {
+    fn tls_config(&self, tls: bool) -> Result<Option<ClientTls>, String> {
+        if !tls {
             return Ok(None);
         }
         let ca = self.ca.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CA));
@@ -119,6 +143,7 @@ impl ConnectArgs {
     /// server wants one and none was given.
     pub(crate) fn connect(&self, positional_addr: Option<&str>) -> Result<Client, String> {
         let addr = self.resolve_addr(positional_addr)?;
+        let tls = self.tls_for(&addr)?;
         if !switchboard::proto::command::is_valid_user(self.user.as_bytes()) {
             return Err(format!(
                 "invalid user name {:?}: 1 to 64 of A-Z a-z 0-9 . _ -",
@@ -133,7 +158,7 @@ impl ConnectArgs {
         }
         // Checked once up front so a bad file is reported before a password
         // is asked for; built again for each attempt (a key is not `Clone`).
-        self.tls_config()?;
+        self.tls_config(tls)?;
         let mut password = if let Some(file) = &self.password_file {
             Some(read_password_file(file)?)
         } else if self.password_prompt {
@@ -144,7 +169,7 @@ impl ConnectArgs {
         let config = |password: Option<String>| -> Result<ClientConfig, String> {
             let mut c = ClientConfig::new(addr.clone(), self.user.clone());
             c.password = password;
-            c.tls = self.tls_config()?;
+            c.tls = self.tls_config(tls)?;
             c.connect_timeout = Duration::from_secs_f64(self.connect_timeout);
             if self.reconnect {
                 c.reconnect = Some(Backoff::default());
@@ -165,7 +190,7 @@ impl ConnectArgs {
                     password = Some(prompt_password(&self.user)?);
                     asked = true;
                 }
-                Err(e) => return Err(describe_connect_error(&addr, self.uses_tls(), &e)),
+                Err(e) => return Err(describe_connect_error(&addr, tls, &e)),
             }
         }
     }
@@ -204,9 +229,12 @@ fn describe_connect_error(addr: &str, tls: bool, e: &ClientError) -> String {
             format!("{addr}: login refused: {}: {text}", code.as_str())
         }
         ClientError::Timeout => format!("{addr}: no answer in time (connect, TLS or login)"),
+        // A WebSocket error says what it can itself.
+        ClientError::Protocol(p) if p.contains("WebSocket") => format!("{addr}: {p}"),
         ClientError::Protocol(p) if !tls => {
             format!("{addr}: {p} (a TLS listener? then add --tls)")
         }
+        ClientError::Config(c) => c.clone(),
         other => format!("{addr}: {other}"),
     }
 }
@@ -479,7 +507,8 @@ pub(crate) struct SubArgs {
     /// Print `[G] sender: payload` instead of the bare payload.
     #[arg(long, short = 'v')]
     verbose: bool,
-    /// Server address `host:port` [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    /// Server address `host:port`, or a URL tcp://, tls://, ws://, wss://
+    /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
     #[arg(value_name = "ADDR")]
     address: Option<String>,
 }
@@ -594,7 +623,8 @@ Exits 0 on /quit or end of input, 1 if the server closes the connection."
 pub(crate) struct ChatArgs {
     #[command(flatten)]
     conn: ConnectArgs,
-    /// Server address `host:port` [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    /// Server address `host:port`, or a URL tcp://, tls://, ws://, wss://
+    /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
     #[arg(value_name = "ADDR")]
     address: Option<String>,
 }

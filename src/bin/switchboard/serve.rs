@@ -20,6 +20,7 @@ use switchboard::{AuthMode, Authenticator, Server, ServerConfig, ServerHandle};
 const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 const DEFAULT_TLS_LISTEN: &str = "127.0.0.1:7421";
 const DEFAULT_WS_LISTEN: &str = "127.0.0.1:7422";
+const DEFAULT_WSS_LISTEN: &str = "127.0.0.1:7423";
 
 /// Every flag of cli.md. Each is optional here so that a value from
 /// `--config FILE` can fill what the command line leaves out.
@@ -37,9 +38,15 @@ pub(crate) struct ServeArgs {
     /// TLS listener, or `off` [default: 127.0.0.1:7421].
     #[arg(long)]
     tls_listen: Option<String>,
-    /// WebSocket listener, or `off` [default: 127.0.0.1:7422].
+    /// WebSocket listener (`ws://`, and the chat page on `GET /`), or `off`
+    /// [default: 127.0.0.1:7422].
     #[arg(long)]
     ws_listen: Option<String>,
+    /// WebSocket over TLS (`wss://`, and the chat page over HTTPS), with
+    /// --cert, --key and the client-certificate settings, or `off`
+    /// [default: 127.0.0.1:7423].
+    #[arg(long)]
+    wss_listen: Option<String>,
     /// Server certificate chain (PEM).
     #[arg(long)]
     cert: Option<PathBuf>,
@@ -130,6 +137,7 @@ impl ServeArgs {
             metrics_listen,
             tls_listen,
             ws_listen,
+            wss_listen,
             cert,
             key,
             key_password_file,
@@ -178,14 +186,23 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let plain = config.listen.len();
+    // Server::local_addrs: plain, then TLS, WebSocket and WebSocket over TLS.
+    let kinds: Vec<_> = [
+        ("tcp", config.listen.len()),
+        ("tls", config.tls_listen.len()),
+        ("ws", config.ws_listen.len()),
+        ("wss", config.wss_listen.len()),
+    ]
+    .into_iter()
+    .flat_map(|(kind, n)| std::iter::repeat_n(kind, n))
+    .collect();
     let server = match Server::bind(config, ()) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
-    // Server::local_addrs: the plain listeners first, then the TLS ones.
-    let mut listeners: Vec<_> = (server.local_addrs().iter().enumerate())
-        .map(|(i, addr)| (if i < plain { "tcp" } else { "tls" }, *addr))
+    let mut listeners: Vec<_> = kinds
+        .into_iter()
+        .zip(server.local_addrs().iter().copied())
         .collect();
     listeners.extend(server.metrics_addr().map(|addr| ("metrics", addr)));
     banner.log(&listeners);
@@ -354,15 +371,19 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
         )?,
         ..ServerConfig::default()
     };
-    not_landed(
-        "--ws-listen",
-        args.ws_listen.as_deref(),
-        DEFAULT_WS_LISTEN,
-        "WebSocket",
-    )?;
+    // Like plain TCP, plain WebSocket carries no client certificate.
+    let ws_listen = match (&args.ws_listen, auth) {
+        (None, AuthMode::Cert) => None,
+        (value, _) => parse_listen("--ws-listen", value.as_deref().unwrap_or(DEFAULT_WS_LISTEN))?,
+    };
+    config.ws_listen.extend(ws_listen);
     let tls_listen = parse_listen(
         "--tls-listen",
         args.tls_listen.as_deref().unwrap_or(DEFAULT_TLS_LISTEN),
+    )?;
+    let wss_listen = parse_listen(
+        "--wss-listen",
+        args.wss_listen.as_deref().unwrap_or(DEFAULT_WSS_LISTEN),
     )?;
     let client_auth = match args.client_auth.as_deref() {
         None if auth == AuthMode::Cert => "required",
@@ -374,15 +395,18 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
             ));
         }
     };
-    if auth == AuthMode::Cert && (tls_listen.is_none() || client_auth == "none") {
+    if auth == AuthMode::Cert
+        && (tls_listen.is_none() && wss_listen.is_none() || client_auth == "none")
+    {
         return Err(
             "--auth cert needs mutual TLS: a TLS listener, --client-ca FILE \
              and --client-auth optional or required"
                 .into(),
         );
     }
-    if let Some(addr) = tls_listen {
-        config.tls_listen.push(addr);
+    config.tls_listen.extend(tls_listen);
+    config.wss_listen.extend(wss_listen);
+    if tls_listen.is_some() || wss_listen.is_some() {
         let (tls, dev) = tls_settings(args, client_auth)?;
         config.tls = Some(tls);
         banner.dev_certs = dev;
@@ -393,13 +417,18 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
         || args.client_ca.is_some()
     {
         warn!(
-            "--tls-listen is off: --cert, --key, --key-password-file and --client-ca are not used"
+            "--tls-listen and --wss-listen are off: --cert, --key, --key-password-file and \
+             --client-ca are not used"
         );
     }
-    if config.listen.is_empty() && config.tls_listen.is_empty() {
+    if config.listen.is_empty()
+        && config.tls_listen.is_empty()
+        && config.ws_listen.is_empty()
+        && config.wss_listen.is_empty()
+    {
         return Err(
-            "every listener is off (--listen, --tls-listen, --ws-listen): no client could \
-             connect; turn one on"
+            "every listener is off (--listen, --tls-listen, --ws-listen, --wss-listen): no \
+             client could connect; turn one on"
                 .into(),
         );
     }
@@ -546,7 +575,11 @@ impl Banner {
         let listeners = listeners
             .iter()
             .map(|(kind, addr)| {
-                let note = if *kind == "tls" { tls_note } else { "" };
+                let note = if matches!(*kind, "tls" | "wss") {
+                    tls_note
+                } else {
+                    ""
+                };
                 format!("{kind} {addr}{note}")
             })
             .collect::<Vec<_>>()
@@ -720,25 +753,6 @@ fn parse_listen(flag: &str, value: &str) -> Result<Option<SocketAddr>, String> {
         .next()
         .map(Some)
         .ok_or_else(|| format!("{flag} {value}: no address"))
-}
-
-/// A listener whose feature has not landed: `off` and its default are
-/// accepted (the default with a notice), anything else is refused.
-fn not_landed(flag: &str, value: Option<&str>, default: &str, what: &str) -> Result<(), String> {
-    match value {
-        Some(v) if v.eq_ignore_ascii_case("off") => Ok(()),
-        None => {
-            info!("{what} listener not available yet in this version; not listening on {default}");
-            Ok(())
-        }
-        Some(v) if v == default => {
-            info!("{what} listener not available yet in this version; not listening on {v}");
-            Ok(())
-        }
-        Some(v) => Err(format!(
-            "{flag} {v}: {what} is not available yet in this version (use off)"
-        )),
-    }
 }
 
 fn seconds(flag: &str, s: f64) -> Result<Duration, String> {

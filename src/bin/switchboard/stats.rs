@@ -15,7 +15,8 @@ use crate::clients::{ConnectArgs, describe_error, fail};
 pub(crate) struct StatsArgs {
     #[command(flatten)]
     conn: ConnectArgs,
-    /// Server address `host:port` [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    /// Server address `host:port`, or a URL tcp://, tls://, ws://, wss://
+    /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
     #[arg(value_name = "ADDR")]
     address: Option<String>,
     /// Print the figures again every SECS seconds, one line each: the

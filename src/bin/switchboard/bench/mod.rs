@@ -18,6 +18,7 @@ mod net;
 mod proc;
 mod report;
 mod target;
+mod ws;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -126,6 +127,10 @@ pub(crate) struct CommonArgs {
     /// Connect with TLS, verifying the server against --ca.
     #[arg(long)]
     tls: bool,
+    /// Speak WebSocket (switchboard only): ws://, or wss:// with --tls
+    /// [default ADDR: 127.0.0.1:7422, 127.0.0.1:7423 with TLS].
+    #[arg(long)]
+    ws: bool,
     /// CA bundle (PEM) the server certificate must chain to.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CA)]
     ca: PathBuf,
@@ -151,10 +156,12 @@ pub(crate) struct CommonArgs {
 
 impl CommonArgs {
     fn addr(&self, tls: bool) -> Result<SocketAddr, String> {
-        let text = self
-            .addr
-            .as_deref()
-            .unwrap_or(self.target.default_addr(tls));
+        let default = match (self.ws, tls) {
+            (true, false) => "127.0.0.1:7422",
+            (true, true) => "127.0.0.1:7423",
+            (false, _) => self.target.default_addr(tls),
+        };
+        let text = self.addr.as_deref().unwrap_or(default);
         let addr = text
             .to_socket_addrs()
             .map_err(|e| format!("bad address {text}: {e}"))?
@@ -196,6 +203,9 @@ impl CommonArgs {
     /// greets first does so in plaintext, and TLS follows its greeting.
     fn endpoint(&self, tls: bool) -> Result<Endpoint, String> {
         let addr = self.addr(tls)?;
+        if self.ws && !matches!(self.target, TargetKind::Switchboard) {
+            return Err("--ws: only the switchboard target speaks WebSocket".into());
+        }
         let tls_after_greeting = tls && self.target()?.greets_first();
         let tls = if tls {
             Some((self.tls_config(true)?, self.server_name(addr)?))
@@ -203,10 +213,14 @@ impl CommonArgs {
             None
         };
         probe(addr)?;
+        let ws = self
+            .ws
+            .then(|| self.addr.clone().unwrap_or_else(|| addr.to_string()));
         Ok(Endpoint {
             addr,
             tls,
             tls_after_greeting,
+            ws,
         })
     }
 
@@ -262,6 +276,7 @@ impl CommonArgs {
         report.param("target", self.target_name());
         report.param("addr", addr.to_string());
         report.param("tls", tls);
+        report.param("websocket", self.ws);
         if let Some(pid) = self.server_pid {
             report.param("server_pid", pid.to_string());
         }

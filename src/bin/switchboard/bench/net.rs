@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::ServerName;
 
 use super::target::{Event, Target};
+use super::ws::WsClient;
 
 /// How many connections may be connecting or logging in at once: enough to
 /// keep the server busy, few enough never to overflow its accept backlog
@@ -32,6 +33,8 @@ pub(crate) struct Conn {
     pub(crate) inbuf: Vec<u8>,
     /// Plaintext queued and not yet handed to the socket (or to rustls).
     pub(crate) out: Vec<u8>,
+    /// WebSocket between the socket (or TLS) and the target's bytes.
+    ws: Option<Box<WsClient>>,
     connected: bool,
     /// The server ended the connection.
     pub(crate) closed: bool,
@@ -54,6 +57,12 @@ impl Conn {
         }
         let before = self.inbuf.len();
         self.read(scratch)?;
+        if let Some(ws) = self.ws.as_deref_mut() {
+            if self.inbuf.len() > before {
+                let raw = self.inbuf.split_off(before);
+                ws.ingest(&raw, &mut self.inbuf)?;
+            }
+        }
         if self.inbuf.len() != before {
             self.read_at = Instant::now();
         }
@@ -113,42 +122,14 @@ impl Conn {
         if !self.connected {
             return Ok(());
         }
-        let Some(tls) = self.tls.as_deref_mut() else {
-            let mut done = 0;
-            let result = loop {
-                if done == self.out.len() {
-                    break Ok(());
-                }
-                match self.sock.write(&self.out[done..]) {
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(()),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => break Err(format!("write: {e}")),
-                }
-            };
-            self.out.drain(..done);
-            return result;
+        let out = match self.ws.as_deref_mut() {
+            Some(ws) => {
+                ws.wrap(&mut self.out);
+                &mut ws.wire
+            }
+            None => &mut self.out,
         };
-        loop {
-            if !self.out.is_empty() {
-                let n = tls.writer().write(&self.out).map_err(|e| e.to_string())?;
-                self.out.drain(..n);
-            }
-            if !tls.wants_write() {
-                return Ok(());
-            }
-            while tls.wants_write() {
-                match tls.write_tls(&mut self.sock) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(format!("write: {e}")),
-                }
-            }
-            if self.out.is_empty() {
-                return Ok(());
-            }
-        }
+        write_out(&mut self.sock, self.tls.as_deref_mut(), out)
     }
 
     /// Starts the TLS session that waited for the server's greeting (a
@@ -178,6 +159,51 @@ impl Conn {
     }
 }
 
+/// Writes `out` to `sock` (through `tls` if any) until done or the socket
+/// is full; drops what was written.
+fn write_out(
+    sock: &mut TcpStream,
+    tls: Option<&mut rustls::ClientConnection>,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let Some(tls) = tls else {
+        let mut done = 0;
+        let result = loop {
+            if done == out.len() {
+                break Ok(());
+            }
+            match sock.write(&out[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Err(format!("write: {e}")),
+            }
+        };
+        out.drain(..done);
+        return result;
+    };
+    loop {
+        if !out.is_empty() {
+            let n = tls.writer().write(out).map_err(|e| e.to_string())?;
+            out.drain(..n);
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        while tls.wants_write() {
+            match tls.write_tls(sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub(crate) struct Endpoint {
@@ -186,6 +212,8 @@ pub(crate) struct Endpoint {
     /// The server greets in plaintext and TLS starts after its greeting
     /// (NATS: `INFO`, then the handshake); otherwise TLS starts at once.
     pub(crate) tls_after_greeting: bool,
+    /// WebSocket (switchboard only), with this `Host`.
+    pub(crate) ws: Option<String>,
 }
 
 /// A poll loop over many client connections (token = index in `conns`).
@@ -241,6 +269,7 @@ impl Net {
             tls_pending,
             inbuf: Vec::new(),
             out: Vec::new(),
+            ws: (self.endpoint.ws.as_deref()).map(|host| Box::new(WsClient::new(host, idx))),
             connected: false,
             closed: false,
             read_at: Instant::now(),

@@ -5,26 +5,76 @@
 //! A transport is sans-IO in the way [`TlsSession`] is: generic over
 //! `Read`/`Write`, so it is driven by a socket in the reactor and by
 //! in-memory pipes in tests. Plain TCP hands bytes through; TLS decrypts
-//! into a plaintext buffer and encrypts the protocol's output queue. The
-//! protocol above (the broker, a framed service) only ever sees plaintext,
-//! so "TLS under a framed service" is a composition, and the next transport
-//! (WebSocket, over either) is one more variant here, not new code in the
-//! reactor or in a protocol.
+//! into a plaintext buffer and encrypts the protocol's output queue;
+//! WebSocket ([`ws`]) answers the HTTP upgrade, then decodes messages into
+//! the protocol's byte stream, over plain TCP or over TLS. The protocol
+//! above (the broker, a framed service) only ever sees its own bytes, so
+//! "TLS under a framed service" or "WebSocket over TLS under the broker" is
+//! a composition, not new code in the reactor or in a protocol.
 
 use std::io::{self, ErrorKind, Read, Write};
+
+pub mod ws;
 
 use crate::buf::OutQueue;
 use crate::conn::PeerIdentity;
 use crate::tls::{ReadError, ReadStep, TlsSession};
+pub use ws::{WsConfig, WsLayer};
+
+/// The buffers one loop shares among all its connections' reads: the
+/// socket's bytes, TLS plaintext, and decoded WebSocket messages.
+#[derive(Debug)]
+pub struct ReadBufs {
+    /// Bytes as read from the socket.
+    pub scratch: Box<[u8]>,
+    /// Plaintext decrypted from TLS records.
+    pub plain: Vec<u8>,
+    /// Payloads of WebSocket messages.
+    pub messages: Vec<u8>,
+}
+
+impl ReadBufs {
+    /// Buffers for reads of up to `len` bytes at a time.
+    pub fn new(len: usize) -> Self {
+        Self {
+            scratch: vec![0; len].into_boxed_slice(),
+            plain: Vec::with_capacity(len),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Frees a message buffer that a large message grew (kept up to the
+    /// scratch size).
+    pub fn trim(&mut self) {
+        if self.messages.capacity() > self.scratch.len() {
+            self.messages = Vec::new();
+        }
+    }
+}
 
 /// The transport of one connection. Plain costs nothing beyond the tag;
-/// TLS is boxed (one pointer), so the enum is one word.
+/// TLS and WebSocket are boxed (one pointer), so the enum is two words.
 #[derive(Debug)]
 pub enum Transport {
     /// Bytes as they come.
     Plain,
     /// TLS (either end), on rustls's unbuffered API.
     Tls(Box<TlsSession>),
+    /// WebSocket (server end), over plain TCP or TLS.
+    Ws(Box<WsLayer>),
+}
+
+/// Which transport a connection uses, for counts and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS.
+    Tls,
+    /// WebSocket over plain TCP.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
 }
 
 impl Transport {
@@ -34,9 +84,34 @@ impl Transport {
         matches!(self, Self::Plain)
     }
 
+    /// Which transport this is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Plain => Kind::Tcp,
+            Self::Tls(_) => Kind::Tls,
+            Self::Ws(ws) if ws.is_tls() => Kind::Wss,
+            Self::Ws(_) => Kind::Ws,
+        }
+    }
+
+    /// Whether the connection speaks in WebSocket messages, so that the
+    /// connection table wraps each frame in one.
+    pub fn is_websocket(&self) -> bool {
+        matches!(self, Self::Ws(_))
+    }
+
+    /// Whether a connection the protocol is done with should stay until
+    /// the peer closes or the linger ends ([`WsLayer::awaits_peer`]).
+    pub fn awaits_peer(&self) -> bool {
+        match self {
+            Self::Ws(ws) => ws.awaits_peer(),
+            _ => false,
+        }
+    }
+
     /// Reads from `sock` once, at most `window` bytes of plain input or one
-    /// scratch buffer of TLS records. [`ReadStep::Data`]`(n)`: the plaintext
-    /// is [`Transport::input`]`(scratch, plain, n)`.
+    /// scratch buffer of TLS records. [`ReadStep::Data`]`(n)`: the protocol's
+    /// bytes are [`Transport::input`]`(bufs, n)`.
     ///
     /// # Errors
     ///
@@ -46,13 +121,14 @@ impl Transport {
     pub fn read_step<S: Read>(
         &mut self,
         sock: &mut S,
-        scratch: &mut [u8],
-        plain: &mut Vec<u8>,
+        bufs: &mut ReadBufs,
         window: usize,
     ) -> Result<ReadStep, ReadError> {
         match self {
-            Self::Tls(tls) => tls.read_step(sock, scratch, plain),
+            Self::Tls(tls) => tls.read_step(sock, &mut bufs.scratch, &mut bufs.plain),
+            Self::Ws(ws) => ws.read_step(sock, bufs, window),
             Self::Plain => {
+                let scratch = &mut bufs.scratch[..];
                 let buf = match scratch.len().min(window) {
                     n if n == scratch.len() => scratch,
                     n => scratch.get_mut(..n).unwrap_or_default(),
@@ -67,12 +143,13 @@ impl Transport {
         }
     }
 
-    /// The plaintext of a [`ReadStep::Data`]`(n)`: in `scratch` for plain
-    /// TCP, in `plain` for TLS.
-    pub fn input<'a>(&self, scratch: &'a [u8], plain: &'a [u8], n: usize) -> &'a [u8] {
+    /// The protocol's bytes of a [`ReadStep::Data`]`(n)`: in `scratch` for
+    /// plain TCP, in `plain` for TLS, in `messages` for WebSocket.
+    pub fn input<'a>(&self, bufs: &'a ReadBufs, n: usize) -> &'a [u8] {
         let from = match self {
-            Self::Plain => scratch,
-            Self::Tls(_) => plain,
+            Self::Plain => &bufs.scratch[..],
+            Self::Tls(_) => &bufs.plain[..],
+            Self::Ws(_) => &bufs.messages[..],
         };
         from.get(..n).unwrap_or_default()
     }
@@ -92,22 +169,25 @@ impl Transport {
     pub fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
         match self {
             Self::Tls(tls) => tls.take_established(),
+            Self::Ws(ws) => ws.take_established(),
             Self::Plain => None,
         }
     }
 
     /// Whether the transport has bytes of its own to write (TLS handshake
-    /// records, an alert).
+    /// records, an alert, an HTTP answer, a pong or a close).
     pub fn wants_write(&self) -> bool {
         match self {
             Self::Tls(tls) => tls.wants_write(),
+            Self::Ws(ws) => ws.wants_write(),
             Self::Plain => false,
         }
     }
 
     /// Writes what the transport and `out` have, until done or the socket
     /// would block; returns whether output is still pending. When `closing`,
-    /// TLS ends with `close_notify` once everything owed is out.
+    /// WebSocket ends with a close frame and TLS with `close_notify` once
+    /// everything owed is out.
     ///
     /// # Errors
     ///
@@ -126,15 +206,20 @@ impl Transport {
                 }
                 tls.write_to(sock, out, scratch)
             }
+            Self::Ws(ws) => ws.write_to(sock, out, scratch, closing),
             Self::Plain => out.write_to(sock, scratch),
         }
     }
 
     /// After a failed read: writes the alert TLS prepared, best effort.
     pub fn write_alert<S: Write>(&mut self, sock: &mut S, scratch: &mut [u8]) {
-        if let Self::Tls(tls) = self {
-            let mut none = OutQueue::default();
-            let _ = tls.write_to(sock, &mut none, scratch);
+        match self {
+            Self::Tls(tls) => {
+                let mut none = OutQueue::default();
+                let _ = tls.write_to(sock, &mut none, scratch);
+            }
+            Self::Ws(ws) => ws.write_alert(sock, scratch),
+            Self::Plain => {}
         }
     }
 }
@@ -144,26 +229,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_transport_is_one_word() {
-        assert_eq!(std::mem::size_of::<Transport>(), 8);
+    fn a_transport_is_two_words() {
+        // The tag and one box; the reactor's `Conn` packs around it.
+        assert_eq!(std::mem::size_of::<Transport>(), 16);
+        assert!(std::mem::size_of::<WsLayer>() <= 40);
     }
 
     #[test]
     fn plain_reads_within_the_window_and_writes_the_queue() {
         let mut t = Transport::Plain;
         let mut input: &[u8] = b"hello world";
-        let mut scratch = [0u8; 64];
-        let mut plain = Vec::new();
-        let step = t.read_step(&mut input, &mut scratch, &mut plain, 5);
+        let mut bufs = ReadBufs::new(64);
+        let step = t.read_step(&mut input, &mut bufs, 5);
         assert!(matches!(step, Ok(ReadStep::Data(5))));
-        assert_eq!(t.input(&scratch, &plain, 5), b"hello");
-        let step = t.read_step(&mut input, &mut scratch, &mut plain, usize::MAX);
+        assert_eq!(t.input(&bufs, 5), b"hello");
+        let step = t.read_step(&mut input, &mut bufs, usize::MAX);
         assert!(matches!(step, Ok(ReadStep::Data(6))));
-        assert_eq!(t.input(&scratch, &plain, 6), b" world");
+        assert_eq!(t.input(&bufs, 6), b" world");
         assert!(matches!(
-            t.read_step(&mut input, &mut scratch, &mut plain, 5),
+            t.read_step(&mut input, &mut bufs, 5),
             Ok(ReadStep::Eof)
         ));
+        let mut scratch = [0u8; 64];
         let mut out = OutQueue::default();
         out.push(bytes::Bytes::from_static(b"abc"));
         let mut sink = Vec::new();
