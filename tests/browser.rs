@@ -287,6 +287,8 @@ fn chat_page_in_headless_chromium() {
             "off",
             "--ws-listen",
             ws,
+            "--wss-listen",
+            "off",
             "--auth",
             "password",
             "--passwd",

@@ -79,7 +79,7 @@ def main():
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-extensions",
                  "--disable-component-update", "--disable-crash-reporter", "--disable-breakpad", "--disable-sync", "--no-first-run",
-                 "--no-default-browser-check", "--mute-audio", "--window-size=1000,720"]:
+                 "--no-default-browser-check", "--mute-audio", "--window-size=1000,900"]:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # Both paths given: Selenium Manager has nothing to look up or download.
@@ -157,8 +157,10 @@ def main():
                  lambda: Select(el("groups")).first_selected_option.text == "general (#1) ✓ joined")
 
         step("stay connected across the server's keep-alive pings (PONG)")
-        time.sleep(3.5)
+        time.sleep(3.5)  # the test's server pings after 1 s of silence, gives 1 s to answer
         assert text("status") == f"Logged in as {user}.", text("status")
+        assert "Connection lost." not in log_lines() and not text("error"), \
+            f"the connection dropped: {log_lines()} {text('error')!r}"
 
         step("publish to general with the keyboard")
         el("message").send_keys("hello from the browser", Keys.ENTER)
