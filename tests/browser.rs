@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -123,6 +123,8 @@ struct Browser {
     out: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
     started: Instant,
+    /// Set once the script is reaped.
+    status: Option<ExitStatus>,
 }
 
 impl Browser {
@@ -162,6 +164,7 @@ impl Browser {
             out,
             readers,
             started: Instant::now(),
+            status: None,
         }
     }
 
@@ -169,17 +172,36 @@ impl Browser {
         self.out.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
 
+    /// Whether the script has exited. It is not reaped here (its state in
+    /// /proc is `Z`), so its process group id stays ours until [`Browser::kill`].
+    fn finished(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) {
+            // `PID (COMM) STATE ...`; COMM may hold spaces.
+            Ok(stat) => {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    == Some("Z")
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Panics with the script's output if it has exited or run too long.
     #[track_caller]
     fn assert_running(&mut self, waiting_for: &str) {
-        let exited = self.child.try_wait().ok().flatten();
-        if exited.is_some() || self.started.elapsed() > BROWSER_TOTAL {
-            self.kill();
+        let finished = self.finished();
+        if finished || self.started.elapsed() > BROWSER_TOTAL {
+            let status = self.kill();
             panic!(
                 "while the TCP side waited for {waiting_for}, the browser script {}:\n{}",
-                match exited {
-                    Some(s) => format!("exited ({s})"),
-                    None => format!("ran over {BROWSER_TOTAL:?} and was killed"),
+                if finished {
+                    match status {
+                        Some(s) => format!("exited ({s})"),
+                        None => String::from("exited"),
+                    }
+                } else {
+                    format!("ran over {BROWSER_TOTAL:?} and was killed")
                 },
                 self.output()
             );
@@ -189,10 +211,10 @@ impl Browser {
     /// Waits (bounded) for the script to finish; panics unless it passed.
     #[track_caller]
     fn expect_pass(&mut self) {
-        let left = BROWSER_TOTAL.saturating_sub(self.started.elapsed());
-        let status = wait_child(&mut self.child, left).ok().flatten();
-        self.kill();
-        match status {
+        while !self.finished() && self.started.elapsed() < BROWSER_TOTAL {
+            thread::sleep(Duration::from_millis(50));
+        }
+        match self.kill() {
             Some(s) if s.success() => {}
             other => panic!(
                 "the browser script did not pass ({other:?}):\n{}",
@@ -201,17 +223,22 @@ impl Browser {
         }
     }
 
-    /// Kills the whole process group (Python, chromedriver, Chromium) and reaps.
-    fn kill(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        kill_and_reap(&mut self.child);
+    /// Kills the whole process group (Python, chromedriver, Chromium: the
+    /// script's leader is not reaped yet, so the group is still ours), then
+    /// reaps the script; its exit status.
+    fn kill(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            self.status = self.child.wait().ok();
+        }
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
+        self.status
     }
 }
 
