@@ -54,7 +54,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Admission, CloseReason, ConnId, Table};
 use crate::tls::{ReadError, ReadStep, TlsSession};
-use crate::transport::{Kind, ReadBufs, Transport, WsConfig, WsLayer};
+use crate::transport::{Kind, NoTls, ReadBufs, Transport, WsConfig, WsLayer};
 use service::Service;
 
 /// The waker's token.
@@ -548,15 +548,16 @@ impl<S: Service> Reactor<S> {
         let _ = stream.set_nodelay(true);
         let tls = match tls.map(|config| TlsSession::new(&config)) {
             None => None,
-            Some(Ok(session)) => Some(Box::new(session)),
+            Some(Ok(session)) => Some(session),
             Some(Err(e)) => {
                 warn!("{peer}: cannot start TLS: {e}");
                 return;
             }
         };
         let transport = match (tls, ws) {
-            (tls, Some(ws)) => Transport::Ws(Box::new(WsLayer::new(ws, tls))),
-            (Some(tls), None) => Transport::Tls(tls),
+            (Some(tls), Some(ws)) => Transport::Wss(Box::new(WsLayer::new(ws, tls))),
+            (None, Some(ws)) => Transport::Ws(Box::new(WsLayer::new(ws, NoTls))),
+            (Some(tls), None) => Transport::Tls(Box::new(tls)),
             (None, None) => Transport::Plain,
         };
         let conn = Conn::new(stream, transport, 0);

@@ -19,7 +19,7 @@ pub mod ws;
 use crate::buf::OutQueue;
 use crate::conn::PeerIdentity;
 use crate::tls::{ReadError, ReadStep, TlsSession};
-pub use ws::{WsConfig, WsLayer};
+pub use ws::{NoTls, WsConfig, WsLayer};
 
 /// The buffers one loop shares among all its connections' reads: the
 /// socket's bytes, TLS plaintext, and decoded WebSocket messages.
@@ -60,8 +60,10 @@ pub enum Transport {
     Plain,
     /// TLS (either end), on rustls's unbuffered API.
     Tls(Box<TlsSession>),
-    /// WebSocket (server end), over plain TCP or TLS.
-    Ws(Box<WsLayer>),
+    /// WebSocket (server end) over plain TCP.
+    Ws(Box<WsLayer<NoTls>>),
+    /// WebSocket over TLS, in one allocation with its TLS session.
+    Wss(Box<WsLayer<TlsSession>>),
 }
 
 /// Which transport a connection uses, for counts and logs.
@@ -89,15 +91,15 @@ impl Transport {
         match self {
             Self::Plain => Kind::Tcp,
             Self::Tls(_) => Kind::Tls,
-            Self::Ws(ws) if ws.is_tls() => Kind::Wss,
             Self::Ws(_) => Kind::Ws,
+            Self::Wss(_) => Kind::Wss,
         }
     }
 
     /// Whether the connection speaks in WebSocket messages, so that the
     /// connection table wraps each frame in one.
     pub fn is_websocket(&self) -> bool {
-        matches!(self, Self::Ws(_))
+        matches!(self, Self::Ws(_) | Self::Wss(_))
     }
 
     /// Whether a connection the protocol is done with should stay until
@@ -105,6 +107,7 @@ impl Transport {
     pub fn awaits_peer(&self) -> bool {
         match self {
             Self::Ws(ws) => ws.awaits_peer(),
+            Self::Wss(ws) => ws.awaits_peer(),
             _ => false,
         }
     }
@@ -127,6 +130,7 @@ impl Transport {
         match self {
             Self::Tls(tls) => tls.read_step(sock, &mut bufs.scratch, &mut bufs.plain),
             Self::Ws(ws) => ws.read_step(sock, bufs, window),
+            Self::Wss(ws) => ws.read_step(sock, bufs, window),
             Self::Plain => {
                 let scratch = &mut bufs.scratch[..];
                 let buf = match scratch.len().min(window) {
@@ -149,7 +153,7 @@ impl Transport {
         let from = match self {
             Self::Plain => &bufs.scratch[..],
             Self::Tls(_) => &bufs.plain[..],
-            Self::Ws(_) => &bufs.messages[..],
+            Self::Ws(_) | Self::Wss(_) => &bufs.messages[..],
         };
         from.get(..n).unwrap_or_default()
     }
@@ -170,6 +174,7 @@ impl Transport {
         match self {
             Self::Tls(tls) => tls.take_established(),
             Self::Ws(ws) => ws.take_established(),
+            Self::Wss(ws) => ws.take_established(),
             Self::Plain => None,
         }
     }
@@ -180,6 +185,7 @@ impl Transport {
         match self {
             Self::Tls(tls) => tls.wants_write(),
             Self::Ws(ws) => ws.wants_write(),
+            Self::Wss(ws) => ws.wants_write(),
             Self::Plain => false,
         }
     }
@@ -207,6 +213,7 @@ impl Transport {
                 tls.write_to(sock, out, scratch)
             }
             Self::Ws(ws) => ws.write_to(sock, out, scratch, closing),
+            Self::Wss(ws) => ws.write_to(sock, out, scratch, closing),
             Self::Plain => out.write_to(sock, scratch),
         }
     }
@@ -219,6 +226,7 @@ impl Transport {
                 let _ = tls.write_to(sock, &mut none, scratch);
             }
             Self::Ws(ws) => ws.write_alert(sock, scratch),
+            Self::Wss(ws) => ws.write_alert(sock, scratch),
             Self::Plain => {}
         }
     }
@@ -232,7 +240,7 @@ mod tests {
     fn a_transport_is_two_words() {
         // The tag and one box; the reactor's `Conn` packs around it.
         assert_eq!(std::mem::size_of::<Transport>(), 16);
-        assert!(std::mem::size_of::<WsLayer>() <= 40);
+        assert!(std::mem::size_of::<WsLayer>() <= 32);
     }
 
     #[test]

@@ -28,9 +28,11 @@
 //!    reads the code instead of a reset. When the protocol closes the
 //!    connection, a close (1000) follows everything it was owed.
 //!
-//! Memory: an idle open connection holds this struct (40 bytes, boxed
-//! once); the HTTP stage's buffers and pending control frames sit in a
-//! second box that exists only while they do.
+//! Memory: an idle open connection holds this struct, boxed once: 32 bytes
+//! over plain TCP, and over TLS the TLS session in the same allocation (so
+//! `wss` costs one allocation, as TLS does). The HTTP stage's buffers and
+//! pending control frames sit in a second box that exists only while they
+//! do.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
@@ -98,10 +100,126 @@ const UPGRADED: u8 = 16;
 /// The peer's socket (or TLS stream) has ended.
 const PEER_GONE: u8 = 32;
 
-/// The WebSocket layer of one connection.
+/// What WebSocket runs over: plain TCP ([`NoTls`]) or TLS
+/// ([`TlsSession`]), kept in the layer itself.
+pub trait Lower: std::fmt::Debug {
+    /// Reads once; `Data(n)`: the bytes are [`Lower::raw`]`(scratch, plain, n)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`super::Transport::read_step`].
+    fn read<S: Read>(
+        &mut self,
+        sock: &mut S,
+        scratch: &mut [u8],
+        plain: &mut Vec<u8>,
+        window: usize,
+    ) -> Result<ReadStep, ReadError>;
+    /// Where the bytes of `Data(n)` are.
+    fn raw<'a>(scratch: &'a [u8], plain: &'a [u8], n: usize) -> &'a [u8];
+    /// Writes `out` (and, `closing`, ends the stream: `close_notify`).
+    ///
+    /// # Errors
+    ///
+    /// What the socket returns other than `WouldBlock`.
+    fn write<S: Write>(
+        &mut self,
+        sock: &mut S,
+        out: &mut OutQueue,
+        scratch: &mut [u8],
+        closing: bool,
+    ) -> io::Result<bool>;
+    /// See [`super::Transport::take_established`].
+    fn take_established(&mut self) -> Option<Option<PeerIdentity>>;
+    /// Bytes of its own to write (TLS handshake records).
+    fn wants_write(&self) -> bool;
+    /// After a failed read: the TLS alert, if any (best effort).
+    fn write_alert<S: Write>(&mut self, sock: &mut S, scratch: &mut [u8]);
+}
+
+/// Plain TCP under WebSocket.
+#[derive(Debug, Default)]
+pub struct NoTls;
+
+impl Lower for NoTls {
+    fn read<S: Read>(
+        &mut self,
+        sock: &mut S,
+        scratch: &mut [u8],
+        _plain: &mut Vec<u8>,
+        window: usize,
+    ) -> Result<ReadStep, ReadError> {
+        let len = scratch.len().min(window);
+        let buf = scratch.get_mut(..len).unwrap_or_default();
+        match sock.read(buf) {
+            Ok(0) => Ok(ReadStep::Eof),
+            Ok(n) => Ok(ReadStep::Data(n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(ReadStep::WouldBlock),
+            Err(e) => Err(ReadError::Io(e)),
+        }
+    }
+    fn raw<'a>(scratch: &'a [u8], _plain: &'a [u8], n: usize) -> &'a [u8] {
+        scratch.get(..n).unwrap_or_default()
+    }
+    fn write<S: Write>(
+        &mut self,
+        sock: &mut S,
+        out: &mut OutQueue,
+        scratch: &mut [u8],
+        _closing: bool,
+    ) -> io::Result<bool> {
+        out.write_to(sock, scratch)
+    }
+    fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
+        None
+    }
+    fn wants_write(&self) -> bool {
+        false
+    }
+    fn write_alert<S: Write>(&mut self, _sock: &mut S, _scratch: &mut [u8]) {}
+}
+
+impl Lower for TlsSession {
+    fn read<S: Read>(
+        &mut self,
+        sock: &mut S,
+        scratch: &mut [u8],
+        plain: &mut Vec<u8>,
+        _window: usize,
+    ) -> Result<ReadStep, ReadError> {
+        self.read_step(sock, scratch, plain)
+    }
+    fn raw<'a>(_scratch: &'a [u8], plain: &'a [u8], n: usize) -> &'a [u8] {
+        plain.get(..n).unwrap_or_default()
+    }
+    fn write<S: Write>(
+        &mut self,
+        sock: &mut S,
+        out: &mut OutQueue,
+        scratch: &mut [u8],
+        closing: bool,
+    ) -> io::Result<bool> {
+        if closing {
+            self.send_close_notify();
+        }
+        self.write_to(sock, out, scratch)
+    }
+    fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
+        TlsSession::take_established(self)
+    }
+    fn wants_write(&self) -> bool {
+        TlsSession::wants_write(self)
+    }
+    fn write_alert<S: Write>(&mut self, sock: &mut S, scratch: &mut [u8]) {
+        let mut none = OutQueue::default();
+        let _ = self.write_to(sock, &mut none, scratch);
+    }
+}
+
+/// The WebSocket layer of one connection, over `L`.
 #[derive(Debug)]
-pub struct WsLayer {
-    tls: Option<Box<TlsSession>>,
+pub struct WsLayer<L = NoTls> {
+    lower: L,
     aside: Option<Box<Aside>>,
     decoder: Decoder,
     flags: u8,
@@ -119,11 +237,11 @@ struct Aside {
     front: Option<Bytes>,
 }
 
-impl WsLayer {
-    /// A server-side connection in its HTTP stage, over `tls` if given.
-    pub fn new(config: Arc<WsConfig>, tls: Option<Box<TlsSession>>) -> Self {
+impl<L: Lower> WsLayer<L> {
+    /// A server-side connection in its HTTP stage, over `lower`.
+    pub fn new(config: Arc<WsConfig>, lower: L) -> Self {
         Self {
-            tls,
+            lower,
             decoder: Decoder::new(Role::Server, config.max_message),
             aside: Some(Box::new(Aside {
                 config: Some(config),
@@ -136,11 +254,6 @@ impl WsLayer {
 
     fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
-    }
-
-    /// Whether this is `wss`.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
     }
 
     /// Whether the upgrade was accepted.
@@ -158,12 +271,12 @@ impl WsLayer {
 
     /// See [`super::Transport::take_established`].
     pub fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
-        self.tls.as_mut()?.take_established()
+        self.lower.take_established()
     }
 
     /// Whether bytes of the layer's own wait to be written.
     pub fn wants_write(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.lower.wants_write()
             || self.close_due != 0
             || self.aside.as_ref().is_some_and(|a| a.front.is_some())
     }
@@ -186,24 +299,10 @@ impl WsLayer {
             plain,
             messages,
         } = bufs;
-        let raw: &[u8] = match &mut self.tls {
-            Some(tls) => match tls.read_step(sock, scratch, plain)? {
-                ReadStep::Data(n) => plain.get(..n).unwrap_or_default(),
-                ReadStep::Eof => return Ok(self.peer_gone()),
-                other => return Ok(other),
-            },
-            None => {
-                let len = scratch.len().min(window);
-                let buf = scratch.get_mut(..len).unwrap_or_default();
-                match sock.read(buf) {
-                    Ok(0) => return Ok(self.peer_gone()),
-                    Ok(n) => buf.get(..n).unwrap_or_default(),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        return Ok(ReadStep::WouldBlock);
-                    }
-                    Err(e) => return Err(ReadError::Io(e)),
-                }
-            }
+        let raw: &[u8] = match self.lower.read(sock, scratch, plain, window)? {
+            ReadStep::Data(n) => L::raw(scratch, plain, n),
+            ReadStep::Eof => return Ok(self.peer_gone()),
+            other => return Ok(other),
         };
         if self.has(ENDED) {
             return Ok(ReadStep::Progress);
@@ -379,23 +478,12 @@ impl WsLayer {
             out.push(frame.freeze());
             self.close_due = 0;
         }
-        match &mut self.tls {
-            Some(tls) => {
-                if closing {
-                    tls.send_close_notify();
-                }
-                tls.write_to(sock, out, scratch)
-            }
-            None => out.write_to(sock, scratch),
-        }
+        self.lower.write(sock, out, scratch, closing)
     }
 
     /// After a failed read: the TLS alert, if any (best effort).
     pub fn write_alert<S: Write>(&mut self, sock: &mut S, scratch: &mut [u8]) {
-        if let Some(tls) = &mut self.tls {
-            let mut none = OutQueue::default();
-            let _ = tls.write_to(sock, &mut none, scratch);
-        }
+        self.lower.write_alert(sock, scratch);
     }
 }
 
@@ -415,7 +503,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: switchboard.v1\r\n\r\n";
             max_message: 64,
             page: WsConfig::page_response(b"<html>page</html>"),
         };
-        WsLayer::new(Arc::new(config), None)
+        WsLayer::new(Arc::new(config), NoTls)
     }
 
     /// One read of `input`; the step and the protocol's bytes.

@@ -5,12 +5,12 @@
 //!
 //! The mask is fixed per connection: a load generator needs no
 //! unpredictable masks (browsers do, against cache poisoning), and the
-//! server unmasks any key at the same cost.
+//! server unmasks any key at the same cost. Server frames are parsed in
+//! place (no message is copied out of the read buffer but its payload), so
+//! that the client's own cost does not throttle a fan-out measurement.
 
 use bytes::BytesMut;
-use switchboard::ws::{self, Decoder, Event, OpCode, Role};
-
-use super::target::MAX_PAYLOAD;
+use switchboard::ws::{self, OpCode};
 
 /// The response head is at most this long.
 const MAX_RESPONSE_HEAD: usize = 8 << 10;
@@ -20,7 +20,8 @@ pub(crate) struct WsClient {
     upgraded: bool,
     /// The response head, until its end.
     head: Vec<u8>,
-    decoder: Decoder,
+    /// The unfinished frame at the end of what arrived.
+    partial: Vec<u8>,
     /// Bytes ready for the socket (or TLS): the request, then messages.
     pub(crate) wire: Vec<u8>,
     mask: [u8; 4],
@@ -38,7 +39,7 @@ impl WsClient {
         Self {
             upgraded: false,
             head: Vec::new(),
-            decoder: Decoder::new(Role::Client, MAX_PAYLOAD),
+            partial: Vec::new(),
             wire: request.into_bytes(),
             mask: (n as u32 ^ 0x5bd1_e995).to_be_bytes(),
         }
@@ -70,23 +71,36 @@ impl WsClient {
         self.ingest_frames(std::mem::take(&mut raw), inbuf)
     }
 
-    fn ingest_frames(&mut self, mut raw: &[u8], inbuf: &mut Vec<u8>) -> Result<(), String> {
-        loop {
-            match self.decoder.decode(&mut raw) {
-                Ok(Some(Event::Text(m) | Event::Binary(m))) => inbuf.extend_from_slice(&m),
-                Ok(Some(Event::Ping(p))) => {
+    fn ingest_frames(&mut self, raw: &[u8], inbuf: &mut Vec<u8>) -> Result<(), String> {
+        let joined;
+        let data = if self.partial.is_empty() {
+            raw
+        } else {
+            self.partial.extend_from_slice(raw);
+            joined = std::mem::take(&mut self.partial);
+            &joined[..]
+        };
+        let mut pos = 0;
+        while let Some((op, header, len)) = server_frame_header(&data[pos..])? {
+            let Some(payload) = data.get(pos + header..pos + header + len) else {
+                break;
+            };
+            match op {
+                // Text, binary (and continuations: the server sends none).
+                0..=2 => inbuf.extend_from_slice(payload),
+                8 => return Err(format!("WebSocket closed by the server: {payload:?}")),
+                9 => {
                     let mut b = BytesMut::new();
-                    ws::client_frame(&mut b, OpCode::Pong, true, &p, self.mask);
+                    ws::client_frame(&mut b, OpCode::Pong, true, payload, self.mask);
                     self.wire.extend_from_slice(&b);
                 }
-                Ok(Some(Event::Pong(_))) => {}
-                Ok(Some(Event::Close(c))) => {
-                    return Err(format!("WebSocket closed by the server: {c:?}"));
-                }
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(format!("WebSocket: {e:?}")),
+                10 => {}
+                other => return Err(format!("WebSocket: opcode {other} from the server")),
             }
+            pos += header + len;
         }
+        self.partial.extend_from_slice(&data[pos..]);
+        Ok(())
     }
 
     /// Moves the whole frames at the front of `out` to the wire, one masked
@@ -107,6 +121,34 @@ impl WsClient {
         self.wire.extend_from_slice(&b);
         out.drain(..pos);
     }
+}
+
+/// The opcode, header length and payload length of the server frame at the
+/// front of `buf`, once its header is there.
+fn server_frame_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, String> {
+    let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
+        return Ok(None);
+    };
+    if b1 & 0x80 != 0 || b0 & 0x70 != 0 {
+        return Err("WebSocket: a masked frame or reserved bits from the server".into());
+    }
+    let (header, len) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(l) => (4, u64::from(u16::from_be_bytes([l[0], l[1]]))),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(l) => {
+                let mut b = [0; 8];
+                b.copy_from_slice(l);
+                (10, u64::from_be_bytes(b))
+            }
+            None => return Ok(None),
+        },
+        n => (2, u64::from(n)),
+    };
+    let len = usize::try_from(len).map_err(|_| "WebSocket: frame too long".to_string())?;
+    Ok(Some((b0 & 0x0f, header, len)))
 }
 
 /// The length of the switchboard frame at the front of `buf` (`TYPE LEN
@@ -135,9 +177,9 @@ mod tests {
         c.wrap(&mut out);
         assert_eq!(out, b"PING", "an unfinished frame waits");
         let mut wire: &[u8] = &c.wire[request_len..];
-        let mut server = Decoder::new(Role::Server, 1 << 20);
+        let mut server = ws::Decoder::new(ws::Role::Server, 1 << 20);
         let mut got = Vec::new();
-        while let Ok(Some(Event::Text(m))) = server.decode(&mut wire) {
+        while let Ok(Some(ws::Event::Text(m))) = server.decode(&mut wire) {
             got.push(m);
         }
         assert_eq!(got, [b"USER 0 a\n".to_vec(), b"PUBLISH 2 1\nhi".to_vec()]);
@@ -146,8 +188,15 @@ mod tests {
         let mut m = BytesMut::new();
         ws::server_frame(&mut m, OpCode::Text, true, b"ACK 0\n");
         reply.extend_from_slice(&m);
+        m.clear();
+        ws::server_frame(&mut m, OpCode::Binary, true, &[b'x'; 300]);
+        reply.extend_from_slice(&m);
         c.ingest(&reply[..10], &mut inbuf).expect("partial head");
-        c.ingest(&reply[10..], &mut inbuf).expect("rest");
-        assert_eq!(inbuf, b"ACK 0\n");
+        for b in &reply[10..] {
+            c.ingest(&[*b], &mut inbuf).expect("a byte at a time");
+        }
+        let mut expected = b"ACK 0\n".to_vec();
+        expected.extend([b'x'; 300]);
+        assert_eq!(inbuf, expected);
     }
 }
