@@ -94,6 +94,17 @@ hs --tls12 --resume > "$out/switchboard-resume12.json"
 tls_fanout switchboard switchboard 127.0.0.1:7421
 stop
 
+# switchboard over WebSocket (issue 12): idle connections on fresh servers,
+# as for TLS, then fan-out to 1,000 subscribers with every connection over
+# ws, then over wss.
+sb() { (cd "$work" && exec "$B" serve --log-level warn --group 1=general --max-connections 20000) & pid=$!; wait_port 7422; wait_port 7423; }
+sb; "$B" bench density --ws 127.0.0.1:7422 --connections 10000 --server-pid "$pid" --json > "$out/switchboard-ws-density.json"; stop
+sb; "$B" bench density --ws --tls 127.0.0.1:7423 --ca "$ca" --server-name localhost --connections 10000 --server-pid "$pid" --json > "$out/switchboard-wss-density.json"; stop
+sb
+"$B" bench fanout --ws 127.0.0.1:7422 --subscribers 1000 --payload 64 --duration "$secs" --server-pid "$pid" --json > "$out/switchboard-ws-fanout1000.json"
+"$B" bench fanout --ws --tls 127.0.0.1:7423 --ca "$ca" --server-name localhost --subscribers 1000 --payload 64 --duration "$secs" --server-pid "$pid" --json > "$out/switchboard-wss-fanout1000.json"
+stop
+
 # Mosquitto (MQTT 3.1.1, QoS 0)
 printf 'listener 18830 127.0.0.1\nallow_anonymous true\nmax_connections -1\n' > "$work/mosquitto.conf"
 "$mosquitto_bin" -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 & pid=$!
@@ -181,6 +192,26 @@ for name in ["switchboard", "mosquitto", "redis", "nats"]:
         fmt(get(res, "loss")),
     ))
 tls = load("switchboard-tls-density")
+plain_d, plain_f = load("switchboard-density"), load("switchboard-fanout1000")
+tls_f = load_all("switchboard-tls-fanout1000").get("results", {})
+ws_d, wss_d = load("switchboard-ws-density"), load("switchboard-wss-density")
+ws_f, wss_f = load("switchboard-ws-fanout1000"), load("switchboard-wss-fanout1000")
+def over(a, b, key):
+    x, y = get(a, key), get(b, key)
+    return "–" if x is None or y is None else f"{x - y:+,.0f}"
+def ratio(a, b, key):
+    x, y = get(a, key), get(b, key)
+    return "–" if not x or not y else f"{x / y:.2f}x"
+ws_rows = [
+    "| ws | {} B ({} B over plain TCP) | {} ({} of plain TCP's {}) | {} |".format(
+        fmt(get(ws_d, "server_bytes_per_connection")), over(ws_d, plain_d, "server_bytes_per_connection"),
+        fmt(get(ws_f, "server_cpu_us_per_delivery")), ratio(ws_f, plain_f, "server_cpu_us_per_delivery"),
+        fmt(get(plain_f, "server_cpu_us_per_delivery")), fmt(get(ws_f, "deliveries_per_s"))),
+    "| wss | {} B ({} B over TLS) | {} ({} of TLS's {}) | {} |".format(
+        fmt(get(wss_d, "server_bytes_per_connection")), over(wss_d, tls, "server_bytes_per_connection"),
+        fmt(get(wss_f, "server_cpu_us_per_delivery")), ratio(wss_f, tls_f, "server_cpu_us_per_delivery"),
+        fmt(get(tls_f, "server_cpu_us_per_delivery")), fmt(get(wss_f, "deliveries_per_s"))),
+]
 hs, rs = load("switchboard-handshake"), load("switchboard-resume")
 hs12, rs12 = load("switchboard-handshake12"), load("switchboard-resume12")
 table = "\n".join([
@@ -195,6 +226,12 @@ table = "\n".join([
     "| server | deliveries/s, TLS / plain | server CPU µs per delivery, TLS / plain | cipher suite | loss over TLS |",
     "| --- | --- | --- | --- | --- |",
     *tls_rows,
+    "",
+    f"switchboard over WebSocket: idle connections at 10,000 (fresh servers), and fan-out to 1,000 subscribers with the publisher and every subscriber over WebSocket (each frame one message; the load generator parses frames in place), flat out, {secs} s.",
+    "",
+    "| transport | idle connection, 10,000 | server CPU µs per delivery, 1,000 subscribers | deliveries/s |",
+    "| --- | --- | --- | --- |",
+    *ws_rows,
     "",
     "switchboard TLS: idle TLS connection at 10,000: {} B. Server CPU per handshake, 16 clients at once: TLS 1.3 full {} µs ({} /s), resumed {} µs ({} /s); TLS 1.2 full {} µs ({} /s), resumed {} µs ({} /s).".format(
         fmt(get(tls, "server_bytes_per_connection")),

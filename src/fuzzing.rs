@@ -259,6 +259,92 @@ pub fn ws(data: &[u8]) {
     }
 }
 
+// ws_transport
+// ---------------------------------------------------------------------------
+
+/// The server's WebSocket transport (`transport::ws`), fed arbitrary bytes
+/// as its socket: the first byte picks the message limit and how the rest
+/// is split into reads. Fed whole and in chunks, it must hand the protocol
+/// the same bytes, end at the same point and write the same bytes;
+/// protocol bytes only ever come after an accepted upgrade, and the layer
+/// never holds more than its limits allow.
+pub fn ws_transport(data: &[u8]) {
+    use std::sync::Arc;
+
+    use crate::buf::OutQueue;
+    use crate::tls::ReadStep;
+    use crate::transport::{NoTls, ReadBufs, WsConfig, WsLayer};
+
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let limit = [0, 1, 125, 126, 1000, 65_536][usize::from(first & 7) % 6];
+    let chunk = usize::from(first >> 3) + 1;
+    let config = Arc::new(WsConfig {
+        max_message: limit,
+        page: WsConfig::page_response(b"<html></html>"),
+    });
+    let run = |chunked: bool| {
+        let mut ws = WsLayer::new(Arc::clone(&config), NoTls);
+        let mut bufs = ReadBufs::new(4096);
+        let mut protocol = Vec::new();
+        let mut ended = false;
+        let mut input = rest;
+        while !input.is_empty() && !ended {
+            let take = if chunked {
+                chunk.min(input.len())
+            } else {
+                input.len()
+            };
+            let mut piece = &input[..take];
+            input = &input[take..];
+            // A socket read takes at most the scratch buffer.
+            while !piece.is_empty() && !ended {
+                match ws.read_step(&mut piece, &mut bufs, usize::MAX) {
+                    Ok(ReadStep::Data(n)) => {
+                        assert!(ws.is_upgraded(), "protocol bytes before an upgrade");
+                        protocol.extend_from_slice(&bufs.messages[..n]);
+                    }
+                    Ok(ReadStep::Eof) => ended = true,
+                    Ok(ReadStep::Progress | ReadStep::WouldBlock) => {}
+                    Err(e) => panic!("a read of bytes in memory failed: {e}"),
+                }
+            }
+        }
+        // The end due after data (a close behind a message) is reported next.
+        let mut none: &[u8] = &[];
+        if !ended
+            && matches!(
+                ws.read_step(&mut none, &mut bufs, usize::MAX),
+                Ok(ReadStep::Eof)
+            )
+        {
+            ended = true;
+        }
+        let mut out = OutQueue::default();
+        let mut sink = Vec::new();
+        let mut scratch = [0u8; 512];
+        let pending = ws
+            .write_to(&mut sink, &mut out, &mut scratch, true)
+            .expect("writes to memory");
+        assert!(!pending, "everything fits in memory");
+        (protocol, ended, sink, ws.is_upgraded())
+    };
+    let whole = run(false);
+    let chunked = run(true);
+    assert_eq!(whole, chunked, "fed whole and in chunks of {chunk}");
+    let (protocol, _, sink, upgraded) = whole;
+    if !upgraded {
+        assert!(protocol.is_empty());
+    }
+    if !sink.is_empty() {
+        assert!(
+            sink.starts_with(b"HTTP/1.1 ") || upgraded,
+            "an HTTP answer first"
+        );
+    }
+}
+
 // client_session
 // ---------------------------------------------------------------------------
 

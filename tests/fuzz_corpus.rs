@@ -63,6 +63,11 @@ fn ws() {
     replay("ws", switchboard::fuzzing::ws);
 }
 
+#[test]
+fn ws_transport() {
+    replay("ws_transport", switchboard::fuzzing::ws_transport);
+}
+
 /// One input, e.g. a crash the fuzzer wrote:
 /// `FUZZ_TARGET=broker FUZZ_INPUT=fuzz/artifacts/broker/crash-... cargo test
 /// --test fuzz_corpus one_input -- --ignored` (with `SWITCHBOARD_FUZZ_TRACE=1`
@@ -81,6 +86,7 @@ fn one_input() {
         "passwd_file" => switchboard::fuzzing::passwd_file,
         "acl_file" => switchboard::fuzzing::acl_file,
         "ws" => switchboard::fuzzing::ws,
+        "ws_transport" => switchboard::fuzzing::ws_transport,
         other => panic!("unknown target {other}"),
     };
     check(&data);

@@ -51,7 +51,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "fuzzing",
         &[
-            "acl", "broker", "client", "conn", "passwd", "proto", "tls", "ws",
+            "acl",
+            "broker",
+            "client",
+            "conn",
+            "passwd",
+            "proto",
+            "tls",
+            "transport",
+            "ws",
         ],
     ),
     (

@@ -205,10 +205,10 @@ impl Lower for TlsSession {
         self.write_to(sock, out, scratch)
     }
     fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
-        TlsSession::take_established(self)
+        Self::take_established(self)
     }
     fn wants_write(&self) -> bool {
-        TlsSession::wants_write(self)
+        Self::wants_write(self)
     }
     fn write_alert<S: Write>(&mut self, sock: &mut S, scratch: &mut [u8]) {
         let mut none = OutQueue::default();
