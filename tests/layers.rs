@@ -53,6 +53,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "acl",
             "broker",
+            "buf",
             "client",
             "conn",
             "passwd",
