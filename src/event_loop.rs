@@ -45,7 +45,7 @@ use crate::reactor::service::Service;
 use crate::reactor::{self, Control, Listener, Reactor};
 use crate::server::{ServerConfig, ServerHandle, StartError, build_broker, install_broker};
 use crate::tls::TlsSession;
-use crate::transport::Transport;
+use crate::transport::{Transport, WsConfig};
 use rustls::pki_types::ServerName;
 
 /// One poll loop hosting any number of services (up to 64) and their
@@ -143,6 +143,61 @@ impl EventLoop {
                 socket,
                 tls,
                 ws: None,
+                service: index,
+            })
+            .map_err(StartError::Io)?;
+        info!("{kind} listening on {local}");
+        Ok(local)
+    }
+
+    /// Adds a framed service on a new WebSocket listener (`ws`, or `wss`
+    /// with `tls`): each WebSocket message a client sends is the next bytes
+    /// of its stream (with [`Framing::Delimited`], a message without the
+    /// delimiter gets one, so a message is a message), and each message the
+    /// service sends ([`FramedContext::send`](crate::framed::FramedContext::send),
+    /// framing included) is one WebSocket message, text when it is valid
+    /// UTF-8. The handler hears of a connection once its upgrade is
+    /// accepted. A plain `GET` gets 404. Logs `ws listening on ADDR` (or
+    /// `wss ...`).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::listen`].
+    pub fn listen_websocket<H: FramedHandler + 'static>(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        framing: Framing,
+        handler: H,
+    ) -> Result<SocketAddr, StartError> {
+        check_framing(framing)?;
+        let index = self.next_service()?;
+        let socket = crate::reactor::bind_listener(addr)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let kind = if tls.is_some() { "wss" } else { "ws" };
+        let (max_message, terminator) = match framing {
+            Framing::Delimited { delimiter, max_len } => {
+                (max_len.saturating_add(1), Some(delimiter))
+            }
+            Framing::LengthPrefixed { max_len } => (max_len.saturating_add(4), None),
+            _ => (1 << 20, None),
+        };
+        let ws = Arc::new(WsConfig {
+            max_message,
+            page: None,
+            terminator,
+        });
+        // Established at the upgrade (the transport reports it).
+        let service = FramedService::new(framing, true, handler);
+        self.reactor.add_service(Box::new(service));
+        self.reactor
+            .add_listener(Listener {
+                socket,
+                tls,
+                ws: Some(ws),
                 service: index,
             })
             .map_err(StartError::Io)?;

@@ -282,7 +282,8 @@ pub fn ws_transport(data: &[u8]) {
     let chunk = usize::from(first >> 3) + 1;
     let config = Arc::new(WsConfig {
         max_message: limit,
-        page: WsConfig::page_response(b"<html></html>"),
+        page: Some(WsConfig::page_response(b"<html></html>")),
+        terminator: Some(b'\n'),
     });
     let run = |chunked: bool| {
         let mut ws = WsLayer::new(Arc::clone(&config), NoTls);

@@ -40,8 +40,9 @@ pub trait Handler {
     }
     /// A connection was accepted.
     fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {}
-    /// A TLS handshake completed; `subject` is the verified client
-    /// certificate's subject, if the client presented one.
+    /// A TLS handshake completed, or a WebSocket upgrade was accepted
+    /// (after its TLS handshake, for `wss`); `subject` is the verified
+    /// client certificate's subject, if the client presented one.
     fn on_secure(&mut self, ctx: &mut Context<'_>, conn: ConnId, subject: Option<&PeerIdentity>) {}
     /// A session logged in as `user`.
     fn on_login(&mut self, ctx: &mut Context<'_>, conn: ConnId, user: &str) {}

@@ -466,7 +466,8 @@ fn ws_config(bc: &BrokerConfig) -> WsConfig {
         max_message: bc
             .max_payload
             .saturating_add(crate::proto::frame::MAX_HEADER_LEN),
-        page: WsConfig::page_response(CHAT_PAGE),
+        page: Some(WsConfig::page_response(CHAT_PAGE)),
+        terminator: Some(b'\n'),
     }
 }
 

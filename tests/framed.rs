@@ -260,6 +260,74 @@ fn tls_echo_sees_the_client_certificate() {
     assert!(up.starts_with("up CN=alice "), "{up}");
 }
 
+/// Says hello when established, then echoes.
+struct Greeter;
+
+impl FramedHandler for Greeter {
+    fn on_established(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId) {
+        ctx.send(conn, b"hello");
+    }
+    fn on_message(&mut self, ctx: &mut FramedContext<'_>, conn: ConnId, message: &[u8]) {
+        ctx.send(conn, message);
+    }
+}
+
+/// Issue 12: WebSocket is a transport of the generic layer too. A
+/// delimited service over `ws` (tungstenite as the client): the greeting
+/// sent when the handler hears of the connection arrives after the upgrade,
+/// each message sent is one WebSocket message (delimiter included), a
+/// message without the delimiter gets one, and two messages in one
+/// WebSocket message are two messages. A length-prefixed service over `wss`
+/// with the client certificate, and a plain GET gets 404.
+#[test]
+fn framed_services_over_websocket() {
+    let (_dir, server, config) = mutual_tls("framed-ws");
+    let running = Running::start(move |l| {
+        vec![
+            l.listen_websocket(any(), None, lines(64), Greeter)
+                .expect("listen"),
+            l.listen_websocket(
+                any(),
+                Some(server),
+                Framing::LengthPrefixed { max_len: 1000 },
+                Echo {
+                    events: mpsc::channel().0,
+                },
+            )
+            .expect("listen"),
+        ]
+    });
+    use tungstenite::Message;
+    let url = format!("ws://{}/", running.addrs[0]);
+    let (mut ws, _) = tungstenite::client(url, connect(running.addrs[0])).expect("upgrade");
+    assert_eq!(ws.read().expect("greeting"), Message::text("hello\n"));
+    ws.send(Message::text("one")).expect("send");
+    assert_eq!(ws.read().expect("echo"), Message::text("one\n"));
+    ws.send(Message::text("two\nthree\n")).expect("send");
+    assert_eq!(ws.read().expect("echo"), Message::text("two\n"));
+    assert_eq!(ws.read().expect("echo"), Message::text("three\n"));
+    ws.send(Message::binary(vec![0xff, b'\n'])).expect("send");
+    assert_eq!(ws.read().expect("echo"), Message::binary(vec![0xff, b'\n']));
+    ws.close(None).expect("close");
+
+    let name = "localhost".try_into().expect("name");
+    let conn = rustls::ClientConnection::new(config, name).expect("client");
+    let tls = rustls::StreamOwned::new(conn, connect(running.addrs[1]));
+    let url = format!("wss://localhost:{}/", running.addrs[1].port());
+    let (mut wss, _) = tungstenite::client(url, tls).expect("upgrade over TLS");
+    let mut framed = 3u32.to_be_bytes().to_vec();
+    framed.extend_from_slice(b"abc");
+    wss.send(Message::binary(framed.clone())).expect("send");
+    // Valid UTF-8 (NUL bytes are), so a text message.
+    assert_eq!(wss.read().expect("echo").into_data(), framed);
+
+    let mut get = connect(running.addrs[0]);
+    get.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let answer = String::from_utf8_lossy(&read_to_end(&mut get)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+}
+
 /// An outgoing connection's side: sends `greeting` once connected, then
 /// reports what comes back and how it ends.
 struct Caller {

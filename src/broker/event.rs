@@ -22,7 +22,9 @@ pub enum Event {
         /// Its peer address.
         peer: SocketAddr,
     },
-    /// A TLS handshake completed.
+    /// A TLS handshake completed, or a WebSocket upgrade was accepted
+    /// (after the TLS handshake under it, for `wss`): the connection is
+    /// ready for the protocol.
     Secured {
         /// The connection.
         conn: ConnId,

@@ -304,7 +304,7 @@ impl Broker {
             return;
         }
         debug!(
-            "{}: TLS established{}",
+            "{}: secured (TLS or WebSocket upgrade){}",
             links.log_peer(conn),
             subject
                 .as_ref()

@@ -565,7 +565,15 @@ impl<S: Service> Reactor<S> {
             return;
         };
         let id = match service.accept(conn, peer, now) {
-            Admission::Open(id) | Admission::Refused(id) => id,
+            Admission::Open(id) => id,
+            Admission::Refused(id) => {
+                // A WebSocket client is told with an HTTP answer, once its
+                // request has arrived.
+                if let Some(c) = service.links().io_mut(id) {
+                    c.transport.refuse_full();
+                }
+                id
+            }
             Admission::Dropped(mut c, farewell) => {
                 // Only a connection over the limit gets a farewell (not one
                 // arriving during a shutdown).
@@ -774,7 +782,7 @@ impl<S: Service> Reactor<S> {
         };
         let established = c.transport.take_established();
         let wants_write = c.transport.wants_write();
-        if established.is_some() && !c.transport.is_plain() {
+        if established.is_some() && matches!(c.transport.kind(), Kind::Tls | Kind::Wss) {
             service.links().stats_mut().tls_handshakes += 1;
         }
         if let Some(subject) = established {
@@ -870,7 +878,7 @@ impl<S: Service> Reactor<S> {
             c.set(FLUSH_QUEUED, true);
             self.deferred.push_back(key);
         }
-        if closing && !pending && !more && !c.has(WRITE_SHUT) {
+        if closing && !pending && !more && !c.has(WRITE_SHUT) && !c.transport.holds_shutdown() {
             c.set(WRITE_SHUT, true);
             let _ = c.stream.shutdown(Shutdown::Write);
             service.links().write_done(conn, now);

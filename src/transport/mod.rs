@@ -102,6 +102,27 @@ impl Transport {
         matches!(self, Self::Ws(_) | Self::Wss(_))
     }
 
+    /// The connection is over the connection limit (see
+    /// [`WsLayer::refuse_full`]); plain and TLS connections get the
+    /// protocol's farewell instead.
+    pub fn refuse_full(&mut self) {
+        match self {
+            Self::Ws(ws) => ws.refuse_full(),
+            Self::Wss(ws) => ws.refuse_full(),
+            _ => {}
+        }
+    }
+
+    /// Whether the write side must stay open though everything owed is
+    /// written ([`WsLayer::holds_shutdown`]).
+    pub fn holds_shutdown(&self) -> bool {
+        match self {
+            Self::Ws(ws) => ws.holds_shutdown(),
+            Self::Wss(ws) => ws.holds_shutdown(),
+            _ => false,
+        }
+    }
+
     /// Whether a connection the protocol is done with should stay until
     /// the peer closes or the linger ends ([`WsLayer::awaits_peer`]).
     pub fn awaits_peer(&self) -> bool {
@@ -166,10 +187,12 @@ impl Transport {
         }
     }
 
-    /// Reports once that the connection is secured: `Some(identity)` when a
-    /// TLS handshake has just completed (the peer's verified certificate
-    /// subject, if any). Plain TCP never reports (the IO layer treats it as
-    /// established at accept or connect).
+    /// Reports once that the connection is ready for the protocol:
+    /// `Some(identity)` when a TLS handshake has just completed, or a
+    /// WebSocket upgrade was accepted (after the TLS handshake under it, for
+    /// `wss`), with the peer's verified certificate subject, if any. Plain
+    /// TCP never reports (the IO layer treats it as established at accept or
+    /// connect).
     pub fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
         match self {
             Self::Tls(tls) => tls.take_established(),

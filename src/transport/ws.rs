@@ -53,8 +53,14 @@ pub struct WsConfig {
     /// frame header, protocol.md section 8); larger ones close with 1009.
     pub max_message: usize,
     /// The complete HTTP response to a plain `GET /` (status line, headers
-    /// and the page), shared by every connection.
-    pub page: Bytes,
+    /// and the page), shared by every connection; `None`: 404 (a service
+    /// without a page).
+    pub page: Option<Bytes>,
+    /// A byte appended to a message that holds none of it: `b'\n'` for
+    /// switchboard frames (so a bare `PING 0` message is a frame), a
+    /// delimited service's delimiter; `None` to hand messages over as they
+    /// are.
+    pub terminator: Option<u8>,
 }
 
 impl WsConfig {
@@ -99,6 +105,18 @@ const CLOSE_SENT: u8 = 8;
 const UPGRADED: u8 = 16;
 /// The peer's socket (or TLS stream) has ended.
 const PEER_GONE: u8 = 32;
+/// The upgrade was accepted and not yet reported as the connection being
+/// established ([`WsLayer::take_established`]).
+const READY_DUE: u8 = 64;
+/// Over the connection limit: the request is answered with 503
+/// ([`WsLayer::refuse_full`]).
+const REFUSED: u8 = 128;
+
+/// The answer to a request on a connection over the connection limit.
+const SERVER_FULL: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 40\r\nRetry-After: 1\r\nConnection: close\r\n\r\n\
+server-full: too many connections, retry\n";
 
 /// What WebSocket runs over: plain TCP ([`NoTls`]) or TLS
 /// ([`TlsSession`]), kept in the layer itself.
@@ -223,6 +241,8 @@ pub struct WsLayer<L = NoTls> {
     aside: Option<Box<Aside>>,
     decoder: Decoder,
     flags: u8,
+    /// [`WsConfig::terminator`].
+    terminator: Option<u8>,
     /// The close code queued to send ([`CLOSE_SENT`] set, not yet in the
     /// output queue), 0 if none.
     close_due: u16,
@@ -235,6 +255,8 @@ struct Aside {
     config: Option<Arc<WsConfig>>,
     head: Vec<u8>,
     front: Option<Bytes>,
+    /// The TLS handshake's result, kept until the upgrade is reported.
+    secured: Option<Option<PeerIdentity>>,
 }
 
 impl<L: Lower> WsLayer<L> {
@@ -243,6 +265,7 @@ impl<L: Lower> WsLayer<L> {
         Self {
             lower,
             decoder: Decoder::new(Role::Server, config.max_message),
+            terminator: config.terminator,
             aside: Some(Box::new(Aside {
                 config: Some(config),
                 ..Aside::default()
@@ -261,6 +284,21 @@ impl<L: Lower> WsLayer<L> {
         self.has(UPGRADED)
     }
 
+    /// The connection is over the connection limit: its request, once it
+    /// has arrived, is answered with `503` (`server-full`) instead, where a
+    /// TCP client gets `ERR server-full` at once (an HTTP client could not
+    /// read that line).
+    pub fn refuse_full(&mut self) {
+        self.flags |= REFUSED;
+    }
+
+    /// Whether the connection must not be shut down yet though the
+    /// protocol is done with it: a refused one waits (within the linger)
+    /// for its request, to answer it.
+    pub fn holds_shutdown(&self) -> bool {
+        self.has(REFUSED) && !self.has(ENDED)
+    }
+
     /// Whether the connection, though finished for the protocol, should
     /// stay until the peer closes (or the linger ends): after a protocol
     /// error or an HTTP answer, dropping it at once would reset a peer
@@ -269,9 +307,19 @@ impl<L: Lower> WsLayer<L> {
         self.has(AWAIT_PEER) && !self.has(PEER_GONE)
     }
 
-    /// See [`super::Transport::take_established`].
+    /// Reports once that the connection is ready for the protocol: the
+    /// upgrade was accepted (over TLS, after the handshake), with the TLS
+    /// peer's identity if any. The protocol hears of a WebSocket connection
+    /// when it can talk on it, as it hears of a TLS one after its handshake.
     pub fn take_established(&mut self) -> Option<Option<PeerIdentity>> {
-        self.lower.take_established()
+        if let Some(identity) = self.lower.take_established() {
+            self.aside.get_or_insert_with(Box::default).secured = Some(identity);
+        }
+        if self.flags & READY_DUE == 0 {
+            return None;
+        }
+        self.flags &= !READY_DUE;
+        Some(self.aside.as_mut().and_then(|a| a.secured.take()).flatten())
     }
 
     /// Whether bytes of the layer's own wait to be written.
@@ -335,8 +383,11 @@ impl<L: Lower> WsLayer<L> {
         if !ended && aside.head.len() < MAX_HEAD {
             return ReadStep::Progress;
         }
-        let page = aside.config.as_ref().map(|c| c.page.clone());
+        let page = aside.config.as_ref().and_then(|c| c.page.clone());
         let head = std::mem::take(&mut aside.head);
+        if self.has(REFUSED) {
+            return self.answer(Bytes::from_static(SERVER_FULL));
+        }
         match ws::read_request(&head) {
             Ok(None) => {
                 // Not a head's end after all (a "\n\n" inside a header's
@@ -360,7 +411,7 @@ impl<L: Lower> WsLayer<L> {
                     self.answer(page.unwrap_or_else(|| Bytes::from_static(NOT_FOUND)))
                 }
                 Request::Upgrade(up) => {
-                    self.flags |= UPGRADED;
+                    self.flags |= UPGRADED | READY_DUE;
                     if let Some(a) = &mut self.aside {
                         a.config = None;
                         a.head = Vec::new();
@@ -389,8 +440,8 @@ impl<L: Lower> WsLayer<L> {
             match self.decoder.decode(&mut raw) {
                 Ok(Some(Event::Text(m) | Event::Binary(m))) => {
                     messages.extend_from_slice(&m);
-                    if !m.contains(&b'\n') {
-                        messages.push(b'\n');
+                    if let Some(t) = self.terminator.filter(|t| !m.contains(t)) {
+                        messages.push(t);
                     }
                 }
                 Ok(Some(Event::Ping(payload))) => {
@@ -461,7 +512,7 @@ impl<L: Lower> WsLayer<L> {
                     }
                 }
             }
-            if a.config.is_none() && a.head.is_empty() {
+            if a.config.is_none() && a.head.is_empty() && a.secured.is_none() {
                 self.aside = None;
             }
         }
@@ -501,7 +552,8 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: switchboard.v1\r\n\r\n";
     fn layer() -> WsLayer {
         let config = WsConfig {
             max_message: 64,
-            page: WsConfig::page_response(b"<html>page</html>"),
+            page: Some(WsConfig::page_response(b"<html>page</html>")),
+            terminator: Some(b'\n'),
         };
         WsLayer::new(Arc::new(config), NoTls)
     }
@@ -750,6 +802,24 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: switchboard.v1\r\n\r\n";
                 String::from_utf8(written(&mut ws, &mut OutQueue::default(), true)).expect("text");
             assert!(sent.starts_with(&format!("HTTP/1.1 {status} ")), "{sent}");
         }
+    }
+
+    #[test]
+    fn a_connection_over_the_limit_answers_its_request_with_503() {
+        let mut ws = layer();
+        let mut bufs = ReadBufs::new(1024);
+        ws.refuse_full();
+        assert!(ws.holds_shutdown(), "waits for the request");
+        assert!(written(&mut ws, &mut OutQueue::default(), true).is_empty());
+        assert_eq!(read(&mut ws, &mut bufs, KEY_REQUEST).0, "eof");
+        assert!(!ws.holds_shutdown() && !ws.is_upgraded());
+        let sent = written(&mut ws, &mut OutQueue::default(), true);
+        let text = String::from_utf8_lossy(&sent);
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\nserver-full: too many connections, retry\n"));
     }
 
     #[test]
