@@ -903,6 +903,29 @@ fn tungstenite_over_rustls_wss() {
         }
         other => panic!("expected the close echoed, got {other:?}"),
     }
+
+    // The upgrade request and a first frame in the same write as the
+    // client's TLS Finished: the server reads them with the handshake's
+    // end, and answers both (ten times, as timing varies).
+    for i in 0..10 {
+        let mut first = upgrade_request("/", Some(SUBPROTOCOL), "").into_bytes();
+        first.extend(masked(
+            OpCode::Text,
+            true,
+            format!("USER 0 eager{i}").as_bytes(),
+            [9, 8, 7, 6],
+        ));
+        let (mut conn, mut sock) =
+            tls_handshake_then(s.wss, &config, "localhost", &first).expect("TLS handshake");
+        let (got, end) = tls_read_until(&mut conn, &mut sock, READ_TIMEOUT, |b| {
+            b.windows(4).any(|w| w == b"\r\n\r\n") && b.ends_with(b"logged in")
+        });
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            end.is_none() && text.starts_with("HTTP/1.1 101 "),
+            "eager client {i}: {end:?} after {text:?}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1103,12 +1126,19 @@ fn oversized_messages_close_with_1009() {
         other => panic!("after ERR too-large the connection closes, got {other:?}"),
     }
     bob.expect_quiet("nothing too large is published");
-    // Just under the limit passes.
+    // At the limit passes; the publisher, subscribed, gets it back in a
+    // message with a 64-bit length.
     let mut c = RawWs::login(s.ws, "fits");
+    c.ack("SUBSCRIBE 0 1");
     let mut msg = b"PUBLISH 65536 1\n".to_vec();
     msg.resize(msg.len() + 65536, b'z');
     c.send_frame(OpCode::Binary, true, &msg);
     assert!(c.reply().is("ACK", &[]));
+    let f = c.push();
+    assert!(
+        f.is("PUBLISHED", &["fits", "1"]) && f.payload == msg[16..],
+        "{f:?}"
+    );
     let f = bob.push();
     assert!(
         f.is("PUBLISHED", &["fits", "1"]) && f.payload.len() == 65536,
@@ -1116,36 +1146,87 @@ fn oversized_messages_close_with_1009() {
     );
 }
 
-/// Unmasked frames, reserved bits and unknown opcodes close with 1002; the
-/// server then waits for the client's close or TCP end, but no longer than
-/// the 2 s linger.
+/// Unmasked frames, reserved bits, unknown opcodes and the other
+/// violations of RFC 6455's framing close with 1002 (a close reason that
+/// is not UTF-8 with 1007); the server then waits for the client's close
+/// or TCP end, but no longer than the 2 s linger.
 #[test]
 fn protocol_errors_close_with_1002() {
     const M: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
     let s = WsServer::start(&["--group", "1=general"]);
-    let cases: [(&str, Vec<u8>); 5] = [
-        ("unmasked", b"\x81\x06PING 0".to_vec()),
-        ("reserved bit", {
-            let mut f = masked(OpCode::Text, true, b"PING 0", M);
-            f[0] |= 0x40;
-            f
-        }),
-        ("opcode 0x3", {
-            let mut f = masked(OpCode::Text, true, b"PING 0", M);
-            f[0] = (f[0] & 0xf0) | 0x3;
-            f
-        }),
+    let close_with = |payload: &[u8]| masked(OpCode::Close, true, payload, M);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked", b"\x81\x06PING 0".to_vec(), 1002),
+        (
+            "reserved bit",
+            {
+                let mut f = masked(OpCode::Text, true, b"PING 0", M);
+                f[0] |= 0x40;
+                f
+            },
+            1002,
+        ),
+        (
+            "opcode 0x3",
+            {
+                let mut f = masked(OpCode::Text, true, b"PING 0", M);
+                f[0] = (f[0] & 0xf0) | 0x3;
+                f
+            },
+            1002,
+        ),
+        (
+            "opcode 0xB",
+            {
+                let mut f = masked(OpCode::Ping, true, b"p", M);
+                f[0] = (f[0] & 0xf0) | 0xb;
+                f
+            },
+            1002,
+        ),
         (
             "continuation without a message",
             masked(OpCode::Continuation, true, b"PING 0", M),
+            1002,
         ),
-        ("fragmented ping", masked(OpCode::Ping, false, b"p", M)),
+        (
+            "a new message inside a fragmented one",
+            [
+                masked(OpCode::Text, false, b"PING", M),
+                masked(OpCode::Text, true, b" 0", M),
+            ]
+            .concat(),
+            1002,
+        ),
+        (
+            "fragmented ping",
+            masked(OpCode::Ping, false, b"p", M),
+            1002,
+        ),
+        (
+            "ping over 125 bytes",
+            masked(OpCode::Ping, true, &[b'p'; 126], M),
+            1002,
+        ),
+        (
+            "64-bit length with its top bit set",
+            [&[0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1][..], &M].concat(),
+            1002,
+        ),
+        ("close with a 1-byte payload", close_with(&[0x03]), 1002),
+        ("close code 1005", close_with(&1005u16.to_be_bytes()), 1002),
+        ("close code 999", close_with(&999u16.to_be_bytes()), 1002),
+        (
+            "close reason not UTF-8",
+            close_with(&[0x03, 0xe8, 0xff, 0xfe]),
+            1007,
+        ),
     ];
-    for (what, bytes) in cases {
+    for (what, bytes, code) in cases {
         let mut c = RawWs::login(s.ws, "bad");
         c.label = what.to_string();
         c.send_raw(&bytes);
-        let before = c.expect_close(1002);
+        let before = c.expect_close(code);
         assert!(before.is_empty(), "{what}: {before:?}");
         if what == "unmasked" {
             // We neither answer nor close: the server ends it within the
@@ -1158,7 +1239,7 @@ fn protocol_errors_close_with_1002() {
                 t.elapsed()
             );
         } else {
-            c.send_close(1002, "");
+            c.send_close(code, "");
             c.expect_end(Duration::from_secs(3));
         }
     }
@@ -1212,6 +1293,12 @@ fn refused_upgrades_get_their_http_status() {
             400,
         ),
         ("no Host", ok.replace("Host: 127.0.0.1\r\n", ""), 400),
+        ("HTTP/1.0", ok.replace("HTTP/1.1", "HTTP/1.0"), 400),
+        (
+            "no Connection: upgrade",
+            ok.replace("Connection: Upgrade", "Connection: keep-alive"),
+            400,
+        ),
         ("not HTTP", "HELLO THERE\r\n\r\n".to_string(), 400),
         (
             "a head over 8 KiB",
@@ -1239,6 +1326,23 @@ fn refused_upgrades_get_their_http_status() {
     let head = c.read_head();
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert!(head.contains("switchboard.v1"), "{head}");
+    // As browsers write it (Firefox: `Connection: keep-alive, Upgrade`;
+    // header names in any case, `WebSocket` in any case), with the first
+    // frame in the same write as the request.
+    let mut c = RawWs::connect(s.ws, "browser-like");
+    let mut request = format!(
+        "GET /chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1\r\nupgrade: WebSocket\r\n\
+         connection: keep-alive, Upgrade\r\nsec-websocket-key: {KEY}\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-protocol: switchboard.v1\r\n\
+         User-Agent: test\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend(masked(OpCode::Text, true, b"USER 0 firefox", [1, 2, 3, 4]));
+    c.send_raw(&request);
+    let head = c.read_head();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains(ACCEPT), "{head}");
+    assert!(c.reply().is("ACK", &[]));
     // Offering none: accepted, no subprotocol in the answer.
     let mut c = RawWs::connect(s.ws, "none");
     c.send_raw(upgrade_request("/", None, "").as_bytes());
