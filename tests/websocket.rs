@@ -1103,6 +1103,19 @@ fn oversized_messages_close_with_1009() {
     c.send_close(1009, "");
     c.expect_end(Duration::from_secs(3));
 
+    // Before login, a LEN over 4 KiB: ERR too-large, then the end (as on
+    // TCP, protocol.md section 7a).
+    let mut c = RawWs::open(s.ws, "early");
+    let mut msg = b"PUBLISH 5000 1\n".to_vec();
+    msg.resize(msg.len() + 5000, b'e');
+    c.send_frame(OpCode::Binary, true, &msg);
+    let f = c.read_frame();
+    assert!(f.is("ERR", &["too-large"]), "{f:?}");
+    match c.read_msg(READ_TIMEOUT) {
+        Ok(Msg::Close(..)) | Err(End::Eof | End::Reset) => {}
+        other => panic!("after ERR too-large the connection closes, got {other:?}"),
+    }
+
     // In fragments: their total counts.
     let mut c = RawWs::login(s.ws, "big2");
     c.send_frame(OpCode::Text, false, &[b'a'; 40_000]);
@@ -1222,6 +1235,7 @@ fn protocol_errors_close_with_1002() {
             1007,
         ),
     ];
+    let mut watch = s.srv.login("watch");
     for (what, bytes, code) in cases {
         let mut c = RawWs::login(s.ws, "bad");
         c.label = what.to_string();
@@ -1229,12 +1243,30 @@ fn protocol_errors_close_with_1002() {
         let before = c.expect_close(code);
         assert!(before.is_empty(), "{what}: {before:?}");
         if what == "unmasked" {
-            // We neither answer nor close: the server ends it within the
-            // linger.
+            // The server shuts its write side after the close frame...
             let t = Instant::now();
-            c.expect_end(Duration::from_secs(4));
+            c.expect_end(Duration::from_secs(1));
+            // ...but still reads (and drops) what we send, so our close
+            // gets no reset...
+            c.send_close(code, "");
+            thread::sleep(Duration::from_millis(100));
+            c.send_close(code, "");
+            match c.read_msg(Duration::from_secs(1)) {
+                Err(End::Eof) => {}
+                other => panic!("{what}: after our close, expected EOF, got {other:?}"),
+            }
+            // ...and the connection is gone at the 2 s linger though we
+            // keep our socket open.
+            let gone = wait_until(Duration::from_secs(4), || {
+                WsServer::stats(&mut watch)["connections_ws"] == 0
+            });
             assert!(
-                t.elapsed() < Duration::from_millis(3500),
+                gone,
+                "{what}: the connection is still held {:?} after the close",
+                t.elapsed()
+            );
+            assert!(
+                t.elapsed() < Duration::from_millis(3000),
                 "{what}: gone after {:?}",
                 t.elapsed()
             );
@@ -1652,6 +1684,103 @@ fn disconnects_in_the_middle_of_a_frame() {
     other.expect_published("other", &["1"], b"still");
     bob.expect_published("other", &["1"], b"still");
     assert_eq!(bob.result("WHO 0 1"), ["bob", "other"]);
+}
+
+/// At the connection limit a WebSocket client is told, as a TCP client is
+/// (protocol.md sections 7 and 8: "the new connection gets
+/// `ERR server-full`"; "every limit applies as on TCP"): either the
+/// upgrade and then `ERR server-full` in a message, or an HTTP 503 that
+/// says so. A connection closed without a word leaves a browser with a
+/// bare 1006.
+///
+/// FAILS against 6c925aa (the commit that wired WebSocket in): the
+/// farewell queued at accept is dropped as "not for an HTTP client" and
+/// the socket is closed at once, so the client reads EOF and nothing else
+/// (a TCP client over the limit does get `ERR 14 server-full`).
+#[test]
+fn a_websocket_client_at_the_connection_limit_is_told_server_full() {
+    let s = WsServer::start(&["--max-connections", "1"]);
+    let mut first = s.srv.login("first");
+    // The TCP refusal, for comparison.
+    let mut tcp_late = s.srv.connect();
+    tcp_late.expect_err("server-full");
+    drop(tcp_late);
+    let mut c = RawWs::connect(s.ws, "late");
+    let _ = c
+        .sock
+        .write_all(upgrade_request("/", Some(SUBPROTOCOL), "").as_bytes());
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let end = loop {
+        match c.fill(deadline) {
+            Ok(()) => {}
+            Err(e) => break e,
+        }
+    };
+    let got = c.buf.clone();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let told = if text.starts_with("HTTP/1.1 101 ") {
+        // Upgraded: the next message must be ERR server-full.
+        let end_of_head = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(got.len(), |p| p + 4);
+        // The socket has ended: what follows the head is parsed from the
+        // buffer alone.
+        c.buf = got[end_of_head..].to_vec();
+        matches!(
+            c.read_msg(Duration::from_millis(1)),
+            Ok(Msg::Text(d)) if one_frame(&d, "late").is("ERR", &["server-full"])
+        )
+    } else {
+        text.starts_with("HTTP/1.1 503 ") && text.contains("server-full")
+    };
+    assert!(
+        told,
+        "a WebSocket client over the connection limit got {} and then {end:?}: \
+         neither a 101 with `ERR server-full` nor a 503 saying so",
+        show_bytes(&got)
+    );
+    first.ping();
+}
+
+/// On SIGTERM every WebSocket client, ws and wss, gets `ERR shutting-down`
+/// and a close frame (1001 "going away", or 1000), and the server exits 0.
+#[test]
+fn shutdown_reaches_websocket_clients() {
+    let mut s = WsServer::start(&[]);
+    let config = s.tls_config();
+    let mut ws = RawWs::login(s.ws, "plain");
+    let mut wss = Tung::connect_tls(s.wss, &config, "secure").login("secure");
+    let mut http = RawWs::connect(s.ws, "half-request");
+    http.send_raw(b"GET / HTTP/1.1\r\n");
+    s.srv.signal("TERM");
+    let mut before = Vec::new();
+    let code = loop {
+        match ws.msg() {
+            Msg::Text(d) => before.push(one_frame(&d, "plain")),
+            Msg::Close(code, _) => break code,
+            other => panic!("plain: unexpected {other:?}"),
+        }
+    };
+    assert!(
+        before.len() == 1 && before[0].is("ERR", &["shutting-down"]),
+        "{before:?}"
+    );
+    assert!(
+        matches!(code, Some(1000 | 1001)),
+        "close code at shutdown: {code:?}"
+    );
+    ws.send_close(code.unwrap_or(1000), "");
+    ws.expect_end(READ_TIMEOUT);
+    let f = wss.read_frame();
+    assert!(f.is("ERR", &["shutting-down"]), "{f:?}");
+    match wss.read() {
+        Message::Close(Some(c)) => assert!(matches!(u16::from(c.code), 1000 | 1001), "{c:?}"),
+        other => panic!("secure: expected a close, got {other:?}"),
+    }
+    http.expect_end(READ_TIMEOUT);
+    let status = s.srv.wait_exit(EXIT_TIMEOUT);
+    assert!(status.success(), "{status}");
 }
 
 // ---------------------------------------------------------------------------
