@@ -1051,6 +1051,26 @@ fn fragments_with_an_interleaved_ping() {
     c.send_frame(OpCode::Continuation, true, b"\xff\x00");
     assert!(c.reply().is("ACK", &[]));
     bob.expect_published("frag", &["1"], b"\xff\x00");
+    // A ping with the largest payload a control frame may carry, and an
+    // unsolicited pong (ignored).
+    c.send_frame(OpCode::Ping, true, &[b'q'; 125]);
+    assert_eq!(c.msg(), Msg::Pong(vec![b'q'; 125]));
+    c.send_frame(OpCode::Pong, true, b"unasked");
+    // Pipelined: three messages in one write, three replies in order,
+    // each in its own message.
+    let mut three = c.frame_bytes(OpCode::Text, true, b"PING 0");
+    three.extend(c.frame_bytes(OpCode::Text, true, b"WHO 0"));
+    three.extend(c.frame_bytes(OpCode::Text, true, b"HELLO 0"));
+    c.send_raw(&three);
+    assert!(c.reply().is("PONG", &[]));
+    let who = c.reply();
+    assert!(who.ty == "RESULT" && who.text().contains("frag"), "{who:?}");
+    let hello = c.reply();
+    assert!(
+        hello.ty == "RESULT" && hello.text().contains("server=switchboard"),
+        "{hello:?}"
+    );
+    assert!(c.sync().is_empty());
 }
 
 /// Invalid UTF-8 in a text message (split across fragments) closes with
@@ -1416,6 +1436,12 @@ fn plain_gets_serve_the_page_or_404() {
         );
     }
     let page_body = r.body;
+    let r = http(s.ws, b"GET /?group=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert_eq!(
+        (r.status, &r.body),
+        (200, &page_body),
+        "a query string is the same page"
+    );
     let r = http(s.ws, b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     assert_eq!(r.status, 404, "{}", r.head);
 
@@ -1530,6 +1556,8 @@ fn keepalive_and_login_timeout_over_websocket() {
         "2",
     ]);
     let mut idle = Tung::connect(s.ws, "idle").login("idle");
+    let mut deaf = RawWs::login(s.ws, "deaf");
+    let deaf_since = Instant::now();
     let mut mute = RawWs::open(s.ws, "mute");
     let t = Instant::now();
     let mut before = mute.expect_close(1000);
@@ -1547,6 +1575,19 @@ fn keepalive_and_login_timeout_over_websocket() {
         idle.send_msg(b"PONG 0");
     }
     assert!(idle.sync().is_empty(), "still open after answering");
+    // The client that never answers the server's PING is closed at the
+    // ping timeout: ERR timeout, then a close frame.
+    let before = deaf.expect_close(1000);
+    let kinds: Vec<&str> = before.iter().map(|f| f.ty.as_str()).collect();
+    assert!(
+        kinds.first() == Some(&"PING") && before.last().is_some_and(|f| f.is("ERR", &["timeout"])),
+        "{before:?}"
+    );
+    let after = deaf_since.elapsed();
+    assert!(
+        after >= Duration::from_millis(3000) && after < Duration::from_millis(5500),
+        "deaf closed after {after:?} (ping interval 1.5 s + timeout 2 s)"
+    );
 }
 
 /// Builds a socket with a small receive buffer (so a client that does not
