@@ -369,8 +369,15 @@ impl<L: Lower> WsLayer<L> {
     }
 
     /// Request bytes: the head is parsed once it is complete.
-    fn http_input(&mut self, raw: &[u8], messages: &mut Vec<u8>) -> ReadStep {
+    fn http_input(&mut self, mut raw: &[u8], messages: &mut Vec<u8>) -> ReadStep {
         let aside = self.aside.get_or_insert_with(Box::default);
+        if aside.head.is_empty() {
+            // Empty lines before the request line are ignored (RFC 9112
+            // 2.2), so that they cannot pass for the end of a head.
+            while let Some((b'\r' | b'\n', rest)) = raw.split_first() {
+                raw = rest;
+            }
+        }
         let before = aside.head.len();
         aside.head.extend_from_slice(raw);
         // Look for the head's end ("\n\r\n" or "\n\n") only among the new
