@@ -378,20 +378,29 @@ impl<L: Lower> WsLayer<L> {
                 raw = rest;
             }
         }
-        let before = aside.head.len();
-        aside.head.extend_from_slice(raw);
         // Look for the head's end ("\n\r\n" or "\n\n") only among the new
         // bytes and the three before them: linear in the head, however it
         // is split.
-        let from = before.saturating_sub(3);
-        let tail = aside.head.get(from..).unwrap_or_default();
-        let ended =
-            tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
-        if !ended && aside.head.len() < MAX_HEAD {
-            return ReadStep::Progress;
-        }
+        let ends = |tail: &[u8]| {
+            tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+        };
+        let head: std::borrow::Cow<'_, [u8]> = if aside.head.is_empty() && ends(raw) {
+            // The whole head in one read (the usual case): parsed where it
+            // is, never copied.
+            std::borrow::Cow::Borrowed(raw)
+        } else {
+            let before = aside.head.len();
+            aside.head.extend_from_slice(raw);
+            let tail = aside
+                .head
+                .get(before.saturating_sub(3)..)
+                .unwrap_or_default();
+            if !ends(tail) && aside.head.len() < MAX_HEAD {
+                return ReadStep::Progress;
+            }
+            std::borrow::Cow::Owned(std::mem::take(&mut aside.head))
+        };
         let page = aside.config.as_ref().and_then(|c| c.page.clone());
-        let head = std::mem::take(&mut aside.head);
         if self.has(REFUSED) {
             return self.answer(Bytes::from_static(SERVER_FULL));
         }
@@ -400,7 +409,7 @@ impl<L: Lower> WsLayer<L> {
                 // Not a head's end after all (a "\n\n" inside a header's
                 // bytes cannot be, but be safe): keep reading.
                 if let Some(a) = &mut self.aside {
-                    a.head = head;
+                    a.head = head.into_owned();
                 }
                 ReadStep::Progress
             }
