@@ -18,6 +18,8 @@
 //!   transport.rs   the bytes' path under any protocol: Plain | Tls
 //!   auth.rs        password checks on a small worker pool, off the loop
 //!   client/        Client: sans-IO ClientSession + a background mio thread
+//!   peer/          direct peer messaging: sans-IO PeerSession/DialSession,
+//!                  PeerEndpoint (its own mio thread), deliver/ping
 //!      |
 //!   broker/        sans-IO protocol: registry (groups, users), commands, fan-out
 //!   tls.rs         one rustls driver (TlsSession) for server and client
@@ -56,6 +58,7 @@ pub mod handler;
 pub mod logging;
 pub mod metrics;
 pub mod passwd;
+pub mod peer;
 pub mod proto;
 mod reactor;
 pub mod server;

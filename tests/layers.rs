@@ -27,6 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ws", &[]),
     ("reactor", &["buf", "conn", "tls", "transport"]),
     ("client", &["certs", "conn", "error", "proto", "tls", "ws"]),
+    // Direct peer messaging (protocol.md section 6): frames, ERR codes.
+    ("peer", &["error", "proto"]),
     ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
     ("metrics", &["broker", "conn", "reactor"]),
