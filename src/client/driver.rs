@@ -32,8 +32,8 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::mpsc::{self, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -92,6 +92,9 @@ pub(super) struct Setup {
     pub(super) reconnect: Option<Backoff>,
     pub(super) connect_timeout: Duration,
     pub(super) reply_timeout: Duration,
+    /// The local address of the current connection, for
+    /// [`Client::local_addr`](super::Client::local_addr).
+    pub(super) local_addr: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 /// Where a WebSocket upgrade goes.
@@ -614,6 +617,11 @@ impl Driver {
                 Ok(_) => {
                     conn.connected = true;
                     let _ = conn.sock.set_nodelay(true);
+                    *self
+                        .setup
+                        .local_addr
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = conn.sock.local_addr().ok();
                     if let Some(tls) = &mut conn.tls {
                         // The ClientHello, written by the flush of this turn.
                         tls.start();

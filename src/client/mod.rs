@@ -113,7 +113,7 @@ mod websocket;
 
 use std::fmt;
 use std::io;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
@@ -353,6 +353,7 @@ pub struct Client {
     io_thread: ThreadId,
     reply_timeout: Duration,
     addr: String,
+    local_addr: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl fmt::Debug for Client {
@@ -438,6 +439,7 @@ impl Client {
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (push_tx, push_rx) = mpsc::channel();
         let (init_tx, init_rx) = mpsc::channel();
+        let local_addr = Arc::new(Mutex::new(None));
         let setup = Setup {
             addrs: addrs.clone(),
             user: config.user.clone(),
@@ -447,6 +449,7 @@ impl Client {
             reconnect: config.reconnect,
             connect_timeout: config.connect_timeout,
             reply_timeout: config.reply_timeout,
+            local_addr: Arc::clone(&local_addr),
         };
         let driver = Driver::new(setup, poll, cmd_rx, push_tx, init_tx);
         let thread = thread::Builder::new()
@@ -460,6 +463,7 @@ impl Client {
             thread: Mutex::new(Some(thread)),
             reply_timeout: config.reply_timeout,
             addr: config.addr,
+            local_addr,
         };
         // Each address gets a connect timeout, then login gets two replies.
         let attempts = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
@@ -651,6 +655,17 @@ impl Client {
         result
     }
 
+    /// The local address of the connection to the server (of the latest
+    /// one, after a reconnect): the address the server sees this client
+    /// connect from, which is the one `BIND` accepts (protocol.md section 6).
+    /// `None` before the first connection is made.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self
+            .local_addr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Waits for the next pushed frame (or [`Push::Disconnected`] /
     /// [`Push::Reconnected`]), at most `timeout` (`None`: no limit).
     ///
@@ -789,6 +804,33 @@ mod tests {
                 other => panic!("{addr}: {other:?}"),
             }
         }
+    }
+
+    /// The address `local_addr` gives is the one the server sees.
+    #[test]
+    fn local_addr_is_what_the_server_sees() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let addr = listener.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let (mut s, peer) = listener.accept().expect("accept");
+            let mut buf = [0u8; 64];
+            let mut got = Vec::new();
+            while !got.ends_with(b"\n") {
+                let n = s.read(&mut buf).expect("read");
+                assert!(n > 0, "closed before USER");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, b"USER 0 alice\n");
+            s.write_all(b"ACK 9\nlogged in").expect("write");
+            // Until the client goes.
+            let _ = s.read(&mut buf);
+            peer
+        });
+        let client = Client::connect(ClientConfig::new(addr.to_string(), "alice")).expect("login");
+        let local = client.local_addr().expect("connected");
+        drop(client);
+        assert_eq!(server.join().expect("server"), local);
     }
 
     #[test]
