@@ -56,6 +56,7 @@ pub mod handler;
 pub mod logging;
 pub mod metrics;
 pub mod passwd;
+mod probe;
 pub mod proto;
 mod reactor;
 pub mod server;

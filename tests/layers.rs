@@ -30,6 +30,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
     ("metrics", &["broker", "conn", "reactor"]),
+    // The directory's probes: the broker's requests as connections of the loop.
+    ("probe", &["broker", "conn", "proto", "reactor"]),
     (
         "server",
         &[
@@ -43,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "logging",
             "metrics",
+            "probe",
             "transport",
         ],
     ),
