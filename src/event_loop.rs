@@ -230,6 +230,7 @@ impl EventLoop {
         ));
         self.reactor
             .add_outgoing(index, addr, Transport::Plain)
+            .map(|_| ())
             .map_err(|source| StartError::Connect { addr, source })
     }
 
@@ -263,6 +264,7 @@ impl EventLoop {
         ));
         self.reactor
             .add_outgoing(index, addr, Transport::Tls(Box::new(session)))
+            .map(|_| ())
             .map_err(|source| StartError::Connect { addr, source })
     }
 

@@ -509,6 +509,11 @@ enum Op {
         which: u8,
         ok: bool,
     },
+    /// A directory probe's verdict, for a pending probe.
+    ProbeVerdict {
+        which: u8,
+        ok: bool,
+    },
     /// The client reads up to `max * 16` bytes of its output (0: all).
     Drain {
         conn: u8,
@@ -608,7 +613,14 @@ impl Cmd {
             Self::Ping => "PING 0\n".to_owned(),
             Self::Pong => "PONG 0\n".to_owned(),
             Self::Quit => "QUIT 0\n".to_owned(),
-            Self::Directory(n) => format!("{} 0\n", ["BIND", "QUERY", "LEAVE"][usize::from(n % 3)]),
+            Self::Directory(n) => match n % 6 {
+                0 => format!("BIND 0 127.0.0.1 {}\n", 4000 + u16::from(*n)),
+                1 => format!("BIND 0 ::ffff:127.0.0.1 {}\n", 4000 + u16::from(*n)),
+                2 => "BIND 0 10.1.2.3 5000\n".to_owned(),
+                3 => "QUERY 0\n".to_owned(),
+                4 => format!("QUERY 0 {}\n", user(*n)),
+                _ => "LEAVE 0\n".to_owned(),
+            },
             Self::Unknown { verb, payload } => {
                 let head = format!("X{} {}\n", verb % 4, payload.len());
                 return with_payload(head, payload);
@@ -635,6 +647,7 @@ struct BrokerRig {
     links: Sessions<()>,
     peers: Vec<Peer>,
     auth: Vec<AuthRequest>,
+    probes: Vec<crate::broker::ProbeRequest>,
     start: Instant,
     now: Instant,
     scratch: Vec<ConnId>,
@@ -798,6 +811,16 @@ impl BrokerRig {
                     }
                 }
             }
+            Op::ProbeVerdict { which, ok } => {
+                if !self.probes.is_empty() {
+                    let r = self.probes.remove(usize::from(which) % self.probes.len());
+                    self.broker
+                        .handle_probe_result(&mut self.links, r.id, ok, now, &mut ());
+                    for i in 0..self.peers.len() {
+                        self.pump(i);
+                    }
+                }
+            }
             Op::Drain { conn, max } => {
                 if let Some(i) = self.peer_index(conn) {
                     self.drain(i, usize::from(max) * 16);
@@ -845,6 +868,7 @@ impl BrokerRig {
         while let Some(r) = self.broker.poll_auth_request() {
             self.auth.push(r);
         }
+        self.broker.take_probe_requests(&mut self.probes);
         while self.broker.poll_event().is_some() {}
         self.links.take_dirty(&mut self.scratch);
         self.scratch.clear();
@@ -912,6 +936,7 @@ pub fn broker(data: &[u8]) {
         links,
         peers: Vec::new(),
         auth: Vec::new(),
+        probes: Vec::new(),
         start,
         now: start,
         scratch: Vec::new(),

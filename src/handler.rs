@@ -95,6 +95,12 @@ pub trait Handler {
         reason: CloseReason,
     ) {
     }
+    /// A user's peer endpoint entered the directory (its `BIND` probe
+    /// answered, or [`Context::bind`] added it), or replaced its entry.
+    fn on_bind(&mut self, ctx: &mut Context<'_>, user: &str, addr: SocketAddr) {}
+    /// An entry left the directory: `reason` is `left` (`LEAVE`), `its
+    /// probe failed`, or `removed by the server` ([`Context::unbind`]).
+    fn on_unbind(&mut self, ctx: &mut Context<'_>, user: &str, addr: SocketAddr, reason: &str) {}
 }
 
 /// A handler that does nothing.
@@ -184,6 +190,24 @@ impl Context<'_> {
         self.broker.set_acl(acl);
     }
 
+    /// Adds (or replaces) a directory entry without a probe: the program's
+    /// word is taken for it. It is re-probed like any other entry, and goes
+    /// when a probe fails.
+    pub fn bind(&mut self, user: &str, addr: SocketAddr) {
+        self.broker
+            .add_directory_entry(self.links, user, addr, self.now);
+    }
+
+    /// Removes a directory entry; returns whether there was one.
+    pub fn unbind(&mut self, user: &str) -> bool {
+        self.broker.remove_directory_entry(user)
+    }
+
+    /// The directory: `(user, endpoint)`, sorted by user.
+    pub fn directory(&self) -> Vec<(String, SocketAddr)> {
+        self.broker.directory()
+    }
+
     /// Stops the server gracefully.
     pub fn stop(&mut self) {
         *self.stop = true;
@@ -225,5 +249,7 @@ pub(crate) fn dispatch<H: Handler>(handler: &mut H, ctx: &mut Context<'_>, event
         Event::Closed { conn, user, reason } => {
             handler.on_close(ctx, conn, user.as_deref(), reason)
         }
+        Event::Bound { user, addr } => handler.on_bind(ctx, &user, addr),
+        Event::Unbound { user, addr, reason } => handler.on_unbind(ctx, &user, addr, reason),
     }
 }

@@ -59,6 +59,7 @@ pub mod logging;
 pub mod metrics;
 pub mod passwd;
 pub mod peer;
+mod probe;
 pub mod proto;
 mod reactor;
 pub mod server;

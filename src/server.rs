@@ -31,6 +31,7 @@ use crate::conn::{Admission, CloseReason, ConnId, PeerIdentity, Table};
 use crate::handler::{Context, Handler};
 use crate::handler::{HandlerAuthz, dispatch};
 use crate::metrics::{MetricsService, Snapshot};
+use crate::probe::{ProbeService, SharedBoard};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
 use crate::reactor::service::Service;
@@ -257,6 +258,9 @@ pub(crate) fn install_broker<H: Handler + 'static, S: Service>(
         reactor.add_listener(l).map_err(StartError::Io)?;
         info!("{kind} listening on {addr}");
     }
+    reactor
+        .add_service(wrap(Hosted::Probes(built.probes)))
+        .ok_or_else(too_many)?;
     if let Some((l, addr)) = metrics {
         reactor.add_listener(l).map_err(StartError::Io)?;
         info!("metrics listening on {addr} (GET /metrics)");
@@ -272,6 +276,9 @@ pub(crate) struct BuiltBroker<H> {
     addrs: Vec<SocketAddr>,
     service: BrokerService<H>,
     pub(crate) metrics: Option<(Listener, SocketAddr, MetricsService)>,
+    /// The directory's probes, a service of their own after the broker's
+    /// (and the metrics one).
+    probes: ProbeService,
 }
 
 /// What a broker brings to a loop: the broker itself and, with
@@ -283,6 +290,7 @@ pub(crate) struct BuiltBroker<H> {
 pub(crate) enum Hosted<H> {
     Broker(BrokerService<H>),
     Metrics(MetricsService),
+    Probes(ProbeService),
 }
 
 /// Calls the same method on whichever service `self` is.
@@ -291,6 +299,7 @@ macro_rules! hosted {
         match $self {
             Hosted::Broker($s) => $call,
             Hosted::Metrics($s) => $call,
+            Hosted::Probes($s) => $call,
         }
     };
 }
@@ -346,6 +355,12 @@ impl<H: Handler> Service for Hosted<H> {
         now: std::time::Instant,
     ) -> bool {
         hosted!(self, s => s.handle_control(message, now))
+    }
+    fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
+        hosted!(self, s => s.take_connects(into));
+    }
+    fn connect_started(&mut self, tag: u64, conn: io::Result<ConnId>, now: std::time::Instant) {
+        hosted!(self, s => s.connect_started(tag, conn, now));
     }
 }
 
@@ -447,11 +462,13 @@ pub(crate) fn build_broker<H: Handler + 'static>(
     service.metrics = metrics.as_ref().map(|(_, _, m)| m.snapshot());
     // A scrape before the first turn's refresh sees the figures too.
     service.refresh_metrics(std::time::Instant::now());
+    let probes = ProbeService::new(Arc::clone(&service.probes));
     Ok(BuiltBroker {
         listeners,
         addrs: local_addrs,
         service,
         metrics,
+        probes,
     })
 }
 
@@ -481,6 +498,9 @@ pub(crate) struct BrokerService<H> {
     /// The figures the metrics service serves, refreshed every turn while
     /// there is a metrics listener.
     metrics: Option<Snapshot>,
+    /// Directory probes to run and their verdicts, shared with the probe
+    /// service.
+    probes: SharedBoard,
 }
 
 impl<H> fmt::Debug for BrokerService<H> {
@@ -500,6 +520,7 @@ impl<H: Handler> BrokerService<H> {
             handler,
             auth,
             metrics: None,
+            probes: SharedBoard::default(),
         }
     }
 
@@ -557,6 +578,15 @@ impl<H: Handler> Service for BrokerService<H> {
     fn handle_timeout(&mut self, now: std::time::Instant) {
         self.broker.handle_timeout(&mut self.links, now);
         self.links.handle_timeout(now);
+        let results = match self.probes.lock() {
+            Ok(mut board) => std::mem::take(&mut board.results),
+            Err(_) => Vec::new(),
+        };
+        let authz = &mut HandlerAuthz(&mut self.handler);
+        for (id, ok) in results {
+            self.broker
+                .handle_probe_result(&mut self.links, id, ok, now, authz);
+        }
     }
     fn poll_timeout(&self) -> Option<std::time::Instant> {
         let protocol = self.broker.poll_timeout(&self.links);
@@ -573,10 +603,20 @@ impl<H: Handler> Service for BrokerService<H> {
     }
     fn has_events(&self) -> bool {
         self.broker.has_events()
+            || self.broker.has_probe_requests()
+            || self.probes.lock().is_ok_and(|b| !b.results.is_empty())
     }
 
-    /// Hands password checks to the pool and events to the handler.
+    /// Hands password checks to the pool, probes to the probe service and
+    /// events to the handler.
     fn after_input(&mut self, now: std::time::Instant) -> bool {
+        if self.broker.has_probe_requests() {
+            let mut requests = Vec::new();
+            self.broker.take_probe_requests(&mut requests);
+            if let Ok(mut board) = self.probes.lock() {
+                board.requests.extend(requests);
+            }
+        }
         while let Some(req) = self.broker.poll_auth_request() {
             match &self.auth {
                 Some(pool) => pool.submit(req),

@@ -32,6 +32,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
     ("metrics", &["broker", "conn", "reactor"]),
+    // The directory's probes: the broker's requests as connections of the loop.
+    ("probe", &["broker", "conn", "proto", "reactor"]),
     (
         "server",
         &[
@@ -45,6 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "error",
             "logging",
             "metrics",
+            "probe",
             "transport",
         ],
     ),

@@ -203,10 +203,9 @@ impl Broker {
                     }
                 }
             }
-            Command::Directory(verb) => {
-                let text = format!("{verb} is not available on this server yet");
-                self.reply_err(links, conn, ErrorCode::UnknownCommand, &text);
-            }
+            Command::Bind { address, port } => self.cmd_bind(links, conn, address, port),
+            Command::Query(user) => self.cmd_query(links, conn, user),
+            Command::Leave => self.cmd_leave(links, conn),
         }
     }
 

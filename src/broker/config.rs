@@ -71,6 +71,9 @@ pub struct BrokerConfig {
     pub max_open_groups: usize,
     /// Password checks waiting or running at once; one more gets `ERR busy`.
     pub max_password_checks: usize,
+    /// How often each directory entry is probed again (cli.md
+    /// `--probe-interval`).
+    pub probe_interval: Duration,
     /// Who may subscribe, publish, watch and send (`--acl`); `None`: everyone
     /// may do everything. Replace it at run time with `Broker::set_acl`.
     pub acl: Option<Arc<Acl>>,
@@ -119,6 +122,7 @@ impl Default for BrokerConfig {
             max_sessions_per_user: 64,
             max_open_groups: 100_000,
             max_password_checks: 64,
+            probe_interval: Duration::from_secs(30),
             acl: None,
         }
     }

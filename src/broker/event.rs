@@ -80,6 +80,23 @@ pub enum Event {
         /// The payload (shared with the frame sent to the recipient).
         payload: Bytes,
     },
+    /// A user's peer endpoint entered the directory (a `BIND` whose probe
+    /// answered, or the embedding program's entry), or replaced its entry.
+    Bound {
+        /// The user name.
+        user: String,
+        /// The endpoint.
+        addr: std::net::SocketAddr,
+    },
+    /// An entry left the directory.
+    Unbound {
+        /// The user name.
+        user: String,
+        /// The endpoint it had.
+        addr: std::net::SocketAddr,
+        /// Why: `left` (`LEAVE`), `its probe failed`, `removed by the server`.
+        reason: &'static str,
+    },
     /// A connection ended.
     Closed {
         /// The connection.

@@ -30,6 +30,7 @@ mod authz;
 mod checks;
 mod commands;
 mod config;
+mod directory;
 mod event;
 mod registry;
 mod session;
@@ -47,6 +48,7 @@ use log::{debug, info, warn};
 pub use crate::conn::{CloseReason, ConnId};
 pub use authz::{Attempt, Authorize, Authorizer, Verdict};
 pub use config::{AuthMode, BrokerConfig};
+pub use directory::{MAX_PROBES, PROBE_TIMEOUT, ProbeRequest};
 pub use event::Event;
 use registry::{Group, Keys, user_name};
 pub use session::Session;
@@ -159,6 +161,9 @@ pub struct Broker {
     /// The latest time handed in by the caller, for work that has no `now`
     /// parameter of its own (a fan-out closing a slow consumer).
     now: Instant,
+    /// Where users accept direct peer connections (`BIND`, `QUERY`,
+    /// `LEAVE`), and the probes that check them.
+    directory: directory::Directory,
 }
 
 impl Broker {
@@ -184,6 +189,7 @@ impl Broker {
             process_stats: None,
             started: Instant::now(),
             now: Instant::now(),
+            directory: directory::Directory::default(),
         }
     }
 
@@ -367,9 +373,13 @@ impl Broker {
             // A fan-out goes on next turn, without waiting.
             return Some(self.now);
         }
-        self.timers
-            .peek()
-            .map(|Reverse((at, _, _))| links.instant(*at))
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let reprobe = self.next_reprobe();
+        timer
+            .into_iter()
+            .chain(reprobe)
+            .min()
+            .map(|at| links.instant(at))
     }
 
     /// Bytes received from a connection.
@@ -549,6 +559,7 @@ impl Broker {
     pub fn handle_timeout<T>(&mut self, links: &mut Sessions<T>, now: Instant) {
         self.now = now;
         self.continue_spread(links);
+        self.reprobe_due(links);
         let tick = links.tick(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > tick {

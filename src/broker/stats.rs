@@ -26,6 +26,10 @@ pub(super) struct Counters {
     pub(super) sessions: u64,
     /// Group subscriptions, all sessions together (a gauge).
     pub(super) subscriptions: u64,
+    /// Directory probes started (`BIND`s and re-probes).
+    pub(super) probes: u64,
+    /// Directory probes that failed.
+    pub(super) probe_failures: u64,
 }
 
 /// Figures of the whole process, which the embedding program knows and the
@@ -210,6 +214,24 @@ impl Broker {
                 io.turns.max_us(now),
                 Gauge,
                 "The longest loop turn in the last 10 seconds, in microseconds.",
+            ),
+            figure(
+                "directory_entries",
+                self.directory_len() as u64,
+                Gauge,
+                "Users in the peer directory (BIND).",
+            ),
+            figure(
+                "probes",
+                c.probes,
+                Counter,
+                "Directory probes started (BINDs and re-probes).",
+            ),
+            figure(
+                "probe_failures",
+                c.probe_failures,
+                Counter,
+                "Directory probes that got no PONG in time.",
             ),
         ]);
     }

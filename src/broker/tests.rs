@@ -1034,3 +1034,180 @@ fn who_reply_is_shared_until_the_users_change() {
     h.send(w, b"WHO 0\n");
     assert_eq!(h.take(w), "RESULT 2\nw\n");
 }
+
+// ---------------------------------------------------------------------------
+// The directory (issue 13)
+// ---------------------------------------------------------------------------
+
+impl Harness {
+    fn probes(&mut self) -> Vec<ProbeRequest> {
+        let mut v = Vec::new();
+        self.broker.broker.take_probe_requests(&mut v);
+        v
+    }
+    fn probe_result(&mut self, id: u64, ok: bool) {
+        let now = self.now;
+        let e = &mut self.broker;
+        e.broker
+            .handle_probe_result(&mut e.links, id, ok, now, &mut ());
+    }
+}
+
+/// Re-probes every 30 s, and no keep-alive pings in the way.
+fn quiet() -> Harness {
+    Harness::new(BrokerConfig {
+        probe_interval: Duration::from_secs(30),
+        ping_interval: Duration::from_secs(3600),
+        ..BrokerConfig::default()
+    })
+}
+
+#[test]
+fn bind_is_probed_and_replies_stay_in_order() {
+    let mut h = harness();
+    let a = h.login("Alice");
+    // The probe runs while later commands wait, so their replies follow.
+    h.send(a, b"BIND 0 127.0.0.1 7000\nPING 0\nQUERY 0\n");
+    assert_eq!(h.take(a), "", "nothing until the probe's verdict");
+    let probes = h.probes();
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0].addr, SocketAddr::from(([127, 0, 0, 1], 7000)));
+    h.probe_result(probes[0].id, true);
+    assert_eq!(
+        h.take(a),
+        "ACK 5\nboundPONG 0\nRESULT 21\nAlice,127.0.0.1,7000\n"
+    );
+    // Another user sees it, by name in any case; an unknown one is empty.
+    let b = h.login("bob");
+    h.send(b, b"QUERY 0 alice\nQUERY 0 carol\n");
+    assert_eq!(h.take(b), "RESULT 21\nAlice,127.0.0.1,7000\nRESULT 0\n");
+}
+
+#[test]
+fn bind_of_another_address_is_forbidden_and_mapped_addresses_are_the_same() {
+    let mut h = harness();
+    let a = h.login("alice");
+    h.send(a, b"BIND 0 10.0.0.9 7000\n");
+    let reply = h.take(a);
+    assert!(
+        reply.starts_with("ERR ") && reply.contains(" forbidden\n"),
+        "{reply}"
+    );
+    assert!(h.probes().is_empty(), "no connection to a third party");
+    h.send(a, b"BIND 0 ::1 7000\n");
+    assert!(h.take(a).contains(" forbidden\n"));
+    // The session connects from 127.0.0.1: its IPv4-mapped form is it.
+    h.send(a, b"BIND 0 ::ffff:127.0.0.1 7001\n");
+    assert_eq!(h.probes().len(), 1);
+}
+
+#[test]
+fn an_unreachable_endpoint_is_refused_and_not_listed() {
+    let mut h = harness();
+    let a = h.login("alice");
+    h.send(a, b"BIND 0 127.0.0.1 7000\n");
+    let p = h.probes();
+    h.probe_result(p[0].id, false);
+    let reply = h.take(a);
+    assert!(
+        reply.contains(" unreachable\nno PONG from 127.0.0.1:7000"),
+        "{reply}"
+    );
+    h.send(a, b"QUERY 0\n");
+    assert_eq!(h.take(a), "RESULT 0\n");
+}
+
+#[test]
+fn entries_outlive_sessions_and_go_when_a_reprobe_fails_or_on_leave() {
+    let mut h = quiet();
+    let a = h.login("alice");
+    let b = h.login("bob");
+    for (c, port) in [(a, "7000"), (b, "7001")] {
+        h.send(c, format!("BIND 0 127.0.0.1 {port}\n").as_bytes());
+        let p = h.probes();
+        h.probe_result(p[0].id, true);
+        assert!(h.take(c).starts_with("ACK"));
+    }
+    // alice's session goes; her entry stays.
+    h.broker.remove(a, CloseReason::PeerClosed);
+    h.send(b, b"QUERY 0\n");
+    assert_eq!(
+        h.take(b),
+        "RESULT 40\nalice,127.0.0.1,7000\nbob,127.0.0.1,7001\n"
+    );
+    // Nothing is due before 27 s (30 s less a tenth at most).
+    h.advance(Duration::from_secs(26));
+    assert!(h.probes().is_empty());
+    h.advance(Duration::from_secs(8));
+    let due = h.probes();
+    assert_eq!(due.len(), 2, "both re-probed within 33 s");
+    let alice = due
+        .iter()
+        .find(|p| p.addr.port() == 7000)
+        .expect("alice's probe");
+    let bob = due.iter().find(|p| p.addr.port() == 7001).expect("bob's");
+    h.probe_result(alice.id, false);
+    h.probe_result(bob.id, true);
+    h.send(b, b"QUERY 0\n");
+    assert_eq!(h.take(b), "RESULT 19\nbob,127.0.0.1,7001\n");
+    h.send(b, b"LEAVE 0\nQUERY 0\nLEAVE 0\n");
+    assert_eq!(
+        h.take(b),
+        "ACK 18\nleft the directoryRESULT 0\nACK 20\nnot in the directory"
+    );
+    let events: Vec<_> = std::iter::from_fn(|| h.broker.poll_event()).collect();
+    let unbound: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unbound { user, reason, .. } => Some((user.as_str(), *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unbound, [("alice", "its probe failed"), ("bob", "left")]);
+}
+
+#[test]
+fn a_rebind_replaces_and_a_stale_reprobe_does_nothing() {
+    let mut h = quiet();
+    let a = h.login("alice");
+    h.send(a, b"BIND 0 127.0.0.1 7000\n");
+    let p = h.probes();
+    h.probe_result(p[0].id, true);
+    h.take(a);
+    h.advance(Duration::from_secs(34));
+    let reprobe = h.probes();
+    assert_eq!(reprobe.len(), 1);
+    // A new BIND while the old entry's re-probe is out.
+    h.send(a, b"BIND 0 127.0.0.1 7002\n");
+    let p = h.probes();
+    h.probe_result(p[0].id, true);
+    assert!(h.take(a).starts_with("ACK"));
+    // The old re-probe fails late: the new entry stays.
+    h.probe_result(reprobe[0].id, false);
+    h.send(a, b"QUERY 0\n");
+    assert_eq!(h.take(a), "RESULT 21\nalice,127.0.0.1,7002\n");
+}
+
+#[test]
+fn probes_in_flight_are_bounded() {
+    let mut h = harness();
+    let users: Vec<_> = (0..MAX_PROBES + 3)
+        .map(|i| h.login(&format!("u{i}")))
+        .collect();
+    for (i, &c) in users.iter().enumerate() {
+        h.send(c, format!("BIND 0 127.0.0.1 {}\n", 7000 + i).as_bytes());
+    }
+    assert_eq!(h.probes().len(), MAX_PROBES);
+    for &c in &users[MAX_PROBES..] {
+        let reply = h.take(c);
+        assert!(reply.contains(" busy\n"), "{reply}");
+    }
+    // One session's flood: one probe at a time (its input waits).
+    let mut h = harness();
+    let a = h.login("flood");
+    let flood: String = (0..1000)
+        .map(|i| format!("BIND 0 127.0.0.1 {}\n", 7000 + i))
+        .collect();
+    h.send(a, flood.as_bytes());
+    assert_eq!(h.probes().len(), 1);
+}

@@ -274,8 +274,7 @@ impl ClientSession {
     /// [`ClientError::Refused`] with [`ErrorCode::BadArgs`] (nothing is sent)
     /// for a request the server would refuse for its form: no group, group 0,
     /// more than 64 groups (63 for `PUBLISH`), an invalid user name, an empty
-    /// password; with [`ErrorCode::UnknownCommand`] for a
-    /// [`Request::Directory`] that names no directory command.
+    /// password, a `BIND` to port 0.
     /// [`ClientError::Protocol`] if the session has failed.
     pub fn send_request(&mut self, request: &Request) -> Result<RequestId, ClientError> {
         if let Some(why) = &self.failed {
@@ -737,21 +736,23 @@ mod tests {
     fn pong_gets_no_reply_and_directory_commands_do() {
         let mut s = ClientSession::new();
         let pong = s.send_request(&Request::Pong).expect("valid");
-        let bind = s.send_request(&Request::Directory("BIND")).expect("valid");
-        assert_eq!(sent(&mut s), b"PONG 0\nBIND 0\n");
-        assert_eq!(s.in_flight().collect::<Vec<_>>(), vec![bind]);
-        assert_ne!(pong, bind);
-        s.handle_input(b"ERR 25 unknown-command\nBIND is not available yet")
+        let query = s.send_request(&Request::Query(None)).expect("valid");
+        assert_eq!(sent(&mut s), b"PONG 0\nQUERY 0\n");
+        assert_eq!(s.in_flight().collect::<Vec<_>>(), vec![query]);
+        assert_ne!(pong, query);
+        s.handle_input(b"RESULT 19\nbob,127.0.0.1,5000\n")
             .expect("valid");
         assert!(matches!(
             events(&mut s).as_slice(),
-            [Event::Reply { id, verb: "BIND", reply: Reply::Err { code: ErrorCode::UnknownCommand, .. } }]
-                if *id == bind
+            [Event::Reply { id, verb: "QUERY", reply: Reply::Result(_) }] if *id == query
         ));
         assert!(matches!(
-            s.send_request(&Request::Directory("JOIN")),
+            s.send_request(&Request::Bind {
+                address: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 0
+            }),
             Err(ClientError::Refused {
-                code: ErrorCode::UnknownCommand,
+                code: ErrorCode::BadArgs,
                 ..
             })
         ));

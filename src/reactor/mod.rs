@@ -395,6 +395,7 @@ impl<S: Service> Reactor<S> {
         if stop {
             self.begin_stop(now);
         }
+        self.start_connects(now);
         self.drop_expired(now);
         // Long output queues of dropped connections, freed a slice a turn.
         for s in &mut self.services {
@@ -611,6 +612,26 @@ impl<S: Service> Reactor<S> {
         }
     }
 
+    /// Opens the outgoing connections services asked for this turn.
+    fn start_connects(&mut self, now: Instant) {
+        let mut wanted = Vec::new();
+        for svc in 0..self.services.len() {
+            if let Some(s) = self.services.get_mut(svc) {
+                s.take_connects(&mut wanted);
+            }
+            for (tag, addr) in wanted.drain(..) {
+                let started = if self.stop_requested {
+                    Err(std::io::Error::other("shutting down"))
+                } else {
+                    self.add_outgoing(svc, addr, Transport::Plain)
+                };
+                if let Some(s) = self.services.get_mut(svc) {
+                    s.connect_started(tag, started, now);
+                }
+            }
+        }
+    }
+
     /// Starts an outgoing connection for service `svc`, plain or (with
     /// `tls`) TLS, by mio's nonblocking connect: register for writable, then
     /// check the result when the socket says so (see
@@ -620,7 +641,7 @@ impl<S: Service> Reactor<S> {
         svc: usize,
         addr: SocketAddr,
         transport: Transport,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<ConnId> {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         let conn = Conn::new(stream, transport, WRITABLE | CONNECTING);
@@ -648,7 +669,7 @@ impl<S: Service> Reactor<S> {
             service.remove(id, CloseReason::ConnectFailed);
             return Err(e);
         }
-        Ok(())
+        Ok(id)
     }
 
     /// For a connection still connecting: whether the connect has completed

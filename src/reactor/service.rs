@@ -50,6 +50,18 @@ pub(crate) trait Service {
     /// A request from another thread addressed to this service (its own
     /// message type, boxed). Returns whether it asked to stop.
     fn handle_control(&mut self, message: Box<dyn Any + Send>, now: Instant) -> bool;
+    /// Outgoing plain TCP connections the service wants opened, each with a
+    /// tag of its own; asked once per turn, after input and timers. Each is
+    /// then [`Service::accept`]ed (if the connect could start) and
+    /// reported to [`Service::connect_started`].
+    fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
+        let _ = into;
+    }
+    /// The connection a [`Service::take_connects`] tag became, or why none:
+    /// the connect could not even start.
+    fn connect_started(&mut self, tag: u64, conn: std::io::Result<ConnId>, now: Instant) {
+        let _ = (tag, conn, now);
+    }
 }
 
 /// A boxed service is a service: the [`crate::EventLoop`] hosts
@@ -96,5 +108,11 @@ impl<S: Service + ?Sized> Service for Box<S> {
     }
     fn handle_control(&mut self, message: Box<dyn Any + Send>, now: Instant) -> bool {
         (**self).handle_control(message, now)
+    }
+    fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
+        (**self).take_connects(into);
+    }
+    fn connect_started(&mut self, tag: u64, conn: std::io::Result<ConnId>, now: Instant) {
+        (**self).connect_started(tag, conn, now);
     }
 }

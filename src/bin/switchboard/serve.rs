@@ -524,7 +524,7 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
         b.ping_timeout = seconds("--ping-timeout", s)?;
     }
     if let Some(s) = args.probe_interval {
-        seconds("--probe-interval", s)?;
+        b.probe_interval = seconds("--probe-interval", s)?;
     }
     if let Some(s) = args.drain_timeout {
         b.drain_timeout = seconds("--drain-timeout", s)?;

@@ -78,8 +78,17 @@ pub enum Command<'a> {
         /// The message.
         payload: &'a [u8],
     },
-    /// `BIND`, `QUERY` or `LEAVE`: directory commands this server does not offer yet.
-    Directory(&'static str),
+    /// `BIND 0 <address> <port>`: this user's peer endpoint.
+    Bind {
+        /// The address (the session's own, or the server refuses it).
+        address: std::net::IpAddr,
+        /// The port, 1 to 65535.
+        port: u16,
+    },
+    /// `QUERY 0 [<user>]`: the directory, or one user's entry.
+    Query(Option<&'a str>),
+    /// `LEAVE 0`: removes this user's entry.
+    Leave,
 }
 
 /// Why a frame is not a valid command.
@@ -114,7 +123,9 @@ impl<'a> Command<'a> {
             b"PUBLISH" => publish::parse(frame),
             b"WHO" => groups::parse_who(frame),
             b"SEND" => send::parse(frame),
-            b"BIND" | b"QUERY" | b"LEAVE" => directory::parse(frame),
+            b"BIND" => directory::parse_bind(frame),
+            b"QUERY" => directory::parse_query(frame),
+            b"LEAVE" => directory::parse_leave(frame),
             _ => Err(CommandError::Unknown),
         }
     }
@@ -143,7 +154,9 @@ impl<'a> Command<'a> {
             } => publish::encode(out, groups, payload),
             Self::Who(group) => groups::encode_who(out, group),
             Self::Send { to, payload } => send::encode(out, to, payload),
-            Self::Directory(verb) => directory::encode(out, verb),
+            Self::Bind { address, port } => directory::encode_bind(out, address, port),
+            Self::Query(user) => directory::encode_query(out, user),
+            Self::Leave => directory::encode_leave(out),
         }
     }
 
@@ -153,8 +166,7 @@ impl<'a> Command<'a> {
     ///
     /// # Errors
     ///
-    /// [`CommandError::BadArgs`] with the reason, or [`CommandError::Unknown`]
-    /// for a [`Command::Directory`] that names no directory command.
+    /// [`CommandError::BadArgs`] with the reason.
     pub fn check(&self) -> Result<(), CommandError> {
         match *self {
             Self::User(name) => login::check_user(name),
@@ -162,8 +174,10 @@ impl<'a> Command<'a> {
             Self::Publish { ref groups, .. } => publish::check(groups),
             Self::Who(group) => groups::check_who(group),
             Self::Send { to, .. } => send::check(to),
-            Self::Directory(verb) => directory::check(verb),
+            Self::Bind { port, .. } => directory::check_bind(port),
+            Self::Query(user) => directory::check_query(user),
             Self::Ping
+            | Self::Leave
             | Self::Pong
             | Self::Hello
             | Self::Quit
@@ -194,7 +208,9 @@ impl<'a> Command<'a> {
             Self::Unwatch(_) => "UNWATCH",
             Self::Who(_) => "WHO",
             Self::Send { .. } => "SEND",
-            Self::Directory(verb) => verb,
+            Self::Bind { .. } => "BIND",
+            Self::Query(_) => "QUERY",
+            Self::Leave => "LEAVE",
         }
     }
 
@@ -222,7 +238,9 @@ impl<'a> Command<'a> {
                 to: to.to_owned(),
                 payload: Bytes::copy_from_slice(payload),
             },
-            Self::Directory(verb) => OwnedCommand::Directory(verb),
+            Self::Bind { address, port } => OwnedCommand::Bind { address, port },
+            Self::Query(user) => OwnedCommand::Query(user.map(str::to_owned)),
+            Self::Leave => OwnedCommand::Leave,
         }
     }
 
@@ -286,8 +304,17 @@ pub enum OwnedCommand {
     Quit,
     /// `PONG 0`: the answer to a `PING`, which gets no reply of its own.
     Pong,
-    /// `BIND 0`, `QUERY 0` or `LEAVE 0`.
-    Directory(&'static str),
+    /// `BIND 0 <address> <port>`.
+    Bind {
+        /// The peer endpoint's address.
+        address: std::net::IpAddr,
+        /// Its port.
+        port: u16,
+    },
+    /// `QUERY 0 [<user>]`.
+    Query(Option<String>),
+    /// `LEAVE 0`.
+    Leave,
 }
 
 impl OwnedCommand {
@@ -318,7 +345,12 @@ impl OwnedCommand {
             Self::Ping => Command::Ping,
             Self::Quit => Command::Quit,
             Self::Pong => Command::Pong,
-            Self::Directory(verb) => Command::Directory(verb),
+            Self::Bind { address, port } => Command::Bind {
+                address: *address,
+                port: *port,
+            },
+            Self::Query(user) => Command::Query(user.as_deref()),
+            Self::Leave => Command::Leave,
         };
         cmd.check()?;
         Ok(cmd)
@@ -342,7 +374,9 @@ impl OwnedCommand {
             Self::Ping => "PING",
             Self::Quit => "QUIT",
             Self::Pong => "PONG",
-            Self::Directory(verb) => verb,
+            Self::Bind { .. } => "BIND",
+            Self::Query(_) => "QUERY",
+            Self::Leave => "LEAVE",
         }
     }
 }
@@ -375,7 +409,13 @@ impl std::fmt::Debug for OwnedCommand {
             Self::Ping => f.write_str("Ping"),
             Self::Quit => f.write_str("Quit"),
             Self::Pong => f.write_str("Pong"),
-            Self::Directory(verb) => f.debug_tuple("Directory").field(verb).finish(),
+            Self::Bind { address, port } => f
+                .debug_struct("Bind")
+                .field("address", address)
+                .field("port", port)
+                .finish(),
+            Self::Query(user) => f.debug_tuple("Query").field(user).finish(),
+            Self::Leave => f.write_str("Leave"),
         }
     }
 }
@@ -498,7 +538,7 @@ mod tests {
         );
         assert_eq!(
             cmd(b"BIND 0 127.0.0.1 5000\n").as_deref(),
-            Ok("Directory(\"BIND\")")
+            Ok("Bind { address: 127.0.0.1, port: 5000 }")
         );
     }
 
@@ -528,7 +568,12 @@ mod tests {
             Command::Unwatch(g),
             Command::Who(None),
             Command::Send { to: "b", payload },
-            Command::Directory("QUERY"),
+            Command::Query(None),
+            Command::Leave,
+            Command::Bind {
+                address: std::net::IpAddr::from([127, 0, 0, 1]),
+                port: 80,
+            },
         ] {
             let wire = round_trip(cmd);
             assert!(wire.starts_with(cmd.verb().as_bytes()), "{cmd:?}");
