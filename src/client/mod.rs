@@ -105,6 +105,7 @@
 //! }
 //! ```
 
+mod directory;
 mod driver;
 mod endpoint;
 mod session;
@@ -113,7 +114,7 @@ mod websocket;
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
@@ -122,6 +123,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::{Poll, Waker};
 
+pub use self::directory::DirectoryEntry;
+use self::directory::parse_entries;
 use self::driver::{Cmd, Driver, Setup, WsTarget};
 pub use self::endpoint::{Endpoint, Scheme};
 pub use self::session::{ClientSession, Event, MAX_SERVER_PAYLOAD, Reply, Request, RequestId};
@@ -621,6 +624,48 @@ impl Client {
                     .ok_or_else(|| ClientError::Protocol(format!("bad STATS line {line:?}")))
             })
             .collect()
+    }
+
+    /// `BIND`: registers `address:port` as this user's peer endpoint in the
+    /// server's directory (protocol.md section 6). The server first probes
+    /// it (connects, `PING 0`, expects `PONG 0` within 5 s), so the endpoint
+    /// must be listening and answering already (`peer::PeerEndpoint`
+    /// does). `address` must be the one
+    /// this client connects from ([`Client::local_addr`]). A new `BIND`
+    /// replaces the entry.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`]: `forbidden` (another address than this
+    /// connection's), `unreachable` (the probe failed), `bad-args` (port 0,
+    /// refused locally), `limit` or `busy` (probes in flight); or a
+    /// connection error.
+    pub fn bind(&self, address: IpAddr, port: u16) -> Result<String, ClientError> {
+        self.request(Request::Bind { address, port })?.into_ack()
+    }
+
+    /// `QUERY`: every entry of the directory (`None`), or `user`'s (an
+    /// empty list when that user has none).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] (`bad-args` for an invalid user name,
+    /// refused locally), a connection error, or [`ClientError::Protocol`]
+    /// for a line that is not `<user>,<address>,<port>`.
+    pub fn query(&self, user: Option<&str>) -> Result<Vec<DirectoryEntry>, ClientError> {
+        parse_entries(
+            self.request(Request::Query(user.map(str::to_owned)))?
+                .into_lines()?,
+        )
+    }
+
+    /// `LEAVE`: removes this user's entry from the directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`], or a connection error.
+    pub fn leave(&self) -> Result<String, ClientError> {
+        self.request(Request::Leave)?.into_ack()
     }
 
     /// `PING`; returns the round trip as this caller saw it.
