@@ -5,7 +5,9 @@
 //! job, and says what went wrong in one line on standard error with a
 //! non-zero status when it cannot connect, verify the server, or log in.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use switchboard::client::{Backoff, ClientTls, Endpoint};
+use switchboard::client::{Backoff, ClientTls, DirectoryEntry, Endpoint};
 use switchboard::error::ErrorCode;
+use switchboard::peer::{self, PeerConfig, PeerEndpoint, PeerError};
 use switchboard::{Client, ClientConfig, ClientError, Push};
 
 /// The plain TCP address the server listens on by default.
@@ -319,9 +322,10 @@ fn is_fatal(e: &ClientError) -> bool {
     matches!(e, ClientError::Closed | ClientError::Io(_))
 }
 
-/// SIGINT and SIGTERM: sets `stop` and ends the session (so `recv` returns);
-/// exits 0 if the main thread has not finished `grace` later.
-fn on_interrupt(client: &Arc<Client>, stop: &Arc<AtomicBool>, grace: Duration) {
+/// SIGINT and SIGTERM: sets `stop` and ends the session (so `recv` returns),
+/// after `LEAVE` when `leave` (a `chat --p2p` leaves the directory); exits 0
+/// if the main thread has not finished `grace` later.
+fn on_interrupt(client: &Arc<Client>, stop: &Arc<AtomicBool>, grace: Duration, leave: bool) {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
         // Without a handler the default action (terminate) still applies.
@@ -332,6 +336,9 @@ fn on_interrupt(client: &Arc<Client>, stop: &Arc<AtomicBool>, grace: Duration) {
     thread::spawn(move || {
         if signals.forever().next().is_some() {
             stop.store(true, Ordering::SeqCst);
+            if leave {
+                let _ = client.leave();
+            }
             let _ = client.quit();
             thread::sleep(grace);
             std::process::exit(0);
@@ -534,7 +541,7 @@ pub(crate) fn run_sub(args: SubArgs) -> ExitCode {
     }
     let stop = Arc::new(AtomicBool::new(false));
     // A second for the main thread to finish the line it may be writing.
-    on_interrupt(&client, &stop, Duration::from_secs(1));
+    on_interrupt(&client, &stop, Duration::from_secs(1), false);
     let stdout = io::stdout();
     let mut received = 0u64;
     loop {
@@ -611,18 +618,40 @@ joins and leaves it, and make it current\n  \
 /ping         round-trip time\n  \
 /quit         leave (so does end of input)\n  \
 TEXT          publish TEXT to the current group (`//text` sends `/text`)\n\
+With --p2p (peer to peer, not through the server):\n  \
+/peers        the server's directory: who takes direct messages, and where\n  \
+/direct USER TEXT  look USER up in the directory, connect to that peer and \
+deliver TEXT there (with the server gone, to the address last looked up)\n\
 Output, one line each:\n  \
 [G] alice: text     a message published to group G (your own included)\n  \
 * alice: text       a one-to-one message from alice\n  \
 -> bob: text        your one-to-one message to bob, once delivered\n  \
+[direct] alice: text     a message alice's peer delivered to yours\n  \
+[direct] -> bob: text    your direct message, once bob's peer acknowledged it\n  \
 * bob joined G / * bob left G\n  \
 * ...               replies to commands\n  \
 ! code: text        a refused command\n\
-Exits 0 on /quit or end of input, 1 if the server closes the connection."
+--p2p listens for direct connections (on --p2p-listen, by default the address \
+this client connects to the server from, any free port), BINDs that endpoint in \
+the server's directory after login (the server checks it with a PING), answers \
+the server's probes, and LEAVEs the directory on exit. Peers do not log in to \
+each other: a direct message's sender is the name the sending peer gave.\n\
+Exits 0 on /quit or end of input, 1 if the server closes the connection \
+(with --p2p it goes on, for direct messages, until /quit)."
 )]
 pub(crate) struct ChatArgs {
     #[command(flatten)]
     conn: ConnectArgs,
+    /// Also be a peer: listen for direct messages, BIND the endpoint in the
+    /// server's directory, and add /peers and /direct USER TEXT.
+    #[arg(long)]
+    p2p: bool,
+    /// Where the peer endpoint listens: IP or IP:PORT (port 0: any free one)
+    /// [default: the IP this client connects to the server from, port 0].
+    /// The server accepts a BIND only of the address the session connects
+    /// from.
+    #[arg(long, value_name = "ADDR", requires = "p2p")]
+    p2p_listen: Option<String>,
     /// Server address `host:port`, or a URL tcp://, tls://, ws://, wss://
     /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
     #[arg(value_name = "ADDR")]
@@ -711,7 +740,21 @@ struct Chat {
     current: Option<u32>,
     /// `--reconnect`: a lost connection is not the end.
     reconnect: bool,
+    /// `--p2p`: the peer side.
+    p2p: Option<P2p>,
 }
+
+/// The peer side of a `chat --p2p`.
+struct P2p {
+    /// The user name messages are sent as.
+    user: String,
+    /// The last directory entry seen for each user (lower case), so that
+    /// direct messages go on while the server is away.
+    known: HashMap<String, DirectoryEntry>,
+}
+
+/// How long a direct delivery may take: connect, write, ACK.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Chat {
     fn line(&mut self, line: &str) -> Step {
@@ -738,12 +781,15 @@ impl Chat {
             "who" => self.who(rest),
             "groups" | "list" => self.groups(),
             "hello" => self.hello(),
+            "peers" => self.peers(),
+            "direct" | "d" => self.direct(rest),
             "ping" => self.client.ping().map(|rtt| {
                 say(&format!("* pong in {:.1} ms", rtt.as_secs_f64() * 1000.0));
             }),
             "help" | "?" => {
                 say(
-                    "* commands: /join G, /part G, /msg USER TEXT, /who [G], /groups, /hello, /ping, /quit",
+                    "* commands: /join G, /part G, /msg USER TEXT, /who [G], /groups, /hello, /ping, \
+                     /peers, /direct USER TEXT (with --p2p), /quit",
                 );
                 Ok(())
             }
@@ -757,7 +803,8 @@ impl Chat {
             Ok(()) => Step::Go,
             Err(e) => {
                 say(&format!("! {}", describe_error(&e)));
-                if is_fatal(&e) && !self.reconnect {
+                // A peer goes on without the server: direct messages.
+                if is_fatal(&e) && !self.reconnect && self.p2p.is_none() {
                     Step::Quit
                 } else {
                     Step::Go
@@ -891,6 +938,85 @@ impl Chat {
         Ok(())
     }
 
+    /// `/peers`: the directory (QUERY).
+    fn peers(&mut self) -> Result<(), ClientError> {
+        let Some(p2p) = self.p2p.as_mut() else {
+            say("! /peers needs --p2p (chat --p2p)");
+            return Ok(());
+        };
+        let entries = self.client.query(None)?;
+        for e in &entries {
+            p2p.known.insert(e.user.to_ascii_lowercase(), e.clone());
+        }
+        if entries.is_empty() {
+            say("* peers: (nobody is bound)");
+        } else {
+            let list = entries
+                .iter()
+                .map(|e| format!("{} at {}", e.user, e.socket_addr()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            say(&format!("* peers: {list}"));
+        }
+        Ok(())
+    }
+
+    /// `/direct USER TEXT`: QUERY USER, then deliver to that peer.
+    fn direct(&mut self, rest: &str) -> Result<(), ClientError> {
+        let Some(p2p) = self.p2p.as_mut() else {
+            say("! /direct needs --p2p (chat --p2p)");
+            return Ok(());
+        };
+        let Some((user, text)) = rest.split_once(char::is_whitespace) else {
+            say("! usage: /direct USER TEXT");
+            return Ok(());
+        };
+        let key = user.to_ascii_lowercase();
+        let entry = match self.client.query(Some(user)) {
+            Ok(entries) => match entries
+                .into_iter()
+                .find(|e| e.user.eq_ignore_ascii_case(user))
+            {
+                Some(e) => {
+                    p2p.known.insert(key, e.clone());
+                    e
+                }
+                None => {
+                    p2p.known.remove(&key);
+                    say(&format!(
+                        "! {user} is not in the directory (not bound, or gone: /peers lists who is)"
+                    ));
+                    return Ok(());
+                }
+            },
+            // Refused (bad-args for a bad name, ...): say so.
+            Err(e @ ClientError::Refused { .. }) => return Err(e),
+            // The server is away: the last known endpoint, if any.
+            Err(e) => match p2p.known.get(&key) {
+                Some(known) => {
+                    say(&format!(
+                        "* the directory is unreachable ({e}); using {user}'s last known endpoint {}",
+                        known.socket_addr()
+                    ));
+                    known.clone()
+                }
+                None => {
+                    say(&format!(
+                        "! cannot look {user} up: the directory is unreachable ({e}), \
+                         and {user} was not looked up before"
+                    ));
+                    return Ok(());
+                }
+            },
+        };
+        let at = entry.socket_addr();
+        match peer::deliver(at, &p2p.user, text.as_bytes(), DIRECT_TIMEOUT) {
+            Ok(_) => say(&format!("[direct] -> {}: {text}", entry.user)),
+            Err(e) => say(&format!("! {}", describe_peer_error(&entry.user, at, &e))),
+        }
+        Ok(())
+    }
+
     fn hello(&mut self) -> Result<(), ClientError> {
         let info = self.client.hello()?;
         let list = info
@@ -903,29 +1029,152 @@ impl Chat {
     }
 }
 
+/// One line for a direct delivery that failed.
+fn describe_peer_error(user: &str, at: SocketAddr, e: &PeerError) -> String {
+    match e {
+        PeerError::Io(io) => format!("cannot reach {user}'s peer at {at}: {io}"),
+        PeerError::Timeout => format!(
+            "{user}'s peer at {at} did not answer within {} s",
+            DIRECT_TIMEOUT.as_secs()
+        ),
+        PeerError::Refused { code, text } => {
+            format!("{user}'s peer at {at} refused the message: {code}: {text}")
+        }
+        PeerError::Closed => format!("{user}'s peer at {at} closed the connection without an ACK"),
+        other => format!("{user}'s peer at {at}: {other}"),
+    }
+}
+
+/// `--p2p-listen`: `IP`, `IP:PORT` or `[IPv6]:PORT`.
+fn parse_listen(arg: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = arg.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    arg.parse::<SocketAddr>().map_err(|_| {
+        format!("--p2p-listen {arg:?}: expected an IP address, IP:PORT or [IPv6]:PORT")
+    })
+}
+
+/// Starts the peer endpoint (messages printed as `[direct] sender: text`)
+/// on `listen`, by default the IP the client connects from; returns it and
+/// the address to BIND.
+fn start_peer(
+    client: &Client,
+    listen: Option<SocketAddr>,
+) -> Result<(PeerEndpoint, SocketAddr), String> {
+    let local = client
+        .local_addr()
+        .ok_or_else(|| "the connection's own address is unknown".to_string())?;
+    let addr = listen.unwrap_or_else(|| SocketAddr::new(local.ip(), 0));
+    let endpoint = PeerEndpoint::bind_with(PeerConfig::new(addr), |m| {
+        say(&format!(
+            "[direct] {}: {}",
+            m.sender,
+            String::from_utf8_lossy(&m.payload)
+        ));
+    })
+    .map_err(|e| format!("cannot listen for peers on {addr}: {e}"))?;
+    let mut at = endpoint.local_addr();
+    if at.ip().is_unspecified() {
+        // Listening everywhere: the directory gets the address the server sees.
+        at.set_ip(local.ip());
+    }
+    Ok((endpoint, at))
+}
+
+/// BINDs `at` in the directory and says how it went.
+fn bind_peer(client: &Client, at: SocketAddr) {
+    match client.bind(at.ip(), at.port()) {
+        Ok(_) => say(&format!(
+            "* direct messages: listening on {at}, bound in the directory"
+        )),
+        Err(e) => {
+            let hint = match &e {
+                ClientError::Refused {
+                    code: ErrorCode::Forbidden,
+                    ..
+                } => match client.local_addr() {
+                    Some(local) => format!(
+                        " (the server takes only the address this client connects from, {}: \
+                         leave out --p2p-listen or give that address)",
+                        local.ip()
+                    ),
+                    None => String::new(),
+                },
+                ClientError::Refused {
+                    code: ErrorCode::Unreachable,
+                    ..
+                } => format!(" (the server could not reach {at}: a firewall or NAT between them?)"),
+                ClientError::Refused {
+                    code: ErrorCode::UnknownCommand,
+                    ..
+                } => " (this server has no directory)".to_string(),
+                _ => String::new(),
+            };
+            say(&format!(
+                "! cannot BIND {at} in the directory: {}{hint}; others cannot find this peer \
+                 (/direct still sends)",
+                describe_error(&e)
+            ));
+        }
+    }
+}
+
 pub(crate) fn run_chat(args: ChatArgs) -> ExitCode {
+    let listen = match args.p2p_listen.as_deref().map(parse_listen).transpose() {
+        Ok(l) => l,
+        Err(e) => return fail("chat", &e),
+    };
     let client = match args.conn.connect(args.address.as_deref()) {
         Ok(c) => Arc::new(c),
         Err(e) => return fail("chat", &e),
     };
     let reconnect = args.conn.reconnect;
+    let p2p = args.p2p;
+    let peer = if p2p {
+        match start_peer(&client, listen) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = client.quit();
+                return fail("chat", &e);
+            }
+        }
+    } else {
+        None
+    };
+    let bound_at = peer.as_ref().map(|(_, at)| *at);
     let stop = Arc::new(AtomicBool::new(false));
     // The main thread is blocked reading input: no reason to wait for it.
-    on_interrupt(&client, &stop, Duration::ZERO);
+    on_interrupt(&client, &stop, Duration::ZERO, p2p);
     // Pushes are printed by their own thread, so they appear while the main
-    // thread waits for input. It ends the program when the session is over.
+    // thread waits for input. It ends the program when the session is over
+    // (a peer goes on without the server, for direct messages).
     {
         let client = Arc::clone(&client);
         let stop = Arc::clone(&stop);
         thread::spawn(move || {
+            let server_gone = || {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if p2p {
+                    say(
+                        "* the server closed the connection; direct messages go on (/direct, /quit to leave)",
+                    );
+                } else {
+                    say("* the server closed the connection");
+                    std::process::exit(1);
+                }
+            };
             loop {
                 match client.recv(None) {
-                    Ok(Push::Disconnected) if !reconnect => {
-                        if stop.load(Ordering::SeqCst) {
-                            return;
+                    Ok(Push::Disconnected) if !reconnect => return server_gone(),
+                    Ok(Push::Reconnected) => {
+                        say("* reconnected");
+                        // The server may have forgotten the entry (a restart).
+                        if let Some(at) = bound_at {
+                            bind_peer(&client, at);
                         }
-                        say("* the server closed the connection");
-                        std::process::exit(1);
                     }
                     Ok(push) => {
                         if let Some(line) = push_line(&push) {
@@ -933,16 +1182,13 @@ pub(crate) fn run_chat(args: ChatArgs) -> ExitCode {
                         }
                     }
                     Err(ClientError::Timeout) => {}
-                    Err(_) => {
-                        if stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        say("* the server closed the connection");
-                        std::process::exit(1);
-                    }
+                    Err(_) => return server_gone(),
                 }
             }
         });
+    }
+    if let Some(at) = bound_at {
+        bind_peer(&client, at);
     }
     let user = args.conn.user.clone();
     if io::stdin().is_terminal() {
@@ -954,6 +1200,10 @@ pub(crate) fn run_chat(args: ChatArgs) -> ExitCode {
         client: Arc::clone(&client),
         current: None,
         reconnect,
+        p2p: p2p.then(|| P2p {
+            user: user.clone(),
+            known: HashMap::new(),
+        }),
     };
     let stdin = io::stdin();
     let mut lock = stdin.lock();
@@ -976,7 +1226,12 @@ pub(crate) fn run_chat(args: ChatArgs) -> ExitCode {
         }
     }
     stop.store(true, Ordering::SeqCst);
+    if p2p {
+        // Out of the directory first, then the endpoint stops answering.
+        let _ = client.leave();
+    }
     let _ = client.quit();
+    drop(peer);
     ExitCode::SUCCESS
 }
 
@@ -1015,6 +1270,34 @@ mod tests {
         let twice = split(&["127.0.0.1:1"], true).expect_err("-m and a MESSAGE");
         assert!(twice.contains("--addr 127.0.0.1:1"), "{twice}");
         assert!(split(&["a", "b"], true).is_err());
+    }
+
+    #[test]
+    fn p2p_listen_takes_an_ip_or_an_ip_and_port() {
+        let ok = |a: &str| parse_listen(a).map(|s| s.to_string());
+        assert_eq!(ok("127.0.0.1"), Ok("127.0.0.1:0".into()));
+        assert_eq!(ok("0.0.0.0:7000"), Ok("0.0.0.0:7000".into()));
+        assert_eq!(ok("::1"), Ok("[::1]:0".into()));
+        assert_eq!(ok("[::1]:7000"), Ok("[::1]:7000".into()));
+        for bad in ["localhost", "127.0.0.1:x", "", ":7000"] {
+            let e = parse_listen(bad).expect_err(bad);
+            assert!(e.contains("--p2p-listen"), "{e}");
+        }
+    }
+
+    #[test]
+    fn peer_errors_name_the_user_and_the_address() {
+        let at: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let refused = PeerError::Refused {
+            code: ErrorCode::Busy,
+            text: "full".into(),
+        };
+        assert_eq!(
+            describe_peer_error("bob", at, &refused),
+            "bob's peer at 127.0.0.1:5000 refused the message: busy: full"
+        );
+        let timeout = describe_peer_error("bob", at, &PeerError::Timeout);
+        assert!(timeout.contains("did not answer within 5 s"), "{timeout}");
     }
 
     #[test]

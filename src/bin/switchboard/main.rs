@@ -60,7 +60,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         key_password_file: Option<PathBuf>,
     },
-    /// Interactive line client: join groups, talk, send one-to-one messages.
+    /// Interactive line client: join groups, talk, send one-to-one messages;
+    /// with --p2p also a peer, sending and taking direct messages.
     Chat(clients::ChatArgs),
     /// Publish a message (or each line of standard input) and exit.
     Pub(clients::PubArgs),
