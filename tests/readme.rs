@@ -7,12 +7,19 @@
 //!   `alice>`/`bob>` line typed and every `alice<`/`bob<` line expected, in
 //!   order, on two real connections. (The listening address is the test's
 //!   own loopback port instead of 7420, so that tests can run side by side.)
+//! - "Peer to peer" (issue 13): the lecture's `nc` session with the
+//!   directory, a `peer` terminal being the listener that answers the
+//!   server's probe; then the two `chat --p2p` processes, their output line
+//!   by line, with the server stopped halfway. (Ports of the README are the
+//!   test's free ones, of as many digits where a LEN depends on them.)
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ChildStdin};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -108,6 +115,20 @@ fn two_people_chatting_with_nc_works_as_written() {
 /// lines there were.
 #[track_caller]
 fn replay(server: &ServerProc, code: &[&str]) -> usize {
+    replay_with(server, code, BTreeMap::new(), &[])
+}
+
+/// [`replay`], where the terminals named in `listeners` are not `nc` to
+/// the server but `nc -lk` on that listener (their connection is the next
+/// one accepted, when their first line comes), and each `(from, to)` of
+/// `replace` is replaced in every line (a port of the README by the test's).
+#[track_caller]
+fn replay_with(
+    server: &ServerProc,
+    code: &[&str],
+    mut listeners: BTreeMap<String, TcpListener>,
+    replace: &[(&str, String)],
+) -> usize {
     let mut terminals: BTreeMap<String, Terminal> = BTreeMap::new();
     let mut lines = 0;
     for line in code {
@@ -118,10 +139,17 @@ fn replay(server: &ServerProc, code: &[&str]) -> usize {
             continue;
         }
         let typed = line.as_bytes()[who.len()] == b'>';
-        let content = rest.strip_prefix(' ').unwrap_or(rest);
+        let mut content = rest.strip_prefix(' ').unwrap_or(rest).to_string();
+        for (from, to) in replace {
+            content = content.replace(from, to);
+        }
+        let content = content.as_str();
         lines += 1;
         let t = terminals.entry(who.to_string()).or_insert_with(|| {
-            let stream = TcpStream::connect(server.addr).expect("nc connects");
+            let stream = match listeners.remove(who) {
+                Some(listener) => accept_within(&listener, Duration::from_secs(5), who),
+                None => TcpStream::connect(server.addr).expect("nc connects"),
+            };
             stream
                 .set_read_timeout(Some(Duration::from_millis(100)))
                 .expect("timeout");
@@ -160,46 +188,7 @@ fn the_password_walkthrough_works_as_written() {
         .nth(1)
         .expect("the password walkthrough");
     let code = code_lines(part);
-    let passwd = code
-        .iter()
-        .find_map(|l| l.strip_prefix("cargo run --release -- passwd "))
-        .expect("a passwd line");
-    let (args, comment) = passwd.split_once('#').expect("a comment with the password");
-    let password = comment
-        .split_whitespace()
-        .skip_while(|w| *w != "type")
-        .nth(1)
-        .expect("`type PASSWORD`")
-        .trim_end_matches(',');
-    let dir = TempDir::new("readme-passwd");
-    let mut cmd: Vec<&str> = vec!["passwd"];
-    cmd.extend(args.split_whitespace());
-    let out = std::process::Command::new(BIN)
-        .args(&cmd)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(format!("{password}\n").as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("passwd runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let serve = code
-        .iter()
-        .find_map(|l| l.strip_prefix("cargo run --release -- serve"))
-        .expect("a serve line");
-    let flags: Vec<&str> = serve.split_whitespace().collect();
-    let server = ServerProc::start_in(dir, &serve_args(&flags));
+    let server = password_server_as_written(&code);
     assert!(replay(&server, &code) >= 6, "too few transcript lines");
 }
 
@@ -274,4 +263,287 @@ fn command_line_clients_work_as_written() {
         .map(str::trim)
         .collect();
     assert_eq!(printed.lines().collect::<Vec<_>>(), expected);
+}
+
+/// The next connection to `listener`, within `timeout`.
+#[track_caller]
+fn accept_within(listener: &TcpListener, timeout: Duration, who: &str) -> TcpStream {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).expect("blocking");
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{who}: no connection within {timeout:?}: {e}"),
+        }
+    }
+}
+
+/// A free loopback port with as many digits as `like` (so that a payload
+/// that shows it keeps its LEN): `like` itself if it is free. The
+/// listener is returned bound.
+fn port_like(like: u16) -> (TcpListener, u16) {
+    let digits = like.to_string().len() as u32;
+    let (low, high) = (10u16.pow(digits - 1).max(1024), 10u32.pow(digits) - 1);
+    let high = u16::try_from(high).unwrap_or(u16::MAX);
+    let mut port = like;
+    for _ in 0..2000 {
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return (l, port);
+        }
+        port = if port >= high { low } else { port + 1 };
+    }
+    panic!("no free loopback port with {digits} digits");
+}
+
+/// The README's peer-to-peer section (issue 13).
+fn p2p_section() -> String {
+    section(&readme(), "Peer to peer")
+}
+
+/// Makes the password file the section's `passwd` line makes (the password
+/// from its comment, on standard input) in a new directory, and starts the
+/// server of its `serve` line there.
+#[track_caller]
+fn password_server_as_written(code: &[&str]) -> ServerProc {
+    let passwd = code
+        .iter()
+        .find_map(|l| l.strip_prefix("cargo run --release -- passwd "))
+        .expect("a passwd line");
+    let (args, comment) = passwd.split_once('#').expect("a comment with the password");
+    let password = comment
+        .split_whitespace()
+        .skip_while(|w| *w != "type")
+        .nth(1)
+        .expect("`type PASSWORD`")
+        .trim_end_matches(',');
+    let dir = TempDir::new("readme-passwd");
+    let mut cmd: Vec<&str> = vec!["passwd"];
+    cmd.extend(args.split_whitespace());
+    let out = std::process::Command::new(BIN)
+        .args(&cmd)
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("{password}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("passwd runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serve = code
+        .iter()
+        .find_map(|l| l.strip_prefix("cargo run --release -- serve"))
+        .expect("a serve line");
+    let flags: Vec<&str> = serve.split_whitespace().collect();
+    ServerProc::start_in(dir, &serve_args(&flags))
+}
+
+/// "Peer to peer", the lecture's session with `nc`: the password file and
+/// the server as written, `corrado` on a connection to it, and `peer` the
+/// listener that answers the server's probe (on port 5000 if it is free,
+/// else another four-digit port, so that the RESULT's LEN is as written).
+#[test]
+fn the_directory_walkthrough_with_nc_works_as_written() {
+    let text = p2p_section();
+    let part = text
+        .split("The same with the command-line client")
+        .next()
+        .unwrap_or_default();
+    let code = code_lines(part);
+    let server = password_server_as_written(&code);
+    let (listener, port) = port_like(5000);
+    let listeners = BTreeMap::from([("peer".to_string(), listener)]);
+    let replace = [("5000", port.to_string())];
+    assert!(
+        replay_with(&server, &code, listeners, &replace) >= 19,
+        "too few transcript lines"
+    );
+    assert!(
+        part.contains("nc -lk 127.0.0.1\n5000") || part.contains("nc -lk 127.0.0.1 5000"),
+        "the listener's command"
+    );
+}
+
+/// One `switchboard chat` of the walkthrough: its stdout lines as shown,
+/// and those the README says it shows.
+struct ChatTerminal {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    shown: Vec<String>,
+    expected: Vec<String>,
+}
+
+impl ChatTerminal {
+    /// Reads until as many lines were shown as the README says by now.
+    #[track_caller]
+    fn catch_up(&mut self, who: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.shown.len() < self.expected.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.shown.push(line),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            self.shown, self.expected,
+            "{who}'s terminal differs from the README"
+        );
+    }
+}
+
+impl Drop for ChatTerminal {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// Replays `NAME>`/`NAME<` lines on the chat processes `chats` (NAME to
+/// process). `* connected as` lines are left out: a chat shows them only on
+/// a terminal.
+#[track_caller]
+fn replay_chats(
+    chats: &mut BTreeMap<String, ChatTerminal>,
+    code: &[&str],
+    replace: &[(&str, String)],
+) -> usize {
+    let mut lines = 0;
+    for line in code {
+        let Some((who, rest)) = line.split_once(['>', '<']) else {
+            continue;
+        };
+        if !chats.contains_key(who) {
+            continue;
+        }
+        let typed = line.as_bytes()[who.len()] == b'>';
+        let mut content = rest.strip_prefix(' ').unwrap_or(rest).to_string();
+        for (from, to) in replace {
+            content = content.replace(from, to);
+        }
+        lines += 1;
+        if typed {
+            // Everything shown before this line was typed, in every
+            // terminal, is there.
+            for (other, o) in chats.iter_mut() {
+                o.catch_up(other);
+            }
+            let t = chats.get_mut(who).expect("a chat");
+            let stdin = t.stdin.as_mut().expect("stdin");
+            stdin
+                .write_all(format!("{content}\n").as_bytes())
+                .and_then(|()| stdin.flush())
+                .expect("type a line");
+        } else if !content.starts_with("* connected as ") {
+            if let Some(t) = chats.get_mut(who) {
+                t.expected.push(content);
+            }
+        }
+    }
+    for (who, t) in chats.iter_mut() {
+        t.catch_up(who);
+    }
+    lines
+}
+
+/// "Peer to peer", the two `chat --p2p` terminals: the server and the chats
+/// as written (each chat with `--addr` of the test's server, and its
+/// `--p2p-listen` port a free one), the first transcript, the server
+/// stopped, the second transcript; alice exits on `/quit`, bob at the end
+/// of his input, both with status 0.
+#[test]
+fn two_chat_peers_work_as_written() {
+    let text = p2p_section();
+    let part = text
+        .split("The same with the command-line client")
+        .nth(1)
+        .expect("the chat walkthrough");
+    let (before, after) = part
+        .split_once("Now stop the server")
+        .expect("the server is stopped halfway");
+    let code = code_lines(before);
+    let serve = code
+        .iter()
+        .find_map(|l| l.strip_prefix("switchboard serve"))
+        .expect("a serve line");
+    let flags: Vec<&str> = serve.split_whitespace().collect();
+    let mut server = ServerProc::start(&flags);
+    let addr = server.addr.to_string();
+    let mut replace: Vec<(String, String)> = Vec::new();
+    let mut chats = BTreeMap::new();
+    for line in code.iter().filter(|l| l.starts_with("switchboard chat ")) {
+        let mut args: Vec<String> = line.split_whitespace().skip(1).map(String::from).collect();
+        let user = args
+            .iter()
+            .skip_while(|a| *a != "--user")
+            .nth(1)
+            .expect("--user NAME")
+            .clone();
+        if let Some(listen) = args.iter_mut().skip_while(|a| *a != "--p2p-listen").nth(1) {
+            let written: std::net::SocketAddr = listen.parse().expect("IP:PORT");
+            let (free, port) = port_like(written.port());
+            drop(free);
+            replace.push((written.port().to_string(), port.to_string()));
+            *listen = format!("{}:{port}", written.ip());
+        }
+        args.extend(["--addr".to_string(), addr.clone()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = spawn_piped(&user, BIN, &args, None);
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let stdin = child.stdin.take();
+        chats.insert(
+            user,
+            ChatTerminal {
+                child,
+                stdin,
+                lines,
+                shown: Vec::new(),
+                expected: Vec::new(),
+            },
+        );
+    }
+    assert_eq!(chats.len(), 2, "two chats");
+    let replace: Vec<(&str, String)> = replace
+        .iter()
+        .map(|(from, to)| (from.as_str(), to.clone()))
+        .collect();
+    let first = replay_chats(&mut chats, &code, &replace);
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let second = replay_chats(&mut chats, &code_lines(after), &replace);
+    assert!(
+        first >= 11 && second >= 7,
+        "too few lines: {first}, {second}"
+    );
+    for (who, t) in chats.iter_mut() {
+        // alice typed /quit; bob's input ends.
+        t.stdin = None;
+        let status = wait_child(&mut t.child, Duration::from_secs(10))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("{who} did not exit"));
+        assert!(status.success(), "{who}: {status}");
+    }
 }

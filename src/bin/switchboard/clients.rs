@@ -1187,14 +1187,14 @@ pub(crate) fn run_chat(args: ChatArgs) -> ExitCode {
             }
         });
     }
-    if let Some(at) = bound_at {
-        bind_peer(&client, at);
-    }
     let user = args.conn.user.clone();
     if io::stdin().is_terminal() {
         say(&format!(
             "* connected as {user}; /join G to talk in a group, /help for commands"
         ));
+    }
+    if let Some(at) = bound_at {
+        bind_peer(&client, at);
     }
     let mut chat = Chat {
         client: Arc::clone(&client),
