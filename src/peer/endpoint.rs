@@ -11,7 +11,8 @@
 //! Bounds: at most `max_connections` open sessions (a new connection past
 //! that closes the quietest one with `ERR server-full`, so that a peer that
 //! holds connections open cannot keep the directory's probe out), and as
-//! many again closing; per session one header plus `max_payload` of input
+//! many again closing (past that the closing one nearest its end is dropped
+//! at once); at most 256 accepts a turn; per session one header plus `max_payload` of input
 //! and [`OUTPUT_PAUSE`](super::session::OUTPUT_PAUSE) of replies; at most
 //! `queue` messages waiting for [`PeerEndpoint::recv`] (past that, `ERR
 //! busy`).
@@ -44,6 +45,10 @@ const FIRST_CONN: usize = 2;
 const SCRATCH: usize = 64 << 10;
 /// Most bytes read from one connection per loop turn.
 const READ_BUDGET: usize = 1 << 20;
+/// Most connections accepted per loop turn.
+const ACCEPTS_PER_TURN: usize = 256;
+/// How long to wait before accepting again after accept failed.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long a closed connection waits for its peer to close before it goes.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -223,6 +228,7 @@ impl PeerEndpoint {
             shared: Arc::clone(&shared),
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             retry: Vec::new(),
+            accept_again: None,
         };
         let thread = thread::Builder::new()
             .name("switchboard-peer".into())
@@ -328,6 +334,8 @@ struct Worker {
     scratch: Box<[u8]>,
     /// Connections whose read budget ran out: served again next turn.
     retry: Vec<usize>,
+    /// Connections may be waiting in the backlog: accept again at this time.
+    accept_again: Option<Instant>,
 }
 
 impl Worker {
@@ -374,8 +382,9 @@ impl Worker {
             for &key in &ready {
                 self.serve(key, Instant::now());
             }
-            if accept {
-                self.accept(Instant::now());
+            let now = Instant::now();
+            if accept || self.accept_again.is_some_and(|t| t <= now) {
+                self.accept(now);
             }
             self.on_timers(Instant::now());
         }
@@ -386,18 +395,28 @@ impl Worker {
         self.conns
             .iter()
             .filter_map(|(_, c)| c.linger_until.or_else(|| c.session.next_deadline()))
+            .chain(self.accept_again)
             .min()
     }
 
     fn accept(&mut self, now: Instant) {
-        loop {
+        // A flood of connects cannot keep the loop here: the rest wait in
+        // the backlog for the next turn.
+        // (Readiness is edge-triggered: whatever is left is tried again
+        // next turn, or after a pause when accept fails.)
+        self.accept_again = Some(now);
+        for _ in 0..ACCEPTS_PER_TURN {
             let (mut sock, peer) = match self.listener.accept() {
                 Ok(pair) => pair,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.accept_again = None;
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Out of descriptors, say: the backlog keeps the rest.
                     warn!("peer endpoint: accept failed: {e}");
+                    self.accept_again = Some(now + ACCEPT_PAUSE);
                     return;
                 }
             };
@@ -411,7 +430,11 @@ impl Worker {
                 self.evict_quietest(now);
             }
             if self.conns.len() >= self.max_connections.saturating_mul(2) {
-                // Everything else is closing: no state for this one.
+                // As many closing as open: the closing one with the least
+                // time left goes now (its farewell was written, or tried).
+                self.drop_oldest_closing();
+            }
+            if self.conns.len() >= self.max_connections.saturating_mul(2) {
                 let _ = sock.write(&frame::err(
                     ErrorCode::ServerFull,
                     "too many peer connections; try again later",
@@ -442,6 +465,22 @@ impl Worker {
                 .store(self.conns.len() as u64, Ordering::Relaxed);
             // Edge-triggered: bytes that came with the connection are read now.
             self.serve(key, now);
+        }
+    }
+
+    /// Drops the closing connection whose linger ends first.
+    fn drop_oldest_closing(&mut self) {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.ending().is_some())
+            .min_by_key(|(_, c)| c.linger_until)
+            .map(|(k, _)| k);
+        if let Some(key) = oldest {
+            if let Some(c) = self.conns.get_mut(key) {
+                let _ = write_out(c);
+            }
+            self.remove(key);
         }
     }
 
@@ -476,14 +515,20 @@ impl Worker {
             };
             // Read what the session has room for.
             if c.linger_until.is_some() {
-                // Closing: the peer's bytes are discarded until it closes.
-                loop {
+                // Closing: the peer's bytes are discarded until it closes
+                // (a budget's worth a turn; the linger bounds the rest).
+                while budget > 0 {
                     match c.sock.read(&mut self.scratch) {
                         Ok(0) => {
                             gone = true;
                             break;
                         }
-                        Ok(_) => {}
+                        Ok(n) => {
+                            budget = budget.saturating_sub(n);
+                            if budget == 0 {
+                                self.retry.push(key);
+                            }
+                        }
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(_) => {

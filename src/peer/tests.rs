@@ -362,3 +362,20 @@ fn ipv6_loopback_works_too() {
     deliver(bob.local_addr(), "alice", b"v6", WAIT).expect("delivered");
     assert_eq!(&bob.recv(Some(WAIT)).expect("message").payload[..], b"v6");
 }
+
+#[test]
+fn a_connect_flood_stays_bounded_and_the_probe_gets_in() {
+    let mut config = PeerConfig::new(loopback());
+    config.max_connections = 8;
+    let bob = PeerEndpoint::bind(config).expect("bind");
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect_timeout(&bob.local_addr(), WAIT).ok())
+        .collect();
+    assert!(flood.len() > 250, "only {} connected", flood.len());
+    // Every one is accepted (more than a turn's worth), none kept past the
+    // bound, and the probe still gets its PONG.
+    wait_for(|| bob.stats().accepted >= flood.len() as u64);
+    assert!(bob.stats().connections <= 16, "{:?}", bob.stats());
+    ping(bob.local_addr(), WAIT).expect("pong during the flood");
+    assert!(bob.stats().connections <= 16, "{:?}", bob.stats());
+}
