@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, ChildStdin, ExitStatus};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 use switchboard::error::ErrorCode;
@@ -441,4 +441,63 @@ fn a_library_endpoint_answers_the_servers_probe() {
         other => panic!("{other:?}"),
     }
     client.quit().expect("quit");
+}
+
+/// The endpoint answers the server's re-probes, so its entry stays; once
+/// it stops, the next re-probe removes the entry.
+#[test]
+fn re_probes_are_answered_and_a_stopped_endpoint_is_dropped() {
+    let server = ServerProc::start(&["--probe-interval", "1"]);
+    let client = switchboard::Client::connect(ClientConfig::new(server.addr.to_string(), "fred"))
+        .expect("login");
+    let ip = client.local_addr().expect("connected").ip();
+    let endpoint = PeerEndpoint::bind(PeerConfig::new(SocketAddr::new(ip, 0))).expect("endpoint");
+    let at = endpoint.local_addr();
+    client.bind(at.ip(), at.port()).expect("bound");
+    // Re-probed (about every second) and still there.
+    assert!(
+        wait_until(Duration::from_secs(5), || endpoint.stats().pings >= 3),
+        "{:?}",
+        endpoint.stats()
+    );
+    assert_eq!(client.query(Some("fred")).expect("query").len(), 1);
+    endpoint.stop();
+    assert!(
+        wait_until(Duration::from_secs(5), || client
+            .query(Some("fred"))
+            .is_ok_and(|e| e.is_empty())),
+        "the entry outlived its endpoint"
+    );
+    client.quit().expect("quit");
+}
+
+/// With `--reconnect`, a chat that finds a new server (which has an empty
+/// directory) binds its endpoint there again.
+#[test]
+fn a_reconnected_chat_binds_again() {
+    let mut first = ServerProc::start(&[]);
+    let addr = first.addr;
+    let alice = Proc::chat("alice", addr, &["--reconnect"]);
+    let at = alice.expect_bound();
+    first.signal("KILL");
+    let _ = first.wait_exit(EXIT_TIMEOUT);
+    alice.expect_line("* connection lost");
+    let listen = addr.to_string();
+    let second = ServerProc::start_raw(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--tls-listen",
+        "off",
+        "--ws-listen",
+        "off",
+        "--wss-listen",
+        "off",
+    ]);
+    alice.expect_line("* reconnected");
+    assert_eq!(alice.expect_bound(), at, "the same endpoint");
+    assert_eq!(
+        directory(&second),
+        vec![format!("alice,{},{}", at.ip(), at.port())]
+    );
 }
