@@ -261,3 +261,120 @@ fn a_flood_of_binds_stays_within_the_probe_bound() {
         t.elapsed()
     );
 }
+
+/// Records the directory's events.
+struct Watcher {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl switchboard::Handler for Watcher {
+    fn on_bind(&mut self, _ctx: &mut switchboard::Context<'_>, user: &str, addr: SocketAddr) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.push(format!("bind {user} {addr}"));
+        }
+    }
+    fn on_unbind(
+        &mut self,
+        _ctx: &mut switchboard::Context<'_>,
+        user: &str,
+        addr: SocketAddr,
+        reason: &str,
+    ) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.push(format!("unbind {user} {addr} {reason}"));
+        }
+    }
+}
+
+/// The embedding program sees entries come and go, and adds and removes
+/// its own (taken on its word, then re-probed like the others).
+#[test]
+fn the_embedding_program_sees_and_edits_the_directory() {
+    let config = switchboard::ServerConfig {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        broker: switchboard::BrokerConfig {
+            probe_interval: Duration::from_millis(500),
+            ..switchboard::BrokerConfig::default()
+        },
+        ..switchboard::ServerConfig::default()
+    };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = switchboard::Server::bind(
+        config,
+        Watcher {
+            seen: Arc::clone(&seen),
+        },
+    )
+    .expect("bind");
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let run = thread::spawn(move || server.run().expect("run"));
+    let peer = FakePeer::start(Peer::Pongs);
+    let mut a = Client::connect(addr, "alice");
+    a.send_line("USER 0 alice");
+    a.expect_ack();
+    assert!(bind(&mut a, peer.port()).is("ACK", &[]));
+    // An entry of the program's own, for an endpoint that is not there.
+    let ghost = SocketAddr::from(([127, 0, 0, 1], dead_port()));
+    handle
+        .call(move |ctx| ctx.bind("ghost", ghost))
+        .expect("call");
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle
+        .call(move |ctx| {
+            let _ = tx.send(ctx.directory());
+        })
+        .expect("call");
+    let listed = rx.recv_timeout(READ_TIMEOUT).expect("directory");
+    assert_eq!(
+        listed,
+        [
+            (
+                "alice".to_owned(),
+                SocketAddr::from(([127, 0, 0, 1], peer.port()))
+            ),
+            ("ghost".to_owned(), ghost)
+        ]
+    );
+    // The ghost fails its first re-probe; alice's entry is removed by the program.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen
+        .lock()
+        .is_ok_and(|s| s.iter().any(|e| e.starts_with("unbind ghost")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            seen.lock().map(|s| s.clone())
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    handle
+        .call(|ctx| {
+            assert!(ctx.unbind("ALICE"));
+        })
+        .expect("call");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.result("QUERY 0") != Vec::<String>::new() {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(20));
+    }
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let p = peer.port();
+    assert_eq!(
+        seen.first(),
+        Some(&format!("bind alice 127.0.0.1:{p}")),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&format!("bind ghost {ghost}")), "{seen:?}");
+    assert!(
+        seen.contains(&format!("unbind ghost {ghost} its probe failed")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&format!("unbind alice 127.0.0.1:{p} removed by the server")),
+        "{seen:?}"
+    );
+    handle.stop();
+    let _ = run.join();
+}

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::*;
 
-/// Every key of protocol.md section 10, in its order.
-const KEYS: [&str; 22] = [
+/// Every key of protocol.md section 10, in its order, then the
+/// directory's (docs/protocol.md section 6).
+const KEYS: [&str; 25] = [
     "uptime_s",
     "connections",
     "connections_tcp",
@@ -34,9 +35,12 @@ const KEYS: [&str; 22] = [
     "log_lines_dropped",
     "rss_bytes",
     "loop_turn_max_us",
+    "directory_entries",
+    "probes",
+    "probe_failures",
 ];
 
-const COUNTERS: [&str; 11] = [
+const COUNTERS: [&str; 13] = [
     "frames_in",
     "frames_out",
     "bytes_in",
@@ -48,6 +52,8 @@ const COUNTERS: [&str; 11] = [
     "tls_handshakes",
     "limits_refused",
     "log_lines_dropped",
+    "probes",
+    "probe_failures",
 ];
 
 fn stats(c: &mut Client) -> BTreeMap<String, u64> {
