@@ -346,6 +346,82 @@ pub fn ws_transport(data: &[u8]) {
     }
 }
 
+// peer_session
+// ---------------------------------------------------------------------------
+
+/// The receiving end of a direct peer connection (`peer::PeerSession`) fed
+/// arbitrary bytes: the first byte picks the payload limit, how the rest is
+/// split into reads, and which messages are refused. Fed whole (as much as
+/// the session has room for) and in chunks, it must give the same events,
+/// write the same bytes and end the same way; it never holds more input
+/// than one header and its payload limit.
+pub fn peer_session(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use crate::error::ErrorCode;
+    use crate::peer::{PeerEvent, PeerSession, SessionLimits};
+
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let limits = SessionLimits {
+        max_payload: [0, 1, 16, 4096][usize::from(first & 3)],
+        idle_timeout: Duration::from_secs(30),
+    };
+    let chunk = usize::from(first >> 3) + 1;
+    let refuse_every = usize::from((first >> 2) & 1) + 2;
+    let now = Instant::now();
+    let run = |chunked: bool| {
+        let mut s = PeerSession::new(limits, now);
+        let mut events = Vec::new();
+        let mut written = Vec::new();
+        let mut input = rest;
+        let mut messages = 0;
+        let bound = crate::proto::frame::MAX_HEADER_LEN + limits.max_payload + 1;
+        loop {
+            // Everything owed is taken at once (a reader that keeps up).
+            written.extend_from_slice(s.transmit());
+            let n = s.transmit().len();
+            s.advance_transmit(n);
+            while let Some(e) = s.poll_event(now) {
+                if let PeerEvent::Message { .. } = e {
+                    messages += 1;
+                    if messages % refuse_every == 0 {
+                        s.answer(Err((ErrorCode::Busy, "full")));
+                    } else {
+                        s.answer(Ok(()));
+                    }
+                }
+                events.push(e);
+            }
+            written.extend_from_slice(s.transmit());
+            let n = s.transmit().len();
+            s.advance_transmit(n);
+            let room = s.room();
+            assert!(room <= bound, "room {room} over one frame");
+            if input.is_empty() || room == 0 {
+                break;
+            }
+            let take = if chunked { chunk.min(room) } else { room };
+            let take = take.min(input.len());
+            s.handle_input(&input[..take]);
+            input = &input[take..];
+        }
+        s.handle_eof();
+        while let Some(e) = s.poll_event(now) {
+            if let PeerEvent::Message { .. } = e {
+                s.answer(Ok(()));
+            }
+            events.push(e);
+        }
+        written.extend_from_slice(s.transmit());
+        (events, written, s.ending())
+    };
+    let whole = run(false);
+    let chunked = run(true);
+    assert_eq!(whole, chunked, "fed whole and in chunks of {chunk}");
+}
+
 // client_session
 // ---------------------------------------------------------------------------
 

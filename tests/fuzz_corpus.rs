@@ -64,6 +64,11 @@ fn ws() {
 }
 
 #[test]
+fn peer_session() {
+    replay("peer_session", switchboard::fuzzing::peer_session);
+}
+
+#[test]
 fn ws_transport() {
     replay("ws_transport", switchboard::fuzzing::ws_transport);
 }
@@ -87,6 +92,7 @@ fn one_input() {
         "acl_file" => switchboard::fuzzing::acl_file,
         "ws" => switchboard::fuzzing::ws,
         "ws_transport" => switchboard::fuzzing::ws_transport,
+        "peer_session" => switchboard::fuzzing::peer_session,
         other => panic!("unknown target {other}"),
     };
     check(&data);
