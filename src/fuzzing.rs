@@ -616,13 +616,22 @@ enum Op {
 #[derive(Debug, Arbitrary)]
 enum Cmd {
     User(u8),
-    Pass { password: u8, as_payload: bool },
+    Pass {
+        password: u8,
+        as_payload: bool,
+    },
     Subscribe(Vec<u8>),
     Unsubscribe(Vec<u8>),
     Watch(Vec<u8>),
     Unwatch(Vec<u8>),
-    Publish { groups: Vec<u8>, payload: Vec<u8> },
-    Send { user: u8, payload: Vec<u8> },
+    Publish {
+        groups: Vec<u8>,
+        payload: Vec<u8>,
+    },
+    Send {
+        user: u8,
+        payload: Vec<u8>,
+    },
     Who(Option<u8>),
     Groups,
     Hello,
@@ -630,7 +639,12 @@ enum Cmd {
     Pong,
     Quit,
     Directory(u8),
-    Unknown { verb: u8, payload: Vec<u8> },
+    /// Queue groups, requests, replies, surveys, ECHO (issue 14).
+    Pattern(u8),
+    Unknown {
+        verb: u8,
+        payload: Vec<u8>,
+    },
 }
 
 /// Six users, spelled in two cases.
@@ -696,6 +710,16 @@ impl Cmd {
                 3 => "QUERY 0\n".to_owned(),
                 4 => format!("QUERY 0 {}\n", user(*n)),
                 _ => "LEAVE 0\n".to_owned(),
+            },
+            Self::Pattern(n) => match n % 8 {
+                0 => format!("QSUBSCRIBE 0 q{} {}\n", n % 2, 1 + n % 3),
+                1 => format!("QUNSUBSCRIBE 0 q{} {}\n", n % 2, 1 + n % 3),
+                2 => format!("REQUEST 1 {} {}\nr", 1 + n % 3, 1 + u32::from(*n) * 40),
+                3 => format!("REPLY 1 r{}\na", n % 16),
+                4 => format!("SURVEY 1 {} {}\ns", 1 + n % 3, 1 + u32::from(*n) * 40),
+                5 => "ECHO 0 off\n".to_owned(),
+                6 => "ECHO 0 on\n".to_owned(),
+                _ => format!("REQUEST 0 {}\n", 1 + n % 3),
             },
             Self::Unknown { verb, payload } => {
                 let head = format!("X{} {}\n", verb % 4, payload.len());

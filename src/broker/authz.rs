@@ -35,6 +35,13 @@ pub enum Attempt<'a> {
     },
     /// `WATCH` these groups.
     Watch(&'a [GroupId]),
+    /// `REQUEST` or `SURVEY` this payload to a group (the ACL's `request`).
+    Request {
+        /// The group.
+        group: &'a [GroupId],
+        /// The payload.
+        payload: &'a [u8],
+    },
     /// `SEND` this payload to a user.
     Send {
         /// The recipient, as typed.
@@ -53,6 +60,7 @@ impl Attempt<'_> {
             Self::Publish { groups, .. } => Some((Action::Publish, groups)),
             Self::Watch(g) => Some((Action::Watch, g)),
             Self::Send { .. } => Some((Action::Send, &[])),
+            Self::Request { group, .. } => Some((Action::Request, group)),
         }
     }
 }

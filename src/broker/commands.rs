@@ -206,6 +206,43 @@ impl Broker {
             Command::Bind { address, port } => self.cmd_bind(links, conn, address, port),
             Command::Query(user) => self.cmd_query(links, conn, user),
             Command::Leave => self.cmd_leave(links, conn),
+            Command::QSubscribe { queue, groups } => {
+                let at = Attempt::Subscribe(groups.as_slice());
+                if !self.forbidden(links, conn, authz, at) {
+                    self.cmd_qsubscribe(links, conn, queue, groups.as_slice());
+                }
+            }
+            Command::QUnsubscribe { queue, groups } => {
+                self.cmd_qunsubscribe(links, conn, queue, groups.as_slice());
+            }
+            Command::Echo(on) => self.cmd_echo(links, conn, on),
+            Command::Request {
+                group,
+                timeout_ms,
+                payload,
+            } => {
+                let at = Attempt::Request {
+                    group: std::slice::from_ref(&group),
+                    payload,
+                };
+                if !self.forbidden(links, conn, authz, at) {
+                    self.cmd_request(links, conn, group, timeout_ms, payload);
+                }
+            }
+            Command::Survey {
+                group,
+                deadline_ms,
+                payload,
+            } => {
+                let at = Attempt::Request {
+                    group: std::slice::from_ref(&group),
+                    payload,
+                };
+                if !self.forbidden(links, conn, authz, at) {
+                    self.cmd_survey(links, conn, group, deadline_ms, payload);
+                }
+            }
+            Command::Reply { rid, payload } => self.cmd_reply(links, conn, rid, payload),
         }
     }
 
@@ -400,7 +437,8 @@ impl Broker {
             .collect();
         new.sort_unstable();
         new.dedup();
-        s.groups.len() + s.watching.len() + new.len() <= self.config.max_subscriptions
+        let queues = self.queue_members.get(&conn.0).map_or(0, Vec::len);
+        s.groups.len() + s.watching.len() + queues + new.len() <= self.config.max_subscriptions
     }
 
     fn subscription_limit<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
@@ -412,7 +450,12 @@ impl Broker {
         self.reply_err(links, conn, ErrorCode::Limit, &text);
     }
 
-    fn group_refused<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, r: GroupRefusal) {
+    pub(super) fn group_refused<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        r: GroupRefusal,
+    ) {
         match r {
             GroupRefusal::Unknown(g) => self.unknown_group(links, conn, g),
             GroupRefusal::Limit => {

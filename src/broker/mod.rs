@@ -32,7 +32,9 @@ mod commands;
 mod config;
 mod directory;
 mod event;
+mod queues;
 mod registry;
+mod requests;
 mod session;
 mod stats;
 
@@ -51,6 +53,7 @@ pub use config::{AuthMode, BrokerConfig};
 pub use directory::{MAX_PROBES, PROBE_TIMEOUT, ProbeRequest};
 pub use event::Event;
 use registry::{Group, Keys, user_name};
+pub use requests::MAX_PENDING_REQUESTS;
 pub use session::Session;
 use session::State;
 pub use stats::{Figure, Kind as FigureKind, ProcessStats};
@@ -164,6 +167,12 @@ pub struct Broker {
     /// Where users accept direct peer connections (`BIND`, `QUERY`,
     /// `LEAVE`), and the probes that check them.
     directory: directory::Directory,
+    /// Queue groups each session is in: (group, queue) by slab key.
+    queue_members: HashMap<usize, Vec<(GroupId, Box<str>)>>,
+    /// Sessions that said `ECHO 0 off`, by slab key.
+    echo_off: std::collections::HashSet<usize>,
+    /// Requests and surveys under way, and replies held behind them.
+    requests: requests::Requests,
 }
 
 impl Broker {
@@ -190,6 +199,9 @@ impl Broker {
             started: Instant::now(),
             now: Instant::now(),
             directory: directory::Directory::default(),
+            queue_members: HashMap::new(),
+            echo_off: std::collections::HashSet::new(),
+            requests: requests::Requests::default(),
         }
     }
 
@@ -226,6 +238,7 @@ impl Broker {
             registered: true,
             subscribers: Vec::new(),
             watchers: Vec::new(),
+            queues: Vec::new(),
         });
         group.name = name.into();
         if !group.registered {
@@ -375,9 +388,11 @@ impl Broker {
         }
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let reprobe = self.next_reprobe();
+        let request = self.next_request_deadline();
         timer
             .into_iter()
             .chain(reprobe)
+            .chain(request)
             .min()
             .map(|at| links.instant(at))
     }
@@ -560,6 +575,7 @@ impl Broker {
         self.now = now;
         self.continue_spread(links);
         self.reprobe_due(links);
+        self.expire_requests(links);
         let tick = links.tick(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > tick {
@@ -671,7 +687,7 @@ impl Broker {
         self.begin_close(links, conn, reason);
     }
 
-    fn unknown_group<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, g: GroupId) {
+    pub(super) fn unknown_group<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, g: GroupId) {
         let text = format!("group {g} does not exist");
         self.reply_err(links, conn, ErrorCode::UnknownGroup, &text);
     }
@@ -687,6 +703,13 @@ impl Broker {
     /// frames (protocol.md 7a); input stops being processed well before it
     /// (the read pause), so only a reply larger than the bound passes it.
     fn push_reply<T>(&mut self, links: &mut Sessions<T>, conn: ConnId, bytes: Bytes) {
+        // Behind a pending request, a reply waits its turn.
+        if self.holds_replies(conn) {
+            if self.hold_reply(conn, bytes) {
+                self.slow_consumer(links, conn);
+            }
+            return;
+        }
         self.push_frame(links, conn, bytes);
     }
 
@@ -800,6 +823,7 @@ impl Broker {
     /// Checks the cross-indexes (group members <-> session groups, watchers,
     /// user table <-> sessions). Panics with the first inconsistency.
     pub(crate) fn assert_consistent<T>(&self, links: &Sessions<T>) {
+        self.assert_queues_consistent(links);
         let open = self.groups.values().filter(|g| !g.registered).count();
         assert_eq!(open, self.open_count, "open group count");
         for (&g, group) in &self.groups {
@@ -826,7 +850,9 @@ impl Broker {
             }
             if !group.registered && !self.spread.as_ref().is_some_and(|s| s.names(g)) {
                 assert!(
-                    !group.subscribers.is_empty() || !group.watchers.is_empty(),
+                    !group.subscribers.is_empty()
+                        || !group.watchers.is_empty()
+                        || !group.queues.is_empty(),
                     "unused open group {g} kept"
                 );
             }

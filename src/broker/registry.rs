@@ -54,6 +54,8 @@ pub(super) struct Group {
     pub(super) subscribers: Vec<usize>,
     /// Watching sessions, sorted slab keys.
     pub(super) watchers: Vec<usize>,
+    /// Queue groups on this group (protocol.md section 9).
+    pub(super) queues: Vec<super::queues::Queue>,
 }
 
 /// The sessions of one user, oldest first: almost always one, kept inline so
@@ -216,6 +218,7 @@ impl Broker {
                         registered: false,
                         subscribers: Vec::new(),
                         watchers: Vec::new(),
+                        queues: Vec::new(),
                     },
                 );
             }
@@ -229,11 +232,12 @@ impl Broker {
 
     /// Drops an open group nobody subscribes to or watches.
     pub(super) fn forget_if_unused(&mut self, g: GroupId) {
-        if self
-            .groups
-            .get(&g)
-            .is_some_and(|gr| !gr.registered && gr.subscribers.is_empty() && gr.watchers.is_empty())
-        {
+        if self.groups.get(&g).is_some_and(|gr| {
+            !gr.registered
+                && gr.subscribers.is_empty()
+                && gr.watchers.is_empty()
+                && gr.queues.is_empty()
+        }) {
             self.groups.remove(&g);
             self.groups_reply = None;
             self.open_count = self.open_count.saturating_sub(1);
@@ -351,7 +355,7 @@ impl Broker {
         }
         if !group.watchers.is_empty() {
             self.notify_watchers(links, "PARTED", conn, g);
-        } else if !group.registered && group.subscribers.is_empty() {
+        } else if !group.registered && group.subscribers.is_empty() && group.queues.is_empty() {
             self.groups.remove(&g);
             self.groups_reply = None;
             self.open_count = self.open_count.saturating_sub(1);
@@ -371,6 +375,8 @@ impl Broker {
 
     /// Takes a session out of every group, watch list and the user table.
     pub(super) fn leave<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        self.leave_queues(conn);
+        self.leave_requests(links, conn);
         let Some(s) = links.proto_mut(conn) else {
             return;
         };
@@ -458,6 +464,15 @@ impl Broker {
         let seq = self.publish_seq;
         let mut cursor = Cursor::default();
         let mut delivered = 0;
+        // ECHO off: the publisher counts as served already.
+        if let Some(c) = from.filter(|c| self.echo_off.contains(&c.0)) {
+            if let Some(s) = links.proto_mut(c) {
+                s.mark = seq;
+            }
+        }
+        // One member of each queue group first (the plain subscribers' pass
+        // then skips whoever got it, so nobody gets it twice).
+        delivered += self.deliver_to_queues(links, &msg, seq, groups);
         // One budget's worth now, whatever the turn has done: a fan-out
         // that fits is never split, and a connection's turn stays within
         // two budgets.

@@ -1211,3 +1211,231 @@ fn probes_in_flight_are_bounded() {
     h.send(a, flood.as_bytes());
     assert_eq!(h.probes().len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Queue groups and ECHO (issue 14)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_queue_group_gets_each_publish_once_round_robin_beside_plain_subscribers() {
+    let mut h = harness();
+    let p = h.login("pub");
+    let plain = h.login("plain");
+    h.send(plain, b"SUBSCRIBE 0 1\n");
+    h.take(plain);
+    let workers: Vec<_> = (0..3).map(|i| h.login(&format!("w{i}"))).collect();
+    for &w in &workers {
+        h.send(w, b"QSUBSCRIBE 0 jobs 1\n");
+        assert_eq!(h.take(w), "ACK 10\nsubscribed");
+    }
+    // A second queue group with one member who is also a plain subscriber.
+    h.send(plain, b"QSUBSCRIBE 0 audit 1\n");
+    h.take(plain);
+    let mut got = [0; 3];
+    for n in 0..6 {
+        h.send(p, format!("PUBLISH 1 1\n{n}").as_bytes());
+        assert_eq!(h.take(p), "ACK 14\npublished to 2", "publish {n}");
+        assert_eq!(h.take(plain), format!("PUBLISHED 1 pub 1\n{n}"), "once");
+        for (i, &w) in workers.iter().enumerate() {
+            let out = h.take(w);
+            if !out.is_empty() {
+                assert_eq!(out, format!("PUBLISHED 1 pub 1\n{n}"));
+                got[i] += 1;
+            }
+        }
+        assert_eq!(got.iter().sum::<i32>(), n + 1, "exactly one worker");
+    }
+    assert_eq!(got, [2, 2, 2], "round-robin");
+    h.broker.assert_consistent();
+    // Leaving: by command, and by closing.
+    h.send(
+        workers[0],
+        b"QUNSUBSCRIBE 0 jobs 1\nQUNSUBSCRIBE 0 nope 1\n",
+    );
+    assert_eq!(
+        h.take(workers[0]),
+        "ACK 12\nunsubscribedACK 12\nunsubscribed"
+    );
+    h.broker.remove(workers[1], CloseReason::PeerClosed);
+    h.broker.assert_consistent();
+    h.send(p, b"PUBLISH 1 1\nx");
+    assert_eq!(h.take(workers[2]), "PUBLISHED 1 pub 1\nx");
+    assert_eq!(h.take(workers[0]), "");
+}
+
+#[test]
+fn a_backed_up_member_is_skipped_and_unknown_groups_are_refused() {
+    let mut h = Harness::new(BrokerConfig {
+        read_pause: 64,
+        ..BrokerConfig::default()
+    });
+    let p = h.login("pub");
+    let (a, b) = (h.login("a"), h.login("b"));
+    for c in [a, b] {
+        h.send(c, b"QSUBSCRIBE 0 q 1\n");
+        h.take(c);
+    }
+    // a never reads: once it holds more than the read pause, b gets them all.
+    for _ in 0..20 {
+        h.send(p, b"PUBLISH 10 1\n0123456789");
+        h.take(p);
+        h.take(b);
+    }
+    let held = h.take(a);
+    assert!(
+        held.len() < 200,
+        "a stopped getting work: {} bytes",
+        held.len()
+    );
+    h.send(a, b"QSUBSCRIBE 0 q 1 9\n");
+    assert!(h.take(a).contains(" unknown-group\n"));
+    h.broker.assert_consistent();
+}
+
+#[test]
+fn echo_off_keeps_a_publisher_out_of_its_own_publishes() {
+    let mut h = harness();
+    let (a, b) = (h.login("a"), h.login("b"));
+    for c in [a, b] {
+        h.send(c, b"SUBSCRIBE 0 1\n");
+        h.take(c);
+    }
+    h.send(a, b"ECHO 0 off\nPUBLISH 2 1\nhiECHO 0 on\nPUBLISH 2 1\nyo");
+    assert_eq!(
+        h.take(a),
+        "ACK 8\necho offACK 14\npublished to 1ACK 7\necho onPUBLISHED 2 a 1\nyoACK 14\npublished to 2"
+    );
+    assert_eq!(h.take(b), "PUBLISHED 2 a 1\nhiPUBLISHED 2 a 1\nyo");
+    h.send(a, b"ECHO 0 maybe\n");
+    assert!(h.take(a).contains(" bad-args\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Request/reply and surveys (issue 14)
+// ---------------------------------------------------------------------------
+
+/// The rid in a `REQUESTED`/`SURVEYED` push.
+fn rid_in(push: &str) -> String {
+    push.lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(4))
+        .expect("a rid")
+        .to_owned()
+}
+
+#[test]
+fn a_request_goes_to_one_responder_and_replies_stay_in_order() {
+    let mut h = quiet();
+    let (req, plain, worker) = (h.login("req"), h.login("plain"), h.login("worker"));
+    h.send(plain, b"SUBSCRIBE 0 1\n");
+    h.take(plain);
+    h.send(worker, b"QSUBSCRIBE 0 w 1\n");
+    h.take(worker);
+    // The requester's later frames are handled; their replies wait.
+    h.send(req, b"REQUEST 3 1 1000\nq1?PING 0\n");
+    assert_eq!(h.take(req), "");
+    let push = h.take(worker);
+    assert!(
+        push.starts_with("REQUESTED 3 req 1 r"),
+        "queue member first: {push}"
+    );
+    assert!(push.ends_with("\nq1?"));
+    assert_eq!(h.take(plain), "", "one responder only");
+    let rid = rid_in(&push);
+    h.send(worker, format!("REPLY 3 {rid}\nyes").as_bytes());
+    assert_eq!(h.take(worker), "ACK 7\nreplied");
+    assert_eq!(h.take(req), "RESULT 3\nyesPONG 0\n");
+    // Answered already: the rid is gone.
+    h.send(worker, format!("REPLY 1 {rid}\nx").as_bytes());
+    assert!(h.take(worker).contains(" bad-args\n"));
+    // Nobody but the requester: no responders, at once.
+    let lone = h.login("lone");
+    h.send(lone, b"SUBSCRIBE 0 2\nREQUEST 1 2\nx");
+    let out = h.take(lone);
+    assert!(
+        out.ends_with("no-responders\nnobody answers requests on group 2"),
+        "{out}"
+    );
+    // A responder that never answers: ERR timeout at the deadline.
+    h.send(req, b"REQUEST 1 1 500\nzPING 0\n");
+    h.take(worker);
+    h.take(plain);
+    h.advance(Duration::from_millis(499));
+    assert_eq!(h.take(req), "");
+    h.advance(Duration::from_millis(2));
+    assert_eq!(h.take(req), "ERR 16 timeout\nno reply in timePONG 0\n");
+}
+
+#[test]
+fn request_state_goes_with_either_side() {
+    let mut h = quiet();
+    let (req, resp) = (h.login("req"), h.login("resp"));
+    h.send(resp, b"SUBSCRIBE 0 1\n");
+    h.take(resp);
+    h.send(req, b"REQUEST 1 1\nx");
+    h.take(resp);
+    // The responder goes: no-responders at once.
+    h.broker.remove(resp, CloseReason::PeerClosed);
+    let out = h.take(req);
+    assert!(
+        out.contains(" no-responders\nthe responder went away"),
+        "{out}"
+    );
+    // The requester goes: its responder's late reply is refused.
+    let resp = h.login("resp2");
+    h.send(resp, b"SUBSCRIBE 0 1\n");
+    h.take(resp);
+    h.send(req, b"REQUEST 1 1\nx");
+    let rid = rid_in(&h.take(resp));
+    h.broker.remove(req, CloseReason::PeerClosed);
+    h.send(resp, format!("REPLY 1 {rid}\ny").as_bytes());
+    assert!(h.take(resp).contains(" bad-args\n"));
+    h.broker.assert_consistent();
+}
+
+#[test]
+fn requests_waiting_per_session_are_bounded() {
+    let mut h = quiet();
+    let (req, resp) = (h.login("req"), h.login("resp"));
+    h.send(resp, b"SUBSCRIBE 0 1\n");
+    h.take(resp);
+    let many = "REQUEST 1 1\nx".repeat(MAX_PENDING_REQUESTS + 1);
+    h.send(req, many.as_bytes());
+    // The last one is refused, behind the 64 waiting (in order).
+    assert_eq!(h.take(req), "");
+    h.advance(Duration::from_secs(6));
+    let out = h.take(req);
+    assert_eq!(out.matches(" timeout\n").count(), MAX_PENDING_REQUESTS);
+    assert!(
+        out.ends_with("requests and surveys are waiting already"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_survey_collects_answers_until_its_deadline() {
+    let mut h = quiet();
+    let s = h.login("boss");
+    let voters: Vec<_> = (0..3).map(|i| h.login(&format!("v{i}"))).collect();
+    for &v in &voters {
+        h.send(v, b"SUBSCRIBE 0 1\n");
+        h.take(v);
+    }
+    h.send(s, b"SURVEY 6 1 1000\nlunch?");
+    let rid = rid_in(&h.take(voters[0]));
+    assert_eq!(
+        h.take(voters[1]),
+        format!("SURVEYED 6 boss 1 {rid}\nlunch?")
+    );
+    h.send(voters[1], format!("REPLY 2 {rid}\nno").as_bytes());
+    h.send(voters[0], format!("REPLY 3 {rid}\nyes").as_bytes());
+    assert_eq!(h.take(voters[0]), "ACK 7\nreplied");
+    assert_eq!(h.take(s), "");
+    h.advance(Duration::from_millis(1001));
+    assert_eq!(h.take(s), "RESULT 33\nRESPONSE 2 v1\nnoRESPONSE 3 v0\nyes");
+    // Late answers are refused; a survey nobody can answer ends at once.
+    h.send(voters[2], format!("REPLY 1 {rid}\nx").as_bytes());
+    assert!(h.take(voters[2]).contains(" bad-args\n"));
+    h.send(s, b"SURVEY 0 2 1000\n");
+    assert_eq!(h.take(s), "RESULT 0\n");
+}

@@ -26,12 +26,14 @@ use super::frame::Frame;
 mod directory;
 mod groups;
 mod login;
+mod patterns;
 mod publish;
 mod send;
 mod session;
 
 pub use groups::{GroupId, GroupList, parse_group};
 pub use login::{MAX_USER_LEN, is_valid_user};
+pub use patterns::{DEFAULT_REQUEST_MS, MAX_WAIT_MS};
 pub use publish::MAX_PUBLISH_GROUPS;
 
 /// A command from a client, borrowing the frame it came in.
@@ -89,6 +91,48 @@ pub enum Command<'a> {
     Query(Option<&'a str>),
     /// `LEAVE 0`: removes this user's entry.
     Leave,
+    /// `QSUBSCRIBE 0 <queue> <g>...`.
+    QSubscribe {
+        /// The queue group's name.
+        queue: &'a str,
+        /// The groups.
+        groups: GroupList,
+    },
+    /// `QUNSUBSCRIBE 0 <queue> <g>...`.
+    QUnsubscribe {
+        /// The queue group's name.
+        queue: &'a str,
+        /// The groups.
+        groups: GroupList,
+    },
+    /// `REQUEST LEN <g> [<timeout_ms>]` + payload.
+    Request {
+        /// The group whose responders are asked.
+        group: GroupId,
+        /// How long to wait (1 to 60,000 ms; 5,000 when not given).
+        timeout_ms: u32,
+        /// The request.
+        payload: &'a [u8],
+    },
+    /// `REPLY LEN <rid>` + payload: the answer to a `REQUESTED` or
+    /// `SURVEYED`.
+    Reply {
+        /// The request's id.
+        rid: &'a str,
+        /// The answer.
+        payload: &'a [u8],
+    },
+    /// `SURVEY LEN <g> <deadline_ms>` + payload.
+    Survey {
+        /// The group asked.
+        group: GroupId,
+        /// When answers stop being collected (1 to 60,000 ms).
+        deadline_ms: u32,
+        /// The question.
+        payload: &'a [u8],
+    },
+    /// `ECHO 0 on|off`: whether this session gets its own publishes.
+    Echo(bool),
 }
 
 /// Why a frame is not a valid command.
@@ -126,6 +170,12 @@ impl<'a> Command<'a> {
             b"BIND" => directory::parse_bind(frame),
             b"QUERY" => directory::parse_query(frame),
             b"LEAVE" => directory::parse_leave(frame),
+            b"QSUBSCRIBE" => patterns::parse_queue(frame, true),
+            b"QUNSUBSCRIBE" => patterns::parse_queue(frame, false),
+            b"REQUEST" => patterns::parse_request(frame),
+            b"REPLY" => patterns::parse_reply(frame),
+            b"SURVEY" => patterns::parse_survey(frame),
+            b"ECHO" => patterns::parse_echo(frame),
             _ => Err(CommandError::Unknown),
         }
     }
@@ -157,6 +207,24 @@ impl<'a> Command<'a> {
             Self::Bind { address, port } => directory::encode_bind(out, address, port),
             Self::Query(user) => directory::encode_query(out, user),
             Self::Leave => directory::encode_leave(out),
+            Self::QSubscribe { queue, ref groups } => {
+                patterns::encode_queue(out, "QSUBSCRIBE", queue, groups);
+            }
+            Self::QUnsubscribe { queue, ref groups } => {
+                patterns::encode_queue(out, "QUNSUBSCRIBE", queue, groups);
+            }
+            Self::Request {
+                group,
+                timeout_ms,
+                payload,
+            } => patterns::encode_request(out, group, timeout_ms, payload),
+            Self::Reply { rid, payload } => patterns::encode_reply(out, rid, payload),
+            Self::Survey {
+                group,
+                deadline_ms,
+                payload,
+            } => patterns::encode_survey(out, group, deadline_ms, payload),
+            Self::Echo(on) => patterns::encode_echo(out, on),
         }
     }
 
@@ -176,7 +244,18 @@ impl<'a> Command<'a> {
             Self::Send { to, .. } => send::check(to),
             Self::Bind { port, .. } => directory::check_bind(port),
             Self::Query(user) => directory::check_query(user),
+            Self::QSubscribe { queue, ref groups } | Self::QUnsubscribe { queue, ref groups } => {
+                patterns::check_queue(queue, groups)
+            }
+            Self::Request {
+                group, timeout_ms, ..
+            } => patterns::check_wait(group, timeout_ms, true),
+            Self::Survey {
+                group, deadline_ms, ..
+            } => patterns::check_wait(group, deadline_ms, false),
+            Self::Reply { rid, .. } => patterns::check_reply(rid),
             Self::Ping
+            | Self::Echo(_)
             | Self::Leave
             | Self::Pong
             | Self::Hello
@@ -211,6 +290,12 @@ impl<'a> Command<'a> {
             Self::Bind { .. } => "BIND",
             Self::Query(_) => "QUERY",
             Self::Leave => "LEAVE",
+            Self::QSubscribe { .. } => "QSUBSCRIBE",
+            Self::QUnsubscribe { .. } => "QUNSUBSCRIBE",
+            Self::Request { .. } => "REQUEST",
+            Self::Reply { .. } => "REPLY",
+            Self::Survey { .. } => "SURVEY",
+            Self::Echo(_) => "ECHO",
         }
     }
 
@@ -241,6 +326,37 @@ impl<'a> Command<'a> {
             Self::Bind { address, port } => OwnedCommand::Bind { address, port },
             Self::Query(user) => OwnedCommand::Query(user.map(str::to_owned)),
             Self::Leave => OwnedCommand::Leave,
+            Self::QSubscribe { queue, groups } => OwnedCommand::QSubscribe {
+                queue: queue.to_owned(),
+                groups: groups.as_slice().to_vec(),
+            },
+            Self::QUnsubscribe { queue, groups } => OwnedCommand::QUnsubscribe {
+                queue: queue.to_owned(),
+                groups: groups.as_slice().to_vec(),
+            },
+            Self::Request {
+                group,
+                timeout_ms,
+                payload,
+            } => OwnedCommand::Request {
+                group,
+                timeout_ms,
+                payload: Bytes::copy_from_slice(payload),
+            },
+            Self::Reply { rid, payload } => OwnedCommand::Reply {
+                rid: rid.to_owned(),
+                payload: Bytes::copy_from_slice(payload),
+            },
+            Self::Survey {
+                group,
+                deadline_ms,
+                payload,
+            } => OwnedCommand::Survey {
+                group,
+                deadline_ms,
+                payload: Bytes::copy_from_slice(payload),
+            },
+            Self::Echo(on) => OwnedCommand::Echo(on),
         }
     }
 
@@ -315,6 +431,47 @@ pub enum OwnedCommand {
     Query(Option<String>),
     /// `LEAVE 0`.
     Leave,
+    /// `QSUBSCRIBE 0 <queue> <g>...`.
+    QSubscribe {
+        /// The queue group.
+        queue: String,
+        /// The groups.
+        groups: Vec<GroupId>,
+    },
+    /// `QUNSUBSCRIBE 0 <queue> <g>...`.
+    QUnsubscribe {
+        /// The queue group.
+        queue: String,
+        /// The groups.
+        groups: Vec<GroupId>,
+    },
+    /// `REQUEST LEN <g> <timeout_ms>` + payload.
+    Request {
+        /// The group.
+        group: GroupId,
+        /// 1 to 60,000 ms.
+        timeout_ms: u32,
+        /// The request.
+        payload: Bytes,
+    },
+    /// `REPLY LEN <rid>` + payload.
+    Reply {
+        /// The request's id.
+        rid: String,
+        /// The answer.
+        payload: Bytes,
+    },
+    /// `SURVEY LEN <g> <deadline_ms>` + payload.
+    Survey {
+        /// The group.
+        group: GroupId,
+        /// 1 to 60,000 ms.
+        deadline_ms: u32,
+        /// The question.
+        payload: Bytes,
+    },
+    /// `ECHO 0 on|off`.
+    Echo(bool),
 }
 
 impl OwnedCommand {
@@ -351,6 +508,34 @@ impl OwnedCommand {
             },
             Self::Query(user) => Command::Query(user.as_deref()),
             Self::Leave => Command::Leave,
+            Self::QSubscribe { queue, groups } => Command::QSubscribe {
+                queue,
+                groups: GroupList::new(groups)?,
+            },
+            Self::QUnsubscribe { queue, groups } => Command::QUnsubscribe {
+                queue,
+                groups: GroupList::new(groups)?,
+            },
+            Self::Request {
+                group,
+                timeout_ms,
+                payload,
+            } => Command::Request {
+                group: *group,
+                timeout_ms: *timeout_ms,
+                payload,
+            },
+            Self::Reply { rid, payload } => Command::Reply { rid, payload },
+            Self::Survey {
+                group,
+                deadline_ms,
+                payload,
+            } => Command::Survey {
+                group: *group,
+                deadline_ms: *deadline_ms,
+                payload,
+            },
+            Self::Echo(on) => Command::Echo(*on),
         };
         cmd.check()?;
         Ok(cmd)
@@ -377,6 +562,12 @@ impl OwnedCommand {
             Self::Bind { .. } => "BIND",
             Self::Query(_) => "QUERY",
             Self::Leave => "LEAVE",
+            Self::QSubscribe { .. } => "QSUBSCRIBE",
+            Self::QUnsubscribe { .. } => "QUNSUBSCRIBE",
+            Self::Request { .. } => "REQUEST",
+            Self::Reply { .. } => "REPLY",
+            Self::Survey { .. } => "SURVEY",
+            Self::Echo(_) => "ECHO",
         }
     }
 }
@@ -416,6 +607,42 @@ impl std::fmt::Debug for OwnedCommand {
                 .finish(),
             Self::Query(user) => f.debug_tuple("Query").field(user).finish(),
             Self::Leave => f.write_str("Leave"),
+            Self::QSubscribe { queue, groups } => f
+                .debug_struct("QSubscribe")
+                .field("queue", queue)
+                .field("groups", groups)
+                .finish(),
+            Self::QUnsubscribe { queue, groups } => f
+                .debug_struct("QUnsubscribe")
+                .field("queue", queue)
+                .field("groups", groups)
+                .finish(),
+            Self::Request {
+                group,
+                timeout_ms,
+                payload,
+            } => f
+                .debug_struct("Request")
+                .field("group", group)
+                .field("timeout_ms", timeout_ms)
+                .field("len", &payload.len())
+                .finish(),
+            Self::Reply { rid, payload } => f
+                .debug_struct("Reply")
+                .field("rid", rid)
+                .field("len", &payload.len())
+                .finish(),
+            Self::Survey {
+                group,
+                deadline_ms,
+                payload,
+            } => f
+                .debug_struct("Survey")
+                .field("group", group)
+                .field("deadline_ms", deadline_ms)
+                .field("len", &payload.len())
+                .finish(),
+            Self::Echo(on) => f.debug_tuple("Echo").field(on).finish(),
         }
     }
 }

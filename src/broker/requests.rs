@@ -1,0 +1,427 @@
+//! Request/reply and surveys (protocol.md section 9), sans-IO.
+//!
+//! - `REQUEST` picks one responder of the group (queue members first,
+//!   round-robin; else a plain subscriber other than the requester), pushes
+//!   `REQUESTED LEN <sender> <g> <rid>` to it, and answers the requester
+//!   with the responder's `REPLY` as `RESULT`, `ERR no-responders` at once,
+//!   or `ERR timeout` at the deadline.
+//! - `SURVEY` pushes `SURVEYED` to every subscriber (the surveyor
+//!   excluded) and answers, at the deadline, with one `RESULT` of the
+//!   `RESPONSE LEN <responder>` frames received, in arrival order.
+//! - **Replies stay in order**: the requester's later frames are handled
+//!   meanwhile, but their replies are held behind the pending one (a slot
+//!   per pending request in the session's reply queue) and released when it
+//!   is answered. Pushes are not held.
+//! - **Bounded**: at most [`MAX_PENDING_REQUESTS`] requests and surveys per session
+//!   (`ERR busy` past it); replies held behind them count toward the output
+//!   bound; all of it is dropped when the requester goes, and a request
+//!   whose responder goes is answered `ERR no-responders` at once.
+
+use std::cmp::Reverse;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::registry::name_of;
+use super::{Broker, Sessions};
+use crate::conn::ConnId;
+use crate::conn::tick::Tick;
+use crate::error::ErrorCode;
+use crate::proto::{GroupId, frame};
+
+/// Requests and surveys one session may have waiting.
+pub const MAX_PENDING_REQUESTS: usize = 64;
+
+/// A reply slot of a session that waits on a request.
+#[derive(Debug)]
+enum Slot {
+    Waiting(u64),
+    Ready(Bytes),
+}
+
+/// A session's replies held behind pending requests.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    slots: VecDeque<Slot>,
+    bytes: usize,
+    pending: usize,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Request {
+        responder: (usize, u32),
+    },
+    Survey {
+        answers: BytesMut,
+        asked: Vec<(usize, u32)>,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    requester: (usize, u32),
+    kind: Kind,
+}
+
+/// All requests and surveys under way.
+#[derive(Debug, Default)]
+pub(super) struct Requests {
+    pending: HashMap<u64, Pending>,
+    held: HashMap<usize, Held>,
+    deadlines: std::collections::BinaryHeap<Reverse<(Tick, u64)>>,
+    next: u64,
+    /// Round-robin over plain subscribers.
+    rr: usize,
+}
+
+fn rid_of(n: u64) -> String {
+    format!("r{n}")
+}
+
+fn parse_rid(rid: &str) -> Option<u64> {
+    rid.strip_prefix('r')?.parse().ok()
+}
+
+fn generation<T>(links: &Sessions<T>, key: usize) -> Option<u32> {
+    let l = links.get(ConnId(key))?;
+    (!l.is_closing()).then(|| l.generation())
+}
+
+impl Broker {
+    /// Whether `conn`'s replies are being held behind a pending request.
+    pub(super) fn holds_replies(&self, conn: ConnId) -> bool {
+        self.requests.held.contains_key(&conn.0)
+    }
+
+    /// Holds a reply of `conn` behind its pending requests; returns whether
+    /// the held replies passed the output bound.
+    pub(super) fn hold_reply(&mut self, conn: ConnId, bytes: Bytes) -> bool {
+        let max = self.config.max_pending;
+        let Some(h) = self.requests.held.get_mut(&conn.0) else {
+            return false;
+        };
+        h.bytes += bytes.len();
+        h.slots.push_back(Slot::Ready(bytes));
+        h.bytes > max
+    }
+
+    fn open_slot<T>(&mut self, links: &Sessions<T>, conn: ConnId, n: u64, deadline: Tick) -> bool {
+        if generation(links, conn.0).is_none() {
+            return false;
+        }
+        let h = self.requests.held.entry(conn.0).or_default();
+        h.slots.push_back(Slot::Waiting(n));
+        h.pending += 1;
+        self.requests.deadlines.push(Reverse((deadline, n)));
+        true
+    }
+
+    /// Whether `conn` may open another request or survey.
+    fn pending_room(&self, conn: ConnId) -> bool {
+        self.requests
+            .held
+            .get(&conn.0)
+            .is_none_or(|h| h.pending < MAX_PENDING_REQUESTS)
+    }
+
+    /// `REQUEST LEN <g> [<timeout_ms>]`.
+    pub(super) fn cmd_request<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        g: GroupId,
+        timeout_ms: u32,
+        payload: &[u8],
+    ) {
+        if !self.groups.contains_key(&g) && !self.config.open_groups {
+            return self.unknown_group(links, conn, g);
+        }
+        if !self.pending_room(conn) {
+            let text = format!("{MAX_PENDING_REQUESTS} requests and surveys are waiting already");
+            return self.reply_err(links, conn, ErrorCode::Busy, &text);
+        }
+        let Some(responder) = self.pick_responder(links, conn, g) else {
+            let text = format!("nobody answers requests on group {g}");
+            return self.reply_err(links, conn, ErrorCode::NoResponders, &text);
+        };
+        let Some(generation) = generation(links, conn.0) else {
+            return;
+        };
+        self.requests.next += 1;
+        let n = self.requests.next;
+        let deadline = links.tick(self.now) + Duration::from_millis(u64::from(timeout_ms));
+        let sender = name_of(links, conn);
+        let rid = rid_of(n);
+        let msg = frame::encode_to_bytes(
+            "REQUESTED",
+            &[sender.as_bytes(), g.to_string().as_bytes(), rid.as_bytes()],
+            payload,
+        );
+        if !self.open_slot(links, conn, n, deadline) {
+            return;
+        }
+        self.requests.pending.insert(
+            n,
+            Pending {
+                requester: (conn.0, generation),
+                kind: Kind::Request { responder },
+            },
+        );
+        self.push_frame(links, ConnId(responder.0), msg);
+    }
+
+    /// A responder for a request to `g` from `conn`: a queue member first
+    /// (round-robin), else a plain subscriber; never the requester.
+    fn pick_responder<T>(
+        &mut self,
+        links: &Sessions<T>,
+        conn: ConnId,
+        g: GroupId,
+    ) -> Option<(usize, u32)> {
+        let group = self.groups.get_mut(&g)?;
+        for q in &mut group.queues {
+            let n = q.members.len();
+            for i in 0..n {
+                let at = (q.next + i) % n;
+                let key = q.members[at];
+                if key == conn.0 {
+                    continue;
+                }
+                if let Some(generation) = generation(links, key) {
+                    q.next = at + 1;
+                    return Some((key, generation));
+                }
+            }
+        }
+        let subs = &group.subscribers;
+        let n = subs.len();
+        for i in 0..n {
+            let at = (self.requests.rr + i) % n;
+            let key = subs[at];
+            if key == conn.0 {
+                continue;
+            }
+            if let Some(generation) = generation(links, key) {
+                self.requests.rr = at + 1;
+                return Some((key, generation));
+            }
+        }
+        None
+    }
+
+    /// `SURVEY LEN <g> <deadline_ms>`.
+    pub(super) fn cmd_survey<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        g: GroupId,
+        deadline_ms: u32,
+        payload: &[u8],
+    ) {
+        if !self.groups.contains_key(&g) && !self.config.open_groups {
+            return self.unknown_group(links, conn, g);
+        }
+        if !self.pending_room(conn) {
+            let text = format!("{MAX_PENDING_REQUESTS} requests and surveys are waiting already");
+            return self.reply_err(links, conn, ErrorCode::Busy, &text);
+        }
+        let mut asked: Vec<usize> = Vec::new();
+        if let Some(group) = self.groups.get(&g) {
+            asked.extend(group.subscribers.iter().copied());
+            for q in &group.queues {
+                asked.extend(q.members.iter().copied());
+            }
+        }
+        asked.sort_unstable();
+        asked.dedup();
+        asked.retain(|&k| k != conn.0);
+        let asked: Vec<(usize, u32)> = asked
+            .into_iter()
+            .filter_map(|k| Some((k, generation(links, k)?)))
+            .collect();
+        self.work += asked.len();
+        if asked.is_empty() {
+            return self.push_reply(links, conn, frame::result(b""));
+        }
+        let Some(generation) = generation(links, conn.0) else {
+            return;
+        };
+        self.requests.next += 1;
+        let n = self.requests.next;
+        let deadline = links.tick(self.now) + Duration::from_millis(u64::from(deadline_ms));
+        let sender = name_of(links, conn);
+        let rid = rid_of(n);
+        let msg = crate::conn::Shared::new(frame::encode_to_bytes(
+            "SURVEYED",
+            &[sender.as_bytes(), g.to_string().as_bytes(), rid.as_bytes()],
+            payload,
+        ));
+        if !self.open_slot(links, conn, n, deadline) {
+            return;
+        }
+        for &(k, _) in &asked {
+            self.push_shared(links, ConnId(k), &msg);
+        }
+        self.requests.pending.insert(
+            n,
+            Pending {
+                requester: (conn.0, generation),
+                kind: Kind::Survey {
+                    answers: BytesMut::new(),
+                    asked,
+                },
+            },
+        );
+    }
+
+    /// `REPLY LEN <rid>` from `conn`.
+    pub(super) fn cmd_reply<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        conn: ConnId,
+        rid: &str,
+        payload: &[u8],
+    ) {
+        let me = generation(links, conn.0).map(|g| (conn.0, g));
+        let n = parse_rid(rid);
+        let entry = n.and_then(|n| self.requests.pending.get_mut(&n).map(|p| (n, p)));
+        let Some((n, p)) = entry else {
+            let text = format!("no request {rid} waits for an answer (unknown or expired)");
+            return self.reply_err(links, conn, ErrorCode::BadArgs, &text);
+        };
+        match &mut p.kind {
+            Kind::Request { responder } if Some(*responder) == me => {
+                self.push_reply(links, conn, frame::ack("replied"));
+                self.finish_request(links, n, frame::result(payload));
+            }
+            Kind::Survey { answers, asked } if me.is_some_and(|m| asked.contains(&m)) => {
+                if let Some(m) = me {
+                    asked.retain(|a| *a != m);
+                }
+                let name = name_of(links, conn);
+                frame::encode(answers, "RESPONSE", &[name.as_bytes()], payload);
+                let too_big = answers.len() > self.config.max_payload;
+                self.push_reply(links, conn, frame::ack("replied"));
+                if too_big {
+                    self.finish_survey(links, n);
+                }
+            }
+            _ => {
+                let text = format!("no request {rid} waits for an answer from you");
+                self.reply_err(links, conn, ErrorCode::BadArgs, &text);
+            }
+        }
+    }
+
+    /// Answers request `n` with `reply` and releases the replies held
+    /// behind it.
+    fn finish_request<T>(&mut self, links: &mut Sessions<T>, n: u64, reply: Bytes) {
+        let Some(p) = self.requests.pending.remove(&n) else {
+            return;
+        };
+        self.fill_slot(links, p.requester, n, reply);
+    }
+
+    /// Ends survey `n`: its `RESULT` of the answers so far.
+    fn finish_survey<T>(&mut self, links: &mut Sessions<T>, n: u64) {
+        let Some(p) = self.requests.pending.remove(&n) else {
+            return;
+        };
+        let answers = match p.kind {
+            Kind::Survey { answers, .. } => answers,
+            Kind::Request { .. } => BytesMut::new(),
+        };
+        self.fill_slot(links, p.requester, n, frame::result(&answers));
+    }
+
+    fn fill_slot<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        requester: (usize, u32),
+        n: u64,
+        reply: Bytes,
+    ) {
+        let (key, generation) = requester;
+        let live = links
+            .get(ConnId(key))
+            .is_some_and(|l| l.generation() == generation && !l.is_closing());
+        let Some(h) = self.requests.held.get_mut(&key) else {
+            return;
+        };
+        if !live {
+            return;
+        }
+        for slot in &mut h.slots {
+            if matches!(slot, Slot::Waiting(w) if *w == n) {
+                h.bytes += reply.len();
+                *slot = Slot::Ready(reply);
+                h.pending -= 1;
+                break;
+            }
+        }
+        // Release what is ready at the front.
+        let mut out = Vec::new();
+        while let Some(Slot::Ready(_)) = h.slots.front() {
+            if let Some(Slot::Ready(b)) = h.slots.pop_front() {
+                h.bytes -= b.len().min(h.bytes);
+                out.push(b);
+            }
+        }
+        if h.slots.is_empty() {
+            self.requests.held.remove(&key);
+        }
+        for b in out {
+            self.push_frame(links, ConnId(key), b);
+        }
+    }
+
+    /// Requests and surveys whose deadline passed are answered.
+    pub(super) fn expire_requests<T>(&mut self, links: &mut Sessions<T>) {
+        let now = links.tick(self.now);
+        while let Some(&Reverse((at, n))) = self.requests.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.requests.deadlines.pop();
+            let survey = match self.requests.pending.get(&n) {
+                None => continue,
+                Some(p) => matches!(p.kind, Kind::Survey { .. }),
+            };
+            if survey {
+                self.finish_survey(links, n);
+            } else {
+                let text = "no reply in time";
+                self.finish_request(links, n, frame::err(ErrorCode::Timeout, text));
+            }
+        }
+    }
+
+    /// The next request or survey deadline.
+    pub(super) fn next_request_deadline(&self) -> Option<Tick> {
+        self.requests.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// A session is going: its own requests and held replies are dropped;
+    /// requests it was to answer get `ERR no-responders` at once.
+    pub(super) fn leave_requests<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
+        self.requests.held.remove(&conn.0);
+        let mut orphaned = Vec::new();
+        self.requests.pending.retain(|&n, p| {
+            if p.requester.0 == conn.0 {
+                return false;
+            }
+            if let Kind::Request { responder } = p.kind {
+                if responder.0 == conn.0 {
+                    orphaned.push(n);
+                }
+            }
+            true
+        });
+        for n in orphaned {
+            let text = "the responder went away";
+            self.finish_request(links, n, frame::err(ErrorCode::NoResponders, text));
+        }
+    }
+}
