@@ -33,7 +33,15 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The log marker that carries the plain TCP listener's address.
 const LISTENING: &str = "tcp listening on ";
 /// Frame types the server pushes; they are never replies (protocol.md section 2).
-pub const PUSH_TYPES: [&str; 5] = ["MESSAGE", "PUBLISHED", "JOINED", "PARTED", "PING"];
+pub const PUSH_TYPES: [&str; 7] = [
+    "MESSAGE",
+    "PUBLISHED",
+    "JOINED",
+    "PARTED",
+    "PING",
+    "REQUESTED",
+    "SURVEYED",
+];
 
 // ---------------------------------------------------------------------------
 // Temporary directories
