@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use crate::acl::Acl;
 pub use crate::broker::{Attempt, Authorize, Verdict};
-use crate::broker::{Broker, CloseReason, ConnId, DeliveryError, Event, SERVER_USER, Sessions};
+use crate::broker::{
+    Broker, CloseReason, ConnId, DeliveryError, Event, RequestOutcome, SERVER_USER, Sessions,
+};
 use crate::conn::PeerIdentity;
 use crate::proto::GroupId;
 use crate::reactor::Conn;
@@ -101,6 +103,20 @@ pub trait Handler {
     /// An entry left the directory: `reason` is `left` (`LEAVE`), `its
     /// probe failed`, or `removed by the server` ([`Context::unbind`]).
     fn on_unbind(&mut self, ctx: &mut Context<'_>, user: &str, addr: SocketAddr, reason: &str) {}
+    /// A request to a group this program serves ([`Context::serve_requests`])
+    /// that no session took: answer with [`Context::reply`] (now or later,
+    /// before its timeout; unanswered, the requester gets `ERR timeout`).
+    fn on_request(
+        &mut self,
+        ctx: &mut Context<'_>,
+        rid: &str,
+        from: &str,
+        group: GroupId,
+        payload: &Bytes,
+    ) {
+    }
+    /// The answer to a request this program sent ([`Context::request`]).
+    fn on_reply(&mut self, ctx: &mut Context<'_>, rid: &str, outcome: RequestOutcome) {}
 }
 
 /// A handler that does nothing.
@@ -208,6 +224,35 @@ impl Context<'_> {
         self.broker.directory()
     }
 
+    /// Whether this program answers requests to `group` that no session
+    /// takes (they arrive at [`Handler::on_request`]).
+    pub fn serve_requests(&mut self, group: GroupId, on: bool) {
+        self.broker.serve_requests(group, on);
+    }
+
+    /// Answers a request handed to [`Handler::on_request`]; returns whether
+    /// it was still waiting.
+    pub fn reply(&mut self, rid: &str, payload: &[u8]) -> bool {
+        self.broker.reply_as_host(self.links, rid, payload)
+    }
+
+    /// Sends a request to a responder of `group` as `@server`; the answer
+    /// comes to [`Handler::on_reply`] with the rid returned.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::UnknownGroup`], or [`DeliveryError::NoResponders`]
+    /// when no session answers requests on `group`.
+    pub fn request(
+        &mut self,
+        group: GroupId,
+        payload: &[u8],
+        timeout: std::time::Duration,
+    ) -> Result<String, DeliveryError> {
+        self.broker
+            .request_as_host(self.links, group, payload, timeout)
+    }
+
     /// Stops the server gracefully.
     pub fn stop(&mut self) {
         *self.stop = true;
@@ -251,5 +296,12 @@ pub(crate) fn dispatch<H: Handler>(handler: &mut H, ctx: &mut Context<'_>, event
         }
         Event::Bound { user, addr } => handler.on_bind(ctx, &user, addr),
         Event::Unbound { user, addr, reason } => handler.on_unbind(ctx, &user, addr, reason),
+        Event::Request {
+            rid,
+            from,
+            group,
+            payload,
+        } => handler.on_request(ctx, &rid, &from, group, &payload),
+        Event::Replied { rid, outcome } => handler.on_reply(ctx, &rid, outcome),
     }
 }

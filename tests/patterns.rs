@@ -131,3 +131,97 @@ fn echo_off_makes_a_bus() {
         "no echo"
     );
 }
+
+/// Answers requests on group 2 with the payload upper-cased; records the
+/// answers to its own requests.
+struct Host {
+    replies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl switchboard::Handler for Host {
+    fn on_request(
+        &mut self,
+        ctx: &mut switchboard::Context<'_>,
+        rid: &str,
+        from: &str,
+        group: u32,
+        payload: &bytes::Bytes,
+    ) {
+        let answer = format!(
+            "{from}@{group}: {}",
+            String::from_utf8_lossy(payload).to_uppercase()
+        );
+        assert!(ctx.reply(rid, answer.as_bytes()));
+    }
+    fn on_reply(
+        &mut self,
+        _ctx: &mut switchboard::Context<'_>,
+        rid: &str,
+        outcome: switchboard::broker::RequestOutcome,
+    ) {
+        let text = match outcome {
+            Ok(p) => format!("{rid} ok {}", String::from_utf8_lossy(&p)),
+            Err(code) => format!("{rid} err {code}"),
+        };
+        if let Ok(mut r) = self.replies.lock() {
+            r.push(text);
+        }
+    }
+}
+
+/// The embedding program answers requests no session takes, and sends its
+/// own.
+#[test]
+fn the_embedding_program_answers_and_sends_requests() {
+    let mut config = switchboard::ServerConfig {
+        listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
+        ..switchboard::ServerConfig::default()
+    };
+    config.groups = vec![(1, "svc".into()), (2, "host".into())];
+    let replies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = switchboard::Server::bind(
+        config,
+        Host {
+            replies: std::sync::Arc::clone(&replies),
+        },
+    )
+    .expect("bind");
+    let addr = server.local_addrs()[0];
+    let handle = server.handle();
+    let run = std::thread::spawn(move || server.run().expect("run"));
+    handle
+        .call(|ctx| ctx.serve_requests(2, true))
+        .expect("call");
+    let mut alice = Client::connect(addr, "alice");
+    alice.send_line("USER 0 alice");
+    alice.expect_ack();
+    alice.send_frame("REQUEST", &["2"], b"hi");
+    assert_eq!(alice.expect_result(), b"alice@2: HI");
+    // The program asks alice, who serves group 1.
+    alice.ack("SUBSCRIBE 0 1");
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle
+        .call(move |ctx| {
+            let _ = tx.send(ctx.request(1, b"status?", Duration::from_secs(2)));
+        })
+        .expect("call");
+    let rid = rx
+        .recv_timeout(READ_TIMEOUT)
+        .expect("answer")
+        .expect("a responder");
+    let f = alice.push();
+    assert!(f.is("REQUESTED", &["@server", "1", &rid]), "{f:?}");
+    alice.send_frame("REPLY", &[&rid], b"all good");
+    alice.expect_ack();
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while replies.lock().map(|r| r.is_empty()).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "no on_reply");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        replies.lock().map(|r| r.clone()).unwrap_or_default(),
+        [format!("{rid} ok all good")]
+    );
+    handle.stop();
+    let _ = run.join();
+}

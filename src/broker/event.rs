@@ -97,6 +97,28 @@ pub enum Event {
         /// Why: `left` (`LEAVE`), `its probe failed`, `removed by the server`.
         reason: &'static str,
     },
+    /// A request to a group the embedding program serves
+    /// ([`crate::broker::Broker::serve_requests`]) that no session took:
+    /// answer it with `reply_as_host(rid, ...)` before its timeout.
+    Request {
+        /// Names the request in the answer.
+        rid: String,
+        /// The requester's user name.
+        from: String,
+        /// The group.
+        group: GroupId,
+        /// The request.
+        payload: Bytes,
+    },
+    /// The answer to a request the embedding program sent
+    /// (`request_as_host`): the responder's payload, or why none
+    /// (`Timeout`, `NoResponders`).
+    Replied {
+        /// The rid `request_as_host` returned.
+        rid: String,
+        /// The answer.
+        outcome: crate::broker::RequestOutcome,
+    },
     /// A connection ended.
     Closed {
         /// The connection.

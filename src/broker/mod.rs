@@ -53,7 +53,7 @@ pub use config::{AuthMode, BrokerConfig};
 pub use directory::{MAX_PROBES, PROBE_TIMEOUT, ProbeRequest};
 pub use event::Event;
 use registry::{Group, Keys, user_name};
-pub use requests::MAX_PENDING_REQUESTS;
+pub use requests::{MAX_PENDING_REQUESTS, RequestOutcome};
 pub use session::Session;
 use session::State;
 pub use stats::{Figure, Kind as FigureKind, ProcessStats};
@@ -103,6 +103,8 @@ pub enum DeliveryError {
     /// Under `open_groups`, the groups it would create pass
     /// `max_open_groups` (`limit`).
     Limit,
+    /// A request found nobody to answer it (`no-responders`).
+    NoResponders,
 }
 
 impl std::fmt::Display for DeliveryError {
@@ -112,6 +114,7 @@ impl std::fmt::Display for DeliveryError {
             Self::NoSuchUser => f.write_str("no such user online"),
             Self::BadArgs => f.write_str("invalid user name or group list"),
             Self::Limit => f.write_str("too many open groups"),
+            Self::NoResponders => f.write_str("nobody answers requests on that group"),
         }
     }
 }

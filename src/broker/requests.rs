@@ -30,6 +30,12 @@ use crate::conn::tick::Tick;
 use crate::error::ErrorCode;
 use crate::proto::{GroupId, frame};
 
+/// The embedding program, as a requester or responder (not a slab key).
+const HOST: usize = usize::MAX;
+
+/// How a request ended, as the embedding program hears it.
+pub type RequestOutcome = Result<Bytes, ErrorCode>;
+
 /// Requests and surveys one session may have waiting.
 pub const MAX_PENDING_REQUESTS: usize = 64;
 
@@ -74,6 +80,9 @@ pub(super) struct Requests {
     next: u64,
     /// Round-robin over plain subscribers.
     rr: usize,
+    /// Groups whose requests the embedding program answers when no session
+    /// does.
+    host_groups: std::collections::HashSet<GroupId>,
 }
 
 fn rid_of(n: u64) -> String {
@@ -85,6 +94,9 @@ fn parse_rid(rid: &str) -> Option<u64> {
 }
 
 fn generation<T>(links: &Sessions<T>, key: usize) -> Option<u32> {
+    if key == HOST {
+        return Some(0);
+    }
     let l = links.get(ConnId(key))?;
     (!l.is_closing()).then(|| l.generation())
 }
@@ -142,7 +154,10 @@ impl Broker {
             let text = format!("{MAX_PENDING_REQUESTS} requests and surveys are waiting already");
             return self.reply_err(links, conn, ErrorCode::Busy, &text);
         }
-        let Some(responder) = self.pick_responder(links, conn, g) else {
+        let responder = self
+            .pick_responder(links, conn, g)
+            .or_else(|| self.host_responder(g, conn.0));
+        let Some(responder) = responder else {
             let text = format!("nobody answers requests on group {g}");
             return self.reply_err(links, conn, ErrorCode::NoResponders, &text);
         };
@@ -169,7 +184,16 @@ impl Broker {
                 kind: Kind::Request { responder },
             },
         );
-        self.push_frame(links, ConnId(responder.0), msg);
+        if responder.0 == HOST {
+            self.emit(super::Event::Request {
+                rid,
+                from: sender,
+                group: g,
+                payload: bytes::Bytes::copy_from_slice(payload),
+            });
+        } else {
+            self.push_frame(links, ConnId(responder.0), msg);
+        }
     }
 
     /// A responder for a request to `g` from `conn`: a queue member first
@@ -209,6 +233,85 @@ impl Broker {
             }
         }
         None
+    }
+
+    /// The host's fallback responder for `g`, if it serves it.
+    fn host_responder(&self, g: GroupId, requester: usize) -> Option<(usize, u32)> {
+        (requester != HOST && self.requests.host_groups.contains(&g)).then_some((HOST, 0))
+    }
+
+    /// Whether the embedding program answers requests to `g` that no
+    /// session takes (see [`Broker::reply_as_host`]).
+    pub fn serve_requests(&mut self, g: GroupId, on: bool) {
+        if on {
+            self.requests.host_groups.insert(g);
+        } else {
+            self.requests.host_groups.remove(&g);
+        }
+    }
+
+    /// The embedding program answers request `rid` (from
+    /// `Event::Request`); returns whether it was waiting for the program.
+    pub fn reply_as_host<T>(&mut self, links: &mut Sessions<T>, rid: &str, payload: &[u8]) -> bool {
+        let Some(n) = parse_rid(rid) else {
+            return false;
+        };
+        let ours =
+            self.requests.pending.get(&n).is_some_and(
+                |p| matches!(p.kind, Kind::Request { responder } if responder.0 == HOST),
+            );
+        if ours {
+            self.finish_request(links, n, frame::result(payload));
+        }
+        ours
+    }
+
+    /// The embedding program sends a request to `g` as `@server`; the
+    /// answer comes as `Event::Replied` with the rid returned.
+    ///
+    /// # Errors
+    ///
+    /// `UnknownGroup`, or `NoResponders` when no session serves `g`.
+    pub fn request_as_host<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        g: GroupId,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<String, super::DeliveryError> {
+        if !self.groups.contains_key(&g) {
+            return Err(super::DeliveryError::UnknownGroup(g));
+        }
+        let host = ConnId(HOST);
+        let responder = self
+            .pick_responder(links, host, g)
+            .ok_or(super::DeliveryError::NoResponders)?;
+        self.requests.next += 1;
+        let n = self.requests.next;
+        let rid = rid_of(n);
+        let ms = timeout.min(Duration::from_millis(u64::from(
+            crate::proto::command::MAX_WAIT_MS,
+        )));
+        let deadline = links.tick(self.now) + ms;
+        self.requests.deadlines.push(Reverse((deadline, n)));
+        self.requests.pending.insert(
+            n,
+            Pending {
+                requester: (HOST, 0),
+                kind: Kind::Request { responder },
+            },
+        );
+        let msg = frame::encode_to_bytes(
+            "REQUESTED",
+            &[
+                super::SERVER_USER.as_bytes(),
+                g.to_string().as_bytes(),
+                rid.as_bytes(),
+            ],
+            payload,
+        );
+        self.push_frame(links, ConnId(responder.0), msg);
+        Ok(rid)
     }
 
     /// `SURVEY LEN <g> <deadline_ms>`.
@@ -344,6 +447,14 @@ impl Broker {
         reply: Bytes,
     ) {
         let (key, generation) = requester;
+        if key == HOST {
+            let outcome = outcome_of(&reply);
+            self.emit(super::Event::Replied {
+                rid: rid_of(n),
+                outcome,
+            });
+            return;
+        }
         let live = links
             .get(ConnId(key))
             .is_some_and(|l| l.generation() == generation && !l.is_closing());
@@ -423,5 +534,20 @@ impl Broker {
             let text = "the responder went away";
             self.finish_request(links, n, frame::err(ErrorCode::NoResponders, text));
         }
+    }
+}
+
+/// What a reply frame (`RESULT` or `ERR`) tells the embedding program.
+fn outcome_of(reply: &Bytes) -> RequestOutcome {
+    match crate::proto::decode(reply, usize::MAX) {
+        Ok(crate::proto::Decoded::Frame { frame, .. }) if frame.verb().as_bytes() == b"RESULT" => {
+            Ok(Bytes::copy_from_slice(frame.payload()))
+        }
+        Ok(crate::proto::Decoded::Frame { frame, .. }) => Err(frame
+            .args()
+            .next()
+            .and_then(ErrorCode::from_token)
+            .unwrap_or(ErrorCode::Internal)),
+        _ => Err(ErrorCode::Internal),
     }
 }
