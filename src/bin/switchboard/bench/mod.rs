@@ -17,6 +17,7 @@ mod handshake;
 mod net;
 mod proc;
 mod report;
+mod reqrep;
 mod target;
 mod ws;
 
@@ -100,6 +101,10 @@ enum Scenario {
     /// Sequential round trips (PING/PONG, or SEND to oneself with
     /// --payload) on N connections: round trips per second and latency.
     Echo(echo::EchoArgs),
+    /// Request/reply through a queue group (issue 14): R requesters with D
+    /// requests outstanding each, W responders; requests per second,
+    /// latency and server CPU per request (switchboard and nats).
+    Reqrep(reqrep::ReqRepArgs),
     /// TLS handshakes per second (full, or resumed with --resume) and, with
     /// --server-pid, server CPU per handshake.
     Handshake(handshake::HandshakeArgs),
@@ -305,6 +310,7 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
         Scenario::Density(a) => ("density", density::run(a)),
         Scenario::Fanout(a) => ("fanout", fanout::run(a)),
         Scenario::Echo(a) => ("echo", echo::run(a)),
+        Scenario::Reqrep(a) => ("reqrep", reqrep::run(a)),
         Scenario::Handshake(a) => ("handshake", handshake::run(a)),
         Scenario::Attack(a) => ("attack", attack::run(a)),
     };
