@@ -29,19 +29,23 @@
 //! ```
 //!
 //! Outgoing connections are plain TCP ([`EventLoop::connect`]) or TLS
-//! ([`EventLoop::connect_tls`]), on the same loop as the listeners.
+//! ([`EventLoop::connect_tls`]), on the same loop as the listeners. UDP
+//! sockets ([`EventLoop::bind_udp`], [`EventLoop::connect_udp`]; see
+//! [`crate::datagram`]) share the loop too.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
+use std::time::Instant;
 use std::{fmt, io};
 
 use log::info;
 use mio::{Poll, Waker};
 
+use crate::datagram::{DatagramHandler, Datagrams, UdpOptions};
 use crate::framed::{FramedHandler, FramedService, Framing};
 use crate::handler::Handler;
-use crate::reactor::service::Service;
+use crate::reactor::service::{DatagramService, Service};
 use crate::reactor::{self, Control, Listener, Reactor};
 use crate::server::{ServerConfig, ServerHandle, StartError, build_broker, install_broker};
 use crate::tls::TlsSession;
@@ -52,7 +56,7 @@ use rustls::pki_types::ServerName;
 /// listeners. Build it, add services, then [`run`](EventLoop::run) it on the
 /// thread that should serve them.
 pub struct EventLoop {
-    reactor: Reactor<Box<dyn Service>>,
+    reactor: Reactor<Box<dyn Service>, Box<dyn DatagramService>>,
     tx: Sender<Control>,
     waker: Arc<Waker>,
 }
@@ -266,6 +270,93 @@ impl EventLoop {
             .add_outgoing(index, addr, Transport::Tls(Box::new(session)))
             .map(|_| ())
             .map_err(|source| StartError::Connect { addr, source })
+    }
+
+    /// Adds a datagram service on a UDP socket bound to `addr` (port 0: any
+    /// free port), with `options` (multicast groups, TTL, loopback, queue
+    /// bounds) applied before it joins the loop. `handler` hears
+    /// [`DatagramHandler::on_start`] at once, then every datagram. Logs
+    /// `udp bound on ADDR` and returns the bound address.
+    ///
+    /// A multicast receiver binds the group's port on `0.0.0.0` (with
+    /// [`UdpOptions::reuse_address`] when several share it) and joins the
+    /// group; a sender needs no option but the TTL and interface it wants.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Bind`] if the address cannot be bound or an option
+    /// cannot be set (e.g. joining a group on an address that is no
+    /// interface's), [`StartError::Config`] when the loop already hosts
+    /// the most datagram sockets it can (4,096).
+    pub fn bind_udp<H: DatagramHandler + 'static>(
+        &mut self,
+        addr: SocketAddr,
+        options: UdpOptions,
+        handler: H,
+    ) -> Result<SocketAddr, StartError> {
+        self.add_udp(addr, None, options, handler)
+    }
+
+    /// Adds a datagram service on a client UDP socket connected to `peer`
+    /// (bound to any free port of the same address family): only `peer`'s
+    /// datagrams arrive, [`DatagramContext::send`](crate::datagram::DatagramContext::send)
+    /// sends to it, and an ICMP "port unreachable" (no socket there) comes
+    /// back as [`DatagramHandler::on_error`] with `ConnectionRefused`.
+    /// Returns the local address.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventLoop::bind_udp`]; [`StartError::Connect`] if the socket
+    /// cannot be connected (e.g. no route).
+    pub fn connect_udp<H: DatagramHandler + 'static>(
+        &mut self,
+        peer: SocketAddr,
+        options: UdpOptions,
+        handler: H,
+    ) -> Result<SocketAddr, StartError> {
+        let any = if peer.is_ipv4() {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        };
+        self.add_udp(any, Some(peer), options, handler)
+    }
+
+    fn add_udp<H: DatagramHandler + 'static>(
+        &mut self,
+        addr: SocketAddr,
+        peer: Option<SocketAddr>,
+        options: UdpOptions,
+        handler: H,
+    ) -> Result<SocketAddr, StartError> {
+        let socket = crate::reactor::bind_udp(addr, options.reuses_address(), peer).map_err(
+            |source| match (peer, source.kind()) {
+                (
+                    Some(peer),
+                    io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable,
+                ) => StartError::Connect { addr: peer, source },
+                _ => StartError::Bind { addr, source },
+            },
+        )?;
+        let service: Box<dyn DatagramService> = Box::new(Datagrams::new(&options, handler));
+        let local = self
+            .reactor
+            .add_datagram(socket, service, options.ops(), Instant::now())
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::Other {
+                    StartError::Config(format!(
+                        "one loop hosts at most {} datagram sockets",
+                        reactor::MAX_DATAGRAMS
+                    ))
+                } else {
+                    StartError::Bind { addr, source }
+                }
+            })?;
+        match peer {
+            Some(peer) => info!("udp bound on {local}, connected to {peer}"),
+            None => info!("udp bound on {local}"),
+        }
+        Ok(local)
     }
 
     /// A cloneable, `Send` handle that stops the loop from another thread.

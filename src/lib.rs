@@ -12,6 +12,7 @@
 //!   server.rs      ServerConfig, Server::bind/run, ServerHandle; BrokerService
 //!   handler.rs     Handler callbacks + Context (publish/send as @server)
 //!   framed.rs      the generic layer: Framing, FramedHandler, FramedContext
+//!   datagram.rs    the generic layer for UDP: DatagramHandler, DatagramContext
 //!      |
 //!   reactor/       the only server module that names mio: poll, accept, read,
 //!                  write, timers; reaches connections through conn::Table
@@ -48,6 +49,7 @@ pub mod buf;
 pub mod certs;
 pub mod client;
 pub mod conn;
+pub mod datagram;
 pub mod error;
 pub mod event_loop;
 pub mod framed;
@@ -71,6 +73,7 @@ pub use auth::Authenticator;
 pub use broker::{AuthMode, BrokerConfig, DeliveryError};
 pub use client::{Client, ClientConfig, ClientError, Push};
 pub use conn::{CloseReason, ConnId, PeerIdentity};
+pub use datagram::{DatagramContext, DatagramHandler, UdpOptions};
 pub use event_loop::{EventLoop, LoopHandle};
 pub use framed::{FramedContext, FramedHandler, Framing};
 pub use handler::{Attempt, Authorize, Context, Handler, Verdict};

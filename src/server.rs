@@ -34,7 +34,7 @@ use crate::metrics::{MetricsService, Snapshot};
 use crate::probe::{ProbeService, SharedBoard};
 use crate::proto::GroupId;
 use crate::proto::frame::MIN_MAX_PAYLOAD;
-use crate::reactor::service::Service;
+use crate::reactor::service::{DatagramService, Service};
 use crate::reactor::{self, Conn, Control, Listener, Reactor};
 use crate::transport::WsConfig;
 
@@ -230,8 +230,8 @@ impl<H: Handler + 'static> Server<H> {
 /// type) with its listeners, and its metrics service right after it; logs
 /// `tcp listening on ADDR` for each listener. Returns the broker's
 /// addresses.
-pub(crate) fn install_broker<H: Handler + 'static, S: Service>(
-    reactor: &mut Reactor<S>,
+pub(crate) fn install_broker<H: Handler + 'static, S: Service, D: DatagramService>(
+    reactor: &mut Reactor<S, D>,
     built: BuiltBroker<H>,
     wrap: impl Fn(Hosted<H>) -> S,
 ) -> Result<Vec<SocketAddr>, StartError> {

@@ -31,6 +31,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("peer", &["error", "proto"]),
     ("handler", &["acl", "broker", "conn", "proto", "reactor"]),
     ("framed", &["conn", "reactor", "buf"]),
+    // UDP services: the reactor's datagram-service trait and socket options.
+    ("datagram", &["reactor"]),
     ("metrics", &["broker", "conn", "reactor"]),
     // The directory's probes: the broker's requests as connections of the loop.
     ("probe", &["broker", "conn", "proto", "reactor"]),
@@ -73,6 +75,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "event_loop",
         &[
+            "datagram",
             "framed",
             "handler",
             "reactor",

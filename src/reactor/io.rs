@@ -107,6 +107,45 @@ impl<W: io::Write> io::Write for Budgeted<'_, W> {
     }
 }
 
+/// Binds a nonblocking UDP socket on `addr` (`SO_REUSEADDR` first when
+/// `reuse`: several receivers of one multicast group on one port), and
+/// connects it to `peer` when given (then only `peer`'s datagrams arrive,
+/// and ICMP errors such as "port unreachable" are reported on it).
+pub(crate) fn bind_udp(
+    addr: std::net::SocketAddr,
+    reuse: bool,
+    peer: Option<std::net::SocketAddr>,
+) -> io::Result<mio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse {
+        socket.set_reuse_address(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    if let Some(peer) = peer {
+        socket.connect(&peer.into())?;
+    }
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// Applies one socket option to a datagram socket.
+pub(crate) fn apply_op(
+    socket: &mio::net::UdpSocket,
+    op: super::service::SocketOp,
+) -> io::Result<()> {
+    use super::service::SocketOp;
+    let sock = socket2::SockRef::from(socket);
+    match op {
+        SocketOp::JoinV4 { group, interface } => socket.join_multicast_v4(&group, &interface),
+        SocketOp::LeaveV4 { group, interface } => socket.leave_multicast_v4(&group, &interface),
+        SocketOp::MulticastTtlV4(ttl) => socket.set_multicast_ttl_v4(ttl),
+        SocketOp::MulticastLoopV4(on) => socket.set_multicast_loop_v4(on),
+        SocketOp::MulticastIfV4(interface) => sock.set_multicast_if_v4(&interface),
+        SocketOp::Broadcast(on) => socket.set_broadcast(on),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{IoSlice, Write};

@@ -36,7 +36,11 @@
 //!   reads the final `ERR` instead of a reset.
 //! - Spurious wakeups and events for unknown tokens are ignored.
 
+mod datagram;
 mod io;
+
+pub(crate) use datagram::MAX_DATAGRAMS;
+pub(crate) use io::bind_udp;
 
 pub(crate) use io::bind_listener;
 pub(crate) mod service;
@@ -55,7 +59,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::conn::{Admission, CloseReason, ConnId, Table};
 use crate::tls::{ReadError, ReadStep, TlsSession};
 use crate::transport::{Kind, NoTls, ReadBufs, Transport, WsConfig, WsLayer};
-use service::Service;
+use service::{DatagramService, Service};
 
 /// The waker's token.
 const WAKER: Token = Token(usize::MAX);
@@ -92,11 +96,15 @@ pub(crate) enum Control {
 /// A connection as the reactor names it: the service, and the service's id.
 type Key = (usize, ConnId);
 
+/// Connection tokens are below this (datagram sockets' and listeners'
+/// tokens above).
+const CONN_TOKEN_END: usize = datagram::DATAGRAM_BASE - MAX_DATAGRAMS;
+
 /// The token of a connection, or `None` if the key is too large to encode
-/// (it would collide with the reserved listener tokens).
+/// (it would collide with the reserved datagram and listener tokens).
 fn token_of((svc, conn): Key) -> Option<Token> {
     let t = conn.0.checked_mul(MAX_SERVICES)?.checked_add(svc)?;
-    (t < LISTENER_BASE - MAX_LISTENERS).then_some(Token(t))
+    (t < CONN_TOKEN_END).then_some(Token(t))
 }
 
 /// The connection a token names.
@@ -174,11 +182,18 @@ pub(crate) struct Listener {
 /// The loop and everything it owns. `S` is the service type: one concrete
 /// type for a [`crate::Server`] (so a server is `Send` when its handler is),
 /// `Box<dyn Service>` for an [`crate::EventLoop`] hosting several kinds.
-pub(crate) struct Reactor<S> {
+/// `D` is the datagram service type: none for a server
+/// ([`service::NoDatagrams`]), `Box<dyn DatagramService>` for an event loop.
+pub(crate) struct Reactor<S, D = service::NoDatagrams> {
     poll: Poll,
     events: Events,
     listeners: Vec<Listener>,
     services: Vec<S>,
+    /// Datagram sockets (UDP) and their services: no connections, so not
+    /// in `services`.
+    datagrams: Vec<datagram::Datagram<D>>,
+    /// Datagram sockets whose read budget ran out (or just added).
+    datagram_ready: Vec<usize>,
     /// The read buffers all connections share (also the write path's
     /// gathering buffer, `bufs.scratch`).
     bufs: ReadBufs,
@@ -203,17 +218,18 @@ pub(crate) struct Reactor<S> {
     stop_requested: bool,
 }
 
-impl<S: Service> std::fmt::Debug for Reactor<S> {
+impl<S: Service, D: DatagramService> std::fmt::Debug for Reactor<S, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reactor")
             .field("listeners", &self.listeners.len())
             .field("services", &self.services.len())
+            .field("datagram_sockets", &self.datagrams.len())
             .field("connections", &self.connections())
             .finish()
     }
 }
 
-impl<S: Service> Reactor<S> {
+impl<S: Service, D: DatagramService> Reactor<S, D> {
     /// An empty loop: add services and listeners, then [`Reactor::run`].
     pub(crate) fn new(poll: Poll, control: Receiver<Control>) -> Self {
         Self {
@@ -221,6 +237,8 @@ impl<S: Service> Reactor<S> {
             events: Events::with_capacity(1024),
             listeners: Vec::new(),
             services: Vec::new(),
+            datagrams: Vec::new(),
+            datagram_ready: Vec::new(),
             bufs: ReadBufs::new(SCRATCH_LEN),
             control,
             ready: Vec::new(),
@@ -286,7 +304,7 @@ impl<S: Service> Reactor<S> {
                 s.links().stats_mut().turns.record(end, end - now);
             }
             if let Some(deadline) = self.stop_deadline {
-                let open = self.connections();
+                let open = self.connections() + self.datagrams_owing();
                 if open == 0 {
                     info!("stopped");
                     return Ok(());
@@ -302,6 +320,7 @@ impl<S: Service> Reactor<S> {
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.ready.is_empty()
             || !self.deferred.is_empty()
+            || self.datagrams_busy()
             || self.services.iter().any(|s| {
                 let l = s.links_ref();
                 l.has_dirty()
@@ -316,6 +335,7 @@ impl<S: Service> Reactor<S> {
         self.services
             .iter()
             .filter_map(|s| s.poll_timeout())
+            .chain(self.datagram_timeout())
             .chain(
                 [self.accept_retry_at, self.stop_deadline]
                     .into_iter()
@@ -336,11 +356,23 @@ impl<S: Service> Reactor<S> {
         writable.clear();
         let mut accept = Vec::new();
         let mut woken = false;
+        let mut dgram_readable = std::mem::take(&mut self.datagram_ready);
+        let mut dgram_writable = Vec::new();
         for event in self.events.iter() {
             match event.token() {
                 WAKER => woken = true,
                 Token(t) if t > LISTENER_BASE - MAX_LISTENERS && t <= LISTENER_BASE => {
                     accept.push(LISTENER_BASE - t);
+                }
+                Token(t) if t >= CONN_TOKEN_END => {
+                    if let Some(i) = datagram::datagram_index(t) {
+                        if event.is_readable() || event.is_error() {
+                            dgram_readable.push(i);
+                        }
+                        if event.is_writable() {
+                            dgram_writable.push(i);
+                        }
+                    }
                 }
                 Token(t) => {
                     let key = key_of(t);
@@ -383,6 +415,11 @@ impl<S: Service> Reactor<S> {
         for &key in readable.iter().chain(again.iter()) {
             self.read(key, now);
         }
+        dgram_readable.sort_unstable();
+        dgram_readable.dedup();
+        for &i in &dgram_readable {
+            self.read_datagrams(i, now);
+        }
         again.clear();
         if self.ready.is_empty() {
             self.ready = again;
@@ -392,6 +429,7 @@ impl<S: Service> Reactor<S> {
             s.handle_timeout(now);
             stop |= s.after_input(now);
         }
+        stop |= self.datagram_turn(&dgram_writable, now);
         if stop {
             self.begin_stop(now);
         }
@@ -502,6 +540,7 @@ impl<S: Service> Reactor<S> {
         for mut l in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }
+        self.stop_datagrams();
         let mut drain = Duration::ZERO;
         for s in &mut self.services {
             s.shutdown(now);
@@ -1013,6 +1052,7 @@ mod tests {
             let t = token_of(key).expect("encodable");
             assert_eq!(key_of(t.0), key);
             assert!(t.0 <= LISTENER_BASE - MAX_LISTENERS);
+            assert_eq!(datagram::datagram_index(t.0), None);
         }
         assert_eq!(token_of((0, ConnId(usize::MAX / 2))), None);
     }

@@ -116,3 +116,139 @@ impl<S: Service + ?Sized> Service for Box<S> {
         (**self).connect_started(tag, conn, now);
     }
 }
+
+/// A socket option the reactor applies to a datagram socket, at bind time
+/// or when a datagram handler asks (multicast membership, TTL, loopback,
+/// interface, broadcast). Plain data, so the services stay sans-IO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketOp {
+    /// `IP_ADD_MEMBERSHIP`: receive `group` on the interface with this
+    /// address (`0.0.0.0`: the kernel's choice).
+    JoinV4 {
+        group: std::net::Ipv4Addr,
+        interface: std::net::Ipv4Addr,
+    },
+    /// `IP_DROP_MEMBERSHIP`.
+    LeaveV4 {
+        group: std::net::Ipv4Addr,
+        interface: std::net::Ipv4Addr,
+    },
+    /// `IP_MULTICAST_TTL`.
+    MulticastTtlV4(u32),
+    /// `IP_MULTICAST_LOOP`.
+    MulticastLoopV4(bool),
+    /// `IP_MULTICAST_IF`: the interface (by address) multicast leaves by.
+    MulticastIfV4(std::net::Ipv4Addr),
+    /// `SO_BROADCAST`.
+    Broadcast(bool),
+}
+
+/// One datagram socket's protocol: the reactor reads datagrams into its
+/// scratch buffer and hands them over, and sends what the service queued.
+/// A datagram socket has no connections, so this is not a [`Service`]; the
+/// reactor keeps datagram sockets in a list of their own.
+pub(crate) trait DatagramService {
+    /// Once, when the socket joins the loop.
+    fn start(&mut self, local: SocketAddr, peer: Option<SocketAddr>, now: Instant);
+    /// How many bytes the next receive may bring: one more than the largest
+    /// datagram accepted, so that a larger one shows as larger.
+    fn recv_window(&self) -> usize;
+    /// A datagram arrived (`payload` is cut at `recv_window`).
+    fn handle_datagram(&mut self, from: SocketAddr, payload: &[u8], now: Instant);
+    /// A receive or send failed (`to` is the destination of a failed send).
+    fn handle_error(&mut self, to: Option<SocketAddr>, error: &std::io::Error, now: Instant);
+    /// Runs a due timer.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The service's timer, if set.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The next datagram to send, oldest first.
+    fn front(&self) -> Option<(SocketAddr, &[u8])>;
+    /// Drops the front datagram: handed to the kernel (`sent`), or failed
+    /// (then [`DatagramService::handle_error`] follows).
+    fn pop_front(&mut self, sent: bool);
+    /// Socket options asked for since the last call.
+    fn take_ops(&mut self, into: &mut Vec<SocketOp>);
+    /// Whether the handler asked to stop the loop since the last call.
+    fn take_stop(&mut self) -> bool;
+    /// The loop is stopping: no more callbacks; what is queued is still sent.
+    fn shutdown(&mut self);
+}
+
+/// No datagram service: the datagram type of a reactor that hosts none (a
+/// [`crate::Server`]), so that it stays `Send`.
+#[derive(Debug)]
+pub(crate) enum NoDatagrams {}
+
+impl DatagramService for NoDatagrams {
+    fn start(&mut self, _: SocketAddr, _: Option<SocketAddr>, _: Instant) {
+        match *self {}
+    }
+    fn recv_window(&self) -> usize {
+        match *self {}
+    }
+    fn handle_datagram(&mut self, _: SocketAddr, _: &[u8], _: Instant) {
+        match *self {}
+    }
+    fn handle_error(&mut self, _: Option<SocketAddr>, _: &std::io::Error, _: Instant) {
+        match *self {}
+    }
+    fn handle_timeout(&mut self, _: Instant) {
+        match *self {}
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match *self {}
+    }
+    fn front(&self) -> Option<(SocketAddr, &[u8])> {
+        match *self {}
+    }
+    fn pop_front(&mut self, _: bool) {
+        match *self {}
+    }
+    fn take_ops(&mut self, _: &mut Vec<SocketOp>) {
+        match *self {}
+    }
+    fn take_stop(&mut self) -> bool {
+        match *self {}
+    }
+    fn shutdown(&mut self) {
+        match *self {}
+    }
+}
+
+/// A boxed datagram service is one: the [`crate::EventLoop`] hosts
+/// `Box<dyn DatagramService>`.
+impl<D: DatagramService + ?Sized> DatagramService for Box<D> {
+    fn start(&mut self, local: SocketAddr, peer: Option<SocketAddr>, now: Instant) {
+        (**self).start(local, peer, now);
+    }
+    fn recv_window(&self) -> usize {
+        (**self).recv_window()
+    }
+    fn handle_datagram(&mut self, from: SocketAddr, payload: &[u8], now: Instant) {
+        (**self).handle_datagram(from, payload, now);
+    }
+    fn handle_error(&mut self, to: Option<SocketAddr>, error: &std::io::Error, now: Instant) {
+        (**self).handle_error(to, error, now);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn front(&self) -> Option<(SocketAddr, &[u8])> {
+        (**self).front()
+    }
+    fn pop_front(&mut self, sent: bool) {
+        (**self).pop_front(sent);
+    }
+    fn take_ops(&mut self, into: &mut Vec<SocketOp>) {
+        (**self).take_ops(into);
+    }
+    fn take_stop(&mut self) -> bool {
+        (**self).take_stop()
+    }
+    fn shutdown(&mut self) {
+        (**self).shutdown();
+    }
+}
