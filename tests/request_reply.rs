@@ -196,3 +196,52 @@ fn echo_off_and_a_pipelined_batch() {
     ));
     assert!(c.batch(vec![]).is_empty());
 }
+
+/// A queue membership is restored after a reconnect, like a subscription.
+#[test]
+fn queue_membership_survives_a_reconnect() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let listen = format!("127.0.0.1:{port}");
+    let serve = || ServerProc::start_raw(&serve_args_on(&listen));
+    let srv = serve();
+    let mut c = ClientConfig::new(srv.addr.to_string(), "worker");
+    c.reply_timeout = WAIT;
+    c.reconnect = Some(switchboard::client::Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    });
+    let worker = Arc::new(Client::connect(c).expect("connect"));
+    worker.qsubscribe("pool", &[1]).expect("QSUBSCRIBE");
+    drop(srv);
+    assert_eq!(worker.recv(Some(WAIT)).ok(), Some(Push::Disconnected));
+    let srv = serve();
+    assert_eq!(worker.recv(Some(WAIT)).ok(), Some(Push::Reconnected));
+    let answering = responder(worker.clone(), 1);
+    let asker = connect(&srv, "asker");
+    assert_eq!(
+        asker
+            .request(1, b"still there?", Duration::from_secs(3))
+            .expect("answered after the reconnect"),
+        Bytes::from_static(b"STILL THERE?")
+    );
+    answering.join().expect("responder");
+}
+
+fn serve_args_on(listen: &str) -> Vec<&str> {
+    vec![
+        "serve",
+        "--listen",
+        listen,
+        "--tls-listen",
+        "off",
+        "--ws-listen",
+        "off",
+        "--wss-listen",
+        "off",
+        "--group",
+        "1=work",
+    ]
+}
