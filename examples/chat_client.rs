@@ -87,5 +87,7 @@ fn show(push: &Push) -> String {
         Push::Parted { user, group } => format!("{user} left {group}"),
         Push::Disconnected => "disconnected".into(),
         Push::Reconnected => "reconnected".into(),
+        Push::Requested { sender, group, .. } => format!("request from {sender} to {group}"),
+        Push::Surveyed { sender, group, .. } => format!("survey from {sender} to {group}"),
     }
 }

@@ -647,3 +647,102 @@ fn chat_joins_a_group_by_name() {
     alice.send_line("/quit");
     alice.expect_clean_exit();
 }
+
+// ---------------------------------------------------------------------------
+// request and reply (issue 14)
+// ---------------------------------------------------------------------------
+
+/// `switchboard request ARGS` (with optional stdin).
+#[track_caller]
+fn run_request(args: &[&str], stdin: Option<&[u8]>) -> RunOutput {
+    run_bin(&[&["request"], args].concat(), stdin, EXIT_TIMEOUT)
+}
+
+#[test]
+fn reply_runs_a_command_for_each_request() {
+    let srv = ServerProc::start(&["--group", "1=upper"]);
+    let addr = addr_arg(srv.addr);
+    // Nobody answers yet.
+    let out = run_request(&["-u", "asker", "-g", "1", &addr, "hello"], None);
+    assert_one_line_failure(&out, "no responder", &["no-responders"]);
+    let mut replier = Proc::spawn(
+        "reply",
+        &[
+            "reply", "-u", "upper", "-g", "1", "--count", "3", &addr, "--", "tr", "a-z", "A-Z",
+        ],
+    );
+    wait_subscribed(&srv, "upper", 1);
+    // ADDR MESSAGE by position.
+    let out = run_request(&["-u", "asker", "-g", "1", &addr, "hello"], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "HELLO");
+    // -m with --addr, and a timeout.
+    let out = run_request(
+        &[
+            "-u",
+            "asker",
+            "-g",
+            "1",
+            "--addr",
+            &addr,
+            "--timeout",
+            "3000",
+            "-m",
+            "two words",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "TWO WORDS");
+    // Standard input as the request.
+    let out = run_request(
+        &["-u", "asker", "-g", "1", "--addr", &addr],
+        Some(b"a\nb\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, "A\nB");
+    // After --count answers it is done.
+    assert!(replier.wait_exit().success(), "{}", replier.stderr_text());
+}
+
+#[test]
+fn reply_in_a_queue_and_a_command_that_runs_too_long() {
+    let srv = ServerProc::start(&["--group", "1=echo", "--group", "2=slow"]);
+    let addr = addr_arg(srv.addr);
+    let _cat = Proc::spawn(
+        "reply-cat",
+        &[
+            "reply", "-u", "w1", "-g", "1", "-q", "pool", &addr, "--", "cat",
+        ],
+    );
+    let _slow = Proc::spawn(
+        "reply-slow",
+        &[
+            "reply",
+            "-u",
+            "w2",
+            "-g",
+            "2",
+            "--command-timeout",
+            "200",
+            &addr,
+            "--",
+            "sleep",
+            "5",
+        ],
+    );
+    // The queue member answers once it has joined.
+    let ok = wait_until(READ_TIMEOUT, || {
+        let out = run_request(&["-u", "asker", "-g", "1", &addr, "ping"], None);
+        out.status.success() && out.stdout == "ping"
+    });
+    assert!(ok, "no answer from the queue member in time");
+    wait_subscribed(&srv, "w2", 2);
+    let started = Instant::now();
+    let out = run_request(
+        &["-u", "asker", "-g", "2", "--timeout", "1500", &addr, "zzz"],
+        None,
+    );
+    assert_one_line_failure(&out, "a killed command", &["timeout"]);
+    assert!(started.elapsed() < EXIT_TIMEOUT);
+}

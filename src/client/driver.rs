@@ -581,6 +581,20 @@ impl Driver {
                 self.send(&Request::Watch(chunk.to_vec()), Purpose::Restore, deadline);
                 left += 1;
             }
+            let queues = self.session.queue_subscriptions();
+            for (queue, groups) in &queues {
+                for chunk in groups.chunks(63) {
+                    self.send(
+                        &Request::QSubscribe {
+                            queue: queue.clone(),
+                            groups: chunk.to_vec(),
+                        },
+                        Purpose::Restore,
+                        deadline,
+                    );
+                    left += 1;
+                }
+            }
             info!(
                 "client: logged in again; restoring {} subscriptions, {} watches",
                 subs.len(),

@@ -128,7 +128,7 @@ use self::directory::parse_entries;
 use self::driver::{Cmd, Driver, Setup, WsTarget};
 pub use self::endpoint::{Endpoint, Scheme};
 pub use self::session::{ClientSession, Event, MAX_SERVER_PAYLOAD, Reply, Request, RequestId};
-use self::session::{parse_groups, parse_hello};
+use self::session::{parse_groups, parse_hello, parse_responses};
 pub use self::tls::{ClientTls, InspectFn, ServerCert};
 use crate::error::ErrorCode;
 
@@ -247,6 +247,30 @@ pub enum Push {
         /// The group.
         group: u32,
     },
+    /// `REQUESTED`: a request to a group this client answers for (a plain
+    /// or queue subscription); answer it with [`Client::reply`] and `rid`.
+    Requested {
+        /// Who asked.
+        sender: String,
+        /// The group it was sent to.
+        group: u32,
+        /// The server's id for it, for `REPLY`.
+        rid: String,
+        /// The request.
+        payload: Bytes,
+    },
+    /// `SURVEYED`: a survey to a group this client is subscribed to; answer
+    /// (if at all) with [`Client::reply`] and `rid` before its deadline.
+    Surveyed {
+        /// Who asked.
+        sender: String,
+        /// The group it was sent to.
+        group: u32,
+        /// The server's id for it, for `REPLY`.
+        rid: String,
+        /// The question.
+        payload: Bytes,
+    },
     /// The connection was lost. With reconnect on, [`Push::Reconnected`]
     /// follows once the client is logged in again; without, the client is closed.
     Disconnected,
@@ -337,6 +361,12 @@ impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         Self::Io(e)
     }
+}
+
+/// A wait as whole milliseconds for the wire, saturating (0 and more than
+/// 60 s are refused locally as `bad-args`).
+fn wire_millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// A connection to a Switchboard server, served by a background I/O thread.
@@ -484,29 +514,231 @@ impl Client {
         // On error, dropping `client` stops and joins the thread.
     }
 
-    /// Sends one request and waits for its reply.
-    fn request(&self, req: Request) -> Result<Reply, ClientError> {
+    /// Sends one request and waits for its reply, at most
+    /// [`ClientConfig::reply_timeout`].
+    fn call(&self, req: Request) -> Result<Reply, ClientError> {
+        self.call_for(req, self.reply_timeout)
+    }
+
+    fn not_on_io_thread(&self) -> Result<(), ClientError> {
         if thread::current().id() == self.io_thread {
             return Err(ClientError::Io(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 "a client request from its own I/O thread (an on_push callback) would deadlock",
             )));
         }
+        Ok(())
+    }
+
+    /// Hands `req` to the I/O thread with a reply deadline `wait` from now
+    /// (not woken: the caller wakes it once for all it sent).
+    fn enqueue(
+        &self,
+        req: Request,
+        wait: Duration,
+    ) -> Result<mpsc::Receiver<Result<Reply, ClientError>>, ClientError> {
         let (tx, rx) = mpsc::channel();
-        let deadline = Instant::now() + self.reply_timeout;
         self.cmds
             .send(Cmd::Request {
                 req,
                 reply: tx,
-                deadline,
+                deadline: Instant::now() + wait,
             })
             .map_err(|_| ClientError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Sends one request and waits for its reply, at most `wait`.
+    fn call_for(&self, req: Request, wait: Duration) -> Result<Reply, ClientError> {
+        self.not_on_io_thread()?;
+        let rx = self.enqueue(req, wait)?;
         self.waker.wake()?;
-        match rx.recv_timeout(self.reply_timeout.saturating_add(GRACE)) {
+        match rx.recv_timeout(wait.saturating_add(GRACE)) {
             Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
         }
+    }
+
+    /// How long to wait for the reply to `req`: the reply timeout, or for a
+    /// `REQUEST` or `SURVEY` longer than the wait the server was asked for,
+    /// so that its `ERR timeout` (or the survey's `RESULT`) arrives first.
+    fn wait_for(&self, req: &Request) -> Duration {
+        let wire = match req {
+            Request::Request { timeout_ms, .. } => *timeout_ms,
+            Request::Survey { deadline_ms, .. } => *deadline_ms,
+            _ => 0,
+        };
+        if wire == 0 {
+            self.reply_timeout
+        } else {
+            self.reply_timeout
+                .max(Duration::from_millis(u64::from(wire)) + self.reply_timeout)
+        }
+    }
+
+    /// Sends all of `requests` at once (pipelined: every frame is written
+    /// before any reply is read) and collects their replies, in order, in one
+    /// round trip; the request batching of protocol.md section 9.
+    ///
+    /// Each request is checked and answered on its own: one refused (locally
+    /// or by the server) does not stop the others. Each waits at most
+    /// [`ClientConfig::reply_timeout`] (for `REQUEST` and `SURVEY`, that
+    /// beyond their own timeout).
+    ///
+    /// ```no_run
+    /// # use bytes::Bytes;
+    /// # use switchboard::client::Request;
+    /// # use switchboard::{Client, ClientConfig, ClientError};
+    /// # fn main() -> Result<(), ClientError> {
+    /// let client = Client::connect(ClientConfig::new("localhost:7420", "alice"))?;
+    /// let replies = client.batch(vec![
+    ///     Request::Subscribe(vec![1]),
+    ///     Request::Publish { groups: vec![1], payload: Bytes::from_static(b"hi") },
+    ///     Request::Who(None),
+    /// ]);
+    /// assert_eq!(replies.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self, requests: Vec<Request>) -> Vec<Result<Reply, ClientError>> {
+        if let Err(e) = self.not_on_io_thread() {
+            return requests.iter().map(|_| Err(e.duplicate())).collect();
+        }
+        let sent: Vec<_> = requests
+            .into_iter()
+            .map(|req| {
+                let wait = self.wait_for(&req);
+                self.enqueue(req, wait).map(|rx| (rx, wait))
+            })
+            .collect();
+        let woken = self.waker.wake();
+        sent.into_iter()
+            .map(|r| {
+                let (rx, wait) = r?;
+                if let Err(e) = &woken {
+                    return Err(ClientError::Io(io::Error::new(e.kind(), e.to_string())));
+                }
+                match rx.recv_timeout(wait.saturating_add(GRACE)) {
+                    Ok(result) => result,
+                    Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
+                    Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+                }
+            })
+            .collect()
+    }
+
+    /// `REQUEST`: sends `payload` to one responder of `group` and returns its
+    /// answer. The server waits `timeout` for it (1 ms to 60 s, rounded down
+    /// to whole milliseconds); this call waits that plus
+    /// [`ClientConfig::reply_timeout`], so the server's verdict comes first.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with `no-responders` (nobody answers for the
+    /// group), `timeout` (no answer in time), `unknown-group`, `forbidden`,
+    /// or `bad-args` (a timeout outside 1 ms to 60 s, refused locally); or a
+    /// connection error.
+    pub fn request(
+        &self,
+        group: u32,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let req = Request::Request {
+            group,
+            timeout_ms: wire_millis(timeout),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        let wait = self.wait_for(&req);
+        match self.call_for(req, wait)? {
+            Reply::Result(data) => Ok(data),
+            Reply::Err { code, text } => Err(ClientError::Refused { code, text }),
+            _ => Err(ClientError::Protocol(
+                "REQUEST answered with something other than RESULT".into(),
+            )),
+        }
+    }
+
+    /// `SURVEY`: asks every subscriber of `group` (not this session) and
+    /// returns the answers that arrived within `deadline`, as
+    /// `(responder, payload)` in arrival order (empty if none).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::request`] (but never `no-responders` or `timeout`), or
+    /// [`ClientError::Protocol`] for a malformed result.
+    pub fn survey(
+        &self,
+        group: u32,
+        payload: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<(String, Bytes)>, ClientError> {
+        let req = Request::Survey {
+            group,
+            deadline_ms: wire_millis(deadline),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        let wait = self.wait_for(&req);
+        match self.call_for(req, wait)? {
+            Reply::Result(data) => parse_responses(&data),
+            Reply::Err { code, text } => Err(ClientError::Refused { code, text }),
+            _ => Err(ClientError::Protocol(
+                "SURVEY answered with something other than RESULT".into(),
+            )),
+        }
+    }
+
+    /// `REPLY`: answers the request or survey `rid` (from
+    /// [`Push::Requested`] or [`Push::Surveyed`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with `bad-args` (an unknown or expired
+    /// rid), or a connection error.
+    pub fn reply(&self, rid: &str, payload: &[u8]) -> Result<String, ClientError> {
+        self.call(Request::Reply {
+            rid: rid.to_owned(),
+            payload: Bytes::copy_from_slice(payload),
+        })?
+        .into_ack()
+    }
+
+    /// `QSUBSCRIBE`: joins the queue group `queue` on `groups` (each
+    /// publish and request to a group goes to one member of each of its
+    /// queue groups). Restored after a reconnect.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub fn qsubscribe(&self, queue: &str, groups: &[u32]) -> Result<String, ClientError> {
+        self.call(Request::QSubscribe {
+            queue: queue.to_owned(),
+            groups: groups.to_vec(),
+        })?
+        .into_ack()
+    }
+
+    /// `QUNSUBSCRIBE`: leaves the queue group `queue` on `groups`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub fn qunsubscribe(&self, queue: &str, groups: &[u32]) -> Result<String, ClientError> {
+        self.call(Request::QUnsubscribe {
+            queue: queue.to_owned(),
+            groups: groups.to_vec(),
+        })?
+        .into_ack()
+    }
+
+    /// `ECHO`: whether this session receives its own publishes (default on).
+    /// Not restored after a reconnect (the new session starts with it on).
+    ///
+    /// # Errors
+    ///
+    /// A connection error.
+    pub fn echo(&self, on: bool) -> Result<String, ClientError> {
+        self.call(Request::Echo(on))?.into_ack()
     }
 
     /// `SUBSCRIBE`: receive what is published to `groups` (all or nothing).
@@ -517,8 +749,7 @@ impl Client {
     /// [`ClientError::Refused`] (`unknown-group`, `bad-args`), or a connection
     /// error ([`ClientError::Timeout`], [`ClientError::Closed`], ...).
     pub fn subscribe(&self, groups: &[u32]) -> Result<String, ClientError> {
-        self.request(Request::Subscribe(groups.to_vec()))?
-            .into_ack()
+        self.call(Request::Subscribe(groups.to_vec()))?.into_ack()
     }
 
     /// `UNSUBSCRIBE` from `groups` (ones not subscribed are fine).
@@ -527,8 +758,7 @@ impl Client {
     ///
     /// As [`Client::subscribe`].
     pub fn unsubscribe(&self, groups: &[u32]) -> Result<String, ClientError> {
-        self.request(Request::Unsubscribe(groups.to_vec()))?
-            .into_ack()
+        self.call(Request::Unsubscribe(groups.to_vec()))?.into_ack()
     }
 
     /// `WATCH`: get [`Push::Joined`] / [`Push::Parted`] for `groups`.
@@ -538,7 +768,7 @@ impl Client {
     ///
     /// As [`Client::subscribe`].
     pub fn watch(&self, groups: &[u32]) -> Result<String, ClientError> {
-        self.request(Request::Watch(groups.to_vec()))?.into_ack()
+        self.call(Request::Watch(groups.to_vec()))?.into_ack()
     }
 
     /// `UNWATCH` `groups`.
@@ -547,7 +777,7 @@ impl Client {
     ///
     /// As [`Client::subscribe`].
     pub fn unwatch(&self, groups: &[u32]) -> Result<String, ClientError> {
-        self.request(Request::Unwatch(groups.to_vec()))?.into_ack()
+        self.call(Request::Unwatch(groups.to_vec()))?.into_ack()
     }
 
     /// `PUBLISH` `payload` to `groups` (1 to 63); returns once the server has
@@ -558,7 +788,7 @@ impl Client {
     /// [`ClientError::Refused`] (`unknown-group`, `too-large`: the server then
     /// closes the connection), or a connection error.
     pub fn publish(&self, groups: &[u32], payload: &[u8]) -> Result<String, ClientError> {
-        self.request(Request::Publish {
+        self.call(Request::Publish {
             groups: groups.to_vec(),
             payload: Bytes::copy_from_slice(payload),
         })?
@@ -571,7 +801,7 @@ impl Client {
     ///
     /// [`ClientError::Refused`] (`no-such-user`, `bad-args`), or a connection error.
     pub fn send(&self, user: &str, payload: &[u8]) -> Result<String, ClientError> {
-        self.request(Request::Send {
+        self.call(Request::Send {
             to: user.to_owned(),
             payload: Bytes::copy_from_slice(payload),
         })?
@@ -585,7 +815,7 @@ impl Client {
     /// [`ClientError::Refused`], a connection error, or
     /// [`ClientError::Protocol`] for a malformed `RESULT`.
     pub fn who(&self, group: Option<u32>) -> Result<Vec<String>, ClientError> {
-        self.request(Request::Who(group))?.into_lines()
+        self.call(Request::Who(group))?.into_lines()
     }
 
     /// `GROUPS`: every group, as `(id, name)`.
@@ -594,7 +824,7 @@ impl Client {
     ///
     /// As [`Client::who`].
     pub fn groups(&self) -> Result<Vec<(u32, String)>, ClientError> {
-        parse_groups(self.request(Request::Groups)?.into_lines()?)
+        parse_groups(self.call(Request::Groups)?.into_lines()?)
     }
 
     /// `HELLO`: the server's `key=value` facts (`server`, `version`,
@@ -604,7 +834,7 @@ impl Client {
     ///
     /// As [`Client::who`].
     pub fn hello(&self) -> Result<Vec<(String, String)>, ClientError> {
-        parse_hello(self.request(Request::Hello)?.into_lines()?)
+        parse_hello(self.call(Request::Hello)?.into_lines()?)
     }
 
     /// `STATS`: the server's figures (protocol.md section 10), as
@@ -615,7 +845,7 @@ impl Client {
     /// As [`Client::who`]; [`ClientError::Protocol`] if a line is not
     /// `key=number`.
     pub fn stats(&self) -> Result<Vec<(String, u64)>, ClientError> {
-        self.request(Request::Stats)?
+        self.call(Request::Stats)?
             .into_lines()?
             .into_iter()
             .map(|line| {
@@ -641,7 +871,7 @@ impl Client {
     /// refused locally), `limit` or `busy` (probes in flight); or a
     /// connection error.
     pub fn bind(&self, address: IpAddr, port: u16) -> Result<String, ClientError> {
-        self.request(Request::Bind { address, port })?.into_ack()
+        self.call(Request::Bind { address, port })?.into_ack()
     }
 
     /// `QUERY`: every entry of the directory (`None`), or `user`'s (an
@@ -654,7 +884,7 @@ impl Client {
     /// for a line that is not `<user>,<address>,<port>`.
     pub fn query(&self, user: Option<&str>) -> Result<Vec<DirectoryEntry>, ClientError> {
         parse_entries(
-            self.request(Request::Query(user.map(str::to_owned)))?
+            self.call(Request::Query(user.map(str::to_owned)))?
                 .into_lines()?,
         )
     }
@@ -665,7 +895,7 @@ impl Client {
     ///
     /// [`ClientError::Refused`], or a connection error.
     pub fn leave(&self) -> Result<String, ClientError> {
-        self.request(Request::Leave)?.into_ack()
+        self.call(Request::Leave)?.into_ack()
     }
 
     /// `PING`; returns the round trip as this caller saw it.
@@ -675,7 +905,7 @@ impl Client {
     /// A connection error, or [`ClientError::Protocol`] if the reply is not `PONG`.
     pub fn ping(&self) -> Result<Duration, ClientError> {
         let start = Instant::now();
-        match self.request(Request::Ping)? {
+        match self.call(Request::Ping)? {
             Reply::Pong => Ok(start.elapsed()),
             Reply::Err { code, text } => Err(ClientError::Refused { code, text }),
             _ => Err(ClientError::Protocol(
@@ -692,7 +922,7 @@ impl Client {
     /// [`ClientError::Timeout`] if the server does not acknowledge in time
     /// (the thread is stopped all the same).
     pub fn quit(&self) -> Result<(), ClientError> {
-        let result = match self.request(Request::Quit) {
+        let result = match self.call(Request::Quit) {
             Ok(_) | Err(ClientError::Closed) => Ok(()),
             Err(e) => Err(e),
         };

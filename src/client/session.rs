@@ -150,6 +150,38 @@ pub(crate) fn parse_groups(lines: Vec<String>) -> Result<Vec<(u32, String)>, Cli
         .collect()
 }
 
+/// Parses a `SURVEY`'s `RESULT` payload: `RESPONSE LEN <responder>` frames,
+/// back to back, as `(responder, payload)` in arrival order.
+pub(crate) fn parse_responses(mut data: &[u8]) -> Result<Vec<(String, Bytes)>, ClientError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        match decode(data, MAX_SERVER_PAYLOAD) {
+            Ok(Decoded::Frame { frame, consumed }) => {
+                let mut args = frame.args();
+                match (frame.verb().as_bytes(), frame.arg_count(), args.next()) {
+                    (b"RESPONSE", 1, Some(who)) => out.push((
+                        String::from_utf8_lossy(who).into_owned(),
+                        Bytes::copy_from_slice(frame.payload()),
+                    )),
+                    _ => {
+                        return Err(ClientError::Protocol(
+                            "SURVEY result holds something other than RESPONSE <responder>".into(),
+                        ));
+                    }
+                }
+                data = data.get(consumed..).unwrap_or_default();
+            }
+            Ok(Decoded::Incomplete { .. }) => {
+                return Err(ClientError::Protocol(
+                    "SURVEY result ends inside a RESPONSE frame".into(),
+                ));
+            }
+            Err(e) => return Err(ClientError::Protocol(format!("bad RESPONSE frame: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
 /// Parses `HELLO` lines, `<key>=<value>`.
 pub(crate) fn parse_hello(lines: Vec<String>) -> Result<Vec<(String, String)>, ClientError> {
     lines
@@ -203,6 +235,8 @@ enum Track {
     Unsubscribe(Vec<u32>),
     Watch(Vec<u32>),
     Unwatch(Vec<u32>),
+    QSubscribe(String, Vec<u32>),
+    QUnsubscribe(String, Vec<u32>),
 }
 
 /// The client side of one connection, sans-IO: requests in, bytes out;
@@ -249,6 +283,8 @@ pub struct ClientSession {
     failed: Option<String>,
     subscribed: BTreeSet<u32>,
     watched: BTreeSet<u32>,
+    /// Acknowledged queue-group memberships, `(queue, group)`.
+    queued: BTreeSet<(String, u32)>,
 }
 
 impl ClientSession {
@@ -295,6 +331,12 @@ impl ClientSession {
             Request::Unsubscribe(g) => Track::Unsubscribe(g.clone()),
             Request::Watch(g) => Track::Watch(g.clone()),
             Request::Unwatch(g) => Track::Unwatch(g.clone()),
+            Request::QSubscribe { queue, groups } => {
+                Track::QSubscribe(queue.clone(), groups.clone())
+            }
+            Request::QUnsubscribe { queue, groups } => {
+                Track::QUnsubscribe(queue.clone(), groups.clone())
+            }
             _ => Track::None,
         };
         let id = RequestId(self.next_id);
@@ -440,6 +482,19 @@ impl ClientSession {
         self.watched.iter().copied().collect()
     }
 
+    /// Queue groups the server has acknowledged joining (and no leaving
+    /// since), as `(queue, groups)` in ascending order of queue and group.
+    pub fn queue_subscriptions(&self) -> Vec<(String, Vec<u32>)> {
+        let mut out: Vec<(String, Vec<u32>)> = Vec::new();
+        for (queue, group) in &self.queued {
+            match out.last_mut() {
+                Some((q, groups)) if q == queue => groups.push(*group),
+                _ => out.push((queue.clone(), vec![*group])),
+            }
+        }
+        out
+    }
+
     /// Starts over for a new connection: drops buffered bytes, unanswered
     /// requests (returned, oldest first: they will get no reply) and pending
     /// events, and clears a failure. The subscriptions and watches are kept,
@@ -526,6 +581,36 @@ impl ClientSession {
                     Push::Parted { user, group }
                 }))
             }
+            b"REQUESTED" | b"SURVEYED" => {
+                let (sender, group, rid) = match (n, args.next(), args.next(), args.next()) {
+                    (3, Some(s), Some(g), Some(r)) => (
+                        arg_str(s),
+                        parse_group(g).ok_or_else(|| {
+                            format!("{} with bad group {:?}", verb.as_str(), arg_str(g))
+                        })?,
+                        arg_str(r),
+                    ),
+                    _ => {
+                        return Err(format!("{} without <sender> <group> <rid>", verb.as_str()));
+                    }
+                };
+                let payload = Bytes::copy_from_slice(payload);
+                Ok(Incoming::Push(if verb.as_bytes() == b"REQUESTED" {
+                    Push::Requested {
+                        sender,
+                        group,
+                        rid,
+                        payload,
+                    }
+                } else {
+                    Push::Surveyed {
+                        sender,
+                        group,
+                        rid,
+                        payload,
+                    }
+                }))
+            }
             _ => Err(format!(
                 "unexpected frame {} from the server",
                 verb.as_str()
@@ -576,6 +661,12 @@ impl ClientSession {
                 Track::Watch(g) => self.watched.extend(g),
                 Track::Unwatch(g) => g.iter().for_each(|g| {
                     self.watched.remove(g);
+                }),
+                Track::QSubscribe(q, g) => {
+                    self.queued.extend(g.into_iter().map(|g| (q.clone(), g)))
+                }
+                Track::QUnsubscribe(q, g) => g.into_iter().for_each(|g| {
+                    self.queued.remove(&(q.clone(), g));
                 }),
             }
         }
@@ -967,6 +1058,155 @@ mod tests {
         assert_eq!(s.reset(), vec![RequestId(4)]);
         assert_eq!(s.subscriptions(), vec![1, 3]);
         assert!(s.transmit().is_empty());
+    }
+
+    #[test]
+    fn request_reply_survey_frames_byte_by_byte() {
+        let mut s = ClientSession::new();
+        let reqs = [
+            Request::QSubscribe {
+                queue: "workers".into(),
+                groups: vec![1, 2],
+            },
+            Request::Request {
+                group: 1,
+                timeout_ms: 250,
+                payload: Bytes::from_static(b"ping?"),
+            },
+            Request::Reply {
+                rid: "r7".into(),
+                payload: Bytes::from_static(b"pong"),
+            },
+            Request::Survey {
+                group: 2,
+                deadline_ms: 100,
+                payload: Bytes::from_static(b"who?"),
+            },
+            Request::Echo(false),
+            Request::QUnsubscribe {
+                queue: "workers".into(),
+                groups: vec![2],
+            },
+        ];
+        for r in &reqs {
+            s.send_request(r).expect("valid");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&sent(&mut s)),
+            "QSUBSCRIBE 0 workers 1 2\nREQUEST 5 1 250\nping?REPLY 4 r7\npong\
+             SURVEY 4 2 100\nwho?ECHO 0 off\nQUNSUBSCRIBE 0 workers 2\n"
+        );
+        let stream: &[u8] = b"ACK 0\n\
+            REQUESTED 3 bob 1 r9\nabc\
+            RESULT 4\nPONG\
+            ACK 0\n\
+            SURVEYED 0 carol 2 r10\n\
+            RESULT 36\nRESPONSE 2 bob\nhiRESPONSE 3 dave\na\nb\
+            ACK 0\nACK 0\n";
+        let mut got = Vec::new();
+        for b in stream {
+            s.handle_input(std::slice::from_ref(b)).expect("valid");
+            got.extend(events(&mut s));
+        }
+        let pushes: Vec<_> = got
+            .iter()
+            .filter_map(|e| match e {
+                Event::Push(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            pushes,
+            vec![
+                Push::Requested {
+                    sender: "bob".into(),
+                    group: 1,
+                    rid: "r9".into(),
+                    payload: Bytes::from_static(b"abc"),
+                },
+                Push::Surveyed {
+                    sender: "carol".into(),
+                    group: 2,
+                    rid: "r10".into(),
+                    payload: Bytes::new(),
+                },
+            ]
+        );
+        let replies: Vec<_> = got
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Reply { verb, reply, .. } => Some((verb, reply)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replies.len(), 6);
+        assert_eq!(
+            replies[1],
+            ("REQUEST", Reply::Result(Bytes::from_static(b"PONG")))
+        );
+        let Reply::Result(survey) = &replies[3].1 else {
+            panic!("{replies:?}");
+        };
+        assert_eq!(
+            parse_responses(survey).ok(),
+            Some(vec![
+                ("bob".into(), Bytes::from_static(b"hi")),
+                ("dave".into(), Bytes::from_static(b"a\nb")),
+            ])
+        );
+        // Joined 1 and 2, then left 2.
+        assert_eq!(s.queue_subscriptions(), vec![("workers".into(), vec![1])]);
+        assert!(s.subscriptions().is_empty());
+    }
+
+    #[test]
+    fn bad_pattern_frames_are_protocol_errors() {
+        for input in [
+            &b"REQUESTED 1 bob 1\nx"[..],
+            b"REQUESTED 1 bob 0 r1\nx",
+            b"SURVEYED 1 bob 1 r1 extra\nx",
+        ] {
+            let mut s = ClientSession::new();
+            assert!(
+                matches!(s.handle_input(input), Err(ClientError::Protocol(_))),
+                "{input:?}"
+            );
+        }
+        assert_eq!(parse_responses(b"").ok(), Some(vec![]));
+        for bad in [&b"RESPONSE 5 bob\nhi"[..], b"ACK 0\n", b"RESPONSE 0\n"] {
+            assert!(
+                matches!(parse_responses(bad), Err(ClientError::Protocol(_))),
+                "{bad:?}"
+            );
+        }
+        let mut s = ClientSession::new();
+        for r in [
+            Request::QSubscribe {
+                queue: "no queue".into(),
+                groups: vec![1],
+            },
+            Request::Request {
+                group: 1,
+                timeout_ms: 60_001,
+                payload: Bytes::new(),
+            },
+            Request::Survey {
+                group: 0,
+                deadline_ms: 10,
+                payload: Bytes::new(),
+            },
+        ] {
+            assert!(
+                matches!(
+                    s.send_request(&r),
+                    Err(ClientError::Refused {
+                        code: ErrorCode::BadArgs,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

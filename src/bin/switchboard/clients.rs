@@ -1322,3 +1322,350 @@ mod tests {
         assert_eq!(describe_error(&e), "forbidden: no");
     }
 }
+
+// ---------------------------------------------------------------------------
+// request
+// ---------------------------------------------------------------------------
+
+/// The most `request` reads from standard input, and `reply` takes from a
+/// command's output: the server's default `max_payload`.
+const MAX_BODY: usize = 1 << 20;
+
+/// `switchboard request`: send one request to a group, print the reply.
+#[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "switchboard request --user NAME --group G [OPTIONS] [ADDR] [MESSAGE]",
+    after_help = "Arguments are taken by their position, never by what they look like: \
+one argument is the MESSAGE; two are ADDR then MESSAGE (`--addr ADDR` and `-m MESSAGE` \
+name them instead). Without a MESSAGE the request is all of standard input (at most 1 MiB).\n\
+One responder of the group (a queue member first, e.g. `switchboard reply`) answers; \
+its reply is printed to standard output (with a newline added if it has none) and the \
+exit status is 0. When nobody answers for the group (no-responders), nobody answers \
+in time (timeout) or the server refuses, it exits 1 with `code: text` on standard error."
+)]
+pub(crate) struct RequestArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+    /// The group to send the request to.
+    #[arg(long, short = 'g', value_name = "G", value_parser = clap::value_parser!(u32).range(1..))]
+    group: u32,
+    /// How long the server waits for a reply, in milliseconds (1 to 60000).
+    #[arg(
+        long,
+        short = 't',
+        value_name = "MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u32).range(1..=60_000)
+    )]
+    timeout: u32,
+    /// The request (instead of a positional MESSAGE).
+    #[arg(long, short = 'm', value_name = "MESSAGE")]
+    message: Option<String>,
+    /// [ADDR] [MESSAGE]: one argument is the MESSAGE, two are ADDR then MESSAGE.
+    #[arg(value_name = "ARGS", num_args = 0..=2, hide = true)]
+    positional: Vec<String>,
+}
+
+/// Reads all of `input`, at most `limit` bytes (`None` if there is more).
+fn read_bounded(input: &mut impl io::Read, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    input
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut buf)?;
+    Ok((buf.len() <= limit).then_some(buf))
+}
+
+pub(crate) fn run_request(args: RequestArgs) -> ExitCode {
+    let (addr, positional_message) = match pub_positionals(&args.positional, args.message.is_some())
+    {
+        Ok(v) => v,
+        Err(e) => return fail("request", &e),
+    };
+    let payload = match args.message.clone().or(positional_message) {
+        Some(m) => m.into_bytes(),
+        None => match read_bounded(&mut io::stdin().lock(), MAX_BODY) {
+            Ok(Some(body)) => body,
+            Ok(None) => return fail("request", "standard input is over 1 MiB"),
+            Err(e) => return fail("request", &format!("cannot read standard input: {e}")),
+        },
+    };
+    let client = match args.conn.connect(addr.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail("request", &e),
+    };
+    let outcome = client.request(
+        args.group,
+        &payload,
+        Duration::from_millis(u64::from(args.timeout)),
+    );
+    let _ = client.quit();
+    match outcome {
+        Ok(reply) => {
+            let mut out = io::stdout().lock();
+            let written = out
+                .write_all(&reply)
+                .and_then(|()| {
+                    if reply.last() == Some(&b'\n') {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .and_then(|()| out.flush());
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => fail("request", &format!("cannot write to standard output: {e}")),
+            }
+        }
+        Err(e) => fail("request", &describe_error(&e)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// reply
+// ---------------------------------------------------------------------------
+
+/// `switchboard reply`: answer each request by running a command.
+#[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "switchboard reply --user NAME --group G [OPTIONS] [ADDR] -- COMMAND...",
+    after_help = "Subscribes to the groups (with --queue, joins that queue group on them \
+instead, so that several `reply` processes share the work), then answers each request \
+(and survey) in turn: COMMAND runs with the request's payload on standard input, and \
+what it writes to standard output is the reply (whatever its exit status; its standard \
+error passes through). COMMAND is run directly, not through a shell (use `-- sh -c '...'` \
+for one).\n\
+A command still running after --command-timeout is killed and the request is left \
+unanswered (the requester gets timeout); so is one whose output is over --max-output. \
+Exits 0 after --count answers, on SIGINT or SIGTERM, or when the server closes the \
+connection (unless --reconnect)."
+)]
+pub(crate) struct ReplyArgs {
+    #[command(flatten)]
+    conn: ConnectArgs,
+    /// Group to answer for; repeatable, or comma-separated (`--group 1,2`).
+    #[arg(
+        long,
+        short = 'g',
+        value_name = "G",
+        required = true,
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    group: Vec<u32>,
+    /// Join this queue group instead of subscribing: each request goes to
+    /// one member of the queue.
+    #[arg(long, short = 'q', value_name = "Q")]
+    queue: Option<String>,
+    /// Kill COMMAND after this many milliseconds (the server's default
+    /// request timeout).
+    #[arg(long, value_name = "MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    command_timeout: u64,
+    /// The most output a reply may have, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = MAX_BODY)]
+    max_output: usize,
+    /// Exit after answering N requests.
+    #[arg(long, short = 'n', value_name = "N")]
+    count: Option<u64>,
+    /// Server address `host:port`, or a URL tcp://, tls://, ws://, wss://
+    /// [default: 127.0.0.1:7420, or 127.0.0.1:7421 with TLS].
+    #[arg(value_name = "ADDR")]
+    address: Option<String>,
+    /// The command that answers, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// Why a command gave no reply.
+enum RunError {
+    Spawn(io::Error),
+    TimedOut,
+    TooLarge,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn(e) => write!(f, "cannot run the command: {e}"),
+            Self::TimedOut => f.write_str("the command ran too long and was killed"),
+            Self::TooLarge => f.write_str("the command's output is too large; it was killed"),
+            Self::Io(e) => write!(f, "cannot talk to the command: {e}"),
+        }
+    }
+}
+
+/// Runs `command` with `input` on its standard input; its standard output,
+/// at most `max` bytes, within `limit` (else it is killed).
+fn run_bounded(
+    command: &[String],
+    input: &[u8],
+    limit: Duration,
+    max: usize,
+) -> Result<Vec<u8>, RunError> {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let (program, rest) = command.split_first().ok_or_else(|| {
+        RunError::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "no command"))
+    })?;
+    let mut child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(RunError::Spawn)?;
+    let mut stdin = child.stdin.take();
+    let input = input.to_vec();
+    let writer = thread::spawn(move || {
+        if let Some(w) = stdin.as_mut() {
+            // A command that does not read its input is fine.
+            let _ = w.write_all(&input);
+        }
+        drop(stdin);
+    });
+    let mut stdout = child.stdout.take();
+    let reader = thread::spawn(move || match stdout.as_mut() {
+        Some(r) => read_bounded(r, max),
+        None => Ok(Some(Vec::new())),
+    });
+    let deadline = Instant::now() + limit;
+    let mut timed_out = false;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                timed_out = true;
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            // An output over `max` stops the reading: the command then
+            // gets SIGPIPE, or runs into the deadline.
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunError::Io(e));
+            }
+        }
+    }
+    // Something the command started may still hold its output open: wait
+    // for the end of it until the deadline only (the reader is then left).
+    while !reader.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    if !reader.is_finished() {
+        return Err(RunError::TimedOut);
+    }
+    if writer.is_finished() {
+        let _ = writer.join();
+    }
+    let output = reader
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("reader panicked")));
+    if timed_out {
+        return Err(RunError::TimedOut);
+    }
+    match output {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(RunError::TooLarge),
+        Err(e) => Err(RunError::Io(e)),
+    }
+}
+
+pub(crate) fn run_reply(args: ReplyArgs) -> ExitCode {
+    if args.count == Some(0) {
+        return ExitCode::SUCCESS;
+    }
+    let client = match args.conn.connect(args.address.as_deref()) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return fail("reply", &e),
+    };
+    let joined = match &args.queue {
+        Some(q) => client.qsubscribe(q, &args.group),
+        None => client.subscribe(&args.group),
+    };
+    if let Err(e) = joined {
+        let _ = client.quit();
+        return fail(
+            "reply",
+            &format!(
+                "cannot answer for {}: {}",
+                group_list(&args.group),
+                describe_error(&e)
+            ),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    on_interrupt(&client, &stop, Duration::from_secs(1), false);
+    let limit = Duration::from_millis(args.command_timeout);
+    let mut answered = 0u64;
+    loop {
+        let push = match client.recv(None) {
+            Ok(p) => p,
+            Err(ClientError::Timeout) => continue,
+            Err(e) => {
+                if !stop.load(Ordering::SeqCst) && !matches!(e, ClientError::Closed) {
+                    eprintln!("switchboard reply: {}", describe_error(&e));
+                }
+                return ExitCode::SUCCESS;
+            }
+        };
+        let (sender, rid, payload) = match push {
+            Push::Requested {
+                sender,
+                rid,
+                payload,
+                ..
+            }
+            | Push::Surveyed {
+                sender,
+                rid,
+                payload,
+                ..
+            } => (sender, rid, payload),
+            Push::Disconnected if args.conn.reconnect => {
+                eprintln!("switchboard reply: connection lost; reconnecting");
+                continue;
+            }
+            Push::Reconnected => {
+                eprintln!("switchboard reply: reconnected");
+                continue;
+            }
+            Push::Disconnected => {
+                if !stop.load(Ordering::SeqCst) {
+                    eprintln!("switchboard reply: the server closed the connection");
+                }
+                return ExitCode::SUCCESS;
+            }
+            _ => continue,
+        };
+        match run_bounded(&args.command, &payload, limit, args.max_output) {
+            Ok(output) => match client.reply(&rid, &output) {
+                Ok(_) => {}
+                Err(e) if is_fatal(&e) => {
+                    eprintln!("switchboard reply: {}", describe_error(&e));
+                    return ExitCode::FAILURE;
+                }
+                // Expired meanwhile (bad-args), or too large: go on.
+                Err(e) => eprintln!(
+                    "switchboard reply: the reply to {sender} was not taken: {}",
+                    describe_error(&e)
+                ),
+            },
+            Err(RunError::Spawn(e)) => {
+                let _ = client.quit();
+                return fail("reply", &format!("cannot run {:?}: {e}", args.command[0]));
+            }
+            Err(e) => eprintln!("switchboard reply: request from {sender} not answered: {e}"),
+        }
+        answered += 1;
+        if args.count.is_some_and(|n| answered >= n) {
+            let _ = client.quit();
+            return ExitCode::SUCCESS;
+        }
+    }
+}

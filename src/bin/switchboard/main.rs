@@ -67,6 +67,10 @@ enum Command {
     Pub(clients::PubArgs),
     /// Print each message received in groups, one a line.
     Sub(clients::SubArgs),
+    /// Send a request to a group and print the reply.
+    Request(clients::RequestArgs),
+    /// Answer each request to a group by running a command.
+    Reply(clients::ReplyArgs),
     /// Print the server's STATS figures (once, or every --watch SECS with rates).
     Stats(stats::StatsArgs),
     /// Load generator against a running server on loopback: density,
@@ -156,6 +160,8 @@ fn main() -> ExitCode {
         Command::Chat(args) => clients::run_chat(args),
         Command::Pub(args) => clients::run_pub(args),
         Command::Sub(args) => clients::run_sub(args),
+        Command::Request(args) => clients::run_request(args),
+        Command::Reply(args) => clients::run_reply(args),
         Command::Stats(args) => stats::run(args),
         Command::Bench(args) => bench::run(args),
     }
