@@ -277,3 +277,48 @@ fn embedded_chat_example() {
     assert!(rest.contains("logged in as alice"), "{rest}");
     assert!(rest.contains("alice subscribed to [1]"), "{rest}");
 }
+
+/// Issue 14: the nanomsg patterns on the broker, each example run against a
+/// real server.
+#[test]
+fn pattern_examples_run_against_a_server() {
+    let srv = common::ServerProc::start(&["--open-groups"]);
+    let addr = srv.addr.to_string();
+    let run = |name: &str| {
+        let out = Command::new(example(name))
+            .arg(&addr)
+            .output()
+            .expect("example runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    assert_eq!(
+        run("req_rep"),
+        "hello -> HELLO\nrequest -> REQUEST\nreply -> REPLY\n"
+    );
+    let jobs = run("push_pull");
+    assert!(jobs.ends_with("6 jobs done\n"), "{jobs}");
+    for w in 0..3 {
+        assert_eq!(
+            jobs.matches(&format!("worker{w} took")).count(),
+            2,
+            "{jobs}"
+        );
+    }
+    assert_eq!(run("survey"), "ann: yes\nbo: no\ncy: yes\n");
+    assert_eq!(
+        run("bus"),
+        "node0 heard: hello from node1, hello from node2\n\
+         node1 heard: hello from node0, hello from node2\n\
+         node2 heard: hello from node0, hello from node1\n"
+    );
+    assert_eq!(
+        run("pair"),
+        "right got ping from left\nleft got pong from right\n"
+    );
+}
