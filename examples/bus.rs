@@ -16,7 +16,7 @@ fn main() -> Result<(), ClientError> {
         return Ok(());
     }
     let nodes: Vec<Client> = (0..3)
-        .map(|i| Client::connect(ClientConfig::new(&addr, &format!("node{i}"))))
+        .map(|i| Client::connect(ClientConfig::new(&addr, format!("node{i}"))))
         .collect::<Result<_, _>>()?;
     for n in &nodes {
         n.subscribe(&[1])?;

@@ -16,7 +16,7 @@ fn main() -> Result<(), ClientError> {
         return Ok(());
     }
     let workers: Vec<Client> = (0..3)
-        .map(|i| Client::connect(ClientConfig::new(&addr, &format!("worker{i}"))))
+        .map(|i| Client::connect(ClientConfig::new(&addr, format!("worker{i}"))))
         .collect::<Result<_, _>>()?;
     for w in &workers {
         w.qsubscribe("pool", &[1])?;
