@@ -19,6 +19,7 @@ mod proc;
 mod report;
 mod reqrep;
 mod target;
+mod workqueue;
 mod ws;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -105,6 +106,10 @@ enum Scenario {
     /// requests outstanding each, W responders; requests per second,
     /// latency and server CPU per request (switchboard and nats).
     Reqrep(reqrep::ReqRepArgs),
+    /// A work queue (issue 14): W workers in one queue group, one
+    /// publisher; messages per second, each checked delivered exactly once
+    /// (switchboard and nats).
+    Workqueue(workqueue::WorkQueueArgs),
     /// TLS handshakes per second (full, or resumed with --resume) and, with
     /// --server-pid, server CPU per handshake.
     Handshake(handshake::HandshakeArgs),
@@ -311,6 +316,7 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
         Scenario::Fanout(a) => ("fanout", fanout::run(a)),
         Scenario::Echo(a) => ("echo", echo::run(a)),
         Scenario::Reqrep(a) => ("reqrep", reqrep::run(a)),
+        Scenario::Workqueue(a) => ("workqueue", workqueue::run(a)),
         Scenario::Handshake(a) => ("handshake", handshake::run(a)),
         Scenario::Attack(a) => ("attack", attack::run(a)),
     };
