@@ -104,8 +104,9 @@ pub trait Handler {
     /// probe failed`, or `removed by the server` ([`Context::unbind`]).
     fn on_unbind(&mut self, ctx: &mut Context<'_>, user: &str, addr: SocketAddr, reason: &str) {}
     /// A request to a group this program serves ([`Context::serve_requests`])
-    /// that no session took: answer with [`Context::reply`] (now or later,
-    /// before its timeout; unanswered, the requester gets `ERR timeout`).
+    /// that no session took, or a survey of that group: answer with
+    /// [`Context::reply`] (now or later, before its deadline; an unanswered
+    /// request gets `ERR timeout`).
     fn on_request(
         &mut self,
         ctx: &mut Context<'_>,
@@ -251,6 +252,23 @@ impl Context<'_> {
     ) -> Result<String, DeliveryError> {
         self.broker
             .request_as_host(self.links, group, payload, timeout)
+    }
+
+    /// Surveys `group` as `@server`; the answers (a `RESULT` payload of
+    /// `RESPONSE` frames) come to [`Handler::on_reply`] at the deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError::UnknownGroup`], or [`DeliveryError::NoResponders`]
+    /// when nobody is in `group`.
+    pub fn survey(
+        &mut self,
+        group: GroupId,
+        payload: &[u8],
+        deadline: std::time::Duration,
+    ) -> Result<String, DeliveryError> {
+        self.broker
+            .survey_as_host(self.links, group, payload, deadline)
     }
 
     /// Stops the server gracefully.

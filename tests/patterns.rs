@@ -222,6 +222,33 @@ fn the_embedding_program_answers_and_sends_requests() {
         replies.lock().map(|r| r.clone()).unwrap_or_default(),
         [format!("{rid} ok all good")]
     );
+    // Surveys: the program answers one of group 2, and surveys group 1.
+    alice.send_frame("SURVEY", &["2", "300"], b"who?");
+    let answers = String::from_utf8_lossy(&alice.expect_result()).into_owned();
+    assert_eq!(answers, "RESPONSE 13 @server\nalice@2: WHO?");
+    let (tx, rx) = std::sync::mpsc::channel();
+    handle
+        .call(move |ctx| {
+            let _ = tx.send(ctx.survey(1, b"alive?", Duration::from_millis(300)));
+        })
+        .expect("call");
+    let rid = rx
+        .recv_timeout(READ_TIMEOUT)
+        .expect("answer")
+        .expect("someone");
+    let f = alice.push();
+    assert!(f.is("SURVEYED", &["@server", "1", &rid]), "{f:?}");
+    alice.send_frame("REPLY", &[&rid], b"yes");
+    alice.expect_ack();
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while replies.lock().map(|r| r.len() < 2).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "no survey answers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        replies.lock().map(|r| r[1].clone()).unwrap_or_default(),
+        format!("{rid} ok RESPONSE 3 alice\nyes")
+    );
     handle.stop();
     let _ = run.join();
 }

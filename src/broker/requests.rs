@@ -256,14 +256,23 @@ impl Broker {
         let Some(n) = parse_rid(rid) else {
             return false;
         };
-        let ours =
-            self.requests.pending.get(&n).is_some_and(
-                |p| matches!(p.kind, Kind::Request { responder } if responder.0 == HOST),
-            );
-        if ours {
-            self.finish_request(links, n, frame::result(payload));
+        match self.requests.pending.get_mut(&n).map(|p| &mut p.kind) {
+            Some(Kind::Request { responder }) if responder.0 == HOST => {
+                self.finish_request(links, n, frame::result(payload));
+                true
+            }
+            Some(Kind::Survey { answers, asked }) if asked.contains(&(HOST, 0)) => {
+                asked.retain(|a| a.0 != HOST);
+                frame::encode(
+                    answers,
+                    "RESPONSE",
+                    &[super::SERVER_USER.as_bytes()],
+                    payload,
+                );
+                true
+            }
+            _ => false,
         }
-        ours
     }
 
     /// The embedding program sends a request to `g` as `@server`; the
@@ -330,6 +339,29 @@ impl Broker {
             let text = format!("{MAX_PENDING_REQUESTS} requests and surveys are waiting already");
             return self.reply_err(links, conn, ErrorCode::Busy, &text);
         }
+        let Some(generation) = generation(links, conn.0) else {
+            return;
+        };
+        let sender = name_of(links, conn);
+        let deadline = Duration::from_millis(u64::from(deadline_ms));
+        let started = self.start_survey(links, (conn.0, generation), &sender, g, deadline, payload);
+        if started.is_none() {
+            self.push_reply(links, conn, frame::result(b""));
+        }
+    }
+
+    /// Pushes `SURVEYED` to everyone of `g` but the surveyor (and asks the
+    /// embedding program when it serves `g`); returns the survey's number,
+    /// or `None` when there was nobody to ask.
+    fn start_survey<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        surveyor: (usize, u32),
+        sender: &str,
+        g: GroupId,
+        deadline: Duration,
+        payload: &[u8],
+    ) -> Option<u64> {
         let mut asked: Vec<usize> = Vec::new();
         if let Some(group) = self.groups.get(&g) {
             asked.extend(group.subscribers.iter().copied());
@@ -339,44 +371,79 @@ impl Broker {
         }
         asked.sort_unstable();
         asked.dedup();
-        asked.retain(|&k| k != conn.0);
-        let asked: Vec<(usize, u32)> = asked
+        asked.retain(|&k| k != surveyor.0);
+        let mut asked: Vec<(usize, u32)> = asked
             .into_iter()
             .filter_map(|k| Some((k, generation(links, k)?)))
             .collect();
+        if let Some(host) = self.host_responder(g, surveyor.0) {
+            asked.push(host);
+        }
         self.work += asked.len();
         if asked.is_empty() {
-            return self.push_reply(links, conn, frame::result(b""));
+            return None;
         }
-        let Some(generation) = generation(links, conn.0) else {
-            return;
-        };
         self.requests.next += 1;
         let n = self.requests.next;
-        let deadline = links.tick(self.now) + Duration::from_millis(u64::from(deadline_ms));
-        let sender = name_of(links, conn);
+        let at = links.tick(self.now) + deadline;
         let rid = rid_of(n);
+        if surveyor.0 == HOST {
+            self.requests.deadlines.push(Reverse((at, n)));
+        } else if !self.open_slot(links, ConnId(surveyor.0), n, at) {
+            return None;
+        }
         let msg = crate::conn::Shared::new(frame::encode_to_bytes(
             "SURVEYED",
             &[sender.as_bytes(), g.to_string().as_bytes(), rid.as_bytes()],
             payload,
         ));
-        if !self.open_slot(links, conn, n, deadline) {
-            return;
-        }
         for &(k, _) in &asked {
-            self.push_shared(links, ConnId(k), &msg);
+            if k == HOST {
+                self.emit(super::Event::Request {
+                    rid: rid.clone(),
+                    from: sender.to_owned(),
+                    group: g,
+                    payload: Bytes::copy_from_slice(payload),
+                });
+            } else {
+                self.push_shared(links, ConnId(k), &msg);
+            }
         }
         self.requests.pending.insert(
             n,
             Pending {
-                requester: (conn.0, generation),
+                requester: surveyor,
                 kind: Kind::Survey {
                     answers: BytesMut::new(),
                     asked,
                 },
             },
         );
+        Some(n)
+    }
+
+    /// The embedding program surveys `g` as `@server`; the answers come as
+    /// `Event::Replied` with the rid returned (a `RESULT` payload of
+    /// `RESPONSE` frames).
+    ///
+    /// # Errors
+    ///
+    /// `UnknownGroup`, or `NoResponders` when nobody is there to ask.
+    pub fn survey_as_host<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        g: GroupId,
+        payload: &[u8],
+        deadline: Duration,
+    ) -> Result<String, super::DeliveryError> {
+        if !self.groups.contains_key(&g) {
+            return Err(super::DeliveryError::UnknownGroup(g));
+        }
+        let max = Duration::from_millis(u64::from(crate::proto::command::MAX_WAIT_MS));
+        let sender = super::SERVER_USER;
+        self.start_survey(links, (HOST, 0), sender, g, deadline.min(max), payload)
+            .map(rid_of)
+            .ok_or(super::DeliveryError::NoResponders)
     }
 
     /// `REPLY LEN <rid>` from `conn`.
