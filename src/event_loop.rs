@@ -132,26 +132,9 @@ impl EventLoop {
         framing: Framing,
         handler: H,
     ) -> Result<SocketAddr, StartError> {
-        check_framing(framing)?;
-        let index = self.next_service()?;
-        let socket = crate::reactor::bind_listener(addr)
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local = socket
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
         let kind = if tls.is_some() { "tls" } else { "tcp" };
-        let service = FramedService::new(framing, tls.is_some(), handler);
-        self.reactor.add_service(Box::new(service));
-        self.reactor
-            .add_listener(Listener {
-                socket,
-                tls,
-                ws: None,
-                service: index,
-            })
-            .map_err(StartError::Io)?;
-        info!("{kind} listening on {local}");
-        Ok(local)
+        let deferred = tls.is_some();
+        self.framed_listener(addr, tls, None, framing, handler, deferred, kind)
     }
 
     /// Adds a framed service on a new WebSocket listener (`ws`, or `wss`
@@ -174,13 +157,6 @@ impl EventLoop {
         framing: Framing,
         handler: H,
     ) -> Result<SocketAddr, StartError> {
-        check_framing(framing)?;
-        let index = self.next_service()?;
-        let socket = crate::reactor::bind_listener(addr)
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let local = socket
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
         let kind = if tls.is_some() { "wss" } else { "ws" };
         let (max_message, terminator) = match framing {
             Framing::Delimited { delimiter, max_len } => {
@@ -195,13 +171,36 @@ impl EventLoop {
             terminator,
         });
         // Established at the upgrade (the transport reports it).
-        let service = FramedService::new(framing, true, handler);
+        self.framed_listener(addr, tls, Some(ws), framing, handler, true, kind)
+    }
+
+    /// Binds a listener for a new framed service (`deferred`: the handler
+    /// hears of a connection when its transport reports it established).
+    #[allow(clippy::too_many_arguments)]
+    fn framed_listener<H: FramedHandler + 'static>(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        ws: Option<Arc<WsConfig>>,
+        framing: Framing,
+        handler: H,
+        deferred: bool,
+        kind: &str,
+    ) -> Result<SocketAddr, StartError> {
+        check_framing(framing)?;
+        let index = self.next_service()?;
+        let socket = crate::reactor::bind_listener(addr)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let service = FramedService::new(framing, deferred, handler);
         self.reactor.add_service(Box::new(service));
         self.reactor
             .add_listener(Listener {
                 socket,
                 tls,
-                ws: Some(ws),
+                ws,
                 service: index,
             })
             .map_err(StartError::Io)?;

@@ -938,18 +938,15 @@ impl<S: Service, D: DatagramService> Reactor<S, D> {
             c.set(FLUSH_QUEUED, true);
             self.deferred.push_back(key);
         }
+        // A WebSocket that ended on an error waits for its peer (bounded
+        // by the linger) instead of resetting it.
+        let awaits = c.transport.awaits_peer();
         if closing && !pending && !more && !c.has(WRITE_SHUT) && !c.transport.holds_shutdown() {
             c.set(WRITE_SHUT, true);
             let _ = c.stream.shutdown(Shutdown::Write);
             service.links().write_done(conn, now);
         }
         service.links().stats_mut().bytes_out += sent;
-        // A WebSocket that ended on an error waits for its peer (bounded
-        // by the linger) instead of resetting it.
-        let awaits = service
-            .links()
-            .io_mut(conn)
-            .is_some_and(|c| c.transport.awaits_peer());
         if service.links_ref().finished(conn, now) && !awaits {
             self.drop_conn(key, CloseReason::Io);
             return;

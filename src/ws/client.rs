@@ -26,6 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use ring::error::Unspecified;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::handshake::{has_token, single};
 use super::{MAX_HEAD, MAX_HEADERS, SUBPROTOCOL, accept_key};
 
 /// Longest part of a refusal's body quoted in [`HandshakeError::Status`].
@@ -249,30 +250,6 @@ fn printable(bytes: &[u8]) -> String {
             }
         })
         .collect()
-}
-
-/// Whether a comma-separated token list in any `name` header holds `token`,
-/// ignoring ASCII case (RFC 6455 4.1, items 2 and 3 of the response checks).
-fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
-        .any(|h| {
-            h.value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-}
-
-/// The value of a header that must appear once, trimmed; `None` when it is
-/// absent or repeated.
-fn single<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
-    let mut found = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
-    let first = found.next()?;
-    match found.next() {
-        Some(_) => None,
-        None => Some(first.value.trim_ascii()),
-    }
 }
 
 /// Mask keys for client frames from the system's CSPRNG, drawn in batches.

@@ -282,7 +282,7 @@ pub fn read_request(buf: &[u8]) -> Result<Option<Head>, Refusal> {
 /// (compared ignoring ASCII case, as RFC 6455 4.2.1 asks for `Upgrade` and
 /// `Connection`; subprotocol names, by contrast, are compared exactly, as
 /// browsers do).
-fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+pub(super) fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case(name))
@@ -295,7 +295,7 @@ fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool 
 
 /// The value of a header that must appear once, trimmed; `None` when it is
 /// absent or repeated.
-fn single<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+pub(super) fn single<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
     let mut found = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
     let first = found.next()?;
     match found.next() {

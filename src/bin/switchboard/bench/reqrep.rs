@@ -101,6 +101,45 @@ struct Seen {
     replies: usize,
 }
 
+/// One whole item of NATS server input.
+pub(super) enum NatsItem<'a> {
+    /// A control line (`PING`, `PONG`, `+OK`, `-ERR ...`, `INFO ...`).
+    Line(&'a str),
+    /// `MSG <subject> <sid> [reply-to] <len>` and its payload.
+    Msg {
+        reply_to: Option<&'a str>,
+        payload: &'a [u8],
+    },
+}
+
+/// The whole item at the front of `rest` and the bytes it takes, if it is
+/// all there.
+pub(super) fn nats_next(rest: &[u8]) -> Result<Option<(NatsItem<'_>, usize)>, String> {
+    let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = std::str::from_utf8(&rest[..eol]).map_err(|e| e.to_string())?;
+    let Some(msg) = line.strip_prefix("MSG ") else {
+        return Ok(Some((NatsItem::Line(line), eol + 2)));
+    };
+    let parts: Vec<&str> = msg.split(' ').collect();
+    let len: usize = parts
+        .last()
+        .and_then(|l| l.parse().ok())
+        .ok_or("MSG without a length")?;
+    let Some(payload) = rest.get(eol + 2..eol + 2 + len) else {
+        return Ok(None);
+    };
+    if rest.len() < eol + 2 + len + 2 {
+        return Ok(None);
+    }
+    let reply_to = (parts.len() == 4).then(|| parts[2]);
+    Ok(Some((
+        NatsItem::Msg { reply_to, payload },
+        eol + 2 + len + 2,
+    )))
+}
+
 /// Decodes `inbuf`, answering requests (responder) and the server's pings
 /// into `out`; returns what it saw.
 fn consume(
@@ -141,41 +180,28 @@ fn consume(
                 Err(e) => return Err(e.to_string()),
             }
         },
-        Proto::Nats => loop {
-            let rest = &inbuf[pos..];
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
-            let line = std::str::from_utf8(&rest[..eol]).map_err(|e| e.to_string())?;
-            if let Some(msg) = line.strip_prefix("MSG ") {
-                let parts: Vec<&str> = msg.split(' ').collect();
-                let len: usize = parts
-                    .last()
-                    .and_then(|l| l.parse().ok())
-                    .ok_or("MSG without a length")?;
-                if rest.len() < eol + 2 + len + 2 {
-                    break;
+        Proto::Nats => {
+            while let Some((item, used)) = nats_next(&inbuf[pos..])? {
+                match item {
+                    NatsItem::Msg { reply_to, .. } => {
+                        if let Some(to) = reply_to {
+                            // A request: answer on its reply subject.
+                            out.extend_from_slice(
+                                format!("PUB {to} {}\r\n", payload.len()).as_bytes(),
+                            );
+                            out.extend_from_slice(payload);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        seen.replies += 1;
+                    }
+                    NatsItem::Line("PING") => out.extend_from_slice(b"PONG\r\n"),
+                    NatsItem::Line("PONG") => seen.acks += 1,
+                    NatsItem::Line(l) if l.starts_with("-ERR") => return Err(l.to_owned()),
+                    NatsItem::Line(_) => {}
                 }
-                if parts.len() == 4 {
-                    // A request: answer on its reply subject.
-                    out.extend_from_slice(
-                        format!("PUB {} {}\r\n", parts[2], payload.len()).as_bytes(),
-                    );
-                    out.extend_from_slice(payload);
-                    out.extend_from_slice(b"\r\n");
-                }
-                seen.replies += 1;
-                pos += eol + 2 + len + 2;
-                continue;
+                pos += used;
             }
-            match line {
-                "PING" => out.extend_from_slice(b"PONG\r\n"),
-                "PONG" => seen.acks += 1,
-                l if l.starts_with("-ERR") => return Err(l.to_owned()),
-                _ => {}
-            }
-            pos += eol + 2;
-        },
+        }
     }
     inbuf.drain(..pos);
     Ok(seen)

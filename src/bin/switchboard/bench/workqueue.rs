@@ -14,6 +14,7 @@ use switchboard::proto::{Decoded, decode};
 
 use super::net::{Net, establish};
 use super::report::{Report, rate};
+use super::reqrep::{NatsItem, nats_next};
 use super::{CommonArgs, TargetKind, proc, secs};
 
 #[derive(clap::Args, Debug)]
@@ -72,33 +73,18 @@ fn consume(
                 Err(e) => return Err(e.to_string()),
             }
         },
-        Proto::Nats => loop {
-            let rest = &inbuf[pos..];
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
-            let line = std::str::from_utf8(&rest[..eol]).map_err(|e| e.to_string())?;
-            if let Some(msg) = line.strip_prefix("MSG ") {
-                let len: usize = msg
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|l| l.parse().ok())
-                    .ok_or("MSG without a length")?;
-                if rest.len() < eol + 2 + len + 2 {
-                    break;
+        Proto::Nats => {
+            while let Some((item, used)) = nats_next(&inbuf[pos..])? {
+                match item {
+                    NatsItem::Msg { payload, .. } => got.extend(number(payload)),
+                    NatsItem::Line("PING") => out.extend_from_slice(b"PONG\r\n"),
+                    NatsItem::Line("PONG") => acks += 1,
+                    NatsItem::Line(l) if l.starts_with("-ERR") => return Err(l.to_owned()),
+                    NatsItem::Line(_) => {}
                 }
-                got.extend(number(&rest[eol + 2..eol + 2 + len]));
-                pos += eol + 2 + len + 2;
-                continue;
+                pos += used;
             }
-            match line {
-                "PING" => out.extend_from_slice(b"PONG\r\n"),
-                "PONG" => acks += 1,
-                l if l.starts_with("-ERR") => return Err(l.to_owned()),
-                _ => {}
-            }
-            pos += eol + 2;
-        },
+        }
     }
     inbuf.drain(..pos);
     Ok(acks)
