@@ -31,7 +31,7 @@
 //!      |
 //!   acl.rs         who may subscribe, publish, request, watch, send (--acl)
 //!      |
-//!   proto/  buf.rs  error.rs  passwd.rs  logging.rs  atomic_file.rs
+//!   proto/  redis/  buf.rs  error.rs  passwd.rs  logging.rs  atomic_file.rs
 //! ```
 //!
 //! `proto/`, `conn/` and `broker/` see no socket and no clock: they take
@@ -64,6 +64,9 @@ pub mod peer;
 mod probe;
 pub mod proto;
 mod reactor;
+// Sans-IO Redis (RESP2, links, cluster slots) for `engine`; see `engine`.
+#[allow(dead_code)]
+mod redis;
 pub mod server;
 pub mod tls;
 pub mod transport;

@@ -36,6 +36,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["broker", "conn", "reactor"]),
     // The directory's probes: the broker's requests as connections of the loop.
     ("probe", &["broker", "conn", "proto", "reactor"]),
+    // Sans-IO Redis (RESP2, command and subscriber links, cluster slots).
+    ("redis", &[]),
     (
         "server",
         &[
