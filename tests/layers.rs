@@ -38,6 +38,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("probe", &["broker", "conn", "proto", "reactor"]),
     // Sans-IO Redis (RESP2, command and subscriber links, cluster slots).
     ("redis", &[]),
+    // The cluster engine's transport: Redis connections of the loop.
+    ("engine", &["conn", "reactor", "redis"]),
     (
         "server",
         &[
