@@ -108,6 +108,7 @@ impl EventLoop {
             tx: self.tx.clone(),
             waker: Arc::clone(&self.waker),
             service: index,
+            others: Arc::new([]),
         };
         Ok((addrs, handle))
     }

@@ -54,6 +54,7 @@ pub mod datagram;
 // The cluster engine's transport (issue 15): the broker side wires it in;
 // until then nothing outside its tests calls it.
 #[allow(dead_code)]
+mod bus;
 mod engine;
 pub mod error;
 pub mod event_loop;
@@ -85,4 +86,4 @@ pub use datagram::{DatagramContext, DatagramHandler, UdpOptions};
 pub use event_loop::{EventLoop, LoopHandle};
 pub use framed::{FramedContext, FramedHandler, Framing};
 pub use handler::{Attempt, Authorize, Context, Handler, Verdict};
-pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped};
+pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped, check_cluster_url};

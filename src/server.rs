@@ -18,6 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::{fmt, io};
 
@@ -26,8 +27,10 @@ use mio::{Poll, Waker};
 
 use crate::auth::{AuthPool, AuthVerdict, Authenticator};
 use crate::broker::Sessions;
-use crate::broker::{AuthMode, Broker, BrokerConfig, SERVER_USER};
+use crate::broker::{AuthMode, Broker, BrokerConfig, Note, SERVER_USER};
+use crate::bus::{self, EngineLink, LoopPeers, PeerLoop};
 use crate::conn::{Admission, CloseReason, ConnId, PeerIdentity, Table};
+use crate::engine::{EngineConfig, EngineService, SharedEngineBoard};
 use crate::handler::{Context, Handler};
 use crate::handler::{HandlerAuthz, dispatch};
 use crate::metrics::{MetricsService, Snapshot};
@@ -63,6 +66,20 @@ pub struct ServerConfig {
     /// WebSocket-over-TLS listeners, with [`ServerConfig::tls`] (default
     /// none; `switchboard serve` uses `127.0.0.1:7423`).
     pub wss_listen: Vec<SocketAddr>,
+    /// Poll loops, one a thread (default 1: no thread, queue or atomic
+    /// more than one loop needs). With more, the first loop accepts and
+    /// hands connections round-robin to all; see [`Server::bind_threads`].
+    pub threads: usize,
+    /// Join a cluster through Redis at this URL (`redis://HOST:PORT`);
+    /// `None` (the default): no cluster. The node's name is
+    /// [`BrokerConfig::node`].
+    pub cluster: Option<String>,
+    /// How long a silent node is remembered by the others (default 15 s;
+    /// each node beats every third of it).
+    pub cluster_expiry: std::time::Duration,
+    /// Which loop of the server this is (set by the server for each loop).
+    #[doc(hidden)]
+    pub loop_index: usize,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +95,10 @@ impl Default for ServerConfig {
             metrics_listen: None,
             ws_listen: Vec::new(),
             wss_listen: Vec::new(),
+            threads: 1,
+            cluster: None,
+            cluster_expiry: std::time::Duration::from_secs(15),
+            loop_index: 0,
         }
     }
 }
@@ -93,6 +114,8 @@ impl fmt::Debug for ServerConfig {
             .field("broker", &self.broker)
             .field("groups", &self.groups)
             .field("authenticator", &self.authenticator.is_some())
+            .field("threads", &self.threads)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -151,6 +174,9 @@ pub(crate) enum BrokerControl {
     Auth(AuthVerdict),
     /// A closure from [`ServerHandle::call`].
     Call(Box<dyn FnOnce(&mut Context<'_>) + Send>),
+    /// Notes from another loop of the process (`--threads`): its index,
+    /// the notes, and their cost against this loop's backlog.
+    Notes(usize, Vec<Note>, usize),
 }
 
 /// A bound server, ready to [`run`](Server::run): a loop hosting one broker
@@ -158,10 +184,15 @@ pub(crate) enum BrokerControl {
 /// concrete type, so it is `Send` when its handler is).
 pub struct Server<H: Handler = ()> {
     reactor: Reactor<Hosted<H>>,
+    /// The other loops (`threads` > 1), each ready to run on a thread.
+    others: Vec<LoopRunner>,
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
 }
+
+/// Runs one more loop to its end (on a thread of its own).
+type LoopRunner = Box<dyn FnOnce() -> io::Result<()> + Send>;
 
 impl<H: Handler> fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -179,21 +210,154 @@ impl<H: Handler + 'static> Server<H> {
     ///
     /// [`StartError`] naming the address or setting that stopped it.
     pub fn bind(config: ServerConfig, handler: H) -> Result<Self, StartError> {
-        let poll = Poll::new().map_err(StartError::Io)?;
-        let waker = reactor::waker(&poll).map_err(StartError::Io)?;
-        let (tx, rx) = mpsc::channel();
-        let mut reactor = Reactor::new(poll, rx);
-        let built = build_broker(config, handler, 0, &tx, &waker)?;
-        let metrics_addr = built.metrics.as_ref().map(|m| m.1);
-        let local_addrs = install_broker(&mut reactor, built, |s| s)?;
+        if config.threads > 1 {
+            return Err(StartError::Config(format!(
+                "{} threads need one handler each: Server::bind_threads",
+                config.threads
+            )));
+        }
+        let mut handler = Some(handler);
+        Self::bind_loops(config, &mut |_| handler.take(), |_| {
+            unreachable!("one loop runs on the caller's thread")
+        })
+    }
+
+    /// Binds every listener and prepares the loops; with
+    /// [`ServerConfig::threads`] loops, `make_handler(i)` makes loop `i`'s
+    /// handler. The first loop accepts every connection and hands them
+    /// round-robin to all loops; each loop is today's single-threaded loop
+    /// with its own connections, timers and broker, and the brokers tell
+    /// each other what protocol.md section 11 needs (publishes, messages,
+    /// presence, requests, the directory) through bounded in-process
+    /// queues. [`Server::run`] runs loop 0 on the calling thread and the
+    /// others on threads of their own; the handle's [`ServerHandle::stop`]
+    /// stops them all.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] naming the address or setting that stopped it.
+    pub fn bind_threads(
+        config: ServerConfig,
+        mut make_handler: impl FnMut(usize) -> H,
+    ) -> Result<Self, StartError>
+    where
+        H: Send,
+    {
+        Self::bind_loops(config, &mut |i| Some(make_handler(i)), |mut r| {
+            Box::new(move || r.run()) as LoopRunner
+        })
+    }
+
+    fn bind_loops(
+        config: ServerConfig,
+        make_handler: &mut dyn FnMut(usize) -> Option<H>,
+        runner: impl Fn(Reactor<Hosted<H>>) -> LoopRunner,
+    ) -> Result<Self, StartError> {
+        let threads = config.threads.max(1);
+        if threads > 64 {
+            return Err(StartError::Config(format!(
+                "at most 64 threads, not {threads}"
+            )));
+        }
+        // The connection limit is the server's: the loops count together.
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let mut loops = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let poll = Poll::new().map_err(StartError::Io)?;
+            let waker = reactor::waker(&poll).map_err(StartError::Io)?;
+            let (tx, rx) = mpsc::channel();
+            loops.push((Reactor::new(poll, rx), tx, waker));
+        }
+        let names: Vec<Arc<str>> = (0..threads)
+            .map(|i| Arc::from(bus::member_name(&config.broker.node, threads, i)))
+            .collect();
+        let backlogs: Vec<Arc<AtomicUsize>> = (0..threads)
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
+        let mut local_addrs = Vec::new();
+        let mut metrics_addr = None;
+        for (i, (reactor, tx, waker)) in loops.iter_mut().enumerate() {
+            let mut c = config.clone();
+            if i > 0 {
+                // Only the first loop listens.
+                c.listen.clear();
+                c.tls_listen.clear();
+                c.ws_listen.clear();
+                c.wss_listen.clear();
+                c.metrics_listen = None;
+            }
+            c.loop_index = i;
+            let handler = make_handler(i)
+                .ok_or_else(|| StartError::Config("no handler for a loop".into()))?;
+            let mut built = build_broker(c, handler, 0, tx, waker)?;
+            if threads > 1 {
+                built.service.links.share_admissions(Arc::clone(&admitted));
+            }
+            if threads > 1 && config.cluster.is_none() {
+                built.service.broker.join_cluster(&names[i], None);
+                for (j, name) in names.iter().enumerate() {
+                    if j != i {
+                        built.service.broker.add_member(name);
+                    }
+                }
+                built.service.loops = Some(Box::new(LoopPeers {
+                    me: i,
+                    names: names.clone(),
+                    backlog: Arc::clone(&backlogs[i]),
+                    dropped: 0,
+                    peers: Vec::new(),
+                }));
+            }
+            if i == 0 {
+                metrics_addr = built.metrics.as_ref().map(|m| m.1);
+            }
+            let addrs = install_broker(reactor, built, |s| s)?;
+            if i == 0 {
+                local_addrs = addrs;
+            }
+        }
+        // Each loop reaches every other.
+        let reach: Vec<(Sender<Control>, Arc<Waker>)> = loops
+            .iter()
+            .map(|(_, tx, w)| (tx.clone(), Arc::clone(w)))
+            .collect();
+        for (i, (reactor, _, _)) in loops.iter_mut().enumerate() {
+            if threads == 1 {
+                break;
+            }
+            if let Some(Hosted::Broker(b)) = reactor.service_mut(0) {
+                if let Some(l) = b.loops.as_mut() {
+                    l.peers = (0..threads)
+                        .map(|j| {
+                            (j != i).then(|| PeerLoop {
+                                tx: reach[j].0.clone(),
+                                waker: Arc::clone(&reach[j].1),
+                                backlog: Arc::clone(&backlogs[j]),
+                            })
+                        })
+                        .collect();
+                }
+            }
+            if i == 0 {
+                reactor.spread_to(0, reach[1..].to_vec());
+            }
+        }
+        let mut loops = loops.into_iter();
+        let Some((reactor, tx, waker)) = loops.next() else {
+            return Err(StartError::Config("no loop".into()));
+        };
+        let others: Vec<(Sender<Control>, Arc<Waker>)> = reach[1..].to_vec();
+        let others_run = loops.map(|(r, _, _)| runner(r)).collect();
         Ok(Self {
             reactor,
+            others: others_run,
             local_addrs,
             metrics_addr,
             handle: ServerHandle {
                 tx,
                 waker,
                 service: 0,
+                others: others.into(),
             },
         })
     }
@@ -222,7 +386,31 @@ impl<H: Handler + 'static> Server<H> {
     ///
     /// An error from `poll` itself; connection errors never end the loop.
     pub fn run(mut self) -> io::Result<()> {
-        self.reactor.run()
+        let mut threads = Vec::new();
+        for (i, run) in self.others.drain(..).enumerate() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("switchboard-loop-{}", i + 1))
+                .spawn(run);
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    self.handle.stop();
+                    return Err(e);
+                }
+            }
+        }
+        let first = self.reactor.run();
+        // Loop 0 ended (stopped, or failed): the others follow.
+        self.handle.stop();
+        let mut result = first;
+        for t in threads {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(_) => result = result.and(Err(io::Error::other("a loop panicked"))),
+            }
+        }
+        result
     }
 }
 
@@ -261,6 +449,11 @@ pub(crate) fn install_broker<H: Handler + 'static, S: Service, D: DatagramServic
     reactor
         .add_service(wrap(Hosted::Probes(built.probes)))
         .ok_or_else(too_many)?;
+    if let Some(engine) = built.engine {
+        reactor
+            .add_service(wrap(Hosted::Engine(engine)))
+            .ok_or_else(too_many)?;
+    }
     if let Some((l, addr)) = metrics {
         reactor.add_listener(l).map_err(StartError::Io)?;
         info!("metrics listening on {addr} (GET /metrics)");
@@ -279,6 +472,8 @@ pub(crate) struct BuiltBroker<H> {
     /// The directory's probes, a service of their own after the broker's
     /// (and the metrics one).
     probes: ProbeService,
+    /// The cluster engine, after the probes (`--cluster`).
+    engine: Option<EngineService>,
 }
 
 /// What a broker brings to a loop: the broker itself and, with
@@ -291,6 +486,8 @@ pub(crate) enum Hosted<H> {
     Broker(BrokerService<H>),
     Metrics(MetricsService),
     Probes(ProbeService),
+    /// The cluster engine's connections (`--cluster`).
+    Engine(EngineService),
 }
 
 /// Calls the same method on whichever service `self` is.
@@ -300,6 +497,7 @@ macro_rules! hosted {
             Hosted::Broker($s) => $call,
             Hosted::Metrics($s) => $call,
             Hosted::Probes($s) => $call,
+            Hosted::Engine($s) => $call,
         }
     };
 }
@@ -463,12 +661,35 @@ pub(crate) fn build_broker<H: Handler + 'static>(
     // A scrape before the first turn's refresh sees the figures too.
     service.refresh_metrics(std::time::Instant::now());
     let probes = ProbeService::new(Arc::clone(&service.probes));
+    let engine = match &config.cluster {
+        Some(url) => {
+            crate::engine::parse_url(url)
+                .map_err(|e| StartError::Config(format!("--cluster: {e}")))?;
+            let board = SharedEngineBoard::default();
+            let member = bus::member_name(
+                &config.broker.node,
+                config.threads.max(1),
+                config.loop_index,
+            );
+            service
+                .broker
+                .join_cluster(&member, Some(config.cluster_expiry));
+            service.engine = Some(Box::new(EngineLink::new(
+                Arc::clone(&board),
+                &member,
+                config.cluster_expiry,
+            )));
+            Some(EngineService::new(EngineConfig::new(url.clone()), board))
+        }
+        None => None,
+    };
     Ok(BuiltBroker {
         listeners,
         addrs: local_addrs,
         service,
         metrics,
         probes,
+        engine,
     })
 }
 
@@ -501,6 +722,37 @@ pub(crate) struct BrokerService<H> {
     /// Directory probes to run and their verdicts, shared with the probe
     /// service.
     probes: SharedBoard,
+    /// The other loops of the process (`threads` > 1, no cluster).
+    loops: Option<Box<LoopPeers>>,
+    /// The other nodes, through the engine (`--cluster`).
+    engine: Option<Box<EngineLink>>,
+}
+
+/// Checks a `--cluster` URL: `redis://HOST:PORT` (the port defaults to
+/// 6379).
+///
+/// # Errors
+///
+/// What is wrong with it, in a sentence.
+pub fn check_cluster_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("{url:?} is not a redis://HOST:PORT URL"))?;
+    let rest = rest.trim_end_matches('/');
+    let with_port = if rest
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        rest.to_owned()
+    } else {
+        format!("{rest}:6379")
+    };
+    use std::net::ToSocketAddrs;
+    match with_port.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("{url:?}: no address for that host")),
+        Err(e) => Err(format!("{url:?}: {e}")),
+    }
 }
 
 impl<H> fmt::Debug for BrokerService<H> {
@@ -521,6 +773,17 @@ impl<H: Handler> BrokerService<H> {
             auth,
             metrics: None,
             probes: SharedBoard::default(),
+            loops: None,
+            engine: None,
+        }
+    }
+
+    /// Gives back to the other loops' bound what this loop has worked
+    /// through of their notes.
+    fn settle_notes(&mut self) {
+        let done = self.broker.take_processed_note_cost();
+        if let (Some(l), 1..) = (self.loops.as_ref(), done) {
+            l.backlog.fetch_sub(done, Ordering::Relaxed);
         }
     }
 
@@ -576,7 +839,14 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.resume_with(&mut self.links, conn, now, authz);
     }
     fn handle_timeout(&mut self, now: std::time::Instant) {
+        if let Some(e) = self.engine.as_mut() {
+            e.poll(&mut self.broker, &mut self.links, now);
+        }
         self.broker.handle_timeout(&mut self.links, now);
+        if self.broker.has_pending_notes() {
+            self.broker.process_notes(&mut self.links, now);
+        }
+        self.settle_notes();
         self.links.handle_timeout(now);
         let results = match self.probes.lock() {
             Ok(mut board) => std::mem::take(&mut board.results),
@@ -599,10 +869,13 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.remove(&mut self.links, conn, reason)
     }
     fn shutdown(&mut self, now: std::time::Instant) {
+        self.broker.leave_cluster();
         self.broker.shutdown(&mut self.links, now);
     }
     fn has_events(&self) -> bool {
         self.broker.has_events()
+            || self.broker.has_pending_notes()
+            || self.engine.as_ref().is_some_and(|e| e.has_news())
             || self.broker.has_probe_requests()
             || self.probes.lock().is_ok_and(|b| !b.results.is_empty())
     }
@@ -641,6 +914,16 @@ impl<H: Handler> Service for BrokerService<H> {
             };
             dispatch(&mut self.handler, &mut ctx, event);
         }
+        if self.broker.has_notes() {
+            let notes = self.broker.take_notes();
+            if let Some(l) = self.loops.as_mut() {
+                l.ship(notes, |from, batch, cost| {
+                    Box::new(BrokerControl::Notes(from, batch, cost))
+                });
+            } else if let Some(e) = self.engine.as_mut() {
+                e.ship(notes, &self.broker, &self.links);
+            }
+        }
         self.refresh_metrics(now);
         stop
     }
@@ -665,6 +948,14 @@ impl<H: Handler> Service for BrokerService<H> {
                 f(&mut self.context(now, &mut stop));
                 stop
             }
+            BrokerControl::Notes(from, notes, _cost) => {
+                let name = self.loops.as_ref().and_then(|l| l.names.get(from).cloned());
+                if let Some(name) = name {
+                    self.broker.handle_notes(&mut self.links, &name, notes, now);
+                }
+                self.settle_notes();
+                false
+            }
         }
     }
 }
@@ -677,6 +968,8 @@ pub struct ServerHandle {
     pub(crate) waker: Arc<Waker>,
     /// The broker's service index in its loop.
     pub(crate) service: usize,
+    /// The other loops of the server (`threads` > 1).
+    pub(crate) others: Arc<[(Sender<Control>, Arc<Waker>)]>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -748,9 +1041,36 @@ impl ServerHandle {
     /// When the broker shares an [`EventLoop`](crate::EventLoop) with other services, this stops
     /// the whole loop.
     pub fn stop(&self) {
-        if self.tx.send(Control::Stop).is_ok() {
-            let _ = self.waker.wake();
+        let first = std::iter::once((&self.tx, &self.waker));
+        for (tx, waker) in first.chain(self.others.iter().map(|(t, w)| (t, w))) {
+            if tx.send(Control::Stop).is_ok() {
+                let _ = waker.wake();
+            }
         }
+    }
+
+    /// Runs `f` in every loop of the server (one, unless it was started
+    /// with several threads), e.g. to replace the ACL everywhere.
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] if the first loop is gone.
+    pub fn call_each(
+        &self,
+        f: impl Fn(&mut Context<'_>) + Send + Sync + 'static,
+    ) -> Result<(), Stopped> {
+        let f = Arc::new(f);
+        for (tx, waker) in self.others.iter() {
+            let f = Arc::clone(&f);
+            let call = BrokerControl::Call(Box::new(move |ctx| f(ctx)));
+            if tx
+                .send(Control::Service(self.service, Box::new(call)))
+                .is_ok()
+            {
+                let _ = waker.wake();
+            }
+        }
+        self.call(move |ctx| f(ctx))
     }
 }
 

@@ -40,11 +40,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("redis", &[]),
     // The cluster engine's transport: Redis connections of the loop.
     ("engine", &["conn", "reactor", "redis"]),
+    // How a broker reaches the other members: other loops, or the engine.
+    ("bus", &["broker", "engine", "reactor"]),
     (
         "server",
         &[
             "auth",
             "broker",
+            "bus",
+            "engine",
             "conn",
             "handler",
             "proto",

@@ -187,8 +187,10 @@ impl Broker {
             }
             Command::Who(group) => self.cmd_who(links, conn, group),
             Command::Stats => {
-                let reply = self.stats_reply(links);
-                self.push_reply(links, conn, reply);
+                if !self.stats_across_loops(links, conn) {
+                    let reply = self.stats_reply(links);
+                    self.push_reply(links, conn, reply);
+                }
             }
             Command::Send { to, payload } => {
                 if self.forbidden(links, conn, authz, Attempt::Send { to, payload }) {
@@ -368,10 +370,12 @@ impl Broker {
 
     pub(super) fn cmd_hello<T>(&mut self, links: &mut Sessions<T>, conn: ConnId) {
         let text = format!(
-            "server=switchboard\nversion={}\nprotocol=1\nmax_payload={}\nauth={}\n",
+            "server=switchboard\nversion={}\nprotocol=1\nmax_payload={}\nauth={}\nnode={}\ncluster={}\n",
             env!("CARGO_PKG_VERSION"),
             self.config.max_payload,
             self.config.auth.as_str(),
+            self.config.node,
+            self.cluster_status().as_str(),
         );
         self.push_reply(links, conn, frame::result(text.as_bytes()));
     }
@@ -480,12 +484,14 @@ impl Broker {
                 if let Some(reply) = &self.who_reply {
                     reply.clone()
                 } else {
+                    let remote = self.remote_users();
                     let reply = who_list(
                         self.users
                             .iter()
-                            .filter_map(|(k, keys)| Some((&**k, user_name(links, keys)?))),
+                            .filter_map(|(k, keys)| Some((&**k, user_name(links, keys)?)))
+                            .chain(remote.iter().map(|(k, n)| (&**k, n))),
                     );
-                    self.work += self.users.len();
+                    self.work += self.users.len() + remote.len();
                     self.who_reply = Some(reply.clone());
                     reply
                 }
@@ -504,7 +510,17 @@ impl Broker {
                             Some((folded, name))
                         })
                         .collect();
-                    who_list(names.iter().map(|(k, n)| (k.as_str(), *n)))
+                    let remote = self.remote_group_users(g);
+                    who_list(
+                        names
+                            .iter()
+                            .map(|(k, n)| (k.as_str(), *n))
+                            .chain(remote.iter().map(|(k, n)| (&**k, n))),
+                    )
+                }
+                None if self.in_cluster() && self.config.open_groups => {
+                    let remote = self.remote_group_users(g);
+                    who_list(remote.iter().map(|(k, n)| (&**k, n)))
                 }
                 None if self.config.open_groups => frame::result(b""),
                 None => return self.unknown_group(links, conn, g),

@@ -77,6 +77,8 @@ pub struct BrokerConfig {
     /// Who may subscribe, publish, watch and send (`--acl`); `None`: everyone
     /// may do everything. Replace it at run time with `Broker::set_acl`.
     pub acl: Option<Arc<Acl>>,
+    /// This server's name in a cluster (`HELLO`'s `node=`; `--node`).
+    pub node: String,
 }
 
 impl BrokerConfig {
@@ -124,6 +126,7 @@ impl Default for BrokerConfig {
             max_password_checks: 64,
             probe_interval: Duration::from_secs(30),
             acl: None,
+            node: String::from("switchboard"),
         }
     }
 }

@@ -197,8 +197,34 @@ impl Broker {
         conn: ConnId,
         user: Option<&str>,
     ) {
-        let listing = self.directory.listing(user);
+        let mut listing = self.directory.listing(user);
+        if self.in_cluster() {
+            listing = self.merged_listing(user, listing);
+        }
         self.push_reply(links, conn, frame::result(&listing));
+    }
+
+    /// `QUERY`'s listing with the other members' entries (a local entry
+    /// wins over a remote one for the same user).
+    fn merged_listing(&self, only: Option<&str>, local: Vec<u8>) -> Vec<u8> {
+        let only = only.map(str::to_ascii_lowercase);
+        let mut lines: Vec<String> = String::from_utf8_lossy(&local)
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for (folded, user, addr) in self.remote_directory() {
+            if only.as_deref().is_some_and(|o| o != &*folded)
+                || self.directory.entries.contains_key(&*folded)
+            {
+                continue;
+            }
+            let line = format!("{user},{},{}\n", addr.ip(), addr.port());
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        lines.sort_unstable();
+        lines.concat().into_bytes()
     }
 
     /// `LEAVE 0`: this user's entry goes.
@@ -221,6 +247,9 @@ impl Broker {
             return false;
         };
         info!("directory: {} at {} removed ({why})", e.user, e.addr);
+        if self.in_cluster() {
+            self.note(super::cluster::Note::Unbound(e.user.clone().into()));
+        }
         self.emit(Event::Unbound {
             user: e.user.into(),
             addr: e.addr,
@@ -246,6 +275,9 @@ impl Broker {
         );
         if old.is_none_or(|o| o.addr != addr) {
             info!("directory: {user} at {addr}");
+        }
+        if self.in_cluster() {
+            self.note(super::cluster::Note::Bound(user.into(), addr));
         }
         self.emit(Event::Bound {
             user: user.to_owned(),

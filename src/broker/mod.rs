@@ -28,10 +28,12 @@
 
 mod authz;
 mod checks;
+mod cluster;
 mod commands;
 mod config;
 mod directory;
 mod event;
+mod members;
 mod queues;
 mod registry;
 mod requests;
@@ -49,6 +51,7 @@ use log::{debug, info, warn};
 
 pub use crate::conn::{CloseReason, ConnId};
 pub use authz::{Attempt, Authorize, Authorizer, Verdict};
+pub use cluster::{BadBatch, ClusterStatus, Note, QueueTurn, decode_batch, encode_batch};
 pub use config::{AuthMode, BrokerConfig};
 pub use directory::{MAX_PROBES, PROBE_TIMEOUT, ProbeRequest};
 pub use event::Event;
@@ -176,6 +179,9 @@ pub struct Broker {
     echo_off: std::collections::HashSet<usize>,
     /// Requests and surveys under way, and replies held behind them.
     requests: requests::Requests,
+    /// The other members, when this broker is one of several (loops of a
+    /// process, nodes of a cluster).
+    cluster: Option<Box<cluster::Cluster>>,
 }
 
 impl Broker {
@@ -205,6 +211,7 @@ impl Broker {
             queue_members: HashMap::new(),
             echo_off: std::collections::HashSet::new(),
             requests: requests::Requests::default(),
+            cluster: None,
         }
     }
 
@@ -385,17 +392,19 @@ impl Broker {
     /// The earliest instant at which [`Broker::handle_timeout`] has work
     /// (the table's closing deadlines are [`Links::poll_timeout`]).
     pub fn poll_timeout<T>(&self, links: &Sessions<T>) -> Option<Instant> {
-        if self.spread.is_some() {
-            // A fan-out goes on next turn, without waiting.
+        if self.spread.is_some() || self.has_pending_notes() {
+            // A fan-out, or other members' notes, go on next turn.
             return Some(self.now);
         }
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let reprobe = self.next_reprobe();
         let request = self.next_request_deadline();
+        let cluster = self.next_cluster_deadline();
         timer
             .into_iter()
             .chain(reprobe)
             .chain(request)
+            .chain(cluster)
             .min()
             .map(|at| links.instant(at))
     }
@@ -579,6 +588,7 @@ impl Broker {
         self.continue_spread(links);
         self.reprobe_due(links);
         self.expire_requests(links);
+        self.cluster_timeout(links);
         let tick = links.tick(now);
         while let Some(&Reverse((at, key, generation))) = self.timers.peek() {
             if at > tick {

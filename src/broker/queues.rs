@@ -80,6 +80,9 @@ impl Broker {
             if let Err(i) = q.members.binary_search(&conn.0) {
                 q.members.insert(i, conn.0);
             }
+            if self.in_cluster() {
+                self.note(super::cluster::Note::QueueJoined(g, queue.into()));
+            }
             self.queue_members
                 .entry(conn.0)
                 .or_default()
@@ -114,8 +117,11 @@ impl Broker {
     }
 
     fn leave_queue(&mut self, conn: ConnId, g: GroupId, queue: &str) {
+        let mut left = false;
         if let Some(m) = self.queue_members.get_mut(&conn.0) {
+            let before = m.len();
             m.retain(|(mg, q)| !(*mg == g && &**q == queue));
+            left = m.len() < before;
             if m.is_empty() {
                 self.queue_members.remove(&conn.0);
             }
@@ -130,6 +136,9 @@ impl Broker {
                     group.queues.remove(i);
                 }
             }
+        }
+        if left && self.in_cluster() {
+            self.note(super::cluster::Note::QueueParted(g, queue.into()));
         }
         self.forget_if_unused(g);
     }
@@ -154,6 +163,7 @@ impl Broker {
         msg: &Shared,
         seq: u64,
         groups: &[GroupId],
+        elsewhere: &[super::cluster::QueueTurn],
     ) -> usize {
         let backed_up = self.config.limits().read_pause;
         let mut delivered = 0;
@@ -164,7 +174,8 @@ impl Broker {
             };
             for q in &mut group.queues {
                 let n = q.members.len();
-                if n == 0 {
+                // Served by another member this time.
+                if n == 0 || elsewhere.iter().any(|t| t.0 == *g && *t.1 == *q.name) {
                     continue;
                 }
                 // The first free member from the round-robin's place; if all

@@ -106,7 +106,15 @@ impl Broker {
         }
         let mut list: Vec<(GroupId, &str)> =
             self.groups.iter().map(|(&id, g)| (id, &*g.name)).collect();
+        // Open groups made by use on other members (their names are empty).
+        let remote = if self.config.open_groups {
+            self.remote_groups()
+        } else {
+            Vec::new()
+        };
+        list.extend(remote.into_iter().map(|g| (g, "")));
         list.sort_unstable_by_key(|&(id, _)| id);
+        list.dedup_by_key(|&mut (id, _)| id);
         let mut out = Vec::with_capacity(list.len() * 8);
         for (id, name) in list {
             let _ = writeln!(out, "{id},{name}");
@@ -140,7 +148,8 @@ impl Broker {
         let sessions = self
             .users
             .get(folded.as_str())
-            .map_or(0, |k| k.as_slice().len());
+            .map_or(0, |k| k.as_slice().len())
+            + self.remote_sessions(&folded);
         if sessions >= self.config.max_sessions_per_user {
             warn!(
                 "{}: login refused for {name}: limit: {sessions} sessions already",
@@ -176,6 +185,9 @@ impl Broker {
                 self.who_reply = None;
             }
         }
+        if self.in_cluster() {
+            self.note(super::cluster::Note::Online(Arc::clone(&typed)));
+        }
         info!("{}: logged in as {name}", links.log_peer(conn));
         self.emit(Event::LoggedIn {
             conn,
@@ -204,8 +216,22 @@ impl Broker {
                 .collect();
             missing.sort_unstable();
             missing.dedup();
+            // Over several members the limit counts every member's open
+            // groups once (those made elsewhere, from the views).
+            let (elsewhere, new) = if self.in_cluster() {
+                let remote = self.remote_groups();
+                let only_there = (remote.iter())
+                    .filter(|g| !self.groups.contains_key(g))
+                    .count();
+                let new = (missing.iter())
+                    .filter(|g| remote.binary_search(g).is_err())
+                    .count();
+                (only_there, new)
+            } else {
+                (0, missing.len())
+            };
             // All or nothing: none is created past the limit.
-            if self.open_count + missing.len() > self.config.max_open_groups {
+            if self.open_count + elsewhere + new > self.config.max_open_groups {
                 return Err(GroupRefusal::Limit);
             }
             for g in missing {
@@ -285,6 +311,7 @@ impl Broker {
                 s.groups.insert(i, g);
             }
             joined.push(g);
+            self.note_membership(links, conn, g, true);
             self.notify_watchers(links, "JOINED", conn, g);
         }
         joined
@@ -353,7 +380,12 @@ impl Broker {
         if remove_sorted(&mut group.subscribers, conn.0) {
             self.counters.subscriptions -= 1;
         }
-        if !group.watchers.is_empty() {
+        let watched = !group.watchers.is_empty();
+        self.note_membership(links, conn, g, false);
+        let Some(group) = self.groups.get_mut(&g) else {
+            return;
+        };
+        if watched {
             self.notify_watchers(links, "PARTED", conn, g);
         } else if !group.registered && group.subscribers.is_empty() && group.queues.is_empty() {
             self.groups.remove(&g);
@@ -400,6 +432,10 @@ impl Broker {
             return;
         };
         if let Some(name) = &s.name {
+            if self.cluster.is_some() {
+                let note = super::cluster::Note::Offline(Arc::clone(name));
+                self.note(note);
+            }
             let folded = name.to_ascii_lowercase();
             if let Some(user) = self.users.get_mut(folded.as_str()) {
                 // The oldest session names the user: it may change.
@@ -460,6 +496,13 @@ impl Broker {
         })?;
         // Encoded once, into one allocation, and shared by every subscriber.
         let msg = Shared::new(frame::published(sender, groups, payload));
+        let mut remote_turns: Arc<[super::cluster::QueueTurn]> = Arc::new([]);
+        if self.in_cluster() {
+            remote_turns = self.remote_queue_turns(groups);
+            let frame = msg.frame().clone();
+            let queues = Arc::clone(&remote_turns);
+            self.note(super::cluster::Note::Publish { frame, queues });
+        }
         self.publish_seq += 1;
         let seq = self.publish_seq;
         let mut cursor = Cursor::default();
@@ -472,7 +515,7 @@ impl Broker {
         }
         // One member of each queue group first (the plain subscribers' pass
         // then skips whoever got it, so nobody gets it twice).
-        delivered += self.deliver_to_queues(links, &msg, seq, groups);
+        delivered += self.deliver_to_queues(links, &msg, seq, groups, &remote_turns);
         // One budget's worth now, whatever the turn has done: a fan-out
         // that fits is never split, and a connection's turn stays within
         // two budgets.
@@ -657,14 +700,25 @@ impl Broker {
         payload: &[u8],
     ) -> Result<usize, DeliveryError> {
         let folded = to.to_ascii_lowercase();
-        let Some(keys) = self.users.get(folded.as_str()) else {
-            return Err(DeliveryError::NoSuchUser);
-        };
+        let remote = self.remote_user(&folded);
         let msg = Shared::new(frame::encode_to_bytes(
             "MESSAGE",
             &[sender.as_bytes()],
             payload,
         ));
+        if remote {
+            self.note(super::cluster::Note::Message {
+                to: Arc::from(folded.as_str()),
+                frame: msg.frame().clone(),
+            });
+        }
+        let Some(keys) = self.users.get(folded.as_str()) else {
+            return if remote {
+                Ok(0)
+            } else {
+                Err(DeliveryError::NoSuchUser)
+            };
+        };
         let targets = keys.as_slice().to_vec();
         let to_name = user_name(links, keys)
             .map(|n| n.to_string())
@@ -684,6 +738,23 @@ impl Broker {
             });
         }
         Ok(targets.len())
+    }
+}
+
+impl Broker {
+    /// Tells the other members that `conn`'s user joined or left `g`.
+    fn note_membership<T>(&mut self, links: &Sessions<T>, conn: ConnId, g: GroupId, up: bool) {
+        if !self.in_cluster() {
+            return;
+        }
+        let Some(name) = links.proto(conn).and_then(|s| s.name.clone()) else {
+            return;
+        };
+        self.note(if up {
+            super::cluster::Note::Joined(name, g)
+        } else {
+            super::cluster::Note::Parted(name, g)
+        });
     }
 }
 

@@ -19,10 +19,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::cluster::Note;
 use super::registry::name_of;
 use super::{Broker, Sessions};
 use crate::conn::ConnId;
@@ -32,6 +34,8 @@ use crate::proto::{GroupId, frame};
 
 /// The embedding program, as a requester or responder (not a slab key).
 const HOST: usize = usize::MAX;
+/// Another member of the cluster, as a requester (not a slab key).
+const REMOTE: usize = usize::MAX - 1;
 
 /// How a request ended, as the embedding program hears it.
 pub type RequestOutcome = Result<Bytes, ErrorCode>;
@@ -59,9 +63,15 @@ enum Kind {
     Request {
         responder: (usize, u32),
     },
+    /// A request handed to another member to answer.
+    Remote {
+        member: Arc<str>,
+    },
     Survey {
         answers: BytesMut,
         asked: Vec<(usize, u32)>,
+        /// Other members asked too; their answers come one by one.
+        remotes: Vec<Arc<str>>,
     },
 }
 
@@ -69,6 +79,8 @@ enum Kind {
 pub(super) struct Pending {
     requester: (usize, u32),
     kind: Kind,
+    /// For a requester on another member: that member and its number.
+    origin: Option<(Arc<str>, u64)>,
 }
 
 /// All requests and surveys under way.
@@ -94,7 +106,7 @@ fn parse_rid(rid: &str) -> Option<u64> {
 }
 
 fn generation<T>(links: &Sessions<T>, key: usize) -> Option<u32> {
-    if key == HOST {
+    if key == HOST || key == REMOTE {
         return Some(0);
     }
     let l = links.get(ConnId(key))?;
@@ -154,10 +166,16 @@ impl Broker {
             let text = format!("{MAX_PENDING_REQUESTS} requests and surveys are waiting already");
             return self.reply_err(links, conn, ErrorCode::Busy, &text);
         }
-        let responder = self
-            .pick_responder(links, conn, g)
-            .or_else(|| self.host_responder(g, conn.0));
-        let Some(responder) = responder else {
+        let route = match self.pick_responder(links, conn, g) {
+            Some(r) => Some(Kind::Request { responder: r }),
+            None => match self.remote_responder(g) {
+                Some(member) => Some(Kind::Remote { member }),
+                None => self
+                    .host_responder(g, conn.0)
+                    .map(|responder| Kind::Request { responder }),
+            },
+        };
+        let Some(route) = route else {
             let text = format!("nobody answers requests on group {g}");
             return self.reply_err(links, conn, ErrorCode::NoResponders, &text);
         };
@@ -168,31 +186,186 @@ impl Broker {
         let n = self.requests.next;
         let deadline = links.tick(self.now) + Duration::from_millis(u64::from(timeout_ms));
         let sender = name_of(links, conn);
-        let rid = rid_of(n);
-        let msg = frame::encode_to_bytes(
-            "REQUESTED",
-            &[sender.as_bytes(), g.to_string().as_bytes(), rid.as_bytes()],
-            payload,
-        );
         if !self.open_slot(links, conn, n, deadline) {
             return;
         }
+        self.send_request(
+            links,
+            n,
+            (conn.0, generation),
+            route,
+            &sender,
+            g,
+            timeout_ms,
+            payload,
+        );
+    }
+
+    /// Records request `n` and hands it to its responder: a session, the
+    /// embedding program, or another member.
+    #[allow(clippy::too_many_arguments)]
+    fn send_request<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        n: u64,
+        requester: (usize, u32),
+        kind: Kind,
+        sender: &str,
+        g: GroupId,
+        ms: u32,
+        payload: &[u8],
+    ) {
+        let rid = rid_of(n);
+        let target = match &kind {
+            Kind::Request { responder } => Ok(responder.0),
+            Kind::Remote { member } => Err(Arc::clone(member)),
+            Kind::Survey { .. } => return,
+        };
         self.requests.pending.insert(
             n,
             Pending {
-                requester: (conn.0, generation),
-                kind: Kind::Request { responder },
+                requester,
+                kind,
+                origin: None,
             },
         );
-        if responder.0 == HOST {
-            self.emit(super::Event::Request {
+        match target {
+            Ok(HOST) => self.emit(super::Event::Request {
                 rid,
-                from: sender,
+                from: sender.to_owned(),
                 group: g,
                 payload: bytes::Bytes::copy_from_slice(payload),
+            }),
+            Ok(key) => {
+                let msg = frame::encode_to_bytes(
+                    "REQUESTED",
+                    &[sender.as_bytes(), g.to_string().as_bytes(), rid.as_bytes()],
+                    payload,
+                );
+                self.push_frame(links, ConnId(key), msg);
+            }
+            Err(member) => self.note(Note::Request {
+                to: member,
+                n,
+                sender: sender.into(),
+                group: g,
+                ms,
+                survey: false,
+                payload: Bytes::copy_from_slice(payload),
+            }),
+        }
+    }
+
+    /// Another member's request for a responder here: a local one (or the
+    /// embedding program), else `ERR no-responders` back at once.
+    pub(super) fn remote_request<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        origin: (Arc<str>, u64),
+        sender: &str,
+        g: GroupId,
+        ms: u32,
+        payload: &[u8],
+    ) {
+        let responder = self
+            .pick_responder(links, ConnId(REMOTE), g)
+            .or_else(|| self.host_responder(g, REMOTE));
+        let Some(responder) = responder else {
+            let text = format!("nobody answers requests on group {g}");
+            self.note(Note::Reply {
+                to: origin.0,
+                n: origin.1,
+                survey: false,
+                frame: frame::err(ErrorCode::NoResponders, &text),
             });
-        } else {
-            self.push_frame(links, ConnId(responder.0), msg);
+            return;
+        };
+        self.requests.next += 1;
+        let n = self.requests.next;
+        let deadline = links.tick(self.now) + Duration::from_millis(u64::from(ms));
+        self.requests.deadlines.push(Reverse((deadline, n)));
+        let kind = Kind::Request { responder };
+        self.send_request(links, n, (REMOTE, 0), kind, sender, g, ms, payload);
+        if let Some(p) = self.requests.pending.get_mut(&n) {
+            p.origin = Some(origin);
+        }
+    }
+
+    /// Another member's survey: everyone here is asked; each answer goes
+    /// back as it comes.
+    pub(super) fn remote_survey<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        origin: (Arc<str>, u64),
+        sender: &str,
+        g: GroupId,
+        ms: u32,
+        payload: &[u8],
+    ) {
+        let deadline = Duration::from_millis(u64::from(ms));
+        if let Some(n) = self.start_survey(links, (REMOTE, 0), sender, g, deadline, payload) {
+            if let Some(p) = self.requests.pending.get_mut(&n) {
+                p.origin = Some(origin);
+            }
+        }
+    }
+
+    /// An answer from another member to request or survey `n`.
+    pub(super) fn remote_reply<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        from: &Arc<str>,
+        n: u64,
+        survey: bool,
+        reply: Bytes,
+    ) {
+        let Some(p) = self.requests.pending.get_mut(&n) else {
+            return;
+        };
+        match &mut p.kind {
+            Kind::Remote { member } if !survey && member == from => {
+                self.finish_request(links, n, reply);
+            }
+            Kind::Survey {
+                answers, remotes, ..
+            } if survey && remotes.contains(from) => {
+                answers.extend_from_slice(&reply);
+                if answers.len() > self.config.max_payload {
+                    self.finish_survey(links, n);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Another member's request `n` timed out there: forgotten here, so a
+    /// late reply is refused.
+    pub(super) fn remote_cancel(&mut self, from: &Arc<str>, n: u64) {
+        self.requests.pending.retain(|_, p| {
+            p.origin
+                .as_ref()
+                .is_none_or(|(m, on)| !(m == from && *on == n))
+        });
+    }
+
+    /// A member went: requests it was to answer fail, and its own requests
+    /// here are dropped.
+    pub(super) fn member_gone<T>(&mut self, links: &mut Sessions<T>, member: &Arc<str>) {
+        let mut orphaned = Vec::new();
+        self.requests.pending.retain(|&n, p| {
+            if p.origin.as_ref().is_some_and(|(m, _)| m == member) {
+                return false;
+            }
+            match &mut p.kind {
+                Kind::Remote { member: m } if m == member => orphaned.push(n),
+                Kind::Survey { remotes, .. } => remotes.retain(|m| m != member),
+                _ => {}
+            }
+            true
+        });
+        for n in orphaned {
+            let text = "the responder's node went away";
+            self.finish_request(links, n, frame::err(ErrorCode::NoResponders, text));
         }
     }
 
@@ -261,7 +434,7 @@ impl Broker {
                 self.finish_request(links, n, frame::result(payload));
                 true
             }
-            Some(Kind::Survey { answers, asked }) if asked.contains(&(HOST, 0)) => {
+            Some(Kind::Survey { answers, asked, .. }) if asked.contains(&(HOST, 0)) => {
                 asked.retain(|a| a.0 != HOST);
                 frame::encode(
                     answers,
@@ -269,6 +442,7 @@ impl Broker {
                     &[super::SERVER_USER.as_bytes()],
                     payload,
                 );
+                self.forward_answers(n);
                 true
             }
             _ => false,
@@ -291,10 +465,14 @@ impl Broker {
         if !self.groups.contains_key(&g) {
             return Err(super::DeliveryError::UnknownGroup(g));
         }
-        let host = ConnId(HOST);
-        let responder = self
-            .pick_responder(links, host, g)
-            .ok_or(super::DeliveryError::NoResponders)?;
+        let kind = match self.pick_responder(links, ConnId(HOST), g) {
+            Some(responder) => Kind::Request { responder },
+            None => Kind::Remote {
+                member: self
+                    .remote_responder(g)
+                    .ok_or(super::DeliveryError::NoResponders)?,
+            },
+        };
         self.requests.next += 1;
         let n = self.requests.next;
         let rid = rid_of(n);
@@ -303,23 +481,17 @@ impl Broker {
         )));
         let deadline = links.tick(self.now) + ms;
         self.requests.deadlines.push(Reverse((deadline, n)));
-        self.requests.pending.insert(
+        let ms = u32::try_from(ms.as_millis()).unwrap_or(u32::MAX);
+        self.send_request(
+            links,
             n,
-            Pending {
-                requester: (HOST, 0),
-                kind: Kind::Request { responder },
-            },
-        );
-        let msg = frame::encode_to_bytes(
-            "REQUESTED",
-            &[
-                super::SERVER_USER.as_bytes(),
-                g.to_string().as_bytes(),
-                rid.as_bytes(),
-            ],
+            (HOST, 0),
+            kind,
+            super::SERVER_USER,
+            g,
+            ms,
             payload,
         );
-        self.push_frame(links, ConnId(responder.0), msg);
         Ok(rid)
     }
 
@@ -380,14 +552,21 @@ impl Broker {
             asked.push(host);
         }
         self.work += asked.len();
-        if asked.is_empty() {
+        // Other members are asked for a survey started here (not for one
+        // another member started: it asks them itself).
+        let remotes = if surveyor.0 == REMOTE {
+            Vec::new()
+        } else {
+            self.remote_surveyed(g)
+        };
+        if asked.is_empty() && remotes.is_empty() {
             return None;
         }
         self.requests.next += 1;
         let n = self.requests.next;
         let at = links.tick(self.now) + deadline;
         let rid = rid_of(n);
-        if surveyor.0 == HOST {
+        if surveyor.0 == HOST || surveyor.0 == REMOTE {
             self.requests.deadlines.push(Reverse((at, n)));
         } else if !self.open_slot(links, ConnId(surveyor.0), n, at) {
             return None;
@@ -409,6 +588,18 @@ impl Broker {
                 self.push_shared(links, ConnId(k), &msg);
             }
         }
+        let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+        for m in &remotes {
+            self.note(Note::Request {
+                to: Arc::clone(m),
+                n,
+                sender: sender.into(),
+                group: g,
+                ms,
+                survey: true,
+                payload: Bytes::copy_from_slice(payload),
+            });
+        }
         self.requests.pending.insert(
             n,
             Pending {
@@ -416,7 +607,9 @@ impl Broker {
                 kind: Kind::Survey {
                     answers: BytesMut::new(),
                     asked,
+                    remotes,
                 },
+                origin: None,
             },
         );
         Some(n)
@@ -466,7 +659,7 @@ impl Broker {
                 self.push_reply(links, conn, frame::ack("replied"));
                 self.finish_request(links, n, frame::result(payload));
             }
-            Kind::Survey { answers, asked } if me.is_some_and(|m| asked.contains(&m)) => {
+            Kind::Survey { answers, asked, .. } if me.is_some_and(|m| asked.contains(&m)) => {
                 if let Some(m) = me {
                     asked.retain(|a| *a != m);
                 }
@@ -474,6 +667,7 @@ impl Broker {
                 frame::encode(answers, "RESPONSE", &[name.as_bytes()], payload);
                 let too_big = answers.len() > self.config.max_payload;
                 self.push_reply(links, conn, frame::ack("replied"));
+                self.forward_answers(n);
                 if too_big {
                     self.finish_survey(links, n);
                 }
@@ -491,7 +685,34 @@ impl Broker {
         let Some(p) = self.requests.pending.remove(&n) else {
             return;
         };
+        if let Some((to, n)) = p.origin {
+            self.note(Note::Reply {
+                to,
+                n,
+                survey: false,
+                frame: reply,
+            });
+            return;
+        }
         self.fill_slot(links, p.requester, n, reply);
+    }
+
+    /// For a survey another member started: the answers so far go to it
+    /// at once.
+    fn forward_answers(&mut self, n: u64) {
+        let Some(p) = self.requests.pending.get_mut(&n) else {
+            return;
+        };
+        let (Some((to, origin)), Kind::Survey { answers, .. }) = (&p.origin, &mut p.kind) else {
+            return;
+        };
+        let note = Note::Reply {
+            to: Arc::clone(to),
+            n: *origin,
+            survey: true,
+            frame: answers.split().freeze(),
+        };
+        self.note(note);
     }
 
     /// Ends survey `n`: its `RESULT` of the answers so far.
@@ -499,9 +720,13 @@ impl Broker {
         let Some(p) = self.requests.pending.remove(&n) else {
             return;
         };
+        if p.origin.is_some() {
+            // Its answers went as they came.
+            return;
+        }
         let answers = match p.kind {
             Kind::Survey { answers, .. } => answers,
-            Kind::Request { .. } => BytesMut::new(),
+            Kind::Request { .. } | Kind::Remote { .. } => BytesMut::new(),
         };
         self.fill_slot(links, p.requester, n, frame::result(&answers));
     }
@@ -570,6 +795,14 @@ impl Broker {
             if survey {
                 self.finish_survey(links, n);
             } else {
+                if let Some(Pending {
+                    kind: Kind::Remote { member },
+                    ..
+                }) = self.requests.pending.get(&n)
+                {
+                    let to = Arc::clone(member);
+                    self.note(Note::Cancel { to, n });
+                }
                 let text = "no reply in time";
                 self.finish_request(links, n, frame::err(ErrorCode::Timeout, text));
             }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 mod acl;
+mod cluster;
 
 /// The broker and its connection table, with the calls the tests make
 /// (as the IO layer would make them).

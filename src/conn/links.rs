@@ -317,6 +317,9 @@ pub struct Links<T, P> {
     /// What this table and the IO layer count (protocol.md section 10).
     stats: super::IoStats,
     shutting_down: bool,
+    /// Connections admitted by every table sharing the limit (the loops of
+    /// one server); `None` for a table alone, which counts in `admitted`.
+    shared_admitted: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl<T, P> Links<T, P> {
@@ -335,7 +338,14 @@ impl<T, P> Links<T, P> {
             admitted: 0,
             stats: super::IoStats::default(),
             shutting_down: false,
+            shared_admitted: None,
         }
+    }
+
+    /// Makes `max_connections` a limit for every table holding `counter`
+    /// together (the loops of a server started with several threads).
+    pub fn share_admissions(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        self.shared_admitted = Some(counter);
     }
 
     /// Sets what a connection over the limit is told (e.g. `ERR server-full`).
@@ -378,7 +388,17 @@ impl<T, P> Links<T, P> {
         if self.shutting_down {
             return Admission::Dropped(io, None);
         }
-        let full = self.admitted >= self.limits.max_connections;
+        let full = match &self.shared_admitted {
+            None => self.admitted >= self.limits.max_connections,
+            Some(all) => {
+                let before = all.fetch_add(1, Ordering::Relaxed);
+                let full = before >= self.limits.max_connections;
+                if full {
+                    all.fetch_sub(1, Ordering::Relaxed);
+                }
+                full
+            }
+        };
         if full && self.slots.len() >= self.limits.max_connections + REJECT_SLACK {
             self.stats.refused_full += 1;
             return Admission::Dropped(io, self.farewell_full.clone());
@@ -856,6 +876,9 @@ impl<T, P> Links<T, P> {
         }
         if l.has(ADMITTED) {
             self.admitted = self.admitted.saturating_sub(1);
+            if let Some(all) = &self.shared_admitted {
+                all.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         let reason = l.closing.map_or(reason, |c| c.reason);
         Some((l.io, l.proto, reason))

@@ -91,6 +91,28 @@ pub(crate) enum Control {
     Stop,
     /// A message for service `.0`, in that service's own type.
     Service(usize, Box<dyn std::any::Any + Send>),
+    /// A connection accepted by another loop of the process, handed to
+    /// this one (`--threads`).
+    Adopt(Box<Adopted>),
+}
+
+/// A socket one loop accepted for another, with its listener's settings.
+pub(crate) struct Adopted {
+    service: usize,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    ws: Option<Arc<WsConfig>>,
+}
+
+/// Where a loop that accepts hands connections: the other loops of the
+/// process, each with its control channel and waker. The accepting loop
+/// keeps one connection in `1 + others.len()` and hands the rest round-robin.
+pub(crate) struct Spread {
+    /// Only this service's connections are spread.
+    service: usize,
+    others: Vec<(std::sync::mpsc::Sender<Control>, Arc<Waker>)>,
+    next: usize,
 }
 
 /// A connection as the reactor names it: the service, and the service's id.
@@ -216,6 +238,8 @@ pub(crate) struct Reactor<S, D = service::NoDatagrams> {
     /// Bytes written to connections this turn (see `io::TURN_WRITE_BUDGET`).
     turn_written: usize,
     stop_requested: bool,
+    /// The other loops of the process, when this one accepts for them.
+    spread: Option<Spread>,
 }
 
 impl<S: Service, D: DatagramService> std::fmt::Debug for Reactor<S, D> {
@@ -252,7 +276,28 @@ impl<S: Service, D: DatagramService> Reactor<S, D> {
             stop_deadline: None,
             turn_written: 0,
             stop_requested: false,
+            spread: None,
         }
+    }
+
+    /// Makes this loop hand the connections it accepts for `service`
+    /// round-robin to itself and `others` (the other loops of the process,
+    /// where that service has the same index).
+    pub(crate) fn spread_to(
+        &mut self,
+        service: usize,
+        others: Vec<(std::sync::mpsc::Sender<Control>, Arc<Waker>)>,
+    ) {
+        self.spread = (!others.is_empty()).then_some(Spread {
+            service,
+            others,
+            next: 0,
+        });
+    }
+
+    /// Service `i`.
+    pub(crate) fn service_mut(&mut self, i: usize) -> Option<&mut S> {
+        self.services.get_mut(i)
     }
 
     /// The index the next service added will get, or `None` when full.
@@ -520,6 +565,19 @@ impl<S: Service, D: DatagramService> Reactor<S, D> {
                     continue;
                 }
                 Control::Service(svc, message) => (svc, message),
+                Control::Adopt(a) => {
+                    if !self.stop_requested {
+                        let Adopted {
+                            service,
+                            stream,
+                            peer,
+                            tls,
+                            ws,
+                        } = *a;
+                        self.admit(service, stream, peer, (tls, ws), now);
+                    }
+                    continue;
+                }
             };
             let stop = self
                 .services
@@ -561,6 +619,27 @@ impl<S: Service, D: DatagramService> Reactor<S, D> {
                     let tls = listener.tls.clone();
                     let ws = listener.ws.clone();
                     let svc = listener.service;
+                    if let Some(sp) = self.spread.as_mut().filter(|sp| sp.service == svc) {
+                        let n = sp.others.len() + 1;
+                        let turn = sp.next % n;
+                        sp.next = sp.next.wrapping_add(1);
+                        if let Some((tx, waker)) =
+                            turn.checked_sub(1).and_then(|i| sp.others.get(i))
+                        {
+                            let adopted = Adopted {
+                                service: svc,
+                                stream,
+                                peer,
+                                tls,
+                                ws,
+                            };
+                            // A loop that has stopped drops the socket.
+                            if tx.send(Control::Adopt(Box::new(adopted))).is_ok() {
+                                let _ = waker.wake();
+                            }
+                            continue;
+                        }
+                    }
                     self.admit(svc, stream, peer, (tls, ws), now);
                 }
                 Err(e) if io::is_would_block(&e) => return,

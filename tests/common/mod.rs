@@ -208,7 +208,26 @@ fn serve_args_listening<'a>(extra: &[&'a str], tls_listen: &'a str) -> Vec<&'a s
         "off",
     ];
     args.extend_from_slice(extra);
+    // The whole suite runs again over several loops (`.ci/run`):
+    // `SWITCHBOARD_TEST_THREADS=N` adds `--threads N` to every server the
+    // tests start this way.
+    if let Some(n) = test_threads() {
+        args.push("--threads");
+        args.push(n);
+    }
     args
+}
+
+/// `SWITCHBOARD_TEST_THREADS`, when set to more than one loop.
+pub fn test_threads() -> Option<&'static str> {
+    static THREADS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            std::env::var("SWITCHBOARD_TEST_THREADS")
+                .ok()
+                .filter(|n| n.parse::<usize>().is_ok_and(|n| n > 1))
+        })
+        .as_deref()
 }
 
 /// Spawns `program ARGS` (in `cwd`, if given) with stdin, stdout and stderr

@@ -124,6 +124,16 @@ pub(crate) struct ServeArgs {
     /// [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Poll loops, one a thread; connections are spread over them [default: 1].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Join a cluster through Redis (`redis://HOST:PORT`), or `off` [default: off].
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (by default the host name and the
+    /// plain listener's port, e.g. `web-1:7420`).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 impl ServeArgs {
@@ -158,7 +168,10 @@ impl ServeArgs {
             max_sessions_per_user,
             max_open_groups,
             log_level,
-            log_file
+            log_file,
+            threads,
+            cluster,
+            node
         );
         if self.group.is_empty() {
             self.group = file.group;
@@ -196,7 +209,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     .into_iter()
     .flat_map(|(kind, n)| std::iter::repeat_n(kind, n))
     .collect();
-    let server = match Server::bind(config, ()) {
+    let server = match Server::bind_threads(config, |_| ()) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
@@ -538,7 +551,50 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
     if let Some(n) = args.max_open_groups {
         b.max_open_groups = n;
     }
+    match args.threads {
+        None => {}
+        Some(n @ 1..=64) => config.threads = n,
+        Some(n) => return Err(format!("--threads: expected 1 to 64, not {n}")),
+    }
+    config.cluster = match args.cluster.as_deref() {
+        None | Some("off") => None,
+        Some(url) => {
+            switchboard::check_cluster_url(url).map_err(|e| format!("--cluster: {e}"))?;
+            Some(url.to_owned())
+        }
+    };
+    config.broker.node = match &args.node {
+        Some(name) if is_node_name(name) => name.clone(),
+        Some(name) => {
+            return Err(format!(
+                "--node: {name:?} is not a node name (1 to 64 of A-Z a-z 0-9 . _ - :)"
+            ));
+        }
+        None => default_node_name(config.listen.first().map(SocketAddr::port)),
+    };
     Ok((config, reload, banner))
+}
+
+/// A node name: what a member name may be on the engine's channels.
+fn is_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+}
+
+/// The host name and the plain listener's port (cli.md `--node`).
+fn default_node_name(port: Option<u16>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| is_node_name(h))
+        .unwrap_or_else(|| "switchboard".to_owned());
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
 }
 
 /// What the start banner says besides the listeners: logged by
@@ -818,11 +874,14 @@ fn reload_files(handle: &ServerHandle, reload: &Reload) {
                 let acl = Arc::new(acl);
                 let users = acl.user_count();
                 let shown = path.display().to_string();
-                let sent = handle.call(move |ctx| {
-                    ctx.set_acl(Some(acl));
-                    info!(
-                        "SIGHUP: ACL file {shown} reloaded (rules for {users} users and a default)"
-                    );
+                let first = std::sync::atomic::AtomicBool::new(true);
+                let sent = handle.call_each(move |ctx| {
+                    ctx.set_acl(Some(Arc::clone(&acl)));
+                    if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        info!(
+                            "SIGHUP: ACL file {shown} reloaded (rules for {users} users and a default)"
+                        );
+                    }
                 });
                 if sent.is_err() {
                     warn!("SIGHUP: the server is stopping; ACL not reloaded");
