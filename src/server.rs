@@ -268,14 +268,14 @@ impl<H: Handler + 'static> Server<H> {
             let (tx, rx) = mpsc::channel();
             loops.push((Reactor::new(poll, rx), tx, waker));
         }
-        let names: Vec<Arc<str>> = (0..threads)
-            .map(|i| Arc::from(bus::member_name(&config.broker.node, threads, i)))
-            .collect();
+        let mut config = config;
+        let mut names: Vec<Arc<str>> = Vec::new();
         let backlogs: Vec<Arc<AtomicUsize>> = (0..threads)
             .map(|_| Arc::new(AtomicUsize::new(0)))
             .collect();
         let mut local_addrs = Vec::new();
         let mut metrics_addr = None;
+        let mut checks: Option<crate::broker::SharedChecks> = None;
         for (i, (reactor, tx, waker)) in loops.iter_mut().enumerate() {
             let mut c = config.clone();
             if i > 0 {
@@ -290,8 +290,22 @@ impl<H: Handler + 'static> Server<H> {
             let handler = make_handler(i)
                 .ok_or_else(|| StartError::Config("no handler for a loop".into()))?;
             let mut built = build_broker(c, handler, 0, tx, waker)?;
+            if i == 0 {
+                // Named by the first loop's listener when no name was given.
+                config
+                    .broker
+                    .node
+                    .clone_from(&built.service.broker.config().node);
+                names = (0..threads)
+                    .map(|j| Arc::from(bus::member_name(&config.broker.node, threads, j)))
+                    .collect();
+            }
             if threads > 1 {
                 built.service.links.share_admissions(Arc::clone(&admitted));
+                match &checks {
+                    None => checks = Some(built.service.broker.password_checks()),
+                    Some(c) => built.service.broker.share_password_checks(c.clone()),
+                }
             }
             if threads > 1 && config.cluster.is_none() {
                 built.service.broker.join_cluster(&names[i], None);
@@ -565,7 +579,7 @@ impl<H: Handler> Service for Hosted<H> {
 /// Checks a server configuration, binds its listeners and builds its broker
 /// service for the loop that will host it as service `index`.
 pub(crate) fn build_broker<H: Handler + 'static>(
-    config: ServerConfig,
+    mut config: ServerConfig,
     handler: H,
     index: usize,
     tx: &Sender<Control>,
@@ -614,6 +628,9 @@ pub(crate) fn build_broker<H: Handler + 'static>(
             service: index,
         });
         local_addrs.push(local);
+    }
+    if config.broker.node.is_empty() {
+        config.broker.node = default_node_name(local_addrs.first().map(SocketAddr::port));
     }
     let mut broker = Broker::new(config.broker.clone());
     broker.set_process_stats(process_stats);
@@ -691,6 +708,25 @@ pub(crate) fn build_broker<H: Handler + 'static>(
         probes,
         engine,
     })
+}
+
+/// A node's name when none is given: the host name and the plain listener's
+/// port (cli.md `--node`), e.g. `web-1:7420`.
+fn default_node_name(port: Option<u16>) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| {
+            (1..=50).contains(&h.len())
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .unwrap_or_else(|| "switchboard".to_owned());
+    match port {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
 }
 
 /// The built-in chat page (`src/web/chat.html`), served on `GET /` by the

@@ -58,6 +58,19 @@ fn hello_before_and_after_login() {
     c.ack("USER 0 alice");
     let lines = c.result("HELLO 0");
     check_hello(&lines, "none", "1048576");
+    // No cluster (several loops of one process count as one node); the
+    // node is named by --node, or by the host name and the listen port.
+    assert!(lines.iter().any(|l| l == "cluster=off"), "{lines:?}");
+    let port = srv.addr.port();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("node=") && l.ends_with(&format!(":{port}"))),
+        "{lines:?}"
+    );
+    let named = ServerProc::start(&["--node", "edge-7"]);
+    let lines = named.connect().result("HELLO 0");
+    assert!(lines.iter().any(|l| l == "node=edge-7"), "{lines:?}");
 }
 
 #[test]

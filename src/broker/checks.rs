@@ -9,11 +9,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use crate::conn::tick::Tick;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Failures from one address before it is slowed down.
 const FREE_FAILURES: u32 = 3;
@@ -42,10 +40,28 @@ pub(crate) enum Refusal {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
-    last: Tick,
+    last: Instant,
     /// No check from the address before this.
-    until: Tick,
+    until: Instant,
 }
+
+/// What the loops of one server share of their password checks: how many
+/// are in flight (against `max_password_checks`), from which addresses,
+/// and the addresses backed off, so that several loops do not give an
+/// attacker several times the attempts. Password checks are rare next to
+/// messages: one lock a check.
+#[derive(Debug, Default)]
+pub(crate) struct Common {
+    total: usize,
+    /// Checks in flight per address.
+    per_address: HashMap<IpAddr, u32>,
+    failures: HashMap<IpAddr, Failures>,
+}
+
+/// What the loops of one server share of their password checks (opaque;
+/// see `Broker::password_checks`).
+#[derive(Debug, Clone, Default)]
+pub struct SharedChecks(Arc<Mutex<Common>>);
 
 /// The bookkeeping of password checks.
 #[derive(Debug, Default)]
@@ -53,22 +69,35 @@ pub(crate) struct Checks {
     /// Checks handed out and not answered yet, by connection slot: the
     /// ticket and the flag that cancels it.
     in_flight: HashMap<usize, (u32, IpAddr, Arc<AtomicBool>)>,
-    /// Checks in flight per address.
-    per_address: HashMap<IpAddr, u32>,
-    failures: HashMap<IpAddr, Failures>,
+    common: SharedChecks,
 }
 
 impl Checks {
+    /// Shares the counts and back-offs with other loops' checks.
+    pub(crate) fn share(&mut self, common: SharedChecks) {
+        self.common = common;
+    }
+
+    /// What is shared, to hand to another loop.
+    pub(crate) fn common(&self) -> SharedChecks {
+        self.common.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Common> {
+        self.common.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether a check from `ip` may be queued now, with `max` in flight at
     /// most.
-    pub(crate) fn admit(&self, ip: IpAddr, now: Tick, max: usize) -> Result<(), Refusal> {
-        if let Some(f) = self.failures.get(&ip) {
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant, max: usize) -> Result<(), Refusal> {
+        let c = self.lock();
+        if let Some(f) = c.failures.get(&ip) {
             if now < f.until {
-                return Err(Refusal::BackOff(f.until.since(now)));
+                return Err(Refusal::BackOff(f.until - now));
             }
         }
-        let mine = self.per_address.get(&ip).copied().unwrap_or(0);
-        if self.in_flight.len() >= max || mine >= MAX_PER_ADDRESS {
+        let mine = c.per_address.get(&ip).copied().unwrap_or(0);
+        if c.total >= max || mine >= MAX_PER_ADDRESS {
             return Err(Refusal::QueueFull);
         }
         Ok(())
@@ -80,16 +109,20 @@ impl Checks {
         self.cancel(key);
         let flag = Arc::new(AtomicBool::new(false));
         self.in_flight.insert(key, (ticket, ip, Arc::clone(&flag)));
-        *self.per_address.entry(ip).or_insert(0) += 1;
+        let mut c = self.lock();
+        c.total += 1;
+        *c.per_address.entry(ip).or_insert(0) += 1;
         flag
     }
 
     fn forget(&mut self, key: usize) -> Option<Arc<AtomicBool>> {
         let (_, ip, flag) = self.in_flight.remove(&key)?;
-        if let Some(n) = self.per_address.get_mut(&ip) {
+        let mut c = self.lock();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_address.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_address.remove(&ip);
+                c.per_address.remove(&ip);
             }
         }
         Some(flag)
@@ -121,15 +154,16 @@ impl Checks {
 
     /// A login from `ip` failed: after a few, each failure doubles the
     /// wait before the next check from it.
-    pub(crate) fn failed(&mut self, ip: IpAddr, now: Tick) {
-        if self.failures.len() >= MAX_ADDRESSES && !self.failures.contains_key(&ip) {
-            self.failures
+    pub(crate) fn failed(&mut self, ip: IpAddr, now: Instant) {
+        let mut c = self.lock();
+        if c.failures.len() >= MAX_ADDRESSES && !c.failures.contains_key(&ip) {
+            c.failures
                 .retain(|_, f| now < f.until || now < f.last + FORGET_AFTER);
-            if self.failures.len() >= MAX_ADDRESSES {
+            if c.failures.len() >= MAX_ADDRESSES {
                 return;
             }
         }
-        let f = self.failures.entry(ip).or_insert(Failures {
+        let f = c.failures.entry(ip).or_insert(Failures {
             count: 0,
             last: now,
             until: now,
@@ -148,7 +182,7 @@ impl Checks {
 
     /// A login from `ip` succeeded: its failures are forgotten.
     pub(crate) fn succeeded(&mut self, ip: IpAddr) {
-        self.failures.remove(&ip);
+        self.lock().failures.remove(&ip);
     }
 }
 
@@ -163,7 +197,7 @@ mod tests {
     #[test]
     fn failures_back_off_doubling_and_success_forgets() {
         let mut c = Checks::default();
-        let t0 = Tick::EPOCH;
+        let t0 = Instant::now();
         for _ in 0..FREE_FAILURES {
             c.failed(ip(2), t0);
             assert_eq!(c.admit(ip(2), t0, 8), Ok(()));
@@ -190,7 +224,7 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_and_cancelled_checks_are_flagged() {
         let mut c = Checks::default();
-        let t0 = Tick::EPOCH;
+        let t0 = Instant::now();
         let a = c.start(1, 10, ip(1));
         let _b = c.start(2, 20, ip(2));
         assert_eq!(c.admit(ip(1), t0, 2), Err(Refusal::QueueFull));

@@ -335,8 +335,10 @@ impl Broker {
         }
         let user = user.to_string();
         let ip = l.peer().ip();
-        let tick = links.tick(self.now);
-        match self.checks.admit(ip, tick, self.config.max_password_checks) {
+        match self
+            .checks
+            .admit(ip, self.now, self.config.max_password_checks)
+        {
             Ok(()) => {}
             Err(Refusal::QueueFull) => {
                 let text = "too many password checks waiting; try again";

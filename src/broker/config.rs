@@ -78,6 +78,8 @@ pub struct BrokerConfig {
     /// may do everything. Replace it at run time with `Broker::set_acl`.
     pub acl: Option<Arc<Acl>>,
     /// This server's name in a cluster (`HELLO`'s `node=`; `--node`).
+    /// Empty (the default): a server names itself by its host name and
+    /// plain listener's port.
     pub node: String,
 }
 
@@ -126,7 +128,7 @@ impl Default for BrokerConfig {
             max_password_checks: 64,
             probe_interval: Duration::from_secs(30),
             acl: None,
-            node: String::from("switchboard"),
+            node: String::new(),
         }
     }
 }

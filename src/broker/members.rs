@@ -274,6 +274,7 @@ impl Broker {
                 break;
             };
             done += note.cost();
+            self.work += 1;
             if note.target().is_some_and(|t| Some(t) != self.member_name()) {
                 continue;
             }
@@ -605,6 +606,15 @@ impl Broker {
             (c.members.values())
                 .filter_map(|v| v.users.get(folded))
                 .map(|e| e.1 as usize)
+                .sum()
+        })
+    }
+
+    /// At least as many as [`Broker::remote_groups`] finds, in O(members).
+    pub(super) fn remote_group_bound(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| {
+            (c.members.values())
+                .map(|v| v.groups.len() + v.queues.len())
                 .sum()
         })
     }

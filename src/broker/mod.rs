@@ -51,6 +51,7 @@ use log::{debug, info, warn};
 
 pub use crate::conn::{CloseReason, ConnId};
 pub use authz::{Attempt, Authorize, Authorizer, Verdict};
+pub use checks::SharedChecks;
 pub use cluster::{BadBatch, ClusterStatus, Note, QueueTurn, decode_batch, encode_batch};
 pub use config::{AuthMode, BrokerConfig};
 pub use directory::{MAX_PROBES, PROBE_TIMEOUT, ProbeRequest};
@@ -368,6 +369,18 @@ impl Broker {
         links.mark_dirty(conn);
     }
 
+    /// What this broker's password checks share with other loops' (their
+    /// number against `max_password_checks`, and the back-offs).
+    pub fn password_checks(&self) -> checks::SharedChecks {
+        self.checks.common()
+    }
+
+    /// Shares another loop's password checks (see
+    /// [`Broker::password_checks`]).
+    pub fn share_password_checks(&mut self, common: checks::SharedChecks) {
+        self.checks.share(common);
+    }
+
     /// The user a connection logged in as.
     pub fn user_of<'a, T>(&self, links: &'a Sessions<T>, conn: ConnId) -> Option<&'a str> {
         links.proto(conn).and_then(|s| s.name.as_deref())
@@ -567,8 +580,7 @@ impl Broker {
                     links.log_peer(conn),
                     name.as_deref().unwrap_or("?")
                 );
-                let tick = links.tick(now);
-                self.checks.failed(ip, tick);
+                self.checks.failed(ip, now);
                 self.fail(
                     links,
                     conn,

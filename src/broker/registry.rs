@@ -218,7 +218,11 @@ impl Broker {
             missing.dedup();
             // Over several members the limit counts every member's open
             // groups once (those made elsewhere, from the views).
-            let (elsewhere, new) = if self.in_cluster() {
+            // Exact only near the limit: far from it, an upper bound of the
+            // others' groups (their view sizes) will do, without a walk.
+            let near = self.remote_group_bound() + self.open_count + missing.len()
+                > self.config.max_open_groups;
+            let (elsewhere, new) = if self.in_cluster() && near {
                 let remote = self.remote_groups();
                 let only_there = (remote.iter())
                     .filter(|g| !self.groups.contains_key(g))

@@ -29,13 +29,6 @@ impl Tick {
     }
 }
 
-impl Tick {
-    /// How long after `earlier` this is (zero if it is not later).
-    pub(crate) fn since(self, earlier: Self) -> Duration {
-        Duration::from_micros(self.0.get().saturating_sub(earlier.0.get()))
-    }
-}
-
 impl std::ops::Add<Duration> for Tick {
     type Output = Self;
 

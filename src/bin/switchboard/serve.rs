@@ -570,7 +570,8 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
                 "--node: {name:?} is not a node name (1 to 64 of A-Z a-z 0-9 . _ - :)"
             ));
         }
-        None => default_node_name(config.listen.first().map(SocketAddr::port)),
+        // Named by the server once its listener is bound (host:port).
+        None => String::new(),
     };
     Ok((config, reload, banner))
 }
@@ -581,20 +582,6 @@ fn is_node_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
-}
-
-/// The host name and the plain listener's port (cli.md `--node`).
-fn default_node_name(port: Option<u16>) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| is_node_name(h))
-        .unwrap_or_else(|| "switchboard".to_owned());
-    match port {
-        Some(p) => format!("{host}:{p}"),
-        None => host,
-    }
 }
 
 /// What the start banner says besides the listeners: logged by
