@@ -909,7 +909,11 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.shutdown(&mut self.links, now);
     }
     fn has_events(&self) -> bool {
+        // Notes for the other loops or nodes made after this turn's
+        // `after_input` (input read when a flush resumes a stalled
+        // connection) go out next turn, not at the next unrelated wake.
         self.broker.has_events()
+            || self.broker.has_notes()
             || self.broker.has_pending_notes()
             || self.engine.as_ref().is_some_and(|e| e.has_news())
             || self.broker.has_probe_requests()
