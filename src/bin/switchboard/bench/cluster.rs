@@ -44,6 +44,9 @@ pub(crate) struct ClusterArgs {
     /// Loops of each node (`serve --threads`).
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
+    /// The Redis server program to start.
+    #[arg(long, value_name = "PROGRAM", default_value = "redis-server")]
+    redis_server: std::path::PathBuf,
     /// Print one JSON object on standard output instead of a table.
     #[arg(long)]
     json: bool,
@@ -194,7 +197,7 @@ pub(crate) fn run(args: ClusterArgs) -> Result<(Report, bool), String> {
     };
 
     // 2. Redis and two nodes, N subscribers on each.
-    let redis = spawn::redis()?;
+    let redis = spawn::redis(&args.redis_server)?;
     let url = format!("redis://{}", redis.addr);
     let node = |name: &str| {
         serve(
@@ -211,7 +214,7 @@ pub(crate) fn run(args: ClusterArgs) -> Result<(Report, bool), String> {
     let (a, b) = (node("a")?, node("b")?);
     let pids = [a.pid(), b.pid(), redis.pid()];
     let two = measure(&[&a, &b], &[n, n], &pids, &load)?;
-    let version = std::process::Command::new("redis-server")
+    let version = std::process::Command::new(&args.redis_server)
         .arg("--version")
         .output()
         .ok()

@@ -175,10 +175,10 @@ pub(crate) fn switchboard(tag: &str, extra: &[String]) -> Result<Spawned, String
 
 /// `redis-server` on a free loopback port, without persistence; returns
 /// once it accepts connections.
-pub(crate) fn redis() -> Result<Spawned, String> {
+pub(crate) fn redis(program: &std::path::Path) -> Result<Spawned, String> {
     let dir = temp_dir("redis")?;
     let port = free_port()?;
-    let mut child = Command::new("redis-server")
+    let mut child = Command::new(program)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--dir"])
         .arg(&dir)
@@ -187,7 +187,7 @@ pub(crate) fn redis() -> Result<Spawned, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start redis-server (is it installed?): {e}"))?;
+        .map_err(|e| format!("cannot start {} (is it installed?): {e}", program.display()))?;
     let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, _rx) = mpsc::channel();
     if let Some(out) = child.stdout.take() {
