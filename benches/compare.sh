@@ -105,6 +105,18 @@ sb
 "$B" bench fanout --ws --tls 127.0.0.1:7423 --ca "$ca" --server-name localhost --subscribers 1000 --payload 64 --duration "$secs" --server-pid "$pid" --json > "$out/switchboard-wss-fanout1000.json"
 stop
 
+# Several loops and two nodes (issue 15): the bench starts these servers
+# itself (`serve --threads N`, and redis-server with two `--cluster` nodes),
+# on free loopback ports, and stops them.
+for n in 100 1000; do
+  "$B" bench fanout --threads 1 --subscribers "$n" --payload 64 --duration "$secs" --json > "$out/threads1-fanout$n.json"
+  for layout in spread same cross; do
+    "$B" bench fanout --threads 2 --layout "$layout" --subscribers "$n" --payload 64 --duration "$secs" --json > "$out/threads2-$layout-fanout$n.json"
+  done
+done
+"$B" bench cluster --subscribers 100 --payload 64 --duration "$secs" --json > "$out/cluster.json"
+"$B" bench cluster --subscribers 100 --payload 64 --duration "$secs" --rate 1000 --json > "$out/cluster-rate1000.json"
+
 # Mosquitto (MQTT 3.1.1, QoS 0)
 printf 'listener 18830 127.0.0.1\nallow_anonymous true\nmax_connections -1\n' > "$work/mosquitto.conf"
 "$mosquitto_bin" -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 & pid=$!
@@ -212,6 +224,25 @@ ws_rows = [
         fmt(get(wss_f, "server_cpu_us_per_delivery")), ratio(wss_f, tls_f, "server_cpu_us_per_delivery"),
         fmt(get(tls_f, "server_cpu_us_per_delivery")), fmt(get(wss_f, "deliveries_per_s"))),
 ]
+loop_rows = []
+for n in (100, 1000):
+    for name, label in [("threads1", "1"), ("threads2-spread", "2, spread"), ("threads2-same", "2, all on loop 0"), ("threads2-cross", "2, publisher on loop 0, subscribers on loop 1")]:
+        d = load(f"{name}-fanout{n}")
+        loop_rows.append("| {} | {} | {} | {} | {} / {} | {} |".format(
+            label, f"{n:,}", fmt(get(d, "deliveries_per_s")), fmt(get(d, "server_cpu_us_per_delivery")),
+            fmt(get(d, "loop0_cpu_us_per_delivery")), fmt(get(d, "other_loops_cpu_us_per_delivery")),
+            fmt(get(d, "loss"))))
+cluster_rows = []
+for name, label in [("cluster", "flat out"), ("cluster-rate1000", "1,000 msg/s")]:
+    d = load(name)
+    cluster_rows.append("| {} | one node, 200 subscribers | {} | {} / {} | | {} | {} |".format(
+        label, fmt(get(d, "single_deliveries_per_s")), fmt(get(d, "single_latency_p50_us")),
+        fmt(get(d, "single_latency_p99_us")), fmt(get(d, "single_cpu_us_per_delivery")), fmt(get(d, "single_loss"))))
+    cluster_rows.append("| {} | nodes A + B, 100 + 100 | {} | {} / {} | {} / {} | {} (A {}, B {}, Redis {} ms; extra per cross-node delivery {}) | {} |".format(
+        label, fmt(get(d, "deliveries_per_s")), fmt(get(d, "node_a_latency_p50_us")), fmt(get(d, "node_a_latency_p99_us")),
+        fmt(get(d, "node_b_latency_p50_us")), fmt(get(d, "node_b_latency_p99_us")), fmt(get(d, "cpu_us_per_delivery")),
+        fmt((get(d, "node_a_cpu_us") or 0) / 1000), fmt((get(d, "node_b_cpu_us") or 0) / 1000), fmt((get(d, "redis_cpu_us") or 0) / 1000),
+        fmt(get(d, "extra_cpu_us_per_cross_node_delivery")), fmt(get(d, "loss"))))
 hs, rs = load("switchboard-handshake"), load("switchboard-resume")
 hs12, rs12 = load("switchboard-handshake12"), load("switchboard-resume12")
 table = "\n".join([
@@ -232,6 +263,18 @@ table = "\n".join([
     "| transport | idle connection, 10,000 | server CPU µs per delivery, 1,000 subscribers | deliveries/s |",
     "| --- | --- | --- | --- |",
     *ws_rows,
+    "",
+    f"switchboard over several loops (issue 15): `bench fanout --threads N` starts `serve --threads N` itself; with `--layout` it puts each connection on a chosen loop. 64-byte payloads, flat out, {secs} s. The load generator (one thread) shares the 2 cores with the server's loops.",
+    "",
+    "| --threads | subscribers | deliveries/s | server CPU µs per delivery | loop 0 / other loops, µs per delivery | loss |",
+    "| --- | --- | --- | --- | --- | --- |",
+    *loop_rows,
+    "",
+    f"switchboard across two nodes (issue 15): `bench cluster` starts a redis-server and two `--cluster` nodes, the publisher on A; beside it the same load on one node. 64-byte payloads, {secs} s each. CPU: both nodes and redis-server together.",
+    "",
+    "| load | configuration | deliveries/s | latency p50 / p99 µs (A, or the one node) | latency p50 / p99 µs on B | CPU µs per delivery | loss |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+    *cluster_rows,
     "",
     "switchboard TLS: idle TLS connection at 10,000: {} B. Server CPU per handshake, 16 clients at once: TLS 1.3 full {} µs ({} /s), resumed {} µs ({} /s); TLS 1.2 full {} µs ({} /s), resumed {} µs ({} /s).".format(
         fmt(get(tls, "server_bytes_per_connection")),

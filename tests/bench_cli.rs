@@ -920,3 +920,62 @@ fn attack_none_is_the_baseline() {
     let j = attack(&srv, "none", &[]);
     assert!(j.num("results", "ping_round_trips") >= 10.0, "{j:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Issue 15: servers the bench starts itself (several loops; a cluster).
+// ---------------------------------------------------------------------------
+
+#[test]
+fn fanout_over_two_loops_in_each_layout() {
+    for layout in ["spread", "same", "cross"] {
+        let j = bench(
+            "fanout",
+            &[
+                "--threads",
+                "2",
+                "--layout",
+                layout,
+                "--subscribers",
+                "4",
+                "--duration",
+                "0.3",
+            ],
+        );
+        assert_nothing_lost(&j, 4.0);
+        j.num("results", "server_cpu_us_per_delivery");
+        j.num("results", "loop0_cpu_us");
+        j.num("results", "other_loops_cpu_us");
+    }
+    let out = bench_fails(&["fanout", "--threads", "1", "--layout", "cross"]);
+    assert!(out.stderr.contains("--threads 2"), "{out:?}");
+}
+
+#[test]
+fn cluster_of_two_nodes_through_redis() {
+    let Some(redis) = installed("redis-server") else {
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    };
+    let j = bench(
+        "cluster",
+        &[
+            "--subscribers",
+            "3",
+            "--duration",
+            "0.3",
+            "--redis-server",
+            path_str(&redis),
+        ],
+    );
+    let published = j.num("results", "published");
+    assert!(published > 0.0, "{j:?}");
+    assert_eq!(j.num("results", "loss"), 0.0, "{j:?}");
+    assert_eq!(j.num("results", "single_loss"), 0.0, "{j:?}");
+    assert_eq!(
+        j.num("results", "node_b_deliveries"),
+        published * 3.0,
+        "{j:?}"
+    );
+    j.num("results", "node_b_latency_p99_us");
+    j.num("results", "extra_cpu_us_per_cross_node_delivery");
+}

@@ -10,6 +10,7 @@
 //! of issue 10's attacks beside a pinging client ([`attack`]).
 
 mod attack;
+mod cluster;
 mod density;
 mod echo;
 mod fanout;
@@ -18,6 +19,7 @@ mod net;
 mod proc;
 mod report;
 mod reqrep;
+mod spawn;
 mod target;
 mod workqueue;
 mod ws;
@@ -99,6 +101,11 @@ enum Scenario {
     /// 1 publisher, N subscribers: deliveries per second, loss, latency
     /// percentiles and, with --server-pid, server CPU per delivery.
     Fanout(fanout::FanoutArgs),
+    /// Fan-out across two nodes of a cluster (issue 15): starts a
+    /// redis-server and two `serve --cluster` nodes, publishes on node A to
+    /// subscribers on A and B; deliveries/s, latency on each node, and the
+    /// CPU of both nodes and Redis per delivery beside one node alone.
+    Cluster(cluster::ClusterArgs),
     /// Sequential round trips (PING/PONG, or SEND to oneself with
     /// --payload) on N connections: round trips per second and latency.
     Echo(echo::EchoArgs),
@@ -314,6 +321,7 @@ pub(crate) fn run(args: BenchArgs) -> ExitCode {
     let (name, result) = match args.scenario {
         Scenario::Density(a) => ("density", density::run(a)),
         Scenario::Fanout(a) => ("fanout", fanout::run(a)),
+        Scenario::Cluster(a) => ("cluster", cluster::run(a)),
         Scenario::Echo(a) => ("echo", echo::run(a)),
         Scenario::Reqrep(a) => ("reqrep", reqrep::run(a)),
         Scenario::Workqueue(a) => ("workqueue", workqueue::run(a)),

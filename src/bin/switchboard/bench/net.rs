@@ -236,6 +236,12 @@ impl Net {
         })
     }
 
+    /// Where connections opened from now on go (`bench cluster`: the
+    /// subscribers of a second node).
+    pub(crate) fn set_addr(&mut self, addr: SocketAddr) {
+        self.endpoint.addr = addr;
+    }
+
     /// Starts a new connection; returns its index.
     pub(crate) fn open(&mut self) -> Result<usize, String> {
         let idx = self.conns.len();
