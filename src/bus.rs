@@ -59,13 +59,61 @@ pub(crate) struct PeerLoop {
     pub(crate) backlog: Arc<AtomicUsize>,
 }
 
+/// What one loop hands another: the broker service wraps it in its own
+/// control message.
+pub(crate) enum Hand {
+    /// Notes of loop `.0`.
+    Notes(usize, Vec<Note>),
+    /// Notes of another node (relayed by the loop that holds the engine).
+    Remote(Arc<str>, Vec<Note>),
+    /// Notes of loop `.0` for the engine (to the loop that holds it).
+    Upstream(usize, Vec<Note>),
+    /// The engine came up or went down.
+    EngineUp(bool),
+}
+
 impl LoopPeers {
-    /// Hands `notes` to the other loops: one batch a loop a turn, one wake
-    /// each; a note for one member goes to that loop only.
+    /// Posts `hand` to loop `j` with one wake; `cost` counts against that
+    /// loop's backlog (it gives it back as it works through them).
+    fn post(
+        &mut self,
+        j: usize,
+        hand: Hand,
+        cost: usize,
+        wrap: &impl Fn(Hand, usize) -> Box<dyn std::any::Any + Send>,
+    ) {
+        let Some(Some(peer)) = self.peers.get(j) else {
+            return;
+        };
+        let waiting = peer.backlog.fetch_add(cost, Ordering::Relaxed);
+        if cost > 0 && waiting.saturating_add(cost) > MAX_LOOP_BACKLOG {
+            peer.backlog.fetch_sub(cost, Ordering::Relaxed);
+            if self.dropped == 0 {
+                log::warn!("loop {j} is {waiting} bytes behind: notes to it dropped");
+            }
+            self.dropped += 1;
+            return;
+        }
+        if peer.tx.send(Control::Service(0, wrap(hand, cost))).is_ok() {
+            let _ = peer.waker.wake();
+        } else {
+            peer.backlog.fetch_sub(cost, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `name` is a loop of this process.
+    pub(crate) fn is_local(&self, name: &str) -> bool {
+        self.names.iter().any(|m| **m == *name)
+    }
+
+    /// Hands `notes` (of `from`: this loop, or another node relayed) to
+    /// the other loops: one batch a loop a turn, one wake each; a note for
+    /// one member goes to that loop only.
     pub(crate) fn ship(
         &mut self,
-        notes: Vec<Note>,
-        wrap: impl Fn(usize, Vec<Note>, usize) -> Box<dyn std::any::Any + Send>,
+        from: Option<Arc<str>>,
+        notes: &[Note],
+        wrap: &impl Fn(Hand, usize) -> Box<dyn std::any::Any + Send>,
     ) {
         let n = self.peers.len();
         let mut batches: Vec<(Vec<Note>, usize)> = (0..n).map(|_| (Vec::new(), 0)).collect();
@@ -75,7 +123,7 @@ impl LoopPeers {
                 Some(t) => {
                     if let Some(j) = self.names.iter().position(|m| **m == *t) {
                         if let Some(b) = batches.get_mut(j) {
-                            b.0.push(note);
+                            b.0.push(note.clone());
                             b.1 += cost;
                         }
                     }
@@ -91,28 +139,51 @@ impl LoopPeers {
             }
         }
         for (j, (batch, cost)) in batches.into_iter().enumerate() {
-            let Some(Some(peer)) = self.peers.get(j) else {
+            if batch.is_empty() || j == self.me {
                 continue;
+            }
+            let hand = match &from {
+                None => Hand::Notes(self.me, batch),
+                Some(f) => Hand::Remote(Arc::clone(f), batch),
             };
-            if batch.is_empty() {
-                continue;
-            }
-            let waiting = peer.backlog.fetch_add(cost, Ordering::Relaxed);
-            if waiting + cost > MAX_LOOP_BACKLOG {
-                peer.backlog.fetch_sub(cost, Ordering::Relaxed);
-                if self.dropped == 0 {
-                    log::warn!("loop {} is {waiting} bytes behind: notes to it dropped", j);
-                }
-                self.dropped += batch.len() as u64;
-                continue;
-            }
-            let msg = wrap(self.me, batch, cost);
-            if peer.tx.send(Control::Service(0, msg)).is_ok() {
-                let _ = peer.waker.wake();
-            } else {
-                peer.backlog.fetch_sub(cost, Ordering::Relaxed);
+            self.post(j, hand, cost, wrap);
+        }
+    }
+
+    /// Hands this loop's notes for other nodes to loop 0, which holds the
+    /// engine.
+    pub(crate) fn upstream(
+        &mut self,
+        notes: Vec<Note>,
+        wrap: &impl Fn(Hand, usize) -> Box<dyn std::any::Any + Send>,
+    ) {
+        if !notes.is_empty() {
+            self.post(0, Hand::Upstream(self.me, notes), 0, wrap);
+        }
+    }
+
+    /// Tells every other loop that the engine came up or went down.
+    pub(crate) fn engine_up(
+        &mut self,
+        up: bool,
+        wrap: &impl Fn(Hand, usize) -> Box<dyn std::any::Any + Send>,
+    ) {
+        for j in 0..self.peers.len() {
+            if j != self.me {
+                self.post(j, Hand::EngineUp(up), 0, wrap);
             }
         }
+    }
+
+    /// Of `notes`, those the other nodes must hear: not those for a loop
+    /// of this process, nor the `STATS` queries between loops.
+    pub(crate) fn for_nodes(&self, notes: &[Note]) -> Vec<Note> {
+        notes
+            .iter()
+            .filter(|n| !matches!(n, Note::StatsQuery(_) | Note::Stats { .. }))
+            .filter(|n| n.target().is_none_or(|t| !self.is_local(t)))
+            .cloned()
+            .collect()
     }
 }
 
@@ -132,9 +203,15 @@ pub(crate) const CHANNEL: &str = "switchboard";
 pub(crate) const CONTROL: &str = "switchboard:{control}";
 
 /// A node's inbox on a Redis Cluster (the hash tag puts each node's on a
-/// slot of its own).
+/// slot of its own): one a process, whatever its loops (the loop that holds
+/// the engine hands the others their notes).
 pub(crate) fn inbox(member: &str) -> String {
-    format!("switchboard:{{{member}}}")
+    format!("switchboard:{{{}}}", node_of(member))
+}
+
+/// The node a member is a loop of (`web-1#2` is a loop of `web-1`).
+pub(crate) fn node_of(member: &str) -> &str {
+    member.split('#').next().unwrap_or(member)
 }
 
 /// The key holding a node's state, refreshed with each beat and expiring
@@ -155,6 +232,18 @@ pub(crate) struct EngineLink {
     /// Batches that could not be read (logged once a minute at most).
     bad: u64,
     bad_logged: Option<Instant>,
+    /// The loops of this process (their notes travel between them, not
+    /// through the engine), when there are several.
+    local: Vec<Arc<str>>,
+}
+
+/// What [`EngineLink::poll`] leaves for the other loops of the process.
+#[derive(Default)]
+pub(crate) struct Relay {
+    /// The engine came up (`Some(true)`) or went down.
+    pub(crate) up: Option<bool>,
+    /// Other nodes' notes, by sender.
+    pub(crate) batches: Vec<(Arc<str>, Vec<Note>)>,
 }
 
 impl EngineLink {
@@ -174,7 +263,14 @@ impl EngineLink {
             expiry,
             bad: 0,
             bad_logged: None,
+            local: Vec::new(),
         }
+    }
+
+    /// The loops of this process (with `--threads`): their own notes coming
+    /// back from the engine are skipped.
+    pub(crate) fn set_local(&mut self, names: Vec<Arc<str>>) {
+        self.local = names;
     }
 
     /// Whether the engine has news for the broker (messages, or a change
@@ -187,8 +283,16 @@ impl EngineLink {
 
     /// Hands the broker what came from the engine: its state (`cluster=`,
     /// and the broker's state sent again when it comes back) and the other
-    /// nodes' notes.
-    pub(crate) fn poll<T>(&mut self, broker: &mut Broker, links: &mut Sessions<T>, now: Instant) {
+    /// nodes' notes; returns them for the other loops of the process, if
+    /// any (`relay`).
+    pub(crate) fn poll<T>(
+        &mut self,
+        broker: &mut Broker,
+        links: &mut Sessions<T>,
+        now: Instant,
+        relay: bool,
+    ) -> Relay {
+        let mut out = Relay::default();
         let (incoming, up, generation, sharded) = match self.board.lock() {
             Ok(mut b) => (
                 std::mem::take(&mut b.incoming),
@@ -196,17 +300,25 @@ impl EngineLink {
                 b.generation,
                 b.sharded,
             ),
-            Err(_) => return,
+            Err(_) => return out,
         };
         self.sharded = sharded;
         if up != self.up || generation != self.generation {
             self.up = up;
             self.generation = generation;
             broker.set_cluster_up(links, up, now);
+            out.up = Some(up);
         }
         for (_, batch) in incoming {
             match decode_batch(&batch) {
-                Ok((from, notes)) => broker.handle_notes(links, &from, notes, now),
+                // This process's own loops, back from the engine.
+                Ok((from, _)) if self.local.contains(&from) => {}
+                Ok((from, notes)) => {
+                    if relay {
+                        out.batches.push((Arc::clone(&from), notes.clone()));
+                    }
+                    broker.handle_notes(links, &from, notes, now);
+                }
                 Err(e) => {
                     self.bad += 1;
                     if self
@@ -222,26 +334,41 @@ impl EngineLink {
                 }
             }
         }
+        out
     }
 
-    /// Publishes the broker's notes: one batch on [`CHANNEL`] (single
-    /// Redis), or per node inbox and [`CONTROL`] (Redis Cluster). With a
-    /// beat, the node's state key is refreshed too.
-    pub(crate) fn ship<T>(&mut self, notes: Vec<Note>, broker: &Broker, links: &Sessions<T>) {
+    /// Publishes member `from`'s notes (this loop's, or another loop's of
+    /// the process): one batch on [`CHANNEL`] (single Redis), or per node
+    /// inbox and [`CONTROL`] (Redis Cluster). `state`: the member's state,
+    /// refreshed under its key with a beat.
+    pub(crate) fn ship(
+        &mut self,
+        from: &str,
+        notes: Vec<Note>,
+        members: &[String],
+        state: Option<Bytes>,
+    ) {
         if notes.is_empty() {
             return;
         }
-        let beat = notes.iter().any(|n| matches!(n, Note::Beat | Note::Hello));
         let mut out: Vec<(String, Bytes)> = Vec::new();
         if self.sharded {
-            let members = broker.cluster_members();
+            // One inbox a node (the other nodes only: this process's loops
+            // hear each other directly), with the notes for any of its loops.
+            let mut nodes: Vec<&str> = (members.iter())
+                .filter(|m| !self.local.iter().any(|l| **l == ***m))
+                .map(|m| node_of(m))
+                .filter(|n| *n != node_of(&self.me))
+                .collect();
+            nodes.sort_unstable();
+            nodes.dedup();
             let mut control = Vec::new();
-            let mut per: Vec<Vec<Note>> = members.iter().map(|_| Vec::new()).collect();
+            let mut per: Vec<Vec<Note>> = nodes.iter().map(|_| Vec::new()).collect();
             for note in notes {
                 match (&note, note.target()) {
                     (Note::Hello | Note::Beat | Note::Bye, _) => control.push(note),
                     (_, Some(t)) => {
-                        if let Some(i) = members.iter().position(|m| m == t) {
+                        if let Some(i) = nodes.iter().position(|n| *n == node_of(t)) {
                             per[i].push(note);
                         }
                     }
@@ -253,23 +380,27 @@ impl EngineLink {
                 }
             }
             if !control.is_empty() {
-                out.push((CONTROL.to_owned(), encode_batch(&self.me, &control)));
+                out.push((CONTROL.to_owned(), encode_batch(from, &control)));
             }
-            for (m, batch) in members.iter().zip(per) {
+            for (n, batch) in nodes.iter().zip(per) {
                 if !batch.is_empty() {
-                    out.push((inbox(m), encode_batch(&self.me, &batch)));
+                    out.push((inbox(n), encode_batch(from, &batch)));
                 }
             }
         } else {
-            out.push((CHANNEL.to_owned(), encode_batch(&self.me, &notes)));
+            out.push((CHANNEL.to_owned(), encode_batch(from, &notes)));
         }
-        let state = beat.then(|| broker.cluster_state(links));
         if let Ok(mut b) = self.board.lock() {
             b.outgoing.extend(out);
             if let Some(state) = state {
-                b.sets.push((state_key(&self.me), state, self.expiry));
+                b.sets.push((state_key(from), state, self.expiry));
             }
         }
+    }
+
+    /// This member's name.
+    pub(crate) fn me(&self) -> &Arc<str> {
+        &self.me
     }
 
     /// Publishes dropped by the engine (down, or over its bound).

@@ -1068,6 +1068,202 @@ pub fn broker(data: &[u8]) {
     assert_eq!(rig.links.len(), 0, "connections left after shutdown");
 }
 
+// cluster_notes
+// ---------------------------------------------------------------------------
+
+/// What another member may send, or what happens locally meanwhile.
+#[derive(Debug, Arbitrary)]
+enum NoteOp {
+    /// Raw bytes as a batch from the engine (`decode_batch`, then handled).
+    Raw(Vec<u8>),
+    /// A note built from arbitrary fields, from member `from` (0..3).
+    Note {
+        from: u8,
+        kind: u8,
+        user: u8,
+        group: u8,
+        n: u8,
+        payload: Vec<u8>,
+    },
+    /// A local session sends protocol bytes (commands that reach members).
+    Local { session: u8, command: u8 },
+    /// Time passes (ms).
+    Advance(u16),
+    /// The engine goes down or comes up.
+    Engine(bool),
+}
+
+/// A broker that is one member of a cluster, with four logged-in sessions,
+/// fed arbitrary notes (raw batches and well-formed notes with arbitrary
+/// fields) between local commands and time: no panic, its queues stay
+/// consistent, and every session's output stays well-formed frames.
+pub fn cluster_notes(data: &[u8]) {
+    use crate::broker::{Note, decode_batch};
+    let mut u = Unstructured::new(data);
+    let Ok(node) = bool::arbitrary(&mut u) else {
+        return;
+    };
+    let config = BrokerConfig {
+        open_groups: true,
+        max_payload: MIN_MAX_PAYLOAD,
+        ..BrokerConfig::default()
+    };
+    let mut broker = Broker::new(config);
+    broker.register_group(1, "general");
+    broker.set_work_budget(7);
+    let expiry = node.then_some(Duration::from_secs(15));
+    broker.join_cluster("me", expiry);
+    let mut links: Sessions<()> = broker.new_table();
+    let mut now = Instant::now();
+    if node {
+        broker.set_cluster_up(&links, true, now);
+    }
+    let peer = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let mut sessions = Vec::new();
+    for (i, setup) in [
+        "USER 0 alice\nSUBSCRIBE 0 1 2\nWATCH 0 1 2\n",
+        "USER 0 bob\nQSUBSCRIBE 0 q 1\n",
+        "USER 0 Alice\nSUBSCRIBE 0 2\n",
+        "USER 0 carol\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if let Admission::Open(c) = broker.accept(&mut links, (), peer, now) {
+            broker.handle_input(&mut links, c, setup.as_bytes(), now);
+            sessions.push(c);
+        }
+        let _ = i;
+    }
+    let members = ["a", "b", "me"];
+    let users = ["alice", "Bob", "dave", "x"];
+    let commands: [&[u8]; 8] = [
+        b"PUBLISH 2 1 2\nhi",
+        b"SEND 1 dave\nx",
+        b"WHO 0\nWHO 0 1\nGROUPS 0\n",
+        b"REQUEST 1 1 50\n?",
+        b"SURVEY 1 2 50\n?",
+        b"STATS 0\nQUERY 0\n",
+        b"UNSUBSCRIBE 0 1\nQUNSUBSCRIBE 0 q 1\n",
+        b"QUIT 0\n",
+    ];
+    let mut steps = 0;
+    while let Ok(op) = NoteOp::arbitrary(&mut u) {
+        match op {
+            NoteOp::Raw(bytes) => {
+                if let Ok((from, notes)) = decode_batch(&bytes::Bytes::from(bytes)) {
+                    broker.handle_notes(&mut links, &from, notes, now);
+                }
+            }
+            NoteOp::Note {
+                from,
+                kind,
+                user,
+                group,
+                n,
+                payload,
+            } => {
+                let from = members[usize::from(from % 3)];
+                let user: std::sync::Arc<str> = users[usize::from(user % 4)].into();
+                let g = u32::from(group % 4);
+                let payload = bytes::Bytes::from(payload);
+                let note = match kind % 14 {
+                    0 => Note::Publish {
+                        frame: frame::published("x", &[g.max(1)], &payload),
+                        queues: vec![(1, "q".into(), "me".into())].into(),
+                    },
+                    1 => Note::Publish {
+                        frame: payload.clone(),
+                        queues: Vec::new().into(),
+                    },
+                    2 => Note::Message {
+                        to: user,
+                        frame: payload.clone(),
+                    },
+                    3 => Note::Online(user),
+                    4 => Note::Offline(user),
+                    5 => Note::Joined(user, g),
+                    6 => Note::Parted(user, g),
+                    7 => Note::QueueJoined(g, "q".into()),
+                    8 => Note::QueueParted(g, "q".into()),
+                    9 => Note::Request {
+                        to: "me".into(),
+                        n: u64::from(n),
+                        sender: user,
+                        group: g,
+                        ms: u32::from(n) * 10,
+                        survey: n % 2 == 0,
+                        payload: payload.clone(),
+                    },
+                    10 => Note::Reply {
+                        to: "me".into(),
+                        n: u64::from(n % 8),
+                        survey: n % 2 == 0,
+                        frame: payload.clone(),
+                    },
+                    11 => Note::State(payload.clone()),
+                    12 => [
+                        Note::Hello,
+                        Note::Beat,
+                        Note::Bye,
+                        Note::StatsQuery(u64::from(n)),
+                    ][usize::from(n % 4)]
+                    .clone(),
+                    _ => Note::Stats {
+                        to: "me".into(),
+                        n: u64::from(n % 4),
+                        figures: payload.clone(),
+                    },
+                };
+                broker.handle_notes(&mut links, from, vec![note], now);
+            }
+            NoteOp::Local { session, command } => {
+                if let Some(&c) = sessions.get(usize::from(session) % sessions.len().max(1)) {
+                    let cmd = commands[usize::from(command % 8)];
+                    broker.handle_input(&mut links, c, cmd, now);
+                }
+            }
+            NoteOp::Advance(ms) => {
+                now += Duration::from_millis(u64::from(ms));
+                broker.handle_timeout(&mut links, now);
+                links.handle_timeout(now);
+            }
+            NoteOp::Engine(up) => broker.set_cluster_up(&links, up, now),
+        }
+        while broker.has_pending_notes() {
+            broker.process_notes(&mut links, now);
+        }
+        let _ = broker.take_notes();
+        broker.assert_consistent(&links);
+        // Every session's output is whole frames.
+        for &c in &sessions {
+            let Some(out) = links.output(c) else { continue };
+            let mut all = Vec::new();
+            while !out.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 64];
+                let n = out.fill_slices(&mut slices);
+                let mut len = 0;
+                for s in &slices[..n] {
+                    all.extend_from_slice(s);
+                    len += s.len();
+                }
+                out.consume(len);
+            }
+            let mut at = 0;
+            while at < all.len() {
+                match decode(&all[at..], usize::MAX) {
+                    Ok(Decoded::Frame { consumed, .. }) => at += consumed,
+                    other => panic!("session output is not whole frames: {other:?}"),
+                }
+            }
+        }
+        steps += 1;
+        if steps >= 128 || u.is_empty() {
+            break;
+        }
+    }
+}
+
 // tls_server
 // ---------------------------------------------------------------------------
 

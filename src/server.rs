@@ -27,7 +27,7 @@ use mio::{Poll, Waker};
 
 use crate::auth::{AuthPool, AuthVerdict, Authenticator};
 use crate::broker::Sessions;
-use crate::broker::{AuthMode, Broker, BrokerConfig, Note, SERVER_USER};
+use crate::broker::{AuthMode, Broker, BrokerConfig, ClusterStatus, Note, SERVER_USER};
 use crate::bus::{self, EngineLink, LoopPeers, PeerLoop};
 use crate::conn::{Admission, CloseReason, ConnId, PeerIdentity, Table};
 use crate::engine::{EngineConfig, EngineService, SharedEngineBoard};
@@ -174,9 +174,9 @@ pub(crate) enum BrokerControl {
     Auth(AuthVerdict),
     /// A closure from [`ServerHandle::call`].
     Call(Box<dyn FnOnce(&mut Context<'_>) + Send>),
-    /// Notes from another loop of the process (`--threads`): its index,
-    /// the notes, and their cost against this loop's backlog.
-    Notes(usize, Vec<Note>, usize),
+    /// From another loop of the process (`--threads`): notes, and their
+    /// cost against this loop's backlog.
+    Hand(bus::Hand),
 }
 
 /// A bound server, ready to [`run`](Server::run): a loop hosting one broker
@@ -307,8 +307,13 @@ impl<H: Handler + 'static> Server<H> {
                     Some(c) => built.service.broker.share_password_checks(c.clone()),
                 }
             }
-            if threads > 1 && config.cluster.is_none() {
-                built.service.broker.join_cluster(&names[i], None);
+            if threads > 1 {
+                if config.cluster.is_none() {
+                    built.service.broker.join_cluster(&names[i], None);
+                }
+                if let Some(e) = built.service.engine.as_mut() {
+                    e.set_local(names.clone());
+                }
                 for (j, name) in names.iter().enumerate() {
                     if j != i {
                         built.service.broker.add_member(name);
@@ -679,6 +684,18 @@ pub(crate) fn build_broker<H: Handler + 'static>(
     service.refresh_metrics(std::time::Instant::now());
     let probes = ProbeService::new(Arc::clone(&service.probes));
     let engine = match &config.cluster {
+        // The other loops of a process reach the engine through loop 0.
+        Some(_) if config.loop_index > 0 => {
+            let member = bus::member_name(
+                &config.broker.node,
+                config.threads.max(1),
+                config.loop_index,
+            );
+            service
+                .broker
+                .join_cluster(&member, Some(config.cluster_expiry));
+            None
+        }
         Some(url) => {
             crate::engine::parse_url(url)
                 .map_err(|e| StartError::Config(format!("--cluster: {e}")))?;
@@ -814,6 +831,83 @@ impl<H: Handler> BrokerService<H> {
         }
     }
 
+    /// Sends this loop's notes where they go: the other loops of the
+    /// process, and the other nodes (through the engine this loop holds,
+    /// or through loop 0's).
+    fn ship(&mut self, notes: Vec<Note>) {
+        let wrap = hand_off;
+        match (self.loops.as_mut(), self.engine.as_mut()) {
+            (Some(l), engine) => {
+                let for_nodes = if self.broker.cluster_status() == ClusterStatus::Off {
+                    Vec::new()
+                } else {
+                    l.for_nodes(&notes)
+                };
+                l.ship(None, &notes, &wrap);
+                match engine {
+                    Some(e) => {
+                        let state = (for_nodes.iter())
+                            .any(|n| matches!(n, Note::Beat | Note::Hello))
+                            .then(|| self.broker.cluster_state(&self.links));
+                        let me = Arc::clone(e.me());
+                        e.ship(&me, for_nodes, &self.broker.cluster_members(), state);
+                    }
+                    None => l.upstream(for_nodes, &wrap),
+                }
+            }
+            (None, Some(e)) => {
+                let state = (notes.iter())
+                    .any(|n| matches!(n, Note::Beat | Note::Hello))
+                    .then(|| self.broker.cluster_state(&self.links));
+                let me = Arc::clone(e.me());
+                e.ship(&me, notes, &self.broker.cluster_members(), state);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// What another loop of the process handed this one.
+    fn take_hand(&mut self, hand: bus::Hand, now: std::time::Instant) {
+        match hand {
+            bus::Hand::Notes(from, notes) => {
+                let name = self.loops.as_ref().and_then(|l| l.names.get(from).cloned());
+                if let Some(name) = name {
+                    (self.broker).handle_counted_notes(&mut self.links, &name, notes, now);
+                }
+            }
+            bus::Hand::Remote(from, notes) => {
+                (self.broker).handle_counted_notes(&mut self.links, &from, notes, now);
+            }
+            bus::Hand::Upstream(from, notes) => {
+                let name = self.loops.as_ref().and_then(|l| l.names.get(from).cloned());
+                if let (Some(e), Some(name)) = (self.engine.as_mut(), name) {
+                    e.ship(&name, notes, &self.broker.cluster_members(), None);
+                }
+            }
+            bus::Hand::EngineUp(up) => self.broker.set_cluster_up(&self.links, up, now),
+        }
+        self.settle_notes();
+    }
+
+    /// Reads the engine (the loop that holds it) and relays what it brought
+    /// to the other loops.
+    fn poll_engine(&mut self, now: std::time::Instant) {
+        let Some(e) = self.engine.as_mut() else {
+            return;
+        };
+        let relay = e.poll(&mut self.broker, &mut self.links, now, self.loops.is_some());
+        let Some(l) = self.loops.as_mut() else {
+            return;
+        };
+        let wrap = hand_off;
+        if let Some(up) = relay.up {
+            l.engine_up(up, &wrap);
+        }
+        for (from, notes) in relay.batches {
+            l.ship(Some(from), &notes, &wrap);
+        }
+    }
+
     /// Gives back to the other loops' bound what this loop has worked
     /// through of their notes.
     fn settle_notes(&mut self) {
@@ -875,9 +969,7 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.resume_with(&mut self.links, conn, now, authz);
     }
     fn handle_timeout(&mut self, now: std::time::Instant) {
-        if let Some(e) = self.engine.as_mut() {
-            e.poll(&mut self.broker, &mut self.links, now);
-        }
+        self.poll_engine(now);
         self.broker.handle_timeout(&mut self.links, now);
         if self.broker.has_pending_notes() {
             self.broker.process_notes(&mut self.links, now);
@@ -956,13 +1048,7 @@ impl<H: Handler> Service for BrokerService<H> {
         }
         if self.broker.has_notes() {
             let notes = self.broker.take_notes();
-            if let Some(l) = self.loops.as_mut() {
-                l.ship(notes, |from, batch, cost| {
-                    Box::new(BrokerControl::Notes(from, batch, cost))
-                });
-            } else if let Some(e) = self.engine.as_mut() {
-                e.ship(notes, &self.broker, &self.links);
-            }
+            self.ship(notes);
         }
         self.refresh_metrics(now);
         stop
@@ -988,16 +1074,17 @@ impl<H: Handler> Service for BrokerService<H> {
                 f(&mut self.context(now, &mut stop));
                 stop
             }
-            BrokerControl::Notes(from, notes, _cost) => {
-                let name = self.loops.as_ref().and_then(|l| l.names.get(from).cloned());
-                if let Some(name) = name {
-                    self.broker.handle_notes(&mut self.links, &name, notes, now);
-                }
-                self.settle_notes();
+            BrokerControl::Hand(hand) => {
+                self.take_hand(hand, now);
                 false
             }
         }
     }
+}
+
+/// Wraps what one loop hands another in the broker's control message.
+fn hand_off(hand: bus::Hand, _cost: usize) -> Box<dyn std::any::Any + Send> {
+    Box::new(BrokerControl::Hand(hand))
 }
 
 /// Reaches a running server from any thread. Each call queues a request and

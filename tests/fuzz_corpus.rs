@@ -29,6 +29,11 @@ fn replay(target: &str, check: fn(&[u8])) {
 }
 
 #[test]
+fn cluster_notes() {
+    replay("cluster_notes", switchboard::fuzzing::cluster_notes);
+}
+
+#[test]
 fn frame_decoder() {
     replay("frame_decoder", switchboard::fuzzing::frame_decoder);
 }
@@ -86,6 +91,7 @@ fn one_input() {
     let check: fn(&[u8]) = match target.as_str() {
         "frame_decoder" => switchboard::fuzzing::frame_decoder,
         "broker" => switchboard::fuzzing::broker,
+        "cluster_notes" => switchboard::fuzzing::cluster_notes,
         "tls_server" => switchboard::fuzzing::tls_server,
         "client_session" => switchboard::fuzzing::client_session,
         "passwd_file" => switchboard::fuzzing::passwd_file,

@@ -448,6 +448,8 @@ pub(super) struct View {
     pub(super) directory: HashMap<Arc<str>, (Arc<str>, SocketAddr)>,
     /// When it was last heard from.
     pub(super) seen: Option<Tick>,
+    /// A loop of this process: never expires (it beats through no engine).
+    pub(super) local: bool,
 }
 
 fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, k: K, up: bool) {
@@ -580,7 +582,7 @@ pub(super) struct Cluster {
     pub(super) received: u64,
     pub(super) sent: u64,
     /// Notes received and not yet worked through, with their senders.
-    pub(super) inbox: std::collections::VecDeque<(Arc<str>, Note)>,
+    pub(super) inbox: std::collections::VecDeque<(Arc<str>, Note, bool)>,
     /// A new member was met: this one's state goes out.
     pub(super) state_due: bool,
     /// Cost of the notes worked through, for the carrier's bound.

@@ -34,7 +34,11 @@ impl Broker {
     pub fn add_member(&mut self, name: &str) {
         if let Some(c) = self.cluster.as_mut() {
             if *c.me != *name && !c.members.contains_key(name) {
-                c.members.insert(Arc::from(name), View::default());
+                let view = View {
+                    local: true,
+                    ..View::default()
+                };
+                c.members.insert(Arc::from(name), view);
             }
         }
     }
@@ -217,6 +221,30 @@ impl Broker {
         notes: Vec<Note>,
         now: Instant,
     ) {
+        self.take_notes_in(links, from, notes, now, false);
+    }
+
+    /// [`Broker::handle_notes`] for notes whose cost the carrier counts
+    /// against a bound: [`Broker::take_processed_note_cost`] gives it back
+    /// as they are worked through.
+    pub fn handle_counted_notes<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        from: &str,
+        notes: Vec<Note>,
+        now: Instant,
+    ) {
+        self.take_notes_in(links, from, notes, now, true);
+    }
+
+    fn take_notes_in<T>(
+        &mut self,
+        links: &mut Sessions<T>,
+        from: &str,
+        notes: Vec<Note>,
+        now: Instant,
+        counted: bool,
+    ) {
         self.now = now;
         let tick = links.tick(now);
         let Some(c) = self.cluster.as_mut() else {
@@ -251,7 +279,7 @@ impl Broker {
             return;
         };
         c.inbox
-            .extend(notes.into_iter().map(|n| (Arc::clone(&from), n)));
+            .extend(notes.into_iter().map(|n| (Arc::clone(&from), n, counted)));
         self.process_notes(links, now);
     }
 
@@ -270,10 +298,14 @@ impl Broker {
         // A fan-out spread over turns keeps one dedup mark per session: a
         // remote publish waits for it.
         while self.spread.is_none() && self.work < self.work_budget {
-            let Some((from, note)) = self.cluster.as_mut().and_then(|c| c.inbox.pop_front()) else {
+            let Some((from, note, counted)) =
+                self.cluster.as_mut().and_then(|c| c.inbox.pop_front())
+            else {
                 break;
             };
-            done += note.cost();
+            if counted {
+                done += note.cost();
+            }
             self.work += 1;
             if note.target().is_some_and(|t| Some(t) != self.member_name()) {
                 continue;
@@ -371,10 +403,11 @@ impl Broker {
             }
             Note::State(state) => {
                 let fresh = View::decode(&state);
-                let seen = self.view_mut(from).and_then(|v| v.seen);
                 if let Some(v) = self.view_mut(from) {
+                    let (seen, local) = (v.seen, v.local);
                     *v = fresh;
                     v.seen = seen;
+                    v.local = local;
                 }
                 self.who_reply = None;
                 self.groups_reply = None;
@@ -544,7 +577,7 @@ impl Broker {
             c.send(Note::Beat);
         }
         let dead: Vec<Arc<str>> = (c.members.iter())
-            .filter(|(_, v)| v.seen.is_none_or(|s| s + expiry <= tick))
+            .filter(|(_, v)| !v.local && v.seen.is_none_or(|s| s + expiry <= tick))
             .map(|(k, _)| Arc::clone(k))
             .collect();
         for m in dead {
@@ -561,7 +594,10 @@ impl Broker {
             return stats;
         };
         let beat = c.beat_at.filter(|_| c.status == ClusterStatus::Ok);
-        let oldest = c.members.values().filter_map(|v| v.seen).min();
+        let oldest = (c.members.values())
+            .filter(|v| !v.local)
+            .filter_map(|v| v.seen)
+            .min();
         beat.into_iter()
             .chain(oldest.map(|s| s + expiry))
             .chain(stats)
@@ -672,7 +708,9 @@ impl Broker {
         let Some(c) = self.cluster.as_ref() else {
             return false;
         };
-        if c.expiry.is_some() || c.members.is_empty() {
+        // The loops of this process (the nodes of a cluster report their own).
+        let waiting = c.members.values().filter(|v| v.local).count();
+        if waiting == 0 {
             return false;
         }
         let Some(generation) = links.get(conn).map(crate::conn::Link::generation) else {
@@ -696,7 +734,6 @@ impl Broker {
         };
         c.next_query += 1;
         let n = c.next_query;
-        let waiting = c.members.len();
         c.stats.insert(
             n,
             cluster::StatsQuery {
