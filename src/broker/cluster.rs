@@ -662,11 +662,32 @@ pub(super) fn state_of(view: &View) -> Bytes {
     view.encode()
 }
 
+/// Whether `bytes` is whole frames, each of one of `verbs`, and at least
+/// one (and exactly one with `one`): what another member hands to
+/// sessions is checked before it is queued to them, so a bad member (or
+/// anyone who can publish on the engine) cannot break a client's stream.
+pub(super) fn frames_of(bytes: &[u8], verbs: &[&str], one: bool) -> bool {
+    let mut at = 0;
+    let mut count = 0;
+    while at < bytes.len() {
+        match decode(&bytes[at..], usize::MAX) {
+            Ok(Decoded::Frame { frame, consumed }) if verbs.contains(&frame.verb().as_str()) => {
+                at += consumed;
+                count += 1;
+            }
+            _ => return false,
+        }
+    }
+    count > 0 && (!one || count == 1)
+}
+
 /// Skips a [`Note::Publish`] frame's header: the groups it names (after
 /// the sender).
 pub(super) fn published_groups(frame: &Bytes) -> Option<Vec<GroupId>> {
     match decode(frame, usize::MAX) {
-        Ok(Decoded::Frame { frame: f, .. }) if f.verb().as_str() == "PUBLISHED" => {
+        Ok(Decoded::Frame { frame: f, consumed })
+            if f.verb().as_str() == "PUBLISHED" && consumed == frame.len() =>
+        {
             f.args().skip(1).map(parse_group).collect()
         }
         _ => None,
@@ -775,5 +796,14 @@ mod tests {
         let f = frame::published("a", &[3, 9], b"x");
         assert_eq!(published_groups(&f), Some(vec![3, 9]));
         assert_eq!(published_groups(&frame::ack("no")), None);
+        let mut two = f.to_vec();
+        two.extend_from_slice(b"junk");
+        assert_eq!(published_groups(&Bytes::from(two)), None);
+        let r = frame::encode_to_bytes("RESPONSE", &[b"a"], b"1");
+        let rr = [r.clone(), r.clone()].concat();
+        assert!(frames_of(&rr, &["RESPONSE"], false));
+        assert!(!frames_of(&rr, &["RESPONSE"], true));
+        assert!(!frames_of(b"", &["RESPONSE"], false));
+        assert!(!frames_of(b"RESPONSE 9 a\n1", &["RESPONSE"], false));
     }
 }

@@ -344,6 +344,9 @@ impl Broker {
         match note {
             Note::Publish { frame, queues } => self.remote_publish(links, from, frame, &queues),
             Note::Message { to, frame } => {
+                if !cluster::frames_of(&frame, &["MESSAGE"], true) {
+                    return;
+                }
                 let Some(keys) = self.users.get(&*to) else {
                     return;
                 };
@@ -448,7 +451,16 @@ impl Broker {
             }
             Note::Reply {
                 n, survey, frame, ..
-            } => self.remote_reply(links, from, n, survey, frame),
+            } => {
+                let fine = if survey {
+                    cluster::frames_of(&frame, &["RESPONSE"], false)
+                } else {
+                    cluster::frames_of(&frame, &["RESULT", "ERR"], true)
+                };
+                if fine {
+                    self.remote_reply(links, from, n, survey, frame);
+                }
+            }
             Note::Cancel { n, .. } => self.remote_cancel(from, n),
         }
     }
