@@ -72,7 +72,20 @@ pub(crate) enum Hand {
     EngineUp(bool),
 }
 
+/// Note bytes waiting at another loop past which this loop stops reading
+/// its clients until they fall back (a publisher cannot run further ahead
+/// of the other loops than this; below [`MAX_LOOP_BACKLOG`], so a loop
+/// that keeps up never drops).
+pub(crate) const LOOP_HIGH_WATER: usize = 1 << 20;
+
 impl LoopPeers {
+    /// Whether another loop is so far behind that this one should stop
+    /// taking client input for now.
+    pub(crate) fn congested(&self) -> bool {
+        (self.peers.iter().flatten())
+            .any(|p| p.backlog.load(Ordering::Relaxed) > LOOP_HIGH_WATER)
+    }
+
     /// Posts `hand` to loop `j` with one wake; `cost` counts against that
     /// loop's backlog (it gives it back as it works through them).
     fn post(

@@ -779,6 +779,8 @@ pub(crate) struct BrokerService<H> {
     loops: Option<Box<LoopPeers>>,
     /// The other nodes, through the engine (`--cluster`).
     engine: Option<Box<EngineLink>>,
+    /// Clients whose input waits for another loop to catch up.
+    held_back: Vec<(ConnId, u32)>,
 }
 
 /// Checks a `--cluster` URL: `redis://HOST:PORT` (the port defaults to
@@ -828,6 +830,7 @@ impl<H: Handler> BrokerService<H> {
             probes: SharedBoard::default(),
             loops: None,
             engine: None,
+            held_back: Vec::new(),
         }
     }
 
@@ -947,6 +950,14 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.accept(&mut self.links, io, peer, now)
     }
     fn handle_input(&mut self, conn: ConnId, data: &[u8], now: std::time::Instant) {
+        // Another loop far behind: this client's input waits (kept, and
+        // its socket no longer read) until that loop catches up.
+        if self.loops.as_ref().is_some_and(|l| l.congested()) && self.links.can_process(conn) {
+            self.links.set_paused(conn, true);
+            if let Some(l) = self.links.get(conn) {
+                self.held_back.push((conn, l.generation()));
+            }
+        }
         let authz = &mut HandlerAuthz(&mut self.handler);
         self.broker
             .handle_input_with(&mut self.links, conn, data, now, authz);
@@ -975,6 +986,13 @@ impl<H: Handler> Service for BrokerService<H> {
             self.broker.process_notes(&mut self.links, now);
         }
         self.settle_notes();
+        if !self.held_back.is_empty() && !self.loops.as_ref().is_some_and(|l| l.congested()) {
+            for (conn, generation) in std::mem::take(&mut self.held_back) {
+                if self.links.get(conn).is_some_and(|l| l.generation() == generation) {
+                    self.links.set_paused(conn, false);
+                }
+            }
+        }
         self.links.handle_timeout(now);
         let results = match self.probes.lock() {
             Ok(mut board) => std::mem::take(&mut board.results),
@@ -987,6 +1005,10 @@ impl<H: Handler> Service for BrokerService<H> {
         }
     }
     fn poll_timeout(&self) -> Option<std::time::Instant> {
+        // Clients held back for a loop that is behind: look again soon.
+        if !self.held_back.is_empty() {
+            return Some(std::time::Instant::now() + std::time::Duration::from_millis(1));
+        }
         let protocol = self.broker.poll_timeout(&self.links);
         match (protocol, self.links.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
