@@ -20,7 +20,10 @@
 //! and the mode known); otherwise, or when that connection's unanswered
 //! bytes would pass `max_outgoing`, they are dropped and counted: between
 //! nodes delivery is at most once during an outage, like Redis pub/sub
-//! itself. `SET`s follow the same rule and count in `dropped` too.
+//! itself. `SET`s follow the same rule and count in `dropped` too, and so
+//! does a publish or set Redis answered `-MOVED`/`-ASK` (it was counted in
+//! `published` when sent, and is not sent again). Messages are handed over
+//! for every channel received, including one being unsubscribed.
 //!
 //! # Single Redis or Redis Cluster
 //!
@@ -167,7 +170,8 @@ pub(crate) struct EngineBoard {
     pub(crate) sharded: bool,
     /// +1 each time `up` turns true (the broker republishes its state).
     pub(crate) generation: u64,
-    /// Publishes and sets dropped (down, or over `max_outgoing`).
+    /// Publishes and sets dropped (down, over `max_outgoing`, or answered
+    /// `-MOVED`/`-ASK`).
     pub(crate) dropped: u64,
     /// Publishes sent.
     pub(crate) published: u64,
@@ -182,6 +186,14 @@ pub(crate) struct EngineBoard {
 
 /// The board both services hold.
 pub(crate) type SharedEngineBoard = Arc<Mutex<EngineBoard>>;
+
+/// Whether an error reply to `CLUSTER SLOTS` says "not a cluster" (a
+/// single Redis, or a server without the command), rather than "not now"
+/// (`NOAUTH`, `LOADING`, `CLUSTERDOWN`...).
+fn not_a_cluster(error: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(error).to_ascii_lowercase();
+    text.contains("cluster support disabled") || text.starts_with("err unknown")
+}
 
 /// The board, even if a thread panicked holding it (nothing on it can be
 /// half-written in a way that matters more than stopping would).
@@ -658,12 +670,23 @@ impl EngineService {
             Event::Subscribed(_) => {}
             Event::Slots(reply) => {
                 let mode = match reply {
-                    Err(e) => {
+                    Err(e) if not_a_cluster(&e) => {
                         debug!(
                             "redis engine: CLUSTER SLOTS: {}",
                             String::from_utf8_lossy(&e)
                         );
                         Mode::Single
+                    }
+                    Err(e) => {
+                        // NOAUTH, LOADING, CLUSTERDOWN...: not an answer
+                        // about the mode; try again later.
+                        let why = format!("CLUSTER SLOTS: {}", String::from_utf8_lossy(&e));
+                        if !self.warned_error {
+                            self.warned_error = true;
+                            warn!("redis engine: {node}: {why} (further errors at debug)");
+                        }
+                        self.fail(conn, CloseReason::Closed, &why);
+                        return;
                     }
                     Ok(v) => match SlotMap::from_reply(&v, node) {
                         Some(map) if !map.masters().is_empty() => Mode::Cluster(map),
@@ -689,7 +712,18 @@ impl EngineService {
                 self.refresh = true;
                 self.subs_dirty = true;
             }
-            Event::Redirected => self.refresh = true,
+            Event::Redirected => {
+                self.refresh = true;
+                // On a command connection it answered a publish or a set,
+                // which is lost.
+                let command = self
+                    .links
+                    .proto(conn)
+                    .is_some_and(|p| p.link.role() == Role::Command);
+                if command {
+                    self.dropped += 1;
+                }
+            }
             Event::Error { sent, message } => {
                 let text = String::from_utf8_lossy(&message);
                 if self.warned_error {

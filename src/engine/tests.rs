@@ -341,6 +341,37 @@ fn two_engines_exchange_messages_both_ways_in_order() {
 }
 
 #[test]
+fn a_silent_redis_is_dropped_after_the_ping_timeout_and_reconnected() {
+    let redis = Redis::start(false);
+    let mut e = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
+    e.subscribe(&["quiet"]);
+    e.wait("up", 10, |b, _| b.up);
+    let stopped = Instant::now();
+    redis.signal("-STOP");
+    // The next ping (within 3 s) goes unanswered for 5 s.
+    e.wait("down", 10, |b, _| !b.up);
+    let after = stopped.elapsed();
+    assert!(after >= Duration::from_secs(4), "down after {after:?}");
+    redis.signal("-CONT");
+    e.wait("up again", 10, |b, _| b.up && b.generation == 2);
+    e.publish("quiet", ["again".to_string()]);
+    e.wait("a message", 5, |_, got| got.len() == 1);
+}
+
+#[test]
+fn cluster_slots_errors_tell_a_single_redis_from_one_not_ready() {
+    assert!(not_a_cluster(
+        b"ERR This instance has cluster support disabled"
+    ));
+    assert!(not_a_cluster(b"ERR unknown command 'CLUSTER'"));
+    assert!(!not_a_cluster(b"NOAUTH Authentication required."));
+    assert!(!not_a_cluster(
+        b"LOADING Redis is loading the dataset in memory"
+    ));
+    assert!(!not_a_cluster(b"CLUSTERDOWN The cluster is down"));
+}
+
+#[test]
 fn a_broker_that_does_not_drain_pauses_the_subscriber_without_losing_messages() {
     let redis = Redis::start(false);
     let mut a = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
@@ -518,6 +549,8 @@ fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
         a.wait("a moment", 1, |_, _| true);
         thread::sleep(Duration::from_millis(50));
     }
+    // b's first publish after the move was answered -MOVED: lost, counted.
+    b.wait("the MOVED publish counted", 1, |b, _| b.dropped >= 1);
     // Once through, in order and none lost.
     b.publish(ca, numbered("after", 50));
     a.wait("the messages after the move", 10, |_, got| {

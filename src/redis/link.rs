@@ -360,7 +360,8 @@ impl Link {
                 .as_bytes()
                 .map(|c| String::from_utf8_lossy(c).into_owned())
         };
-        match kind.to_ascii_lowercase().as_slice() {
+        // Redis writes these kinds in lower case.
+        match kind {
             b"message" | b"smessage" => {
                 if let (Some(channel), Some(Value::Bulk(payload))) = (channel(), it.next()) {
                     events.push(Event::Message { channel, payload });
