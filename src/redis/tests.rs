@@ -636,3 +636,32 @@ fn decode_cost() {
         println!("{size}-byte payload: {per:?} per message ({n} messages)");
     }
 }
+
+#[test]
+fn the_message_fast_path_reads_what_the_decoder_reads() {
+    let push = enc(&Value::Array(vec![
+        bulk("smessage"),
+        bulk("ch"),
+        bulk("data"),
+    ]));
+    assert_eq!(
+        resp::message(&push),
+        Some((&b"ch"[..], &b"data"[..], push.len()))
+    );
+    for cut in 0..push.len() {
+        assert_eq!(resp::message(&push[..cut]), None, "cut at {cut}");
+    }
+    // Not messages, or not well-formed ones: left to the decoder.
+    for other in [
+        Value::Array(vec![bulk("message"), bulk("ch"), Value::Null]),
+        Value::Array(vec![bulk("message"), bulk("ch"), Value::Integer(1)]),
+        Value::Array(vec![bulk("pmessage"), bulk("p*"), bulk("ch"), bulk("x")]),
+        Value::Array(vec![bulk("subscribe"), bulk("ch"), Value::Integer(1)]),
+    ] {
+        assert_eq!(resp::message(&enc(&other)), None, "{other:?}");
+    }
+    assert_eq!(
+        resp::message(b"*3\r\n$7\r\nmessage\r\n$2\r\nchX\r\n$0\r\n\r\n"),
+        None
+    );
+}
