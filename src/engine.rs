@@ -33,10 +33,12 @@
 //! cluster: a command connection to every master (so any channel can be
 //! published to at once), a subscriber connection to each master owning a
 //! wanted channel's slot, `SPUBLISH`/`SSUBSCRIBE` routed by slot. A
-//! `-MOVED`/`-ASK` reply or a `sunsubscribe` push Redis sent on its own
-//! makes the engine ask `CLUSTER SLOTS` again (at most every
-//! [`REFRESH_MIN`]), and the subscriptions follow the new map; a lost
-//! connection asks it again when it reconnects.
+//! `-MOVED`/`-ASK` reply, a `sunsubscribe` push Redis sent on its own or a
+//! lost connection makes the engine ask `CLUSTER SLOTS` again (of any
+//! master it still reaches, at most every [`REFRESH_MIN`]; and every
+//! [`REFRESH_DOWN`] while it is not up, so that a failover's new master is
+//! found), and the connections and subscriptions follow the new map; each
+//! command connection also asks it when it (re)connects.
 //!
 //! # Up and down
 //!
@@ -84,6 +86,10 @@ pub(crate) const DEFAULT_MAX_OUTGOING: usize = 64 << 20;
 pub(crate) const MAX_INCOMING: usize = 1 << 16;
 /// The shortest time between two `CLUSTER SLOTS` refreshes.
 pub(crate) const REFRESH_MIN: Duration = Duration::from_millis(100);
+/// How often a cluster engine that is not up asks `CLUSTER SLOTS` of the
+/// masters it can reach (a failover promotes a replica at an address the
+/// old map does not name).
+pub(crate) const REFRESH_DOWN: Duration = Duration::from_secs(1);
 
 /// How to reach the engine.
 #[derive(Debug, Clone)]
@@ -504,6 +510,8 @@ impl EngineService {
         ep.conn = None;
         ep.ready = false;
         ep.connecting = false;
+        // The map may have changed (a failover): ask the others.
+        self.refresh |= matches!(self.mode, Mode::Cluster(_));
         let delay = ep.backoff.next_delay();
         ep.retry_at = Some(now + delay);
         debug!(
@@ -905,10 +913,13 @@ impl Service for EngineService {
                 .filter(|e| e.conn.is_none() && !e.connecting)
                 .filter_map(|e| e.retry_at)
         });
-        let refresh = self
-            .refresh
-            .then(|| self.last_refresh.map(|t| t + REFRESH_MIN))
-            .flatten();
+        let refresh = if self.refresh {
+            self.last_refresh.map(|t| t + REFRESH_MIN)
+        } else if !self.up && self.sharded() {
+            self.last_refresh.map(|t| t + REFRESH_DOWN)
+        } else {
+            None
+        };
         links
             .chain(retries)
             .chain(refresh)
@@ -969,6 +980,9 @@ impl Service for EngineService {
         self.maintain(now);
         if self.subs_dirty {
             self.resubscribe();
+        }
+        if !self.up && self.sharded() && self.last_refresh.is_none_or(|t| now >= t + REFRESH_DOWN) {
+            self.refresh = true;
         }
         self.maybe_refresh(now);
         if !self.up && !self.stopping && self.ready_now() {
