@@ -264,8 +264,18 @@ impl<'a> Cursor<'a> {
                     return Err(Stop::Incomplete(least));
                 }
                 let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.value(depth + 1)?);
+                for i in 0..n {
+                    match self.value(depth + 1) {
+                        Ok(v) => items.push(v),
+                        // The elements after this one take 3 bytes each at
+                        // least: a better lower bound, so that an array
+                        // arriving in small reads is not decoded again
+                        // from its start at every read.
+                        Err(Stop::Incomplete(needed)) => {
+                            return Err(Stop::Incomplete(needed + 3 * (n - i - 1)));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Ok(Value::Array(items))
             }

@@ -125,6 +125,14 @@ fn declared_sizes_are_capped_before_they_are_waited_for() {
         Ok(Decoded::Incomplete { needed }) => assert!(needed >= 3 * resp::MAX_ARRAY),
         other => panic!("{other:?}"),
     }
+    // Part of a long array: the rest is waited for, 3 bytes an element.
+    let mut part = b"*1000\r\n".to_vec();
+    part.extend(b":100000\r\n".repeat(500));
+    part.extend(b"$5\r\nab");
+    match resp::decode(&part) {
+        Ok(Decoded::Incomplete { needed }) => assert_eq!(needed, part.len() + 5 + 3 * 499),
+        other => panic!("{other:?}"),
+    }
     let arr = format!("*{}\r\n", resp::MAX_ARRAY + 1);
     assert_eq!(resp::decode(arr.as_bytes()), Err(RespError::ArrayTooLarge));
     // Depth 8 is fine, 9 is not.
