@@ -49,7 +49,9 @@
 //! read or write error, Redis closing it, a protocol error, or no `PONG`
 //! within 5 s). Each connection then reconnects after a back-off (100 ms,
 //! doubling to 5 s, reset when the engine is up again). Up is logged at
-//! info, down at warn with its reason, each attempt at debug only.
+//! info, down at warn with its reason, each attempt at debug only (the
+//! reactor itself still logs every outgoing connection: connected at info,
+//! a failed connect at warn).
 //!
 //! # Bounds
 //!
