@@ -71,6 +71,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "passwd",
             "peer",
             "proto",
+            "redis",
             "tls",
             "transport",
             "ws",
