@@ -20,7 +20,10 @@
 //! and the mode known); otherwise, or when that connection's unanswered
 //! bytes would pass `max_outgoing`, they are dropped and counted: between
 //! nodes delivery is at most once during an outage, like Redis pub/sub
-//! itself. `SET`s follow the same rule and count in `dropped` too.
+//! itself. `SET`s follow the same rule and count in `dropped` too, and so
+//! does a publish or set Redis answered `-MOVED`/`-ASK` (it was counted in
+//! `published` when sent, and is not sent again). Messages are handed over
+//! for every channel received, including one being unsubscribed.
 //!
 //! # Single Redis or Redis Cluster
 //!
@@ -30,10 +33,12 @@
 //! cluster: a command connection to every master (so any channel can be
 //! published to at once), a subscriber connection to each master owning a
 //! wanted channel's slot, `SPUBLISH`/`SSUBSCRIBE` routed by slot. A
-//! `-MOVED`/`-ASK` reply or a `sunsubscribe` push Redis sent on its own
-//! makes the engine ask `CLUSTER SLOTS` again (at most every
-//! [`REFRESH_MIN`]), and the subscriptions follow the new map; a lost
-//! connection asks it again when it reconnects.
+//! `-MOVED`/`-ASK` reply, a `sunsubscribe` push Redis sent on its own or a
+//! lost connection makes the engine ask `CLUSTER SLOTS` again (of any
+//! master it still reaches, at most every [`REFRESH_MIN`]; and every
+//! [`REFRESH_DOWN`] while it is not up, so that a failover's new master is
+//! found), and the connections and subscriptions follow the new map; each
+//! command connection also asks it when it (re)connects.
 //!
 //! # Up and down
 //!
@@ -44,7 +49,9 @@
 //! read or write error, Redis closing it, a protocol error, or no `PONG`
 //! within 5 s). Each connection then reconnects after a back-off (100 ms,
 //! doubling to 5 s, reset when the engine is up again). Up is logged at
-//! info, down at warn with its reason, each attempt at debug only.
+//! info, down at warn with its reason, each attempt at debug only (the
+//! reactor itself still logs every outgoing connection: connected at info,
+//! a failed connect at warn).
 //!
 //! # Bounds
 //!
@@ -81,6 +88,10 @@ pub(crate) const DEFAULT_MAX_OUTGOING: usize = 64 << 20;
 pub(crate) const MAX_INCOMING: usize = 1 << 16;
 /// The shortest time between two `CLUSTER SLOTS` refreshes.
 pub(crate) const REFRESH_MIN: Duration = Duration::from_millis(100);
+/// How often a cluster engine that is not up asks `CLUSTER SLOTS` of the
+/// masters it can reach (a failover promotes a replica at an address the
+/// old map does not name).
+pub(crate) const REFRESH_DOWN: Duration = Duration::from_secs(1);
 
 /// How to reach the engine.
 #[derive(Debug, Clone)]
@@ -167,7 +178,8 @@ pub(crate) struct EngineBoard {
     pub(crate) sharded: bool,
     /// +1 each time `up` turns true (the broker republishes its state).
     pub(crate) generation: u64,
-    /// Publishes and sets dropped (down, or over `max_outgoing`).
+    /// Publishes and sets dropped (down, over `max_outgoing`, or answered
+    /// `-MOVED`/`-ASK`).
     pub(crate) dropped: u64,
     /// Publishes sent.
     pub(crate) published: u64,
@@ -182,6 +194,14 @@ pub(crate) struct EngineBoard {
 
 /// The board both services hold.
 pub(crate) type SharedEngineBoard = Arc<Mutex<EngineBoard>>;
+
+/// Whether an error reply to `CLUSTER SLOTS` says "not a cluster" (a
+/// single Redis, or a server without the command), rather than "not now"
+/// (`NOAUTH`, `LOADING`, `CLUSTERDOWN`...).
+fn not_a_cluster(error: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(error).to_ascii_lowercase();
+    text.contains("cluster support disabled") || text.starts_with("err unknown")
+}
 
 /// The board, even if a thread panicked holding it (nothing on it can be
 /// half-written in a way that matters more than stopping would).
@@ -492,6 +512,8 @@ impl EngineService {
         ep.conn = None;
         ep.ready = false;
         ep.connecting = false;
+        // The map may have changed (a failover): ask the others.
+        self.refresh |= matches!(self.mode, Mode::Cluster(_));
         let delay = ep.backoff.next_delay();
         ep.retry_at = Some(now + delay);
         debug!(
@@ -658,12 +680,23 @@ impl EngineService {
             Event::Subscribed(_) => {}
             Event::Slots(reply) => {
                 let mode = match reply {
-                    Err(e) => {
+                    Err(e) if not_a_cluster(&e) => {
                         debug!(
                             "redis engine: CLUSTER SLOTS: {}",
                             String::from_utf8_lossy(&e)
                         );
                         Mode::Single
+                    }
+                    Err(e) => {
+                        // NOAUTH, LOADING, CLUSTERDOWN...: not an answer
+                        // about the mode; try again later.
+                        let why = format!("CLUSTER SLOTS: {}", String::from_utf8_lossy(&e));
+                        if !self.warned_error {
+                            self.warned_error = true;
+                            warn!("redis engine: {node}: {why} (further errors at debug)");
+                        }
+                        self.fail(conn, CloseReason::Closed, &why);
+                        return;
                     }
                     Ok(v) => match SlotMap::from_reply(&v, node) {
                         Some(map) if !map.masters().is_empty() => Mode::Cluster(map),
@@ -689,7 +722,18 @@ impl EngineService {
                 self.refresh = true;
                 self.subs_dirty = true;
             }
-            Event::Redirected => self.refresh = true,
+            Event::Redirected => {
+                self.refresh = true;
+                // On a command connection it answered a publish or a set,
+                // which is lost.
+                let command = self
+                    .links
+                    .proto(conn)
+                    .is_some_and(|p| p.link.role() == Role::Command);
+                if command {
+                    self.dropped += 1;
+                }
+            }
             Event::Error { sent, message } => {
                 let text = String::from_utf8_lossy(&message);
                 if self.warned_error {
@@ -871,10 +915,13 @@ impl Service for EngineService {
                 .filter(|e| e.conn.is_none() && !e.connecting)
                 .filter_map(|e| e.retry_at)
         });
-        let refresh = self
-            .refresh
-            .then(|| self.last_refresh.map(|t| t + REFRESH_MIN))
-            .flatten();
+        let refresh = if self.refresh {
+            self.last_refresh.map(|t| t + REFRESH_MIN)
+        } else if !self.up && self.sharded() {
+            self.last_refresh.map(|t| t + REFRESH_DOWN)
+        } else {
+            None
+        };
         links
             .chain(retries)
             .chain(refresh)
@@ -935,6 +982,9 @@ impl Service for EngineService {
         self.maintain(now);
         if self.subs_dirty {
             self.resubscribe();
+        }
+        if !self.up && self.sharded() && self.last_refresh.is_none_or(|t| now >= t + REFRESH_DOWN) {
+            self.refresh = true;
         }
         self.maybe_refresh(now);
         if !self.up && !self.stopping && self.ready_now() {

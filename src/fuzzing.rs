@@ -1507,3 +1507,107 @@ pub fn tls_server(data: &[u8]) {
         );
     }
 }
+
+// resp
+// ---------------------------------------------------------------------------
+
+/// The RESP2 decoder (`redis::resp::decode`) on arbitrary bytes, the first
+/// byte picking a cut point, and a subscriber link fed the same bytes whole
+/// and in pieces (the second byte picks their size): it never panics,
+/// never consumes more than it was given, a prefix of a value is
+/// `Incomplete` (with `needed` between the prefix and the value's length),
+/// a decoded value re-encodes to bytes that decode to the same value, the
+/// fast path for `message` pushes reads what the decoder reads, and the
+/// link gives the same events whatever the pieces, and the same error (or,
+/// in pieces, none yet: see below).
+pub fn resp(data: &[u8]) {
+    use crate::redis::link::{Link, Role};
+    use crate::redis::resp::{Decoded, decode, encode_value};
+
+    let (cut, step, buf) = match data {
+        [a, b, rest @ ..] => (*a, usize::from(*b % 16) + 1, rest),
+        _ => return,
+    };
+    let full = decode(buf);
+    let cut = usize::from(cut) % (buf.len() + 1);
+    let prefix = decode(&buf[..cut]);
+    match &full {
+        Ok(Decoded::Value { value, consumed }) => {
+            assert!(*consumed <= buf.len() && *consumed > 0);
+            if cut < *consumed {
+                match prefix {
+                    Ok(Decoded::Incomplete { needed }) => {
+                        assert!(needed > cut && needed <= *consumed, "needed {needed}");
+                    }
+                    other => panic!("a prefix of a value: {other:?}"),
+                }
+            }
+            let mut again = Vec::new();
+            encode_value(value, &mut again);
+            assert_eq!(
+                decode(&again),
+                Ok(Decoded::Value {
+                    value: value.clone(),
+                    consumed: again.len()
+                })
+            );
+        }
+        Ok(Decoded::Incomplete { needed }) => {
+            assert!(*needed > buf.len());
+            assert!(
+                matches!(prefix, Ok(Decoded::Incomplete { .. })),
+                "{prefix:?}"
+            );
+        }
+        Err(e) => assert!(
+            matches!(prefix, Ok(Decoded::Incomplete { .. })) || prefix == Err(*e),
+            "{prefix:?} / {e:?}"
+        ),
+    }
+
+    // The subscriber's fast path reads what the decoder reads.
+    if let Some((channel, payload, consumed)) = crate::redis::resp::message(buf) {
+        match &full {
+            Ok(Decoded::Value {
+                value: crate::redis::resp::Value::Array(items),
+                consumed: n,
+            }) => {
+                assert_eq!(*n, consumed);
+                assert_eq!(items.len(), 3);
+                assert_eq!(items[1].as_bytes(), Some(channel));
+                assert_eq!(items[2].as_bytes(), Some(payload));
+                assert!(matches!(items[2], crate::redis::resp::Value::Bulk(_)));
+            }
+            other => panic!("the fast path read a message, the decoder {other:?}"),
+        }
+    }
+
+    let now = Instant::now();
+    let run = |step: usize| {
+        let mut link = Link::new(Role::Subscriber, now);
+        let mut events = Vec::new();
+        let mut tail: Vec<u8> = Vec::new();
+        for chunk in buf.chunks(step) {
+            tail.extend_from_slice(chunk);
+            match link.handle_input(&tail, &mut events) {
+                Ok(used) => {
+                    assert!(used <= tail.len());
+                    tail.drain(..used);
+                }
+                Err(e) => return (events, Some(e)),
+            }
+        }
+        (events, None)
+    };
+    let (whole, whole_error) = run(buf.len().max(1));
+    let (split, split_error) = run(step);
+    assert_eq!(whole, split);
+    // An error can go unseen in pieces, and only there: the link does not
+    // decode again before the least length a valid value could have (a
+    // long array's remaining elements, 3 bytes each), which bad input may
+    // never reach. Valid input always does.
+    assert!(
+        split_error == whole_error || split_error.is_none(),
+        "{whole_error:?} / {split_error:?}"
+    );
+}

@@ -78,6 +78,11 @@ fn ws_transport() {
     replay("ws_transport", switchboard::fuzzing::ws_transport);
 }
 
+#[test]
+fn resp() {
+    replay("resp", switchboard::fuzzing::resp);
+}
+
 /// One input, e.g. a crash the fuzzer wrote:
 /// `FUZZ_TARGET=broker FUZZ_INPUT=fuzz/artifacts/broker/crash-... cargo test
 /// --test fuzz_corpus one_input -- --ignored` (with `SWITCHBOARD_FUZZ_TRACE=1`
@@ -99,6 +104,7 @@ fn one_input() {
         "ws" => switchboard::fuzzing::ws,
         "ws_transport" => switchboard::fuzzing::ws_transport,
         "peer_session" => switchboard::fuzzing::peer_session,
+        "resp" => switchboard::fuzzing::resp,
         other => panic!("unknown target {other}"),
     };
     check(&data);

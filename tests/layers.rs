@@ -75,6 +75,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "passwd",
             "peer",
             "proto",
+            "redis",
             "tls",
             "transport",
             "ws",

@@ -44,6 +44,10 @@ fn free_port(cluster: bool) -> u16 {
 
 impl Redis {
     fn start(cluster: bool) -> Self {
+        Self::start_with(cluster, &[])
+    }
+
+    fn start_with(cluster: bool, extra: &[&str]) -> Self {
         let port = free_port(cluster);
         let dir =
             std::env::temp_dir().join(format!("switchboard-redis-{}-{port}", std::process::id()));
@@ -71,6 +75,7 @@ impl Redis {
             ]);
             args.push(dir.join(format!("nodes-{port}.conf")).display().to_string());
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut r = Self {
             child: None,
             port,
@@ -341,6 +346,37 @@ fn two_engines_exchange_messages_both_ways_in_order() {
 }
 
 #[test]
+fn a_silent_redis_is_dropped_after_the_ping_timeout_and_reconnected() {
+    let redis = Redis::start(false);
+    let mut e = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
+    e.subscribe(&["quiet"]);
+    e.wait("up", 10, |b, _| b.up);
+    let stopped = Instant::now();
+    redis.signal("-STOP");
+    // The next ping (within 3 s) goes unanswered for 5 s.
+    e.wait("down", 10, |b, _| !b.up);
+    let after = stopped.elapsed();
+    assert!(after >= Duration::from_secs(4), "down after {after:?}");
+    redis.signal("-CONT");
+    e.wait("up again", 10, |b, _| b.up && b.generation == 2);
+    e.publish("quiet", ["again".to_string()]);
+    e.wait("a message", 5, |_, got| got.len() == 1);
+}
+
+#[test]
+fn cluster_slots_errors_tell_a_single_redis_from_one_not_ready() {
+    assert!(not_a_cluster(
+        b"ERR This instance has cluster support disabled"
+    ));
+    assert!(not_a_cluster(b"ERR unknown command 'CLUSTER'"));
+    assert!(!not_a_cluster(b"NOAUTH Authentication required."));
+    assert!(!not_a_cluster(
+        b"LOADING Redis is loading the dataset in memory"
+    ));
+    assert!(!not_a_cluster(b"CLUSTERDOWN The cluster is down"));
+}
+
+#[test]
 fn a_broker_that_does_not_drain_pauses_the_subscriber_without_losing_messages() {
     let redis = Redis::start(false);
     let mut a = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
@@ -444,9 +480,12 @@ fn a_stopped_redis_bounds_what_is_queued_and_drops_the_rest() {
     e.wait("still up", 1, |b, _| b.up && b.generation == 1);
 }
 
-#[test]
-fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
-    let nodes: Vec<Redis> = (0..3).map(|_| Redis::start(true)).collect();
+/// A Redis Cluster of `masters` masters with `replicas` replicas each, on
+/// loopback, ready (`cluster_state:ok` everywhere).
+fn cluster(masters: usize, replicas: usize, extra: &[&str]) -> Vec<Redis> {
+    let nodes: Vec<Redis> = (0..masters * (1 + replicas))
+        .map(|_| Redis::start_with(true, extra))
+        .collect();
     let addrs: Vec<String> = nodes
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))
@@ -454,7 +493,7 @@ fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
     let out = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -468,6 +507,89 @@ fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
         assert!(Instant::now() < deadline, "the cluster did not become ok");
         thread::sleep(Duration::from_millis(50));
     }
+    nodes
+}
+
+/// The port of the master owning `slot`, from `CLUSTER NODES` as `node`
+/// sees it (a master marked failed does not count).
+fn master_of(node: &Redis, slot: u16) -> Option<u16> {
+    node.cli(&["cluster", "nodes"]).lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let flags = fields.get(2)?;
+        if !flags.contains("master") || flags.contains("fail") {
+            return None;
+        }
+        let owns = fields.iter().skip(8).any(|r| {
+            let mut ends = r.split('-').map(|x| x.parse::<u16>().ok());
+            match (ends.next().flatten(), ends.next()) {
+                (Some(a), None) => a == slot,
+                (Some(a), Some(Some(b))) => a <= slot && slot <= b,
+                _ => false,
+            }
+        });
+        let port = fields.get(1)?.split('@').next()?.rsplit(':').next()?;
+        owns.then(|| port.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn a_cluster_failover_is_followed_to_the_new_master() {
+    let mut nodes = cluster(
+        3,
+        1,
+        &[
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+        ],
+    );
+    // Each replica in sync with its master before one fails.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while nodes.iter().any(|n| {
+        let info = n.cli(&["info", "replication"]);
+        info.contains("role:slave") && !info.contains("master_link_status:up")
+    }) {
+        assert!(Instant::now() < deadline, "the replicas did not sync");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let ca = "switchboard:{a}";
+    let mut a = Engine::start(&nodes[0].url(), DEFAULT_MAX_OUTGOING);
+    let mut b = Engine::start(&nodes[0].url(), DEFAULT_MAX_OUTGOING);
+    a.subscribe(&[ca]);
+    a.wait("a up", 15, |b, _| b.up && b.sharded && b.generation == 1);
+    b.wait("b up", 15, |b, _| b.up && b.sharded);
+    b.publish(ca, ["before".to_string()]);
+    a.wait("the first message", 5, |_, got| got.len() == 1);
+
+    let old = master_of(&nodes[0], 15495).expect("a master owns {a}'s slot");
+    let dead = nodes.iter().position(|n| n.port == old).expect("that node");
+    nodes[dead].kill();
+    let live = (dead + 1) % nodes.len();
+    a.wait("a down", 5, |b, _| !b.up);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while master_of(&nodes[live], 15495).is_none_or(|p| p == old) {
+        assert!(Instant::now() < deadline, "no failover");
+        thread::sleep(Duration::from_millis(100));
+    }
+    a.wait("a up on the new master", 15, |b, _| {
+        b.up && b.generation == 2
+    });
+    b.wait("b up again", 15, |b, _| b.up && b.generation == 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    while a.payloads(ca).len() == 1 {
+        assert!(Instant::now() < deadline, "no message after the failover");
+        b.publish(ca, [format!("after-{i}")]);
+        i += 1;
+        a.wait("a moment", 1, |_, _| true);
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
+    let nodes = cluster(3, 0, &[]);
     // {a}, {b} and {c} hash to slots 15495, 3300 and 7365: one on each master.
     let (ca, cb, cc) = ("switchboard:{a}", "switchboard:{b}", "switchboard:{c}");
     let mut a = Engine::start(&nodes[0].url(), DEFAULT_MAX_OUTGOING);
@@ -518,6 +640,8 @@ fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
         a.wait("a moment", 1, |_, _| true);
         thread::sleep(Duration::from_millis(50));
     }
+    // b's first publish after the move was answered -MOVED: lost, counted.
+    b.wait("the MOVED publish counted", 1, |b, _| b.dropped >= 1);
     // Once through, in order and none lost.
     b.publish(ca, numbered("after", 50));
     a.wait("the messages after the move", 10, |_, got| {

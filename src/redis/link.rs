@@ -288,6 +288,16 @@ impl Link {
                 self.needed = 0;
                 return Ok(used);
             }
+            if self.role == Role::Subscriber {
+                if let Some((channel, payload, consumed)) = resp::message(rest) {
+                    used += consumed;
+                    events.push(Event::Message {
+                        channel: String::from_utf8_lossy(channel).into_owned(),
+                        payload: Bytes::copy_from_slice(payload),
+                    });
+                    continue;
+                }
+            }
             match resp::decode(rest).map_err(LinkError::Resp)? {
                 Decoded::Value { value, consumed } => {
                     used += consumed;
@@ -360,7 +370,8 @@ impl Link {
                 .as_bytes()
                 .map(|c| String::from_utf8_lossy(c).into_owned())
         };
-        match kind.to_ascii_lowercase().as_slice() {
+        // Redis writes these kinds in lower case.
+        match kind {
             b"message" | b"smessage" => {
                 if let (Some(channel), Some(Value::Bulk(payload))) = (channel(), it.next()) {
                     events.push(Event::Message { channel, payload });
