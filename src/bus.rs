@@ -82,8 +82,7 @@ impl LoopPeers {
     /// Whether another loop is so far behind that this one should stop
     /// taking client input for now.
     pub(crate) fn congested(&self) -> bool {
-        (self.peers.iter().flatten())
-            .any(|p| p.backlog.load(Ordering::Relaxed) > LOOP_HIGH_WATER)
+        (self.peers.iter().flatten()).any(|p| p.backlog.load(Ordering::Relaxed) > LOOP_HIGH_WATER)
     }
 
     /// Posts `hand` to loop `j` with one wake; `cost` counts against that

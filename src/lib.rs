@@ -47,14 +47,11 @@ mod atomic_file;
 pub mod auth;
 pub mod broker;
 pub mod buf;
+mod bus;
 pub mod certs;
 pub mod client;
 pub mod conn;
 pub mod datagram;
-// The cluster engine's transport (issue 15): the broker side wires it in;
-// until then nothing outside its tests calls it.
-#[allow(dead_code)]
-mod bus;
 mod engine;
 pub mod error;
 pub mod event_loop;
@@ -71,7 +68,6 @@ mod probe;
 pub mod proto;
 mod reactor;
 // Sans-IO Redis (RESP2, links, cluster slots) for `engine`; see `engine`.
-#[allow(dead_code)]
 mod redis;
 pub mod server;
 pub mod tls;

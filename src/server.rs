@@ -899,6 +899,8 @@ impl<H: Handler> BrokerService<H> {
             return;
         };
         let relay = e.poll(&mut self.broker, &mut self.links, now, self.loops.is_some());
+        let dropped = e.dropped() + self.loops.as_ref().map_or(0, |l| l.dropped);
+        self.broker.set_cluster_dropped(dropped);
         let Some(l) = self.loops.as_mut() else {
             return;
         };
@@ -914,6 +916,9 @@ impl<H: Handler> BrokerService<H> {
     /// Gives back to the other loops' bound what this loop has worked
     /// through of their notes.
     fn settle_notes(&mut self) {
+        if let (Some(l), None) = (self.loops.as_ref(), self.engine.as_ref()) {
+            self.broker.set_cluster_dropped(l.dropped);
+        }
         let done = self.broker.take_processed_note_cost();
         if let (Some(l), 1..) = (self.loops.as_ref(), done) {
             l.backlog.fetch_sub(done, Ordering::Relaxed);
@@ -988,7 +993,11 @@ impl<H: Handler> Service for BrokerService<H> {
         self.settle_notes();
         if !self.held_back.is_empty() && !self.loops.as_ref().is_some_and(|l| l.congested()) {
             for (conn, generation) in std::mem::take(&mut self.held_back) {
-                if self.links.get(conn).is_some_and(|l| l.generation() == generation) {
+                if self
+                    .links
+                    .get(conn)
+                    .is_some_and(|l| l.generation() == generation)
+                {
                     self.links.set_paused(conn, false);
                 }
             }

@@ -581,6 +581,8 @@ pub(super) struct Cluster {
     /// Notes received, and batches that could not be read.
     pub(super) received: u64,
     pub(super) sent: u64,
+    /// Dropped by the carrier (see `Broker::set_cluster_dropped`).
+    pub(super) dropped: u64,
     /// Notes received and not yet worked through, with their senders.
     pub(super) inbox: std::collections::VecDeque<(Arc<str>, Note, bool)>,
     /// A new member was met: this one's state goes out.
@@ -622,6 +624,7 @@ impl Cluster {
             beat_at: None,
             received: 0,
             sent: 0,
+            dropped: 0,
             inbox: std::collections::VecDeque::new(),
             processed_cost: 0,
             state_due: false,

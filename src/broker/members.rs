@@ -86,6 +86,22 @@ impl Broker {
         self.own_state(links)
     }
 
+    /// `STATS`' cluster figures: members known, notes sent and received,
+    /// and messages the carrier dropped.
+    pub(super) fn cluster_figures(&self) -> (u64, u64, u64, u64) {
+        self.cluster.as_ref().map_or((0, 0, 0, 0), |c| {
+            (c.members.len() as u64, c.sent, c.received, c.dropped)
+        })
+    }
+
+    /// What the carrier (the engine, or the other loops' queues) dropped
+    /// so far, for `STATS`.
+    pub fn set_cluster_dropped(&mut self, dropped: u64) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.dropped = dropped;
+        }
+    }
+
     /// Whether notes wait in [`Broker::take_notes`].
     pub fn has_notes(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| !c.outbox.is_empty())
@@ -832,7 +848,8 @@ fn combine(key: &str, a: u64, b: u64) -> u64 {
     match key {
         // The same for every loop, or the worst of them; `groups` are
         // configured alike (open groups made by use may differ).
-        "uptime_s" | "rss_bytes" | "log_lines_dropped" | "loop_turn_max_us" | "groups" => a.max(b),
+        "uptime_s" | "rss_bytes" | "log_lines_dropped" | "loop_turn_max_us" | "groups"
+        | "cluster_members" => a.max(b),
         // Counted by the asking loop from its views (a user with sessions
         // on two loops is one user).
         "users" => a,

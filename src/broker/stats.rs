@@ -233,6 +233,30 @@ impl Broker {
                 Counter,
                 "Directory probes that got no PONG in time.",
             ),
+            figure(
+                "cluster_members",
+                self.cluster_figures().0,
+                Gauge,
+                "Other loops and nodes this one knows (section 11).",
+            ),
+            figure(
+                "cluster_notes_sent",
+                self.cluster_figures().1,
+                Counter,
+                "Notes sent to the other loops and nodes.",
+            ),
+            figure(
+                "cluster_notes_received",
+                self.cluster_figures().2,
+                Counter,
+                "Notes received from the other loops and nodes.",
+            ),
+            figure(
+                "cluster_dropped",
+                self.cluster_figures().3,
+                Counter,
+                "Messages to other nodes dropped by the engine (down, or over its bound) or to other loops (far behind).",
+            ),
         ]);
     }
 

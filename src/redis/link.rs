@@ -208,6 +208,7 @@ impl Link {
     }
 
     /// Subscriptions confirmed.
+    #[cfg(test)]
     pub(crate) fn confirmed(&self) -> &BTreeSet<String> {
         &self.confirmed
     }

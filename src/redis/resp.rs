@@ -402,6 +402,7 @@ impl Command {
 
 /// Encodes any value (for tests and the fuzz target: commands go through
 /// [`Command`]).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn encode_value(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Simple(s) => {
