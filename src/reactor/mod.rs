@@ -819,7 +819,9 @@ impl<S: Service, D: DatagramService> Reactor<S, D> {
             },
         };
         if let Some(e) = failure {
-            warn!(
+            // The service that asked for it reports it as it sees fit (the
+            // cluster engine once per outage, not once per retry).
+            debug!(
                 "{}: connect failed: {e}",
                 service.links_ref().log_peer(conn)
             );
