@@ -189,6 +189,8 @@ pub struct Server<H: Handler = ()> {
     local_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
+    /// The node's name (`HELLO`'s `node=`).
+    node: String,
 }
 
 /// Runs one more loop to its end (on a thread of its own).
@@ -372,6 +374,7 @@ impl<H: Handler + 'static> Server<H> {
             others: others_run,
             local_addrs,
             metrics_addr,
+            node: config.broker.node.clone(),
             handle: ServerHandle {
                 tx,
                 waker,
@@ -385,6 +388,12 @@ impl<H: Handler + 'static> Server<H> {
     /// plain ones first, then the TLS ones, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// This server's name (`--node`, or the host name and the plain
+    /// listener's port), as `HELLO` shows it.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The address of the metrics listener, if there is one.

@@ -209,6 +209,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     .into_iter()
     .flat_map(|(kind, n)| std::iter::repeat_n(kind, n))
     .collect();
+    let (threads, cluster) = (config.threads, config.cluster.clone());
     let server = match Server::bind_threads(config, |_| ()) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
@@ -219,6 +220,15 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         .collect();
     listeners.extend(server.metrics_addr().map(|addr| ("metrics", addr)));
     banner.log(&listeners);
+    let loops = if threads > 1 {
+        format!("{threads} loops, one a thread")
+    } else {
+        "one loop".to_owned()
+    };
+    match cluster {
+        Some(url) => info!("{loops}; node {} in the cluster at {url}", server.node()),
+        None => info!("{loops}; node {}; no cluster", server.node()),
+    }
     let handle = server.handle();
     if let Err(e) = handle_signals(handle, reload) {
         return fail(&format!("cannot install signal handlers: {e}"));
