@@ -261,8 +261,10 @@ impl<H: Handler + 'static> Server<H> {
                 "at most 64 threads, not {threads}"
             )));
         }
-        // The connection limit is the server's: the loops count together.
+        // The connection limit is the server's: the loops count together;
+        // so are the directory's probes.
         let admitted = Arc::new(AtomicUsize::new(0));
+        let probes = Arc::new(AtomicUsize::new(0));
         let mut loops = Vec::with_capacity(threads);
         for _ in 0..threads {
             let poll = Poll::new().map_err(StartError::Io)?;
@@ -304,6 +306,7 @@ impl<H: Handler + 'static> Server<H> {
             }
             if threads > 1 {
                 built.service.links.share_admissions(Arc::clone(&admitted));
+                built.service.broker.share_probe_count(Arc::clone(&probes));
                 match &checks {
                     None => checks = Some(built.service.broker.password_checks()),
                     Some(c) => built.service.broker.share_password_checks(c.clone()),
@@ -964,17 +967,23 @@ impl<H: Handler> Service for BrokerService<H> {
         self.broker.accept(&mut self.links, io, peer, now)
     }
     fn handle_input(&mut self, conn: ConnId, data: &[u8], now: std::time::Instant) {
-        // Another loop far behind: this client's input waits (kept, and
-        // its socket no longer read) until that loop catches up.
-        if self.loops.as_ref().is_some_and(|l| l.congested()) && self.links.can_process(conn) {
+        let notes_before = self.broker.note_count();
+        let authz = &mut HandlerAuthz(&mut self.handler);
+        self.broker
+            .handle_input_with(&mut self.links, conn, data, now, authz);
+        // A client whose input made work for another loop that is far
+        // behind waits (the rest of its input kept, its socket no longer
+        // read) until that loop catches up; a client that only reads, pings
+        // or asks goes on.
+        if self.broker.note_count() > notes_before
+            && self.loops.as_ref().is_some_and(|l| l.congested())
+            && self.links.can_process(conn)
+        {
             self.links.set_paused(conn, true);
             if let Some(l) = self.links.get(conn) {
                 self.held_back.push((conn, l.generation()));
             }
         }
-        let authz = &mut HandlerAuthz(&mut self.handler);
-        self.broker
-            .handle_input_with(&mut self.links, conn, data, now, authz);
     }
     fn handle_eof(&mut self, conn: ConnId, now: std::time::Instant) {
         self.broker.handle_eof(&mut self.links, conn, now);

@@ -237,8 +237,13 @@ fn pipelined_wide_fan_outs_do_not_stall_others() {
         subs.push(s);
     }
     let mut other = server.login("other");
-    // Every subscription has landed once this is answered.
+    // Every subscription has landed once this is answered (on one loop;
+    // over several, a bounded wait for the others to have read theirs).
     let mut check = server.login("check");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while check.result("WHO 0 63").len() < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(check.result("WHO 0 63").len(), 1000);
     let mut flood = Vec::new();
     for i in 0..600 {
@@ -315,6 +320,12 @@ fn tearing_down_big_queues_does_not_stall_others() {
         subs.push(s);
     }
     let mut check = server.login("check");
+    // The 50 never read (no ACK to wait for); over several loops their
+    // subscriptions may land a moment later: bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while check.result("WHO 0 1").len() < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(check.result("WHO 0 1").len(), 50);
     let mut other = server.login("other");
     // The publisher floods from one thread and reads its ACKs on another,

@@ -110,6 +110,9 @@ pub enum Note {
     Bound(Arc<str>, SocketAddr),
     /// A directory entry went.
     Unbound(Arc<str>),
+    /// The user left the directory (`LEAVE`) here: an entry for the user
+    /// on the receiving member goes too.
+    Leave(Arc<str>),
     /// A request (or survey) for member `to` to serve locally.
     Request {
         /// The member asked.
@@ -254,6 +257,7 @@ impl Note {
                 b"",
             ),
             Self::Unbound(u) => frame::encode(out, "UNBIND", &[u.as_bytes()], b""),
+            Self::Leave(u) => frame::encode(out, "LEAVE", &[u.as_bytes()], b""),
             Self::Request {
                 to,
                 n,
@@ -398,6 +402,7 @@ pub fn decode_batch(batch: &Bytes) -> Result<(Arc<str>, Vec<Note>), BadBatch> {
                 Note::Bound(name(0)?, SocketAddr::new(ip, port))
             }
             "UNBIND" => Note::Unbound(name(0)?),
+            "LEAVE" => Note::Leave(name(0)?),
             "REQ" => Note::Request {
                 to: name(0)?,
                 n: number(1)?,
@@ -441,7 +446,7 @@ pub(super) struct View {
     /// Sessions by case-folded user: (display name, count).
     pub(super) users: HashMap<Arc<str>, (Arc<str>, u32)>,
     /// Subscriptions: group → case-folded user → count.
-    pub(super) groups: HashMap<GroupId, HashMap<Arc<str>, u32>>,
+    pub(super) groups: HashMap<GroupId, Members>,
     /// Queue memberships: (group, queue) → count.
     pub(super) queues: HashMap<(GroupId, Arc<str>), u32>,
     /// Directory entries by case-folded user: (user, address).
@@ -450,6 +455,63 @@ pub(super) struct View {
     pub(super) seen: Option<Tick>,
     /// A loop of this process: never expires (it beats through no engine).
     pub(super) local: bool,
+}
+
+/// The users of one remote member in one group, with their sessions there:
+/// one user (the common case, no allocation of its own) or several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Members {
+    One(Arc<str>, u32),
+    Many(HashMap<Arc<str>, u32>),
+}
+
+impl Members {
+    /// The (case-folded) users and their counts.
+    pub(super) fn iter(&self) -> Box<dyn Iterator<Item = (&Arc<str>, u32)> + '_> {
+        match self {
+            Self::One(u, n) => Box::new(std::iter::once((u, *n))),
+            Self::Many(m) => Box::new(m.iter().map(|(u, n)| (u, *n))),
+        }
+    }
+
+    /// One session of `user` more (`key`: its interned name) or less;
+    /// returns whether nobody is left.
+    fn bump(&mut self, user: &str, key: Option<Arc<str>>) -> bool {
+        match (&mut *self, key) {
+            (Self::One(u, n), key) if **u == *user => {
+                if key.is_some() {
+                    *n += 1;
+                } else {
+                    *n -= 1;
+                }
+                *n == 0
+            }
+            (Self::One(u, n), Some(key)) => {
+                let mut m = HashMap::with_capacity(2);
+                m.insert(Arc::clone(u), *n);
+                m.insert(key, 1);
+                *self = Self::Many(m);
+                false
+            }
+            (Self::One(..), None) => false,
+            (Self::Many(m), key) => {
+                match (m.get_mut(user), key) {
+                    (Some(c), Some(_)) => *c += 1,
+                    (Some(c), None) => {
+                        *c -= 1;
+                        if *c == 0 {
+                            m.remove(user);
+                        }
+                    }
+                    (None, Some(key)) => {
+                        m.insert(key, 1);
+                    }
+                    (None, None) => {}
+                }
+                m.is_empty()
+            }
+        }
+    }
 }
 
 fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, k: K, up: bool) {
@@ -480,12 +542,35 @@ impl View {
     }
 
     pub(super) fn joined(&mut self, user: &str, g: GroupId, up: bool) {
-        let folded: Arc<str> = user.to_ascii_lowercase().into();
-        let members = self.groups.entry(g).or_default();
-        bump(members, folded, up);
-        if members.is_empty() {
-            self.groups.remove(&g);
+        // No allocation for a user already counted, none to fold a name
+        // that is lower case already, and the name shared with `users`: a
+        // session leaving 200,000 groups is 200,000 of these on every other
+        // member, and its memberships are held here.
+        let folded: std::borrow::Cow<'_, str> = if user.bytes().any(|b| b.is_ascii_uppercase()) {
+            user.to_ascii_lowercase().into()
+        } else {
+            user.into()
+        };
+        let key = up.then(|| self.intern(&folded));
+        match (self.groups.get_mut(&g), key) {
+            (Some(m), key) => {
+                if m.bump(&folded, key) {
+                    self.groups.remove(&g);
+                }
+            }
+            (None, Some(key)) => {
+                self.groups.insert(g, Members::One(key, 1));
+            }
+            (None, None) => {}
         }
+    }
+
+    /// The case-folded name as an `Arc` shared with `users` when the user
+    /// is known there.
+    fn intern(&self, folded: &str) -> Arc<str> {
+        self.users
+            .get_key_value(folded)
+            .map_or_else(|| Arc::from(folded), |(k, _)| Arc::clone(k))
     }
 
     pub(super) fn queue(&mut self, g: GroupId, q: &Arc<str>, up: bool) {
@@ -506,7 +591,7 @@ impl View {
             s.push_str(&format!("u {name} {n}\n"));
         }
         for (g, users) in &self.groups {
-            for (u, n) in users {
+            for (u, n) in users.iter() {
                 s.push_str(&format!("g {g} {u} {n}\n"));
             }
         }
@@ -536,8 +621,9 @@ impl View {
                 }
                 ["g", g, user, n] => {
                     if let (Some(g), Some(n)) = (group(g), count(n)) {
-                        let users = v.groups.entry(g).or_default();
-                        users.insert(Arc::from(user.to_ascii_lowercase()), n);
+                        for _ in 0..n.min(1 << 16) {
+                            v.joined(user, g, true);
+                        }
                     }
                 }
                 ["q", g, q, n] => {
@@ -726,6 +812,7 @@ mod tests {
             Note::Bound("bob".into(), "127.0.0.1:9000".parse().unwrap()),
             Note::Bound("bob".into(), "[::1]:9000".parse().unwrap()),
             Note::Unbound("bob".into()),
+            Note::Leave("bob".into()),
             Note::Request {
                 to: "node:7420".into(),
                 n: 9,

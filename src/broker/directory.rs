@@ -22,6 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -85,6 +86,9 @@ pub(super) struct Directory {
     /// By case-folded user name.
     entries: HashMap<Box<str>, Entry>,
     in_flight: HashMap<u64, Purpose>,
+    /// Probes in flight in every loop of the server, when there are
+    /// several (`MAX_PROBES` is the server's bound).
+    shared: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
     /// Probes for the IO layer, not yet taken.
     outbox: Vec<ProbeRequest>,
     /// Re-probe times: (when, epoch, folded user).
@@ -93,6 +97,28 @@ pub(super) struct Directory {
 }
 
 impl Directory {
+    /// Probes in flight, in this loop or (shared) in the whole server.
+    fn running(&self) -> usize {
+        self.shared.as_ref().map_or(self.in_flight.len(), |s| {
+            s.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    fn start(&mut self, id: u64, purpose: Purpose) {
+        self.in_flight.insert(id, purpose);
+        if let Some(s) = &self.shared {
+            s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn finish(&mut self, id: u64) -> Option<Purpose> {
+        let p = self.in_flight.remove(&id)?;
+        if let Some(s) = &self.shared {
+            s.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(p)
+    }
+
     fn new_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -167,13 +193,13 @@ impl Broker {
             return self.reply_err(links, conn, ErrorCode::Forbidden, &text);
         }
         // (A probe not yet taken by the IO layer is in flight already.)
-        if self.directory.in_flight.len() >= MAX_PROBES {
+        if self.directory.running() >= MAX_PROBES {
             let text = format!("{MAX_PROBES} probes are running; try again");
             return self.reply_err(links, conn, ErrorCode::Busy, &text);
         }
         let addr = SocketAddr::new(address, port);
         let id = self.directory.new_id();
-        self.directory.in_flight.insert(
+        self.directory.start(
             id,
             Purpose::Bind {
                 conn,
@@ -232,7 +258,14 @@ impl Broker {
         let Some(user) = links.proto(conn).and_then(|s| s.name.clone()) else {
             return;
         };
-        let text = if self.unbind(&user, "left") {
+        let mut left = self.unbind(&user, "left");
+        if self.in_cluster() {
+            // The entry may be another loop's or node's: it goes there too,
+            // and from this one's view at once.
+            left |= self.forget_remote_entry(&user);
+            self.note(super::cluster::Note::Leave(Arc::clone(&user)));
+        }
+        let text = if left {
             "left the directory"
         } else {
             "not in the directory"
@@ -285,6 +318,17 @@ impl Broker {
         });
     }
 
+    /// Probes in flight count for every loop holding `counter` together.
+    pub fn share_probe_count(&mut self, counter: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        self.directory.shared = Some(counter);
+    }
+
+    /// Another member's user left the directory (`LEAVE` there): this
+    /// one's entry for the user goes.
+    pub(super) fn remote_leave(&mut self, user: &str) {
+        self.unbind(user, "left");
+    }
+
     /// Adds or replaces an entry without a probe (the embedding program's
     /// word is taken); it is re-probed like any other.
     pub fn add_directory_entry<T>(
@@ -331,7 +375,7 @@ impl Broker {
         authz: &mut dyn Authorizer,
     ) {
         self.now = now;
-        let Some(purpose) = self.directory.in_flight.remove(&id) else {
+        let Some(purpose) = self.directory.finish(id) else {
             return;
         };
         if !ok {
@@ -392,7 +436,7 @@ impl Broker {
     /// Starts the re-probes that are due, as many as there is room for.
     pub(super) fn reprobe_due<T>(&mut self, links: &Sessions<T>) {
         let now = links.tick(self.now);
-        let room = MAX_PROBES.saturating_sub(self.directory.in_flight.len());
+        let room = MAX_PROBES.saturating_sub(self.directory.running());
         let mut started = 0;
         let mut later = Vec::new();
         while let Some(Reverse((at, _, _))) = self.directory.due.peek() {
@@ -415,9 +459,7 @@ impl Broker {
             e.probing = true;
             let addr = e.addr;
             let id = self.directory.new_id();
-            self.directory
-                .in_flight
-                .insert(id, Purpose::Reprobe { key, epoch });
+            self.directory.start(id, Purpose::Reprobe { key, epoch });
             self.directory.outbox.push(ProbeRequest { id, addr });
             self.counters.probes += 1;
             started += 1;

@@ -5,7 +5,6 @@
 //! branch on an `Option` per publish, login, subscription or directory
 //! change.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +17,10 @@ use super::registry::user_name;
 use super::{Broker, Sessions};
 use crate::conn::{ConnId, PushError, Shared};
 use crate::proto::{GroupId, frame};
+
+/// Work units a note counts for against the turn's budget, besides the
+/// deliveries it makes (see `WORK_BUDGET`).
+const NOTE_WORK: usize = 16;
 
 impl Broker {
     /// Makes this broker one member of several named `member`: the loops
@@ -100,6 +103,11 @@ impl Broker {
         if let Some(c) = self.cluster.as_mut() {
             c.dropped = dropped;
         }
+    }
+
+    /// How many notes wait in [`Broker::take_notes`].
+    pub fn note_count(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.outbox.len())
     }
 
     /// Whether notes wait in [`Broker::take_notes`].
@@ -226,10 +234,10 @@ impl Broker {
         turns.into()
     }
 
-    /// Notes from member `from`, in the order it sent them. They are
-    /// queued and worked through a budget per turn
-    /// ([`Broker::process_notes`]), so that a large batch (a flood of
-    /// publishes to many subscribers) is spread over loop turns.
+    /// Notes from member `from`, in the order it sent them. A budget's
+    /// worth is worked through at once; the rest waits for
+    /// [`Broker::process_notes`], once a turn, so that a large batch (a
+    /// flood of publishes to many subscribers) is spread over loop turns.
     pub fn handle_notes<T>(
         &mut self,
         links: &mut Sessions<T>,
@@ -296,6 +304,10 @@ impl Broker {
         };
         c.inbox
             .extend(notes.into_iter().map(|n| (Arc::clone(&from), n, counted)));
+        // Worked through at once, a budget's worth (before this turn's
+        // client input: a client that saw another loop's reply to a
+        // `SUBSCRIBE` finds it here); the rest by `process_notes` in the
+        // turns after.
         self.process_notes(links, now);
     }
 
@@ -322,7 +334,9 @@ impl Broker {
             if counted {
                 done += note.cost();
             }
-            self.work += 1;
+            // A note's own handling (view look-ups, a name folded) costs
+            // about what sixteen deliveries do; its fan-out counts on top.
+            self.work += NOTE_WORK;
             if note.target().is_some_and(|t| Some(t) != self.member_name()) {
                 continue;
             }
@@ -337,6 +351,10 @@ impl Broker {
         }
         if let Some(c) = self.cluster.as_mut() {
             c.processed_cost += done;
+            // A flood's worth of room is given back once it is worked off.
+            if c.inbox.is_empty() && c.inbox.capacity() > 4096 {
+                c.inbox = std::collections::VecDeque::new();
+            }
         }
         done
     }
@@ -419,6 +437,10 @@ impl Broker {
                 if let Some(v) = self.view_mut(from) {
                     v.directory.remove(user.to_ascii_lowercase().as_str());
                 }
+            }
+            Note::Leave(user) => {
+                self.remote_leave(&user);
+                self.forget_remote_entry(&user);
             }
             Note::State(state) => {
                 let fresh = View::decode(&state);
@@ -579,7 +601,7 @@ impl Broker {
         self.who_reply = None;
         self.groups_reply = None;
         for (g, users) in &view.groups {
-            for u in users.keys() {
+            for (u, _) in users.iter() {
                 let name = view
                     .users
                     .get(u)
@@ -653,7 +675,12 @@ impl Broker {
         };
         let mut v = Vec::new();
         for view in c.members.values() {
-            for k in view.groups.get(&g).into_iter().flat_map(HashMap::keys) {
+            for k in view
+                .groups
+                .get(&g)
+                .into_iter()
+                .flat_map(|m| m.iter().map(|(k, _)| k))
+            {
                 let name = view
                     .users
                     .get(k)
@@ -694,6 +721,20 @@ impl Broker {
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// Takes the user's entries out of every view (a `LEAVE`: the owners
+    /// are told, and confirm with `Unbound`); returns whether there was one.
+    pub(super) fn forget_remote_entry(&mut self, user: &str) -> bool {
+        let folded = user.to_ascii_lowercase();
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        let mut found = false;
+        for v in c.members.values_mut() {
+            found |= v.directory.remove(folded.as_str()).is_some();
+        }
+        found
     }
 
     /// `QUERY`'s entries of the other members (a local entry wins).
