@@ -696,22 +696,9 @@ pub(crate) fn build_broker<H: Handler + 'static>(
     service.refresh_metrics(std::time::Instant::now());
     let probes = ProbeService::new(Arc::clone(&service.probes));
     let engine = match &config.cluster {
-        // The other loops of a process reach the engine through loop 0.
-        Some(_) if config.loop_index > 0 => {
-            let member = bus::member_name(
-                &config.broker.node,
-                config.threads.max(1),
-                config.loop_index,
-            );
-            service
-                .broker
-                .join_cluster(&member, Some(config.cluster_expiry));
-            None
-        }
         Some(url) => {
             crate::engine::parse_url(url)
                 .map_err(|e| StartError::Config(format!("--cluster: {e}")))?;
-            let board = SharedEngineBoard::default();
             let member = bus::member_name(
                 &config.broker.node,
                 config.threads.max(1),
@@ -720,12 +707,16 @@ pub(crate) fn build_broker<H: Handler + 'static>(
             service
                 .broker
                 .join_cluster(&member, Some(config.cluster_expiry));
-            service.engine = Some(Box::new(EngineLink::new(
-                Arc::clone(&board),
-                &member,
-                config.cluster_expiry,
-            )));
-            Some(EngineService::new(EngineConfig::new(url.clone()), board))
+            // The other loops of a process reach the engine through loop 0.
+            (config.loop_index == 0).then(|| {
+                let board = SharedEngineBoard::default();
+                service.engine = Some(Box::new(EngineLink::new(
+                    Arc::clone(&board),
+                    &member,
+                    config.cluster_expiry,
+                )));
+                EngineService::new(EngineConfig::new(url.clone()), board)
+            })
         }
         None => None,
     };
