@@ -128,6 +128,20 @@ fn listing_replies_are_not_free_amplification() {
     let _one = one_at_a_time();
     let server = many_groups_server();
     let _big = subscribe_many(&server, "big", 200_000);
+    // Over several loops, each builds its view of big's 200,000
+    // memberships after the ACKs: measured once every loop has (a session
+    // on each, round-robin, sees big in the last group), so that the growth
+    // below is the listings'.
+    let loops = test_threads().map_or(1, |n| n.parse().unwrap_or(1));
+    let mut settled = Vec::new();
+    for i in 0..loops {
+        let mut c = server.login(&format!("settle{i}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.result("WHO 0 200000") != ["big"] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        settled.push(c);
+    }
     let mut other = server.login("other");
     other.ping();
     let before = rss_bytes(server.pid());
