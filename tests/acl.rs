@@ -151,6 +151,12 @@ fn sighup_reopens_the_log_file() {
     let rotated = dir.join("server.log.1");
     let mut srv = ServerProc::start(&["--log-file", path_str(&log)]);
     let _alice = srv.login("alice");
+    // Lines are written by the log's own thread: rotate once they are in
+    // the file (lines still queued at the rename may land in either file).
+    let written = wait_until(RELOAD, || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("logged in as alice"))
+    });
+    assert!(written, "the log file never had the login");
     fs::rename(&log, &rotated).unwrap();
     srv.signal("HUP");
     let ok = wait_until(RELOAD, || {

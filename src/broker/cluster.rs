@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -677,6 +677,10 @@ pub(super) struct Cluster {
     pub(super) state_due: bool,
     /// Cost of the notes worked through, for the carrier's bound.
     pub(super) processed_cost: usize,
+    /// The turn (its `now`) whose notes budget was last worked from, and
+    /// the work done of it: the batches handed in during one turn share
+    /// one budget.
+    pub(super) turn_work: Option<(Instant, usize)>,
     /// `STATS` waiting for the other loops' figures, by query number.
     pub(super) stats: HashMap<u64, StatsQuery>,
     pub(super) next_query: u64,
@@ -715,6 +719,7 @@ impl Cluster {
             dropped: 0,
             inbox: std::collections::VecDeque::new(),
             processed_cost: 0,
+            turn_work: None,
             state_due: false,
             stats: HashMap::new(),
             next_query: 0,

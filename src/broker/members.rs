@@ -307,8 +307,14 @@ impl Broker {
         // Worked through at once, a budget's worth (before this turn's
         // client input: a client that saw another loop's reply to a
         // `SUBSCRIBE` finds it here); the rest by `process_notes` in the
-        // turns after.
-        self.process_notes(links, now);
+        // turns after. Batches handed in during one turn share that
+        // budget: a loop woken with many batches from three others does
+        // one budget's worth, not one per batch.
+        let work = match c.turn_work {
+            Some((turn, work)) if turn == now => work,
+            _ => 0,
+        };
+        self.work_notes(links, now, work);
     }
 
     /// Whether notes from other members wait to be worked through.
@@ -320,8 +326,13 @@ impl Broker {
     /// fan-out spread over turns leaves of it); returns the cost
     /// ([`Note::cost`]) of the notes done.
     pub fn process_notes<T>(&mut self, links: &mut Sessions<T>, now: Instant) -> usize {
+        self.work_notes(links, now, 0)
+    }
+
+    /// Works through queued notes from `work` done up to the budget.
+    fn work_notes<T>(&mut self, links: &mut Sessions<T>, now: Instant, work: usize) -> usize {
         self.now = now;
-        self.work = 0;
+        self.work = work;
         let mut done = 0;
         // A fan-out spread over turns keeps one dedup mark per session: a
         // remote publish waits for it.
@@ -350,6 +361,7 @@ impl Broker {
             }
         }
         if let Some(c) = self.cluster.as_mut() {
+            c.turn_work = Some((now, self.work));
             c.processed_cost += done;
             // A flood's worth of room is given back once it is worked off.
             if c.inbox.is_empty() && c.inbox.capacity() > 4096 {

@@ -151,6 +151,9 @@ pub struct Broker {
     open_count: usize,
     /// Work done for the connection being processed (see `WORK_BUDGET`).
     work: usize,
+    /// The connection whose input was processed last, in which turn (its
+    /// `now`), and the work it has done in that turn.
+    work_for: Option<(ConnId, Instant, usize)>,
     /// `WORK_BUDGET`, but for tests and fuzzing, which make it small.
     work_budget: usize,
     /// The `GROUPS` reply, encoded once and shared until a group is created,
@@ -200,6 +203,7 @@ impl Broker {
             publish_seq: 0,
             open_count: 0,
             work: 0,
+            work_for: None,
             work_budget: commands::WORK_BUDGET,
             groups_reply: None,
             who_reply: None,
@@ -470,6 +474,9 @@ impl Broker {
         authz: &mut dyn Authorizer,
     ) {
         self.now = now;
+        // A connection that yielded resumes in a later turn, with a new
+        // budget (reads later in this turn share it).
+        self.work_for = None;
         links.resume_input(conn, |links, bytes| self.process(links, conn, bytes, authz));
     }
 

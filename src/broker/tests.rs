@@ -836,6 +836,37 @@ fn pipelined_fan_out_yields_past_the_work_budget() {
     h.broker.assert_consistent();
 }
 
+/// The work budget is a connection's for a turn, however many reads the
+/// reactor hands it in that turn (one 64 KiB read after another of
+/// pipelined `SUBSCRIBE`s over 200,000 groups held a loop for half a
+/// second); each group a membership command names counts. A resumed
+/// connection starts a new budget.
+#[test]
+fn reads_in_one_turn_share_the_connection_budget() {
+    let mut h = harness();
+    let c = h.login("c");
+    h.broker.broker.set_work_budget(30);
+    h.now += Duration::from_millis(1);
+    // A frame is one unit and each of its groups one more: three each.
+    h.send(c, &b"SUBSCRIBE 0 1 2\n".repeat(5));
+    assert_eq!(h.take(c).matches("subscribed").count(), 5);
+    h.send(c, &b"SUBSCRIBE 0 1 2\n".repeat(10));
+    assert_eq!(
+        h.take(c).matches("subscribed").count(),
+        5,
+        "15 + 5 x 3 = 30"
+    );
+    let mut yielded = Vec::new();
+    h.broker.links.take_yielded(&mut yielded);
+    assert_eq!(yielded, [c]);
+    h.broker.broker.resume(&mut h.broker.links, c, h.now);
+    assert_eq!(h.take(c).matches("subscribed").count(), 5);
+    // A new turn, a new budget.
+    h.now += Duration::from_millis(1);
+    h.send(c, &b"SUBSCRIBE 0 1 2\n".repeat(10));
+    assert_eq!(h.take(c).matches("subscribed").count(), 10);
+}
+
 /// Fuzz crash `broker` crash-c9aee087 (docs/fuzzing.md): a `JOINED` that
 /// overflows a watcher cuts it off mid-`SUBSCRIBE`; its leaving forgot an
 /// open group it alone used, which the same `SUBSCRIBE` was about to join,

@@ -348,3 +348,51 @@ fn limits_count_every_loop() {
     let out = m.h(0).take(b);
     assert!(out.contains("\nsessions=4\n"), "{out}");
 }
+
+/// Batches handed in during one loop turn share one work budget: a loop
+/// woken with many batches from the others does a budget's worth at once,
+/// not a budget per batch (a 63-group flood from three loops held a loop
+/// for 350 ms of one turn), and the turn's own call one more; the rest
+/// waits for the turns after, in order.
+#[test]
+fn batches_handed_in_one_turn_share_one_budget() {
+    let mut m = Mesh::new(2, None);
+    let a = m.login(0, "alice");
+    let b = m.login(1, "bob");
+    m.send(1, b, b"SUBSCRIBE 0 1\n");
+    assert_eq!(m.h(1).take(b), "ACK 10\nsubscribed");
+    // A publish note to one subscriber costs 16 + 1: four fit in 68.
+    m.h(1).broker.broker.set_work_budget(68);
+    let mut batches = Vec::new();
+    for i in 0..20 {
+        m.h(0).send(a, format!("PUBLISH 2 1\n{i:02}").as_bytes());
+        let notes = m.h(0).broker.broker.take_notes();
+        batches.push(decode_batch(&encode_batch("node-0", &notes)).expect("a batch"));
+    }
+    let h = m.h(1);
+    let now = h.now;
+    for (from, notes) in batches {
+        let e = &mut h.broker;
+        e.broker.handle_notes(&mut e.links, &from, notes, now);
+    }
+    let expected = |r: std::ops::Range<usize>| -> String {
+        r.map(|i| format!("PUBLISHED 2 alice 1\n{i:02}")).collect()
+    };
+    assert_eq!(h.take(b), expected(0..4));
+    // The turn's own call: one more budget.
+    let e = &mut h.broker;
+    e.broker.process_notes(&mut e.links, now);
+    assert_eq!(h.take(b), expected(4..8));
+    // The next turns: the rest, in order.
+    let mut got = String::new();
+    let mut turns = 0;
+    while h.broker.broker.has_pending_notes() {
+        h.now += Duration::from_millis(1);
+        let (e, now) = (&mut h.broker, h.now);
+        e.broker.process_notes(&mut e.links, now);
+        got += &h.take(b);
+        turns += 1;
+    }
+    assert_eq!(got, expected(8..20));
+    assert_eq!(turns, 3);
+}
