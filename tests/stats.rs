@@ -135,8 +135,14 @@ fn stats_has_every_key_and_its_counters_move() {
         assert!(after[key] > before[key], "{key} did not move: {after:?}");
     }
     drop(b);
-    a.ping();
-    let later = stats(&mut a);
+    // Bob's close is read by his loop; with several loops (SWITCHBOARD_TEST_
+    // THREADS), not necessarily before Alice's next command: wait, bounded.
+    let mut later = stats(&mut a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while later["sessions"] != 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        later = stats(&mut a);
+    }
     assert_eq!(later["sessions"], 3, "{later:?}");
     assert_eq!(later["subscriptions"], 1);
 }
