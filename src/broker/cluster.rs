@@ -443,8 +443,8 @@ pub fn decode_batch(batch: &Bytes) -> Result<(Arc<str>, Vec<Note>), BadBatch> {
 /// What this member knows of another.
 #[derive(Debug, Default)]
 pub(super) struct View {
-    /// Sessions by case-folded user: (display name, count).
-    pub(super) users: HashMap<Arc<str>, (Arc<str>, u32)>,
+    /// Sessions by case-folded user, with display names.
+    pub(super) users: Presence,
     /// Subscriptions: group → case-folded user → count.
     pub(super) groups: HashMap<GroupId, Members>,
     /// Queue memberships: (group, queue) → count.
@@ -455,6 +455,80 @@ pub(super) struct View {
     pub(super) seen: Option<Tick>,
     /// A loop of this process: never expires (it beats through no engine).
     pub(super) local: bool,
+}
+
+/// A member's users online: sessions by case-folded name, and each user's
+/// display name (its first session's). A user online costs each other loop
+/// and node one 24-byte table slot; a name in lower case already is its own
+/// key (the allocation the note brought, shared by every loop's view), and
+/// only a name that differs from its folded form takes an entry in `shown`
+/// and a folded copy.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Presence {
+    counts: HashMap<Arc<str>, u32>,
+    shown: HashMap<Arc<str>, Arc<str>>,
+}
+
+impl Presence {
+    /// The display name and session count of a (case-folded) user.
+    pub(super) fn get(&self, folded: &str) -> Option<(&Arc<str>, u32)> {
+        let (k, &n) = self.counts.get_key_value(folded)?;
+        Some((self.shown.get(folded).unwrap_or(k), n))
+    }
+
+    /// The folded name as stored (to share it).
+    pub(super) fn key(&self, folded: &str) -> Option<&Arc<str>> {
+        self.counts.get_key_value(folded).map(|(k, _)| k)
+    }
+
+    pub(super) fn contains_key(&self, folded: &str) -> bool {
+        self.counts.contains_key(folded)
+    }
+
+    /// Sets `display`'s session count (its folded form computed here).
+    pub(super) fn insert(&mut self, display: &Arc<str>, n: u32) {
+        if display.bytes().any(|b| b.is_ascii_uppercase()) {
+            let folded: Arc<str> = display.to_ascii_lowercase().into();
+            self.shown.insert(Arc::clone(&folded), Arc::clone(display));
+            self.counts.insert(folded, n);
+        } else {
+            self.shown.remove(&**display);
+            self.counts.insert(Arc::clone(display), n);
+        }
+    }
+
+    /// One session of `user` more or less.
+    pub(super) fn bump(&mut self, user: &Arc<str>, up: bool) {
+        let upper = user.bytes().any(|b| b.is_ascii_uppercase());
+        let folded: std::borrow::Cow<'_, str> = if upper {
+            user.to_ascii_lowercase().into()
+        } else {
+            (&**user).into()
+        };
+        if let Some(n) = self.counts.get_mut(&*folded) {
+            if up {
+                *n += 1;
+            } else {
+                *n -= 1;
+                if *n == 0 {
+                    self.counts.remove(&*folded);
+                    self.shown.remove(&*folded);
+                }
+            }
+        } else if up {
+            self.insert(user, 1);
+        }
+    }
+
+    /// (folded, display, count) of every user.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>, u32)> {
+        (self.counts.iter()).map(|(k, &n)| (k, self.shown.get(k).unwrap_or(k), n))
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
 }
 
 /// The users of one remote member in one group, with their sessions there:
@@ -529,18 +603,7 @@ fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, k: K, up: bool) {
 
 impl View {
     pub(super) fn online(&mut self, user: &Arc<str>, up: bool) {
-        let folded: Arc<str> = user.to_ascii_lowercase().into();
-        if up {
-            self.users
-                .entry(folded)
-                .or_insert_with(|| (Arc::clone(user), 0))
-                .1 += 1;
-        } else if let Some(e) = self.users.get_mut(&folded) {
-            e.1 -= 1;
-            if e.1 == 0 {
-                self.users.remove(&folded);
-            }
-        }
+        self.users.bump(user, up);
     }
 
     pub(super) fn joined(&mut self, user: &str, g: GroupId, up: bool) {
@@ -571,8 +634,8 @@ impl View {
     /// is known there.
     fn intern(&self, folded: &str) -> Arc<str> {
         self.users
-            .get_key_value(folded)
-            .map_or_else(|| Arc::from(folded), |(k, _)| Arc::clone(k))
+            .key(folded)
+            .map_or_else(|| Arc::from(folded), Arc::clone)
     }
 
     pub(super) fn queue(&mut self, g: GroupId, q: &Arc<str>, up: bool) {
@@ -589,7 +652,7 @@ impl View {
     /// `d <user> <ip> <port>`.
     pub(super) fn encode(&self) -> Bytes {
         let mut s = String::new();
-        for (name, n) in self.users.values() {
+        for (_, name, n) in self.users.iter() {
             s.push_str(&format!("u {name} {n}\n"));
         }
         for (g, users) in &self.groups {
@@ -617,8 +680,7 @@ impl View {
             match parts.as_slice() {
                 ["u", user, n] => {
                     if let Some(n) = count(n) {
-                        let folded: Arc<str> = user.to_ascii_lowercase().into();
-                        v.users.insert(folded, (Arc::from(*user), n));
+                        v.users.insert(&Arc::from(*user), n);
                     }
                 }
                 ["g", g, user, n] => {
@@ -882,8 +944,20 @@ mod tests {
         assert_eq!(back.directory, v.directory);
         v.online(&alice, false);
         assert_eq!(v.users.get("alice").map(|e| e.1), Some(1));
+        assert_eq!(v.users.get("alice").map(|e| &**e.0), Some("Alice"));
+        // A lower-case name is its own key: the note's allocation, no copy
+        // and no display entry; the first session's name is the one shown.
+        let bob: Arc<str> = Arc::from("bob");
+        v.online(&bob, true);
+        v.online(&Arc::from("BOB"), true);
+        assert!(Arc::ptr_eq(v.users.key("bob").expect("bob"), &bob));
+        assert_eq!(v.users.get("bob").map(|e| (&**e.0, e.1)), Some(("bob", 2)));
+        v.online(&bob, false);
+        v.online(&bob, false);
+        assert!(!v.users.contains_key("bob"));
+        assert_eq!(v.users.shown.len(), 1, "Alice's display name only");
         v.online(&alice, false);
-        assert!(v.users.is_empty());
+        assert!(v.users.is_empty() && v.users.shown.is_empty());
         v.joined("alice", 4, false);
         assert!(v.groups.is_empty() && v.serves(4));
     }

@@ -161,9 +161,8 @@ impl Broker {
         let mut v = View::default();
         for keys in self.users.values() {
             if let Some(name) = user_name(links, keys) {
-                let folded: Arc<str> = name.to_ascii_lowercase().into();
                 let n = u32::try_from(keys.as_slice().len()).unwrap_or(u32::MAX);
-                v.users.insert(folded, (Arc::clone(name), n));
+                v.users.insert(name, n);
             }
         }
         for (&g, group) in &self.groups {
@@ -617,7 +616,7 @@ impl Broker {
                 let name = view
                     .users
                     .get(u)
-                    .map_or_else(|| Arc::clone(u), |e| Arc::clone(&e.0));
+                    .map_or_else(|| Arc::clone(u), |e| Arc::clone(e.0));
                 self.notify_watchers_of(links, "PARTED", &name, *g);
             }
         }
@@ -673,7 +672,7 @@ impl Broker {
         };
         let mut v: Vec<(Arc<str>, Arc<str>)> = Vec::new();
         for view in c.members.values() {
-            for (k, (name, _)) in &view.users {
+            for (k, name, _) in view.users.iter() {
                 v.push((Arc::clone(k), Arc::clone(name)));
             }
         }
@@ -696,7 +695,7 @@ impl Broker {
                 let name = view
                     .users
                     .get(k)
-                    .map_or_else(|| Arc::clone(k), |e| Arc::clone(&e.0));
+                    .map_or_else(|| Arc::clone(k), |e| Arc::clone(e.0));
                 v.push((Arc::clone(k), name));
             }
         }
