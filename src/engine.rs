@@ -51,7 +51,7 @@
 //! doubling to 5 s, reset when the engine is up again). Up is logged at
 //! info, down at warn with its reason, each attempt at debug only (the
 //! reactor itself still logs every outgoing connection: connected at info,
-//! a failed connect at warn).
+//! a failed connect at debug).
 //!
 //! # Bounds
 //!

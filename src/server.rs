@@ -851,23 +851,11 @@ impl<H: Handler> BrokerService<H> {
                 };
                 l.ship(None, &notes, &wrap);
                 match engine {
-                    Some(e) => {
-                        let state = (for_nodes.iter())
-                            .any(|n| matches!(n, Note::Beat | Note::Hello))
-                            .then(|| self.broker.cluster_state(&self.links));
-                        let me = Arc::clone(e.me());
-                        e.ship(&me, for_nodes, &self.broker.cluster_members(), state);
-                    }
+                    Some(e) => ship_to_nodes(e, &self.broker, &self.links, for_nodes),
                     None => l.upstream(for_nodes, &wrap),
                 }
             }
-            (None, Some(e)) => {
-                let state = (notes.iter())
-                    .any(|n| matches!(n, Note::Beat | Note::Hello))
-                    .then(|| self.broker.cluster_state(&self.links));
-                let me = Arc::clone(e.me());
-                e.ship(&me, notes, &self.broker.cluster_members(), state);
-            }
+            (None, Some(e)) => ship_to_nodes(e, &self.broker, &self.links, notes),
             (None, None) => {}
         }
     }
@@ -1120,6 +1108,16 @@ impl<H: Handler> Service for BrokerService<H> {
             }
         }
     }
+}
+
+/// Sends this loop's `notes` to the other nodes through the engine it
+/// holds, with its whole state when they beat or say hello.
+fn ship_to_nodes<T>(e: &mut EngineLink, broker: &Broker, links: &Sessions<T>, notes: Vec<Note>) {
+    let state = (notes.iter())
+        .any(|n| matches!(n, Note::Beat | Note::Hello))
+        .then(|| broker.cluster_state(links));
+    let me = Arc::clone(e.me());
+    e.ship(&me, notes, &broker.cluster_members(), state);
 }
 
 /// Wraps what one loop hands another in the broker's control message.

@@ -457,6 +457,16 @@ pub(super) struct View {
     pub(super) local: bool,
 }
 
+/// `name` case-folded, borrowed when it is lower case already (no
+/// allocation for the common name).
+fn fold(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
+    }
+}
+
 /// A member's users online: sessions by case-folded name, and each user's
 /// display name (its first session's). A user online costs each other loop
 /// and node one 24-byte table slot; a name in lower case already is its own
@@ -487,24 +497,22 @@ impl Presence {
 
     /// Sets `display`'s session count (its folded form computed here).
     pub(super) fn insert(&mut self, display: &Arc<str>, n: u32) {
-        if display.bytes().any(|b| b.is_ascii_uppercase()) {
-            let folded: Arc<str> = display.to_ascii_lowercase().into();
-            self.shown.insert(Arc::clone(&folded), Arc::clone(display));
-            self.counts.insert(folded, n);
-        } else {
-            self.shown.remove(&**display);
-            self.counts.insert(Arc::clone(display), n);
+        match fold(display) {
+            std::borrow::Cow::Owned(folded) => {
+                let folded: Arc<str> = folded.into();
+                self.shown.insert(Arc::clone(&folded), Arc::clone(display));
+                self.counts.insert(folded, n);
+            }
+            std::borrow::Cow::Borrowed(_) => {
+                self.shown.remove(&**display);
+                self.counts.insert(Arc::clone(display), n);
+            }
         }
     }
 
     /// One session of `user` more or less.
     pub(super) fn bump(&mut self, user: &Arc<str>, up: bool) {
-        let upper = user.bytes().any(|b| b.is_ascii_uppercase());
-        let folded: std::borrow::Cow<'_, str> = if upper {
-            user.to_ascii_lowercase().into()
-        } else {
-            (&**user).into()
-        };
+        let folded = fold(user);
         if let Some(n) = self.counts.get_mut(&*folded) {
             if up {
                 *n += 1;
@@ -550,37 +558,37 @@ impl Members {
         }
     }
 
-    /// One session of `user` more (`key`: its interned name) or less;
+    /// `n` sessions of `user` more (`key`: its interned name) or one less;
     /// returns whether nobody is left.
-    fn bump(&mut self, user: &str, key: Option<Arc<str>>) -> bool {
+    fn bump(&mut self, user: &str, key: Option<Arc<str>>, n: u32) -> bool {
         match (&mut *self, key) {
-            (Self::One(u, n), key) if **u == *user => {
-                if key.is_some() {
-                    *n += 1;
+            (Self::One(u, c), key) if **u == *user => {
+                *c = if key.is_some() {
+                    c.saturating_add(n)
                 } else {
-                    *n -= 1;
-                }
-                *n == 0
+                    c.saturating_sub(1)
+                };
+                *c == 0
             }
-            (Self::One(u, n), Some(key)) => {
+            (Self::One(u, c), Some(key)) => {
                 let mut m = HashMap::with_capacity(2);
-                m.insert(Arc::clone(u), *n);
-                m.insert(key, 1);
+                m.insert(Arc::clone(u), *c);
+                m.insert(key, n);
                 *self = Self::Many(Box::new(m));
                 false
             }
             (Self::One(..), None) => false,
             (Self::Many(m), key) => {
                 match (m.get_mut(user), key) {
-                    (Some(c), Some(_)) => *c += 1,
+                    (Some(c), Some(_)) => *c = c.saturating_add(n),
                     (Some(c), None) => {
-                        *c -= 1;
+                        *c = c.saturating_sub(1);
                         if *c == 0 {
                             m.remove(user);
                         }
                     }
                     (None, Some(key)) => {
-                        m.insert(key, 1);
+                        m.insert(key, n);
                     }
                     (None, None) => {}
                 }
@@ -607,24 +615,35 @@ impl View {
     }
 
     pub(super) fn joined(&mut self, user: &str, g: GroupId, up: bool) {
-        // No allocation for a user already counted, none to fold a name
-        // that is lower case already, and the name shared with `users`: a
-        // session leaving 200,000 groups is 200,000 of these on every other
-        // member, and its memberships are held here.
-        let folded: std::borrow::Cow<'_, str> = if user.bytes().any(|b| b.is_ascii_uppercase()) {
-            user.to_ascii_lowercase().into()
+        if up {
+            self.join_sessions(user, g, 1);
         } else {
-            user.into()
-        };
-        let key = up.then(|| self.intern(&folded));
+            self.member_change(&fold(user), g, None, 1);
+        }
+    }
+
+    /// `n` sessions of `user` more in `g`.
+    fn join_sessions(&mut self, user: &str, g: GroupId, n: u32) {
+        let folded = fold(user);
+        let key = self.intern(&folded);
+        self.member_change(&folded, g, Some(key), n);
+    }
+
+    /// `n` sessions of (case-folded) `folded` more in `g` (`key`: its
+    /// interned name), or with `None` one less. No allocation for a user
+    /// already counted, none to fold a name that is lower case already,
+    /// and the name shared with `users`: a session leaving 200,000 groups
+    /// is 200,000 of these on every other member, and its memberships are
+    /// held here.
+    fn member_change(&mut self, folded: &str, g: GroupId, key: Option<Arc<str>>, n: u32) {
         match (self.groups.get_mut(&g), key) {
             (Some(m), key) => {
-                if m.bump(&folded, key) {
+                if m.bump(folded, key, n) {
                     self.groups.remove(&g);
                 }
             }
             (None, Some(key)) => {
-                self.groups.insert(g, Members::One(key, 1));
+                self.groups.insert(g, Members::One(key, n));
             }
             (None, None) => {}
         }
@@ -685,9 +704,7 @@ impl View {
                 }
                 ["g", g, user, n] => {
                     if let (Some(g), Some(n)) = (group(g), count(n)) {
-                        for _ in 0..n.min(1 << 16) {
-                            v.joined(user, g, true);
-                        }
+                        v.join_sessions(user, g, n);
                     }
                 }
                 ["q", g, q, n] => {
@@ -960,6 +977,27 @@ mod tests {
         assert!(v.users.is_empty() && v.users.shown.is_empty());
         v.joined("alice", 4, false);
         assert!(v.groups.is_empty() && v.serves(4));
+    }
+
+    /// A member's state names its session counts; reading them costs a
+    /// line each, whatever the counts say (a count was once added one
+    /// session at a time: a state of large counts from another member
+    /// held the loop).
+    #[test]
+    fn a_state_counts_sessions_in_one_step() {
+        let v = View::decode(b"u Bob 4000000000\ng 4 Bob 4000000000\ng 4 carol 2\n");
+        assert_eq!(
+            v.users.get("bob").map(|e| (&**e.0, e.1)),
+            Some(("Bob", 4_000_000_000))
+        );
+        let mut members: Vec<(String, u32)> = (v.groups.get(&4).expect("group 4").iter())
+            .map(|(u, n)| (u.to_string(), n))
+            .collect();
+        members.sort();
+        assert_eq!(
+            members,
+            [("bob".into(), 4_000_000_000), ("carol".into(), 2)]
+        );
     }
 
     /// A remote member's group membership is held by every other loop and
