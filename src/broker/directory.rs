@@ -97,24 +97,31 @@ pub(super) struct Directory {
 }
 
 impl Directory {
-    /// Probes in flight, in this loop or (shared) in the whole server.
-    fn running(&self) -> usize {
-        self.shared.as_ref().map_or(self.in_flight.len(), |s| {
-            s.load(std::sync::atomic::Ordering::Relaxed)
-        })
+    /// Takes a place for a probe if one of the [`MAX_PROBES`] is free, in
+    /// this loop or (shared) in the whole server. Loops reserve with one
+    /// atomic step, so two of them cannot both take the last place.
+    fn reserve(&self) -> bool {
+        match &self.shared {
+            None => self.in_flight.len() < MAX_PROBES,
+            Some(s) => s
+                .fetch_update(
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                    |n| (n < MAX_PROBES).then_some(n + 1),
+                )
+                .is_ok(),
+        }
     }
 
+    /// Starts a probe whose place [`Directory::reserve`] took.
     fn start(&mut self, id: u64, purpose: Purpose) {
         self.in_flight.insert(id, purpose);
-        if let Some(s) = &self.shared {
-            s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
     }
 
     fn finish(&mut self, id: u64) -> Option<Purpose> {
         let p = self.in_flight.remove(&id)?;
         if let Some(s) = &self.shared {
-            s.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            s.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         }
         Some(p)
     }
@@ -193,7 +200,7 @@ impl Broker {
             return self.reply_err(links, conn, ErrorCode::Forbidden, &text);
         }
         // (A probe not yet taken by the IO layer is in flight already.)
-        if self.directory.running() >= MAX_PROBES {
+        if !self.directory.reserve() {
             let text = format!("{MAX_PROBES} probes are running; try again");
             return self.reply_err(links, conn, ErrorCode::Busy, &text);
         }
@@ -436,8 +443,7 @@ impl Broker {
     /// Starts the re-probes that are due, as many as there is room for.
     pub(super) fn reprobe_due<T>(&mut self, links: &Sessions<T>) {
         let now = links.tick(self.now);
-        let room = MAX_PROBES.saturating_sub(self.directory.running());
-        let mut started = 0;
+        let mut full = false;
         let mut later = Vec::new();
         while let Some(Reverse((at, _, _))) = self.directory.due.peek() {
             if *at > now {
@@ -446,23 +452,25 @@ impl Broker {
             let Some(Reverse((_, epoch, key))) = self.directory.due.pop() else {
                 break;
             };
-            let Some(e) = self.directory.entries.get_mut(&key) else {
-                continue;
-            };
-            if e.epoch != epoch || e.probing {
+            let due =
+                (self.directory.entries.get(&key)).is_some_and(|e| e.epoch == epoch && !e.probing);
+            if !due {
                 continue;
             }
-            if started == room {
+            if full || !self.directory.reserve() {
+                full = true;
                 later.push(Reverse((now + RETRY, epoch, key)));
                 continue;
             }
+            let Some(e) = self.directory.entries.get_mut(&key) else {
+                continue;
+            };
             e.probing = true;
             let addr = e.addr;
             let id = self.directory.new_id();
             self.directory.start(id, Purpose::Reprobe { key, epoch });
             self.directory.outbox.push(ProbeRequest { id, addr });
             self.counters.probes += 1;
-            started += 1;
         }
         self.directory.due.extend(later);
     }
@@ -504,5 +512,36 @@ mod tests {
         );
         let v6: IpAddr = "::1".parse().expect("ip");
         assert_eq!(canonical(v6), v6);
+    }
+
+    /// Loops racing for the last places never take more than the bound
+    /// together (a load followed by an add let two take the last one).
+    #[test]
+    fn loops_share_the_probe_bound_exactly() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Barrier};
+        let loops = 4;
+        for _ in 0..50 {
+            let counter = Arc::new(AtomicUsize::new(0));
+            let barrier = Arc::new(Barrier::new(loops));
+            let taken: usize = (0..loops)
+                .map(|_| {
+                    let (counter, barrier) = (counter.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let d = Directory {
+                            shared: Some(counter),
+                            ..Directory::default()
+                        };
+                        barrier.wait();
+                        (0..MAX_PROBES).filter(|_| d.reserve()).count()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().expect("a loop"))
+                .sum();
+            assert_eq!(taken, MAX_PROBES);
+            assert_eq!(counter.load(Ordering::Relaxed), MAX_PROBES);
+        }
     }
 }
