@@ -96,7 +96,8 @@ pub(crate) const REFRESH_DOWN: Duration = Duration::from_secs(1);
 /// How to reach the engine.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineConfig {
-    /// `redis://HOST:PORT`, resolved once at start ([`parse_url`]).
+    /// `redis://[[USER]:PASSWORD@]HOST[:PORT]`, resolved once at start
+    /// ([`parse_url`]).
     pub(crate) url: String,
     /// Bytes queued or unanswered towards Redis (per command connection)
     /// before publishes are dropped.
@@ -113,23 +114,99 @@ impl EngineConfig {
     }
 }
 
-/// The address of `redis://HOST[:PORT][/]` (port 6379 by default),
+/// Who the engine says it is to Redis: `AUTH [user] password` on every
+/// connection before anything else (Redis 6 ACL users, or `requirepass`
+/// without a user). The password is never logged or shown.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) user: Option<String>,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// What a `--cluster` URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The first Redis (of a cluster: any of its nodes).
+    pub(crate) addr: SocketAddr,
+    pub(crate) credentials: Option<Credentials>,
+}
+
+/// `url` with its password (if any) replaced by `***`, for logs and
+/// messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("redis://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// `%XX` escapes of a URL's user or password, decoded (as UTF-8).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The address and credentials of `redis://[[USER]:PASSWORD@]HOST[:PORT][/]`
+/// (port 6379 by default; user and password `%`-escaped as in any URL),
 /// resolved now (this blocks on DNS: call it at start, not on the loop).
 ///
 /// # Errors
 ///
-/// A message naming the URL: not `redis://`, a user, password or database
-/// in it (not supported), no host, a bad port, or a name that does not
-/// resolve.
-pub(crate) fn parse_url(url: &str) -> Result<SocketAddr, String> {
-    let bad = |why: &str| format!("--cluster {url}: {why} (expected redis://HOST:PORT)");
+/// A message naming the URL (its password hidden): not `redis://`, a user
+/// without a password, a bad `%` escape, a database or options in it (not
+/// supported), no host, a bad port, or a name that does not resolve.
+pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
+    let shown = redact_url(url);
+    let bad = |why: &str| {
+        format!("--cluster {shown}: {why} (expected redis://[[USER]:PASSWORD@]HOST[:PORT])")
+    };
     let rest = url
         .strip_prefix("redis://")
         .ok_or_else(|| bad("not a redis:// URL"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('@') {
-        return Err(bad("user names and passwords are not supported"));
-    }
+    let (credentials, rest) = match rest.rsplit_once('@') {
+        None => (None, rest),
+        Some((userinfo, host)) => {
+            let (user, password) = userinfo
+                .split_once(':')
+                .ok_or_else(|| bad("a user needs a password (USER:PASSWORD@)"))?;
+            let user = percent_decode(user).ok_or_else(|| bad("a bad % escape in the user"))?;
+            let password =
+                percent_decode(password).ok_or_else(|| bad("a bad % escape in the password"))?;
+            if password.is_empty() {
+                return Err(bad("an empty password"));
+            }
+            let user = (!user.is_empty()).then_some(user);
+            (Some(Credentials { user, password }), host)
+        }
+    };
     if rest.contains('/') || rest.contains('?') {
         return Err(bad("a database or options are not supported"));
     }
@@ -153,7 +230,8 @@ pub(crate) fn parse_url(url: &str) -> Result<SocketAddr, String> {
     let mut addrs = target
         .to_socket_addrs()
         .map_err(|e| bad(&format!("cannot resolve: {e}")))?;
-    addrs.next().ok_or_else(|| bad("the name has no address"))
+    let addr = addrs.next().ok_or_else(|| bad("the name has no address"))?;
+    Ok(Target { addr, credentials })
 }
 
 /// What the broker and the engine exchange, once per loop turn.
@@ -265,6 +343,8 @@ pub(crate) struct EngineService {
     max_outgoing: usize,
     /// The URL's address (`None`: it did not parse; the engine stays down).
     seed: Option<SocketAddr>,
+    /// `AUTH` on every connection first, when the URL has a password.
+    credentials: Option<Credentials>,
     mode: Mode,
     nodes: BTreeMap<SocketAddr, Node>,
     /// Which wanted channels each node serves (subscriber connections).
@@ -306,11 +386,11 @@ impl EngineService {
     /// parse is logged and leaves the engine down for good: check it with
     /// [`parse_url`] at start to refuse to start instead.
     pub(crate) fn new(config: EngineConfig, board: SharedEngineBoard) -> Self {
-        let seed = match parse_url(&config.url) {
-            Ok(addr) => Some(addr),
+        let (seed, credentials) = match parse_url(&config.url) {
+            Ok(t) => (Some(t.addr), t.credentials),
             Err(e) => {
                 error!("{e}");
-                None
+                (None, None)
             }
         };
         let max_outgoing = config.max_outgoing.max(1);
@@ -336,6 +416,7 @@ impl EngineService {
             board,
             max_outgoing,
             seed,
+            credentials,
             mode: Mode::Unknown,
             nodes,
             routes: BTreeMap::new(),
@@ -734,6 +815,18 @@ impl EngineService {
                     self.dropped += 1;
                 }
             }
+            Event::AuthRefused(message) => {
+                // Wrong credentials do not mend by themselves, but the
+                // operator may fix Redis's: said at warn (the first error
+                // reply is; later ones at debug), and retried with the
+                // back-off like any lost connection.
+                let why = format!("AUTH refused: {}", String::from_utf8_lossy(&message));
+                if !self.warned_error {
+                    self.warned_error = true;
+                    warn!("redis engine: {node}: {why} (further errors at debug)");
+                }
+                self.fail(conn, CloseReason::Closed, &why);
+            }
             Event::Error { sent, message } => {
                 let text = String::from_utf8_lossy(&message);
                 if self.warned_error {
@@ -853,6 +946,10 @@ impl Service for EngineService {
             return;
         };
         p.link.connected(now);
+        if let Some(c) = &self.credentials {
+            p.link
+                .authenticate(c.user.as_deref(), &c.password, &mut self.frames);
+        }
         let (node, role) = (p.node, p.link.role());
         self.changed = true;
         match role {
@@ -865,6 +962,7 @@ impl Service for EngineService {
                 self.push_frames(conn);
             }
             Role::Subscriber => {
+                self.push_frames(conn);
                 if let Some(n) = self.nodes.get_mut(&node) {
                     if n.subscriber.conn == Some(conn) {
                         n.subscriber.ready = true;

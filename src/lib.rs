@@ -82,4 +82,6 @@ pub use datagram::{DatagramContext, DatagramHandler, UdpOptions};
 pub use event_loop::{EventLoop, LoopHandle};
 pub use framed::{FramedContext, FramedHandler, Framing};
 pub use handler::{Attempt, Authorize, Context, Handler, Verdict};
-pub use server::{Server, ServerConfig, ServerHandle, StartError, Stopped, check_cluster_url};
+pub use server::{
+    Server, ServerConfig, ServerHandle, StartError, Stopped, check_cluster_url, redact_cluster_url,
+};

@@ -786,31 +786,19 @@ pub(crate) struct BrokerService<H> {
     held_back: Vec<(ConnId, u32)>,
 }
 
-/// Checks a `--cluster` URL: `redis://HOST:PORT` (the port defaults to
-/// 6379).
+/// Checks a `--cluster` URL: `redis://[[USER]:PASSWORD@]HOST[:PORT]` (the
+/// port defaults to 6379; the host is resolved now).
 ///
 /// # Errors
 ///
-/// What is wrong with it, in a sentence.
+/// What is wrong with it, in a sentence (the password hidden).
 pub fn check_cluster_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| format!("{url:?} is not a redis://HOST:PORT URL"))?;
-    let rest = rest.trim_end_matches('/');
-    let with_port = if rest
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        rest.to_owned()
-    } else {
-        format!("{rest}:6379")
-    };
-    use std::net::ToSocketAddrs;
-    match with_port.to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(format!("{url:?}: no address for that host")),
-        Err(e) => Err(format!("{url:?}: {e}")),
-    }
+    crate::engine::parse_url(url).map(|_| ())
+}
+
+/// A `--cluster` URL as it may be shown: its password replaced by `***`.
+pub fn redact_cluster_url(url: &str) -> String {
+    crate::engine::redact_url(url)
 }
 
 impl<H> fmt::Debug for BrokerService<H> {

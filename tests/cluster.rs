@@ -150,10 +150,11 @@ impl Redis {
         std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
     }
 
-    /// Whether it answers `PING` with `+PONG`.
+    /// Whether it answers `PING` with `+PONG` (or, with a password set,
+    /// that it needs one).
     fn ping(&self) -> bool {
         self.command("PING\r\n")
-            .is_some_and(|r| r.starts_with("+PONG"))
+            .is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
     }
 
     /// Sends one inline command and returns the first reply line (or, for a
@@ -586,6 +587,58 @@ fn send_who_watch_across_two_nodes() {
     wait_cluster(&a, "ok", CONVERGE);
     wait_cluster(&b, "ok", CONVERGE);
     send_who_watch(&a, &b);
+}
+
+#[test]
+fn nodes_reach_a_redis_with_a_password_and_never_show_it() {
+    let redis = Redis::start_with(&["--requirepass", "hunter2"]);
+    let url = format!("redis://:hunter2@127.0.0.1:{}", redis.port);
+    // On the command line, and (where `ps` cannot show it) in a config file.
+    let a = node(&url, "a");
+    let dir = TempDir::new("cluster-config");
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, format!("cluster = \"{url}\"\n")).expect("write the config");
+    let b = ServerProc::start(&[
+        "--config",
+        path_str(&config),
+        "--node",
+        "b",
+        "--open-groups",
+    ]);
+    // A wrong password: the node serves its own clients, degraded, and
+    // says why.
+    let c = node(&format!("redis://:wrong@127.0.0.1:{}", redis.port), "c");
+    wait_cluster(&a, "ok", CONVERGE);
+    wait_cluster(&b, "ok", CONVERGE);
+    send_who_watch(&a, &b);
+    assert!(wait_until(CONVERGE, || c
+        .log_text()
+        .contains("AUTH refused")));
+    assert_eq!(
+        hello(&c).get("cluster").map(String::as_str),
+        Some("degraded")
+    );
+    let mut alone = c.login("alone");
+    alone.ping();
+    assert!(who(&mut alone, "").iter().all(|u| u == "alone"));
+    for srv in [&a, &b, &c] {
+        let log = srv.log_text();
+        assert!(!log.contains("hunter2") && !log.contains("wrong@"), "{log}");
+    }
+    assert!(a.log_text().contains("redis://:***@127.0.0.1"));
+    // Bad URLs are refused at start, the password hidden.
+    for bad in [
+        "redis://bob@127.0.0.1:6379",
+        "redis://bob:hunter2@127.0.0.1:6379/2",
+        "redis://:hunter2%zz@127.0.0.1:6379",
+    ] {
+        let out = expect_start_failure(&serve_args(&["--cluster", bad]));
+        assert!(
+            out.stderr.contains("--cluster") && !out.stderr.contains("hunter2"),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -159,8 +159,11 @@ fn ping(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    // A Redis with a password answers too, that it needs one.
     let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut buf).is_ok()
+        && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
 }
 
 /// A reactor hosting one engine, on its own thread; stopped on drop.
@@ -175,7 +178,14 @@ struct Engine {
 
 impl Engine {
     fn start(url: &str, max_outgoing: usize) -> Self {
+        Self::start_on(url, max_outgoing, &[])
+    }
+
+    /// An engine whose broker wants `channels` from the start (as a
+    /// server's does: so `up` means they are confirmed).
+    fn start_on(url: &str, max_outgoing: usize, channels: &[&str]) -> Self {
         let board = SharedEngineBoard::default();
+        lock(&board).channels = channels.iter().map(|c| c.to_string()).collect();
         let (tx, rx) = mpsc::channel();
         let (wtx, wrx) = mpsc::channel();
         let config = EngineConfig {
@@ -207,10 +217,6 @@ impl Engine {
         let _ = self.tx.send(Control::Service(0, Box::new(())));
         let _ = self.waker.wake();
         r
-    }
-
-    fn subscribe(&self, channels: &[&str]) {
-        self.with(|b| b.channels = channels.iter().map(|c| c.to_string()).collect());
     }
 
     fn publish(&self, channel: &str, payloads: impl IntoIterator<Item = String>) {
@@ -275,24 +281,47 @@ fn numbered(prefix: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn parse_url_accepts_redis_urls_and_names_the_bad_ones() {
+    let addr = |url: &str| parse_url(url).map(|t| t.addr);
     assert_eq!(
-        parse_url("redis://127.0.0.1:7000"),
+        addr("redis://127.0.0.1:7000"),
         Ok(SocketAddr::from(([127, 0, 0, 1], 7000)))
     );
     assert_eq!(
-        parse_url("redis://127.0.0.1/"),
+        addr("redis://127.0.0.1/"),
         Ok(SocketAddr::from(([127, 0, 0, 1], 6379)))
     );
-    assert_eq!(parse_url("redis://[::1]:7000").map(|a| a.port()), Ok(7000));
+    assert_eq!(addr("redis://[::1]:7000").map(|a| a.port()), Ok(7000));
+    assert_eq!(addr("redis://localhost:7000").map(|a| a.port()), Ok(7000));
     assert_eq!(
-        parse_url("redis://localhost:7000").map(|a| a.port()),
-        Ok(7000)
+        parse_url("redis://127.0.0.1:7000").map(|t| t.credentials),
+        Ok(None)
+    );
+    // A password alone (`requirepass`), or an ACL user and its password,
+    // %-escaped; the password may hold what the host part may not.
+    let credentials = |url: &str| parse_url(url).map(|t| t.credentials);
+    assert_eq!(
+        credentials("redis://:s3cret@127.0.0.1:7000"),
+        Ok(Some(Credentials {
+            user: None,
+            password: "s3cret".into()
+        }))
+    );
+    assert_eq!(
+        credentials("redis://bob:p%40ss:w@rd@127.0.0.1"),
+        Ok(Some(Credentials {
+            user: Some("bob".into()),
+            password: "p@ss:w@rd".into()
+        }))
+    );
+    assert_eq!(
+        addr("redis://bob:p%40ss:w@rd@127.0.0.1"),
+        Ok(SocketAddr::from(([127, 0, 0, 1], 6379)))
     );
     for bad in [
         "127.0.0.1:6379",
         "rediss://127.0.0.1:6379",
         "redis://",
-        "redis://u:p@127.0.0.1:6379",
+        "redis://u@127.0.0.1:6379",
         "redis://127.0.0.1:6379/2",
         "redis://127.0.0.1:0",
         "redis://127.0.0.1:99999",
@@ -301,15 +330,30 @@ fn parse_url_accepts_redis_urls_and_names_the_bad_ones() {
         let e = parse_url(bad).expect_err(bad);
         assert!(e.contains(bad), "{e}");
     }
+    // Messages never show the password.
+    for (bad, shown) in [
+        (
+            "redis://u:hunter2@127.0.0.1:6379/2",
+            "redis://u:***@127.0.0.1:6379/2",
+        ),
+        ("redis://:hunter2@127.0.0.1:0", "redis://:***@127.0.0.1:0"),
+        ("redis://u:hunter2%zz@127.0.0.1", "redis://u:***@127.0.0.1"),
+        ("redis://u:@127.0.0.1", "redis://u:***@127.0.0.1"),
+    ] {
+        let e = parse_url(bad).expect_err(bad);
+        assert!(e.contains(shown) && !e.contains("hunter2"), "{e}");
+    }
+    assert_eq!(
+        format!("{:?}", credentials("redis://:hunter2@127.0.0.1")),
+        "Ok(Some(Credentials { user: None, password: \"***\" }))"
+    );
 }
 
 #[test]
 fn two_engines_exchange_messages_both_ways_in_order() {
     let redis = Redis::start(false);
-    let mut a = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    let mut b = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    a.subscribe(&["to-a"]);
-    b.subscribe(&["to-b"]);
+    let mut a = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, &["to-a"]);
+    let mut b = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, &["to-b"]);
     a.wait("a up", 10, |b, _| b.up && b.generation == 1 && !b.sharded);
     b.wait("b up", 10, |b, _| b.up && b.generation == 1);
     a.publish("to-b", numbered("from-a", 500));
@@ -348,8 +392,7 @@ fn two_engines_exchange_messages_both_ways_in_order() {
 #[test]
 fn a_silent_redis_is_dropped_after_the_ping_timeout_and_reconnected() {
     let redis = Redis::start(false);
-    let mut e = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    e.subscribe(&["quiet"]);
+    let mut e = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, &["quiet"]);
     e.wait("up", 10, |b, _| b.up);
     let stopped = Instant::now();
     redis.signal("-STOP");
@@ -377,11 +420,65 @@ fn cluster_slots_errors_tell_a_single_redis_from_one_not_ready() {
 }
 
 #[test]
+fn a_redis_with_passwords_is_reached_with_the_urls_credentials() {
+    let redis = Redis::start_with(
+        false,
+        &[
+            "--requirepass",
+            "s3cret",
+            "--user",
+            "bob",
+            "on",
+            ">b0b:x",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    );
+    let at = |userinfo: &str| format!("redis://{userinfo}@127.0.0.1:{}", redis.port);
+    // `requirepass` alone, and an ACL user (its password %-escaped).
+    let chat = &["chat"];
+    let mut a = Engine::start_on(&at(":s3cret"), DEFAULT_MAX_OUTGOING, chat);
+    let mut b = Engine::start_on(&at("bob:b0b%3Ax"), DEFAULT_MAX_OUTGOING, chat);
+    // No credentials, and a user Redis does not know yet.
+    let mut none = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, chat);
+    let mut carol = Engine::start_on(&at("carol:c4rol"), DEFAULT_MAX_OUTGOING, chat);
+    a.wait("a up", 10, |b, _| b.up);
+    b.wait("b up", 10, |b, _| b.up);
+    a.publish("chat", numbered("a", 100));
+    b.wait("a's messages", 10, |_, got| got.len() == 100);
+    assert_eq!(b.payloads("chat"), numbered("a", 100));
+    // Refused: down, and retried with the back-off (100 ms doubling).
+    thread::sleep(Duration::from_millis(1500));
+    none.wait("still down", 1, |b, _| !b.up && b.generation == 0);
+    carol.wait("still down", 1, |b, _| !b.up && b.reconnects >= 3);
+    // The operator adds the user: carol gets in at its next attempt.
+    let ok = redis.cli(&[
+        "--no-auth-warning",
+        "-a",
+        "s3cret",
+        "ACL",
+        "SETUSER",
+        "carol",
+        "on",
+        ">c4rol",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    assert_eq!(ok.trim(), "OK");
+    carol.wait("carol up", 10, |b, _| b.up);
+    a.publish("chat", numbered("again", 5));
+    carol.wait("the messages after", 10, |_, got| got.len() == 5);
+    assert_eq!(carol.payloads("chat"), numbered("again", 5));
+    none.wait("still down", 1, |b, _| !b.up);
+}
+
+#[test]
 fn a_broker_that_does_not_drain_pauses_the_subscriber_without_losing_messages() {
     let redis = Redis::start(false);
     let mut a = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    let mut b = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    b.subscribe(&["flood"]);
+    let mut b = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, &["flood"]);
     a.wait("a up", 10, |b, _| b.up);
     b.wait("b up", 10, |b, _| b.up);
     let n = MAX_INCOMING * 2;
@@ -410,8 +507,7 @@ fn a_broker_that_does_not_drain_pauses_the_subscriber_without_losing_messages() 
 fn a_restarted_redis_is_resubscribed_and_publishes_while_down_are_dropped() {
     let mut redis = Redis::start(false);
     let mut a = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    let mut b = Engine::start(&redis.url(), DEFAULT_MAX_OUTGOING);
-    b.subscribe(&["news"]);
+    let mut b = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, &["news"]);
     a.wait("a up", 10, |b, _| b.up);
     b.wait("b up", 10, |b, _| b.up && b.generation == 1);
     a.publish("news", ["before".to_string()]);
@@ -437,8 +533,7 @@ fn a_restarted_redis_is_resubscribed_and_publishes_while_down_are_dropped() {
 fn a_stopped_redis_bounds_what_is_queued_and_drops_the_rest() {
     let redis = Redis::start(false);
     let max = 64 << 10;
-    let mut e = Engine::start(&redis.url(), max);
-    e.subscribe(&["bound"]);
+    let mut e = Engine::start_on(&redis.url(), max, &["bound"]);
     e.wait("up", 10, |b, _| b.up);
     redis.signal("-STOP");
     let payload = "p".repeat(1000);
@@ -554,9 +649,8 @@ fn a_cluster_failover_is_followed_to_the_new_master() {
         thread::sleep(Duration::from_millis(50));
     }
     let ca = "switchboard:{a}";
-    let mut a = Engine::start(&nodes[0].url(), DEFAULT_MAX_OUTGOING);
+    let mut a = Engine::start_on(&nodes[0].url(), DEFAULT_MAX_OUTGOING, &[ca]);
     let mut b = Engine::start(&nodes[0].url(), DEFAULT_MAX_OUTGOING);
-    a.subscribe(&[ca]);
     a.wait("a up", 15, |b, _| b.up && b.sharded && b.generation == 1);
     b.wait("b up", 15, |b, _| b.up && b.sharded);
     b.publish(ca, ["before".to_string()]);
@@ -592,10 +686,8 @@ fn a_redis_cluster_is_detected_and_channels_are_routed_by_slot() {
     let nodes = cluster(3, 0, &[]);
     // {a}, {b} and {c} hash to slots 15495, 3300 and 7365: one on each master.
     let (ca, cb, cc) = ("switchboard:{a}", "switchboard:{b}", "switchboard:{c}");
-    let mut a = Engine::start(&nodes[0].url(), DEFAULT_MAX_OUTGOING);
-    let mut b = Engine::start(&nodes[1].url(), DEFAULT_MAX_OUTGOING);
-    a.subscribe(&[ca, cc]);
-    b.subscribe(&[cb]);
+    let mut a = Engine::start_on(&nodes[0].url(), DEFAULT_MAX_OUTGOING, &[ca, cc]);
+    let mut b = Engine::start_on(&nodes[1].url(), DEFAULT_MAX_OUTGOING, &[cb]);
     a.wait("a up, sharded", 15, |b, _| {
         b.up && b.sharded && b.generation == 1
     });

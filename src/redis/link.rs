@@ -6,15 +6,16 @@
 //!
 //! Two roles:
 //!
-//! - **Command**: `PUBLISH`/`SPUBLISH`, `SET .. PX`, `PING`, `CLUSTER
-//!   SLOTS`, pipelined: each command sent is remembered with its length in
+//! - **Command**: `AUTH` (first, when the URL has a password),
+//!   `PUBLISH`/`SPUBLISH`, `SET .. PX`, `PING`, `CLUSTER SLOTS`, pipelined: each command sent is remembered with its length in
 //!   a FIFO, and replies are matched to it in order (Redis answers every
 //!   command of a connection in order). The bytes of commands sent or
 //!   queued and not yet answered ([`Link::unacked`]) are what the engine
 //!   bounds with `max_outgoing`: they cover both our output queue and what
 //!   the kernel and a slow Redis hold.
-//! - **Subscriber**: `SUBSCRIBE`/`SSUBSCRIBE` and their confirmations, and
-//!   the `message`/`smessage` pushes.
+//! - **Subscriber**: `AUTH` first (its reply is the first value),
+//!   `SUBSCRIBE`/`SSUBSCRIBE` and their confirmations, and the
+//!   `message`/`smessage` pushes.
 //!
 //! Liveness: a `PING` every [`PING_INTERVAL`]; no reply within
 //! [`PING_TIMEOUT`] (or a connect that has not completed within it) is an
@@ -58,6 +59,8 @@ pub(crate) enum Sent {
     Publish,
     /// `SET key value PX ms`.
     Set,
+    /// `AUTH [user] password`, first on the connection.
+    Auth,
 }
 
 /// What a connection's input meant.
@@ -74,6 +77,9 @@ pub(crate) enum Event {
     Revoked(String),
     /// A `-MOVED` or `-ASK` reply: the slot map is stale.
     Redirected,
+    /// Redis refused the connection's `AUTH` (its error): the credentials
+    /// are wrong, or this Redis has no password or no such user.
+    AuthRefused(Bytes),
     /// Any other error reply, to the command it answers (if known).
     Error { sent: Option<Sent>, message: Bytes },
 }
@@ -145,6 +151,8 @@ pub(crate) struct Link {
     unsubscribing: BTreeSet<String>,
     /// The input must be at least this long for the next value to decode.
     needed: usize,
+    /// On a subscriber connection: the next reply answers its `AUTH`.
+    auth_pending: bool,
 }
 
 impl Link {
@@ -162,6 +170,7 @@ impl Link {
             subscribing: BTreeSet::new(),
             unsubscribing: BTreeSet::new(),
             needed: 0,
+            auth_pending: false,
         }
     }
 
@@ -197,6 +206,30 @@ impl Link {
         let len = command.finish(out);
         self.pending.push_back((kind, len));
         self.unacked += len;
+    }
+
+    /// Queues `AUTH [user] password`, to be the connection's first command
+    /// (Redis answers in order, so what is pipelined after it runs
+    /// authenticated). A refusal is [`Event::AuthRefused`].
+    pub(crate) fn authenticate(
+        &mut self,
+        user: Option<&str>,
+        password: &str,
+        out: &mut Vec<Bytes>,
+    ) {
+        let mut cmd = Command::new(if user.is_some() { 3 } else { 2 });
+        cmd.arg(b"AUTH");
+        if let Some(u) = user {
+            cmd.arg(u.as_bytes());
+        }
+        cmd.arg(password.as_bytes());
+        match self.role {
+            Role::Command => self.send(Sent::Auth, cmd, out),
+            Role::Subscriber => {
+                cmd.finish(out);
+                self.auth_pending = true;
+            }
+        }
     }
 
     /// Whether every channel of `wanted` is confirmed (and not being
@@ -319,6 +352,7 @@ impl Link {
                 self.unacked -= len;
                 match (kind, value) {
                     (Sent::Ping, _) => self.deadline = None,
+                    (Sent::Auth, Value::Error(e)) => events.push(Event::AuthRefused(e)),
                     (Sent::Slots, Value::Error(e)) => events.push(Event::Slots(Err(e))),
                     (Sent::Slots, v) => events.push(Event::Slots(Ok(v))),
                     (_, Value::Error(e)) if slots::redirect(&e).is_some() => {
@@ -337,6 +371,13 @@ impl Link {
     }
 
     fn on_push(&mut self, value: Value, events: &mut Vec<Event>) {
+        if std::mem::take(&mut self.auth_pending) {
+            // `+OK`, or why not.
+            if let Value::Error(e) = value {
+                events.push(Event::AuthRefused(e));
+            }
+            return;
+        }
         let items = match value {
             Value::Array(items) => items,
             Value::Simple(s) if s.eq_ignore_ascii_case(b"PONG") => {

@@ -663,3 +663,71 @@ fn decode_cost() {
         );
     }
 }
+
+#[test]
+fn auth_goes_first_and_a_refusal_is_its_own_event() {
+    let t = Instant::now();
+    let refused =
+        Bytes::from_static(b"WRONGPASS invalid username-password pair or user is disabled.");
+    // A command connection: AUTH user password, then what follows, matched
+    // in order; its error is `AuthRefused`, not a generic error.
+    let mut link = Link::new(Role::Command, t);
+    link.connected(t);
+    let mut out = Vec::new();
+    link.authenticate(Some("bob"), "s3cret", &mut out);
+    link.send(
+        Sent::Slots,
+        Command::from_args(&[b"CLUSTER", b"SLOTS"]),
+        &mut out,
+    );
+    assert_eq!(
+        commands(&mut out),
+        vec![vec!["AUTH", "bob", "s3cret"], vec!["CLUSTER", "SLOTS"]]
+    );
+    assert!(link.awaits(Sent::Auth));
+    let events = feed(&mut link, b"+OK\r\n-ERR cluster support disabled\r\n", 1).expect("ok");
+    assert_eq!(
+        events,
+        vec![Event::Slots(Err(Bytes::from_static(
+            b"ERR cluster support disabled"
+        )))]
+    );
+    assert_eq!(link.unacked(), 0);
+    let mut link = Link::new(Role::Command, t);
+    link.connected(t);
+    link.authenticate(None, "pw", &mut out);
+    assert_eq!(commands(&mut out), vec![vec!["AUTH", "pw"]]);
+    let mut input = b"-".to_vec();
+    input.extend_from_slice(&refused);
+    input.extend_from_slice(b"\r\n");
+    let events = feed(&mut link, &input, 3).expect("refused");
+    assert_eq!(events, vec![Event::AuthRefused(refused.clone())]);
+
+    // A subscriber connection: the first reply answers AUTH (`+OK` says
+    // nothing), then pushes as usual.
+    let mut link = Link::new(Role::Subscriber, t);
+    link.connected(t);
+    link.authenticate(None, "pw", &mut out);
+    link.reconcile(&set(&["a"]), false, &mut out);
+    assert_eq!(
+        commands(&mut out),
+        vec![vec!["AUTH", "pw"], vec!["SUBSCRIBE", "a"]]
+    );
+    let mut input = b"+OK\r\n".to_vec();
+    input.extend(pushes());
+    let events = feed(&mut link, &input, 2).expect("pushes");
+    assert_eq!(events.first(), Some(&Event::Subscribed("a".into())));
+    assert_eq!(events.len(), 4);
+    // Refused: one event, and the NOAUTH of the SUBSCRIBE after it is an
+    // ordinary error.
+    let mut link = Link::new(Role::Subscriber, t);
+    link.connected(t);
+    link.authenticate(None, "wrong", &mut out);
+    let mut input = b"-".to_vec();
+    input.extend_from_slice(&refused);
+    input.extend_from_slice(b"\r\n-NOAUTH Authentication required.\r\n");
+    let events = feed(&mut link, &input, 1).expect("refused");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0], Event::AuthRefused(refused));
+    assert!(matches!(events[1], Event::Error { sent: None, .. }));
+}

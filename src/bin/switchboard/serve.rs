@@ -127,7 +127,7 @@ pub(crate) struct ServeArgs {
     /// Poll loops, one a thread; connections are spread over them [default: 1].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Join a cluster through Redis (`redis://HOST:PORT`), or `off` [default: off].
+    /// Join a cluster through Redis (`redis://[[USER]:PASSWORD@]HOST[:PORT]`), or `off` [default: off].
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
     /// This node's name in the cluster (by default the host name and the
@@ -226,7 +226,11 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         "one loop".to_owned()
     };
     match cluster {
-        Some(url) => info!("{loops}; node {} in the cluster at {url}", server.node()),
+        Some(url) => info!(
+            "{loops}; node {} in the cluster at {}",
+            server.node(),
+            switchboard::redact_cluster_url(&url)
+        ),
         None => info!("{loops}; node {}; no cluster", server.node()),
     }
     let handle = server.handle();
@@ -569,7 +573,7 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
     config.cluster = match args.cluster.as_deref() {
         None | Some("off") => None,
         Some(url) => {
-            switchboard::check_cluster_url(url).map_err(|e| format!("--cluster: {e}"))?;
+            switchboard::check_cluster_url(url)?;
             Some(url.to_owned())
         }
     };
