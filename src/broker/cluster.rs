@@ -459,7 +459,7 @@ pub(super) struct View {
 
 /// `name` case-folded, borrowed when it is lower case already (no
 /// allocation for the common name).
-fn fold(name: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn fold(name: &str) -> std::borrow::Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         name.to_ascii_lowercase().into()
     } else {
@@ -763,6 +763,10 @@ pub(super) struct Cluster {
     /// `STATS` waiting for the other loops' figures, by query number.
     pub(super) stats: HashMap<u64, StatsQuery>,
     pub(super) next_query: u64,
+    /// Distinct users online at this member or any other (`STATS`' `users`
+    /// over several loops), kept as presence changes: each change looks at
+    /// one user in each view, never at every user.
+    pub(super) anywhere: usize,
 }
 
 /// A `STATS` waiting for the other loops.
@@ -802,6 +806,7 @@ impl Cluster {
             state_due: false,
             stats: HashMap::new(),
             next_query: 0,
+            anywhere: 0,
         }
     }
 

@@ -30,6 +30,7 @@ impl Broker {
     /// theirs handed in with [`Broker::handle_notes`].
     pub fn join_cluster(&mut self, member: &str, expiry: Option<Duration>) {
         self.cluster = Some(Box::new(Cluster::new(member, expiry)));
+        self.recount_anywhere();
     }
 
     /// Names another member before it has said anything (the loops of a
@@ -149,6 +150,56 @@ impl Broker {
 
     pub(super) fn in_cluster(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// Whether the (case-folded) user has a session here or at another
+    /// member: a look in each view.
+    pub(super) fn online_anywhere(&self, folded: &str) -> bool {
+        self.users.contains_key(folded) || self.remote_user(folded)
+    }
+
+    /// A session of `user` at member `from` more (`up`) or less.
+    fn remote_online(&mut self, from: &Arc<str>, user: &Arc<str>, up: bool) {
+        let folded = cluster::fold(user);
+        let before = self.online_anywhere(&folded);
+        if let Some(v) = self.view_mut(from) {
+            v.online(user, up);
+        }
+        let after = self.online_anywhere(&folded);
+        self.count_anywhere(before, after);
+        self.who_reply = None;
+    }
+
+    /// A user's presence anywhere went from `before` to `after`.
+    pub(super) fn count_anywhere(&mut self, before: bool, after: bool) {
+        if let Some(c) = self.cluster.as_mut() {
+            match (before, after) {
+                (false, true) => c.anywhere += 1,
+                (true, false) => c.anywhere = c.anywhere.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+
+    /// Distinct users online here and at every other member, counted
+    /// afresh (a member's whole state came, or a member went: rare, and
+    /// not at a client's asking).
+    pub(super) fn users_anywhere_counted(&self) -> usize {
+        let Some(c) = self.cluster.as_ref() else {
+            return self.users.len();
+        };
+        let mut all: std::collections::HashSet<&str> = self.users.keys().map(|k| &**k).collect();
+        for v in c.members.values() {
+            all.extend(v.users.iter().map(|(k, _, _)| &**k));
+        }
+        all.len()
+    }
+
+    fn recount_anywhere(&mut self) {
+        let n = self.users_anywhere_counted();
+        if let Some(c) = self.cluster.as_mut() {
+            c.anywhere = n;
+        }
     }
 
     /// Whether another member has a session of this (case-folded) user.
@@ -402,18 +453,8 @@ impl Broker {
                     self.counters.delivered += 1;
                 }
             }
-            Note::Online(user) => {
-                if let Some(v) = self.view_mut(from) {
-                    v.online(&user, true);
-                }
-                self.who_reply = None;
-            }
-            Note::Offline(user) => {
-                if let Some(v) = self.view_mut(from) {
-                    v.online(&user, false);
-                }
-                self.who_reply = None;
-            }
+            Note::Online(user) => self.remote_online(from, &user, true),
+            Note::Offline(user) => self.remote_online(from, &user, false),
             Note::Joined(user, g) => {
                 if let Some(v) = self.view_mut(from) {
                     v.joined(&user, g, true);
@@ -461,6 +502,7 @@ impl Broker {
                     v.seen = seen;
                     v.local = local;
                 }
+                self.recount_anywhere();
                 self.who_reply = None;
                 self.groups_reply = None;
             }
@@ -609,6 +651,7 @@ impl Broker {
         let Some(view) = self.cluster.as_mut().and_then(|c| c.members.remove(member)) else {
             return;
         };
+        self.recount_anywhere();
         self.who_reply = None;
         self.groups_reply = None;
         for (g, users) in &view.groups {
@@ -796,15 +839,12 @@ impl Broker {
         let Some(generation) = links.get(conn).map(crate::conn::Link::generation) else {
             return true;
         };
-        let mut everyone: Vec<Arc<str>> = self.users.keys().cloned().collect();
-        everyone.extend(self.remote_users().into_iter().map(|(k, _)| k));
-        everyone.sort_unstable();
-        everyone.dedup();
+        let everyone = c.anywhere as u64;
         let figures = self
             .stats(links, self.now)
             .into_iter()
             .map(|f| match f.key {
-                "users" => (f.key, everyone.len() as u64),
+                "users" => (f.key, everyone),
                 _ => (f.key, f.value),
             })
             .collect();

@@ -913,6 +913,13 @@ impl Broker {
                 );
             }
         }
+        if let Some(c) = self.cluster.as_ref() {
+            assert_eq!(
+                c.anywhere,
+                self.users_anywhere_counted(),
+                "users online anywhere, as kept and as counted"
+            );
+        }
         for (folded, user) in &self.users {
             assert!(!user.as_slice().is_empty(), "empty user {folded} kept");
             for &k in user.as_slice() {

@@ -176,6 +176,10 @@ impl Broker {
         match self.users.get_mut(folded.as_str()) {
             Some(keys) => keys.push(conn.0),
             None => {
+                if self.in_cluster() {
+                    let elsewhere = self.remote_user(&folded);
+                    self.count_anywhere(elsewhere, true);
+                }
                 let table_key = if *typed == *folded {
                     Arc::clone(&typed)
                 } else {
@@ -450,6 +454,10 @@ impl Broker {
                 self.counters.sessions -= (before - after) as u64;
                 if empty {
                     self.users.remove(folded.as_str());
+                    if self.in_cluster() {
+                        let elsewhere = self.remote_user(&folded);
+                        self.count_anywhere(true, elsewhere);
+                    }
                 }
             }
         }

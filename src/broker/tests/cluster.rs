@@ -81,6 +81,9 @@ impl Mesh {
                 }
             }
             if !moved {
+                for (_, h) in &self.members {
+                    h.broker.assert_consistent();
+                }
                 return;
             }
         }
@@ -347,6 +350,40 @@ fn limits_count_every_loop() {
     m.send(0, b, b"STATS 0\n");
     let out = m.h(0).take(b);
     assert!(out.contains("\nsessions=4\n"), "{out}");
+}
+
+/// `STATS`' `users` over several loops counts each user once however many
+/// loops (and which case) its sessions are on, kept as sessions come and
+/// go rather than counted at each `STATS` (which cost a sort of every user
+/// online: 1.2 ms a `STATS` at 15,000 users and two loops, and any client
+/// may ask).
+#[test]
+fn users_are_counted_once_across_loops() {
+    let mut m = Mesh::new(3, None);
+    let stats_users = |m: &mut Mesh, i: usize, c: ConnId| {
+        m.send(i, c, b"STATS 0\n");
+        let out = m.h(i).take(c);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("users="))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("{out}"))
+    };
+    let a0 = m.login(0, "alice");
+    let a1 = m.login(1, "alice");
+    let _b = m.login(2, "bob");
+    let c0 = m.login(0, "Carol");
+    let _c2 = m.login(2, "carol");
+    assert_eq!(stats_users(&mut m, 0, c0), "users=3");
+    m.members[0].1.broker.remove(a0, CloseReason::PeerClosed);
+    m.pump();
+    assert_eq!(stats_users(&mut m, 0, c0), "users=3");
+    m.members[1].1.broker.remove(a1, CloseReason::PeerClosed);
+    m.pump();
+    assert_eq!(stats_users(&mut m, 0, c0), "users=2");
+    let a2 = m.login(2, "ALICE");
+    assert_eq!(stats_users(&mut m, 2, a2), "users=3");
+    // (Each pump above checked the count kept against one made afresh.)
 }
 
 /// Batches handed in during one loop turn share one work budget: a loop
