@@ -4,8 +4,12 @@
 //!
 //! The broker's service copies its figures ([`crate::broker::Figure`]) into
 //! a snapshot shared with this service once per loop turn while a
-//! metrics listener exists (two dozen numbers: nothing per connection); a
-//! request is answered from it at once. Each connection gets one response
+//! metrics listener exists (two dozen numbers: nothing per connection, and
+//! not the process's figures, which read `/proc`); a request is answered
+//! from it at once, the process's figures read then. With several loops
+//! (`--threads`) each loop fills a snapshot of its own and a request
+//! combines them as `STATS` does (sums; the process-wide figures and maxima
+//! once), so the metrics are the whole server's. Each connection gets one response
 //! and is closed (`Connection: close`), like a Prometheus scrape expects.
 //!
 //! What a client can make this service hold is bounded like anywhere else
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use log::debug;
 
-use crate::broker::{Figure, FigureKind};
+use crate::broker::{Figure, FigureKind, ProcessStats, combine_figure};
 use crate::conn::{Admission, CloseReason, ConnId, Limits, Links, PeerIdentity, Table};
 use crate::reactor::Conn;
 use crate::reactor::service::Service;
@@ -133,31 +137,67 @@ pub fn render(figures: &[Figure]) -> String {
     out
 }
 
+/// Every loop's figures together, as `STATS` adds them up; the process's
+/// figures from `process`.
+pub(crate) fn combined(
+    snapshots: &[Snapshot],
+    process: Option<fn() -> ProcessStats>,
+) -> Vec<Figure> {
+    let lock = |s: &Snapshot| s.lock().map(|f| f.clone()).unwrap_or_default();
+    let mut figures = snapshots.first().map(lock).unwrap_or_default();
+    for other in snapshots.iter().skip(1) {
+        let other = lock(other);
+        for f in &mut figures {
+            if let Some(o) = other.iter().find(|o| o.key == f.key) {
+                f.value = combine_figure(f.key, f.value, o.value);
+            }
+        }
+    }
+    if let Some(p) = process.map(|f| f()) {
+        for f in &mut figures {
+            match f.key {
+                "rss_bytes" => f.value = p.rss_bytes,
+                "log_lines_dropped" => f.value = p.log_lines_dropped,
+                _ => {}
+            }
+        }
+    }
+    figures
+}
+
 /// The metrics listener's connections.
 pub(crate) struct MetricsService {
     links: Links<Conn, ()>,
-    snapshot: Snapshot,
+    /// This loop's snapshot, then the other loops' (several loops).
+    snapshots: Vec<Snapshot>,
+    process: Option<fn() -> ProcessStats>,
     /// Request deadlines, in accept order (so in deadline order): slot and
     /// generation.
     deadlines: VecDeque<(Instant, ConnId, u32)>,
 }
 
 impl MetricsService {
-    pub(crate) fn new(snapshot: Snapshot) -> Self {
+    pub(crate) fn new(snapshot: Snapshot, process: Option<fn() -> ProcessStats>) -> Self {
         Self {
             links: Links::new(Limits {
                 max_connections: MAX_CONNECTIONS,
                 max_pending: 1 << 20,
                 ..Limits::default()
             }),
-            snapshot,
+            snapshots: vec![snapshot],
+            process,
             deadlines: VecDeque::new(),
         }
     }
 
     /// The snapshot the broker's service fills.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        Arc::clone(&self.snapshot)
+        self.snapshots.first().cloned().unwrap_or_default()
+    }
+
+    /// Another loop's snapshot, to be added to this one's.
+    pub(crate) fn add_loop(&mut self, snapshot: Snapshot) {
+        self.snapshots.push(snapshot);
     }
 
     fn answer(&mut self, conn: ConnId, response: Bytes, now: Instant) {
@@ -184,15 +224,10 @@ impl Service for MetricsService {
         admission
     }
     fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
-        let snapshot = &self.snapshot;
+        let (snapshots, process) = (&self.snapshots, self.process);
         let mut response = None;
         self.links.input(conn, data, |_, bytes| {
-            response = respond(bytes, || {
-                snapshot
-                    .lock()
-                    .map(|figures| figures.clone())
-                    .unwrap_or_default()
-            });
+            response = respond(bytes, || combined(snapshots, process));
             if response.is_some() { bytes.len() } else { 0 }
         });
         if let Some(response) = response {

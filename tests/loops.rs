@@ -256,6 +256,72 @@ fn stats_and_who_cover_every_loop() {
     assert_eq!(stat(c, "published") - before, 10);
 }
 
+/// `GET /metrics` of a server with a metrics listener, as `name value`
+/// (labels kept in the name).
+fn scrape(addr: &str) -> BTreeMap<String, u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The metrics listener (on the first loop) adds up every loop's figures
+/// as `STATS` does; it reported the first loop's alone before.
+#[test]
+fn metrics_add_up_every_loop() {
+    let srv = server(4, &["--metrics-listen", "127.0.0.1:0", "--open-groups"]);
+    let line = srv
+        .wait_log("metrics listening on ", Duration::from_secs(10))
+        .expect("the metrics listener's line");
+    let addr = line
+        .split("metrics listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("its address")
+        .to_owned();
+    // Eight sessions over the four loops, u0 twice.
+    let mut clients: Vec<Client> = (0..8).map(|i| srv.login(&format!("u{}", i % 7))).collect();
+    for c in clients.iter_mut() {
+        c.ack("SUBSCRIBE 0 1");
+        c.ack("PUBLISH 1 1\nx");
+    }
+    let want = [
+        ("switchboard_connections{transport=\"tcp\"}", 8),
+        ("switchboard_sessions", 8),
+        ("switchboard_users", 7),
+        ("switchboard_subscriptions", 8),
+        ("switchboard_published_total", 8),
+        // The i-th publish reaches the i subscribed so far.
+        ("switchboard_delivered_total", 36),
+    ];
+    let mut got = BTreeMap::new();
+    // Each loop's figures are those of its latest turn: bounded wait.
+    let ok = wait_until(Duration::from_secs(5), || {
+        got = scrape(&addr);
+        want.iter().all(|(k, v)| got.get(*k) == Some(v))
+    });
+    assert!(ok, "want {want:?}, got {got:#?}");
+    assert!(
+        got.get("switchboard_rss_bytes")
+            .is_some_and(|&r| r > 1 << 20)
+    );
+    assert_eq!(stat(&mut clients[5], "users"), 7);
+    assert_eq!(stat(&mut clients[5], "delivered"), 36);
+}
+
 #[test]
 fn a_queue_group_over_loops_shares_work_exactly_once() {
     let srv = server(4, &["--open-groups"]);

@@ -763,9 +763,10 @@ pub(super) struct Cluster {
     /// `STATS` waiting for the other loops' figures, by query number.
     pub(super) stats: HashMap<u64, StatsQuery>,
     pub(super) next_query: u64,
-    /// Distinct users online at this member or any other (`STATS`' `users`
-    /// over several loops), kept as presence changes: each change looks at
-    /// one user in each view, never at every user.
+    /// Distinct users online on this loop or another loop of the process
+    /// (`STATS`' `users`; other nodes count their own), kept as presence
+    /// changes: each change looks at one user in each view, never at
+    /// every user.
     pub(super) anywhere: usize,
 }
 

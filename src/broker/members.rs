@@ -152,25 +152,33 @@ impl Broker {
         self.cluster.is_some()
     }
 
-    /// Whether the (case-folded) user has a session here or at another
-    /// member: a look in each view.
-    pub(super) fn online_anywhere(&self, folded: &str) -> bool {
-        self.users.contains_key(folded) || self.remote_user(folded)
+    /// Whether the (case-folded) user has a session on this loop or on
+    /// another loop of the process: a look in each loop's view (other
+    /// nodes' users are theirs to count).
+    pub(super) fn in_process(&self, folded: &str) -> bool {
+        self.users.contains_key(folded) || self.other_loop_has(folded)
+    }
+
+    /// Whether another loop of this process has a session of the user.
+    pub(super) fn other_loop_has(&self, folded: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| (c.members.values()).any(|v| v.local && v.users.contains_key(folded)))
     }
 
     /// A session of `user` at member `from` more (`up`) or less.
     fn remote_online(&mut self, from: &Arc<str>, user: &Arc<str>, up: bool) {
         let folded = cluster::fold(user);
-        let before = self.online_anywhere(&folded);
+        let before = self.in_process(&folded);
         if let Some(v) = self.view_mut(from) {
             v.online(user, up);
         }
-        let after = self.online_anywhere(&folded);
+        let after = self.in_process(&folded);
         self.count_anywhere(before, after);
         self.who_reply = None;
     }
 
-    /// A user's presence anywhere went from `before` to `after`.
+    /// A user's presence in the process went from `before` to `after`.
     pub(super) fn count_anywhere(&mut self, before: bool, after: bool) {
         if let Some(c) = self.cluster.as_mut() {
             match (before, after) {
@@ -181,18 +189,26 @@ impl Broker {
         }
     }
 
-    /// Distinct users online here and at every other member, counted
-    /// afresh (a member's whole state came, or a member went: rare, and
-    /// not at a client's asking).
+    /// Distinct users online on this loop and every other loop of the
+    /// process, counted afresh (a loop's whole state came, or a member
+    /// went: rare, and not at a client's asking).
     pub(super) fn users_anywhere_counted(&self) -> usize {
         let Some(c) = self.cluster.as_ref() else {
             return self.users.len();
         };
         let mut all: std::collections::HashSet<&str> = self.users.keys().map(|k| &**k).collect();
-        for v in c.members.values() {
+        for v in c.members.values().filter(|v| v.local) {
             all.extend(v.users.iter().map(|(k, _, _)| &**k));
         }
         all.len()
+    }
+
+    /// `STATS`' `users`: distinct users online in the process (kept, see
+    /// `Cluster::anywhere`).
+    pub(super) fn users_in_process(&self) -> u64 {
+        self.cluster
+            .as_ref()
+            .map_or(self.users.len(), |c| c.anywhere) as u64
     }
 
     fn recount_anywhere(&mut self) {
@@ -839,14 +855,8 @@ impl Broker {
         let Some(generation) = links.get(conn).map(crate::conn::Link::generation) else {
             return true;
         };
-        let everyone = c.anywhere as u64;
-        let figures = self
-            .stats(links, self.now)
-            .into_iter()
-            .map(|f| match f.key {
-                "users" => (f.key, everyone),
-                _ => (f.key, f.value),
-            })
+        let figures = (self.stats(links, self.now).into_iter())
+            .map(|f| (f.key, f.value))
             .collect();
         let deadline = links.tick(self.now) + Duration::from_secs(1);
         let Some(c) = self.cluster.as_mut() else {
@@ -891,7 +901,7 @@ impl Broker {
                 continue;
             };
             if let Some(f) = q.figures.iter_mut().find(|f| f.0 == key) {
-                f.1 = combine(f.0, f.1, value);
+                f.1 = super::stats::combine(f.0, f.1, value);
             }
         }
         q.waiting = q.waiting.saturating_sub(1);
@@ -931,20 +941,5 @@ impl Broker {
         for n in due {
             self.answer_stats(links, n);
         }
-    }
-}
-
-/// Two loops' values of one `STATS` figure: process-wide figures and
-/// maxima are the same or the larger, the rest add up.
-fn combine(key: &str, a: u64, b: u64) -> u64 {
-    match key {
-        // The same for every loop, or the worst of them; `groups` are
-        // configured alike (open groups made by use may differ).
-        "uptime_s" | "rss_bytes" | "log_lines_dropped" | "loop_turn_max_us" | "groups"
-        | "cluster_members" => a.max(b),
-        // Counted by the asking loop from its views (a user with sessions
-        // on two loops is one user).
-        "users" => a,
-        _ => a.saturating_add(b),
     }
 }

@@ -60,6 +60,7 @@ use registry::{Group, Keys, user_name};
 pub use requests::{MAX_PENDING_REQUESTS, RequestOutcome};
 pub use session::Session;
 use session::State;
+pub(crate) use stats::combine as combine_figure;
 pub use stats::{Figure, Kind as FigureKind, ProcessStats};
 
 use crate::conn::tick::Tick;

@@ -177,7 +177,7 @@ impl Broker {
             Some(keys) => keys.push(conn.0),
             None => {
                 if self.in_cluster() {
-                    let elsewhere = self.remote_user(&folded);
+                    let elsewhere = self.other_loop_has(&folded);
                     self.count_anywhere(elsewhere, true);
                 }
                 let table_key = if *typed == *folded {
@@ -455,7 +455,7 @@ impl Broker {
                 if empty {
                     self.users.remove(folded.as_str());
                     if self.in_cluster() {
-                        let elsewhere = self.remote_user(&folded);
+                        let elsewhere = self.other_loop_has(&folded);
                         self.count_anywhere(true, elsewhere);
                     }
                 }

@@ -83,10 +83,33 @@ impl Broker {
 
     /// [`Broker::stats`] into `out` (cleared first), reusing its allocation.
     pub fn stats_into<T>(&self, links: &Sessions<T>, now: Instant, out: &mut Vec<Figure>) {
+        let process = self.process_stats.map(|f| f()).unwrap_or_default();
+        self.figures_into(links, now, out, process);
+    }
+
+    /// [`Broker::stats_into`] without asking the process's figures (they
+    /// read `/proc`): `rss_bytes` and `log_lines_dropped` are 0, for the
+    /// metrics snapshot taken every loop turn (the metrics service asks
+    /// for them when it answers).
+    pub(crate) fn stats_without_process_into<T>(
+        &self,
+        links: &Sessions<T>,
+        now: Instant,
+        out: &mut Vec<Figure>,
+    ) {
+        self.figures_into(links, now, out, ProcessStats::default());
+    }
+
+    fn figures_into<T>(
+        &self,
+        links: &Sessions<T>,
+        now: Instant,
+        out: &mut Vec<Figure>,
+        process: ProcessStats,
+    ) {
         use Kind::{Counter, Gauge};
         let io = links.stats();
         let c = &self.counters;
-        let process = self.process_stats.map(|f| f()).unwrap_or_default();
         let connections = links.len() as u64;
         let tls = io.open_tls.min(connections);
         let ws = io.open_ws.min(connections - tls);
@@ -126,7 +149,7 @@ impl Broker {
             figure("sessions", c.sessions, Gauge, "Logged-in connections."),
             figure(
                 "users",
-                self.users.len() as u64,
+                self.users_in_process(),
                 Gauge,
                 "Distinct users online.",
             ),
@@ -270,5 +293,20 @@ impl Broker {
             out.push('\n');
         }
         frame::result(out.as_bytes())
+    }
+}
+
+/// Two loops' values of one `STATS` figure: process-wide figures and
+/// maxima are the same or the larger, the rest add up.
+pub(crate) fn combine(key: &str, a: u64, b: u64) -> u64 {
+    match key {
+        // The same for every loop, or the worst of them; `groups` are
+        // configured alike (open groups made by use may differ).
+        "uptime_s" | "rss_bytes" | "log_lines_dropped" | "loop_turn_max_us" | "groups"
+        | "cluster_members" => a.max(b),
+        // Every loop counts the users of the whole process (a user with
+        // sessions on two loops is one user).
+        "users" => a,
+        _ => a.saturating_add(b),
     }
 }
