@@ -767,7 +767,7 @@ pub(super) struct Cluster {
     /// (`STATS`' `users`; other nodes count their own), kept as presence
     /// changes: each change looks at one user in each view, never at
     /// every user.
-    pub(super) anywhere: usize,
+    pub(super) users_in_process: usize,
 }
 
 /// A `STATS` waiting for the other loops.
@@ -807,7 +807,7 @@ impl Cluster {
             state_due: false,
             stats: HashMap::new(),
             next_query: 0,
-            anywhere: 0,
+            users_in_process: 0,
         }
     }
 

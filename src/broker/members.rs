@@ -30,7 +30,7 @@ impl Broker {
     /// theirs handed in with [`Broker::handle_notes`].
     pub fn join_cluster(&mut self, member: &str, expiry: Option<Duration>) {
         self.cluster = Some(Box::new(Cluster::new(member, expiry)));
-        self.recount_anywhere();
+        self.recount_users_in_process();
     }
 
     /// Names another member before it has said anything (the loops of a
@@ -174,16 +174,16 @@ impl Broker {
             v.online(user, up);
         }
         let after = self.in_process(&folded);
-        self.count_anywhere(before, after);
+        self.count_in_process(before, after);
         self.who_reply = None;
     }
 
     /// A user's presence in the process went from `before` to `after`.
-    pub(super) fn count_anywhere(&mut self, before: bool, after: bool) {
+    pub(super) fn count_in_process(&mut self, before: bool, after: bool) {
         if let Some(c) = self.cluster.as_mut() {
             match (before, after) {
-                (false, true) => c.anywhere += 1,
-                (true, false) => c.anywhere = c.anywhere.saturating_sub(1),
+                (false, true) => c.users_in_process += 1,
+                (true, false) => c.users_in_process = c.users_in_process.saturating_sub(1),
                 _ => {}
             }
         }
@@ -192,7 +192,7 @@ impl Broker {
     /// Distinct users online on this loop and every other loop of the
     /// process, counted afresh (a loop's whole state came, or a member
     /// went: rare, and not at a client's asking).
-    pub(super) fn users_anywhere_counted(&self) -> usize {
+    pub(super) fn users_in_process_counted(&self) -> usize {
         let Some(c) = self.cluster.as_ref() else {
             return self.users.len();
         };
@@ -204,17 +204,17 @@ impl Broker {
     }
 
     /// `STATS`' `users`: distinct users online in the process (kept, see
-    /// `Cluster::anywhere`).
+    /// `Cluster::users_in_process`).
     pub(super) fn users_in_process(&self) -> u64 {
         self.cluster
             .as_ref()
-            .map_or(self.users.len(), |c| c.anywhere) as u64
+            .map_or(self.users.len(), |c| c.users_in_process) as u64
     }
 
-    fn recount_anywhere(&mut self) {
-        let n = self.users_anywhere_counted();
+    fn recount_users_in_process(&mut self) {
+        let n = self.users_in_process_counted();
         if let Some(c) = self.cluster.as_mut() {
-            c.anywhere = n;
+            c.users_in_process = n;
         }
     }
 
@@ -518,7 +518,7 @@ impl Broker {
                     v.seen = seen;
                     v.local = local;
                 }
-                self.recount_anywhere();
+                self.recount_users_in_process();
                 self.who_reply = None;
                 self.groups_reply = None;
             }
@@ -667,7 +667,7 @@ impl Broker {
         let Some(view) = self.cluster.as_mut().and_then(|c| c.members.remove(member)) else {
             return;
         };
-        self.recount_anywhere();
+        self.recount_users_in_process();
         self.who_reply = None;
         self.groups_reply = None;
         for (g, users) in &view.groups {

@@ -916,9 +916,9 @@ impl Broker {
         }
         if let Some(c) = self.cluster.as_ref() {
             assert_eq!(
-                c.anywhere,
-                self.users_anywhere_counted(),
-                "users online anywhere, as kept and as counted"
+                c.users_in_process,
+                self.users_in_process_counted(),
+                "users online in the process, as kept and as counted"
             );
         }
         for (folded, user) in &self.users {

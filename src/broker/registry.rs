@@ -178,7 +178,7 @@ impl Broker {
             None => {
                 if self.in_cluster() {
                     let elsewhere = self.other_loop_has(&folded);
-                    self.count_anywhere(elsewhere, true);
+                    self.count_in_process(elsewhere, true);
                 }
                 let table_key = if *typed == *folded {
                     Arc::clone(&typed)
@@ -456,7 +456,7 @@ impl Broker {
                     self.users.remove(folded.as_str());
                     if self.in_cluster() {
                         let elsewhere = self.other_loop_has(&folded);
-                        self.count_anywhere(true, elsewhere);
+                        self.count_in_process(true, elsewhere);
                     }
                 }
             }
