@@ -94,7 +94,7 @@ pub(crate) const REFRESH_MIN: Duration = Duration::from_millis(100);
 pub(crate) const REFRESH_DOWN: Duration = Duration::from_secs(1);
 
 /// How to reach the engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct EngineConfig {
     /// `redis://[[USER]:PASSWORD@]HOST[:PORT]`, resolved once at start
     /// ([`parse_url`]).
@@ -102,6 +102,19 @@ pub(crate) struct EngineConfig {
     /// Bytes queued or unanswered towards Redis (per command connection)
     /// before publishes are dropped.
     pub(crate) max_outgoing: usize,
+    /// For a `rediss://` URL: how Redis's certificates are verified (and
+    /// the client certificate, when Redis asks for one).
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_outgoing", &self.max_outgoing)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl EngineConfig {
@@ -110,6 +123,7 @@ impl EngineConfig {
         Self {
             url: url.into(),
             max_outgoing: DEFAULT_MAX_OUTGOING,
+            tls: None,
         }
     }
 }
@@ -138,19 +152,31 @@ pub(crate) struct Target {
     /// The first Redis (of a cluster: any of its nodes).
     pub(crate) addr: SocketAddr,
     pub(crate) credentials: Option<Credentials>,
+    /// `rediss://`: TLS, every Redis's certificate verified for this name
+    /// (the URL's host).
+    pub(crate) tls_name: Option<String>,
+}
+
+/// The URL's scheme and the rest: `redis://` or `rediss://` (TLS).
+fn scheme(url: &str) -> Option<(bool, &str)> {
+    match url.strip_prefix("rediss://") {
+        Some(rest) => Some((true, rest)),
+        None => url.strip_prefix("redis://").map(|rest| (false, rest)),
+    }
 }
 
 /// `url` with its password (if any) replaced by `***`, for logs and
 /// messages.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some(rest) = url.strip_prefix("redis://") else {
+    let Some((tls, rest)) = scheme(url) else {
         return url.to_owned();
     };
     let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
+    let s = if tls { "s" } else { "" };
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("redis://{user}:***@{host}"),
+        Some((user, _)) => format!("redis{s}://{user}:***@{host}"),
         None => url.to_owned(),
     }
 }
@@ -174,22 +200,21 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// The address and credentials of `redis://[[USER]:PASSWORD@]HOST[:PORT][/]`
-/// (port 6379 by default; user and password `%`-escaped as in any URL),
-/// resolved now (this blocks on DNS: call it at start, not on the loop).
+/// (port 6379 by default; user and password `%`-escaped as in any URL), or
+/// of `rediss://...` (TLS), resolved now (this blocks on DNS: call it at
+/// start, not on the loop).
 ///
 /// # Errors
 ///
-/// A message naming the URL (its password hidden): not `redis://`, a user
+/// A message naming the URL (its password hidden): not `redis[s]://`, a user
 /// without a password, a bad `%` escape, a database or options in it (not
 /// supported), no host, a bad port, or a name that does not resolve.
 pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let shown = redact_url(url);
     let bad = |why: &str| {
-        format!("--cluster {shown}: {why} (expected redis://[[USER]:PASSWORD@]HOST[:PORT])")
+        format!("--cluster {shown}: {why} (expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT])")
     };
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| bad("not a redis:// URL"))?;
+    let (tls, rest) = scheme(url).ok_or_else(|| bad("not a redis:// or rediss:// URL"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (credentials, rest) = match rest.rsplit_once('@') {
         None => (None, rest),
@@ -231,7 +256,17 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         .to_socket_addrs()
         .map_err(|e| bad(&format!("cannot resolve: {e}")))?;
     let addr = addrs.next().ok_or_else(|| bad("the name has no address"))?;
-    Ok(Target { addr, credentials })
+    let tls_name = tls.then(|| {
+        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    });
+    Ok(Target {
+        addr,
+        credentials,
+        tls_name,
+    })
 }
 
 /// What the broker and the engine exchange, once per loop turn.
@@ -345,6 +380,11 @@ pub(crate) struct EngineService {
     seed: Option<SocketAddr>,
     /// `AUTH` on every connection first, when the URL has a password.
     credentials: Option<Credentials>,
+    /// `rediss://`: every connection is TLS, verified for this name.
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     mode: Mode,
     nodes: BTreeMap<SocketAddr, Node>,
     /// Which wanted channels each node serves (subscriber connections).
@@ -386,11 +426,30 @@ impl EngineService {
     /// parse is logged and leaves the engine down for good: check it with
     /// [`parse_url`] at start to refuse to start instead.
     pub(crate) fn new(config: EngineConfig, board: SharedEngineBoard) -> Self {
-        let (seed, credentials) = match parse_url(&config.url) {
-            Ok(t) => (Some(t.addr), t.credentials),
+        let (mut seed, credentials, tls_name) = match parse_url(&config.url) {
+            Ok(t) => (Some(t.addr), t.credentials, t.tls_name),
             Err(e) => {
                 error!("{e}");
-                (None, None)
+                (None, None, None)
+            }
+        };
+        let tls = match (tls_name, &config.tls) {
+            (None, _) => None,
+            (Some(name), Some(c)) => match rustls::pki_types::ServerName::try_from(name) {
+                Ok(name) => Some((Arc::clone(c), name)),
+                Err(e) => {
+                    error!("--cluster {}: {e}", redact_url(&config.url));
+                    seed = None;
+                    None
+                }
+            },
+            (Some(_), None) => {
+                error!(
+                    "--cluster {}: rediss:// needs a CA to verify Redis with",
+                    redact_url(&config.url)
+                );
+                seed = None;
+                None
             }
         };
         let max_outgoing = config.max_outgoing.max(1);
@@ -417,6 +476,7 @@ impl EngineService {
             max_outgoing,
             seed,
             credentials,
+            tls,
             mode: Mode::Unknown,
             nodes,
             routes: BTreeMap::new(),
@@ -873,6 +933,17 @@ impl Service for EngineService {
     }
     fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
         into.append(&mut self.connects);
+    }
+    fn connect_transport(&mut self, _tag: u64) -> std::io::Result<crate::transport::Transport> {
+        use crate::transport::Transport;
+        match &self.tls {
+            None => Ok(Transport::Plain),
+            Some((config, name)) => {
+                let session = crate::tls::TlsSession::new_client(Arc::clone(config), name.clone())
+                    .map_err(std::io::Error::other)?;
+                Ok(Transport::Tls(Box::new(session)))
+            }
+        }
     }
     fn connect_started(&mut self, tag: u64, conn: std::io::Result<ConnId>, now: Instant) {
         self.now = now;

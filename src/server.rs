@@ -70,10 +70,17 @@ pub struct ServerConfig {
     /// more than one loop needs). With more, the first loop accepts and
     /// hands connections round-robin to all; see [`Server::bind_threads`].
     pub threads: usize,
-    /// Join a cluster through Redis at this URL (`redis://HOST:PORT`);
-    /// `None` (the default): no cluster. The node's name is
-    /// [`BrokerConfig::node`].
+    /// Join a cluster through Redis at this URL
+    /// (`redis://[[USER]:PASSWORD@]HOST[:PORT]`, or `rediss://...` over
+    /// TLS, see [`ServerConfig::cluster_tls`]); `None` (the default): no
+    /// cluster. The node's name is [`BrokerConfig::node`].
     pub cluster: Option<String>,
+    /// For a `rediss://` cluster URL: how every Redis's certificate is
+    /// verified (for the URL's host name), and the client certificate when
+    /// Redis asks for one (its `tls-auth-clients`); see
+    /// [`crate::tls::client_config`]. Needed with `rediss://`; `None` by
+    /// default.
+    pub cluster_tls: Option<Arc<rustls::ClientConfig>>,
     /// How long a silent node is remembered by the others (default 15 s;
     /// each node beats every third of it).
     pub cluster_expiry: std::time::Duration,
@@ -98,6 +105,7 @@ impl Default for ServerConfig {
             threads: 1,
             cluster: None,
             cluster_expiry: std::time::Duration::from_secs(15),
+            cluster_tls: None,
             loop_index: 0,
         }
     }
@@ -602,6 +610,9 @@ impl<H: Handler> Service for Hosted<H> {
     fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
         hosted!(self, s => s.take_connects(into));
     }
+    fn connect_transport(&mut self, tag: u64) -> io::Result<crate::transport::Transport> {
+        hosted!(self, s => s.connect_transport(tag))
+    }
     fn connect_started(&mut self, tag: u64, conn: io::Result<ConnId>, now: std::time::Instant) {
         hosted!(self, s => s.connect_started(tag, conn, now));
     }
@@ -712,8 +723,17 @@ pub(crate) fn build_broker<H: Handler + 'static>(
     let probes = ProbeService::new(Arc::clone(&service.probes));
     let engine = match &config.cluster {
         Some(url) => {
-            crate::engine::parse_url(url)
-                .map_err(|e| StartError::Config(format!("--cluster: {e}")))?;
+            let target = crate::engine::parse_url(url).map_err(StartError::Config)?;
+            let tls = match (&target.tls_name, &config.cluster_tls) {
+                (None, _) => None,
+                (Some(_), Some(t)) => Some(Arc::clone(t)),
+                (Some(_), None) => {
+                    return Err(StartError::Config(format!(
+                        "--cluster {}: rediss:// needs --cluster-ca (the CA Redis's certificate chains to)",
+                        crate::engine::redact_url(url)
+                    )));
+                }
+            };
             let member = bus::member_name(
                 &config.broker.node,
                 config.threads.max(1),
@@ -730,7 +750,9 @@ pub(crate) fn build_broker<H: Handler + 'static>(
                     &member,
                     config.cluster_expiry,
                 )));
-                EngineService::new(EngineConfig::new(url.clone()), board)
+                let mut engine = EngineConfig::new(url.clone());
+                engine.tls = tls;
+                EngineService::new(engine, board)
             })
         }
         None => None,

@@ -641,6 +641,74 @@ fn nodes_reach_a_redis_with_a_password_and_never_show_it() {
     }
 }
 
+#[test]
+fn nodes_reach_a_redis_over_tls_with_client_certificates() {
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let file = |name: &str| certs.join(name).display().to_string();
+    let tls_port = free_port();
+    let _redis = Redis::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &file("server.pem"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.pem"),
+        "--tls-auth-clients",
+        "yes",
+        "--requirepass",
+        "hunter2",
+    ]);
+    let url = format!("rediss://:hunter2@localhost:{tls_port}");
+    let tls_node = |name: &str, client: &str| {
+        ServerProc::start(&[
+            "--cluster",
+            &url,
+            "--cluster-ca",
+            &file("ca.pem"),
+            "--cluster-cert",
+            &file(&format!("{client}.pem")),
+            "--cluster-key",
+            &file(&format!("{client}.key")),
+            "--node",
+            name,
+            "--open-groups",
+        ])
+    };
+    let a = tls_node("a", "alice");
+    let b = tls_node("b", "bob");
+    wait_cluster(&a, "ok", CONVERGE);
+    wait_cluster(&b, "ok", CONVERGE);
+    send_who_watch(&a, &b);
+    assert!(a.log_text().contains("rediss://:***@localhost"));
+    // Refused at start: rediss:// without a CA, half a client certificate.
+    for args in [
+        vec!["--cluster", url.as_str()],
+        vec![
+            "--cluster",
+            url.as_str(),
+            "--cluster-ca",
+            &file("ca.pem"),
+            "--cluster-cert",
+            &file("alice.pem"),
+        ],
+        vec![
+            "--cluster-cert",
+            &file("alice.pem"),
+            "--cluster-key",
+            &file("alice.key"),
+        ],
+    ] {
+        let out = expect_start_failure(&serve_args(&args));
+        assert!(
+            out.stderr.contains("--cluster") && !out.stderr.contains("hunter2"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // REQUEST, SURVEY, QUERY across nodes
 // ---------------------------------------------------------------------------

@@ -39,7 +39,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Sans-IO Redis (RESP2, command and subscriber links, cluster slots).
     ("redis", &[]),
     // The cluster engine's transport: Redis connections of the loop.
-    ("engine", &["conn", "reactor", "redis"]),
+    // (TLS client sessions for `rediss://`.)
+    ("engine", &["conn", "reactor", "redis", "tls", "transport"]),
     // How a broker reaches the other members: other loops, or the engine.
     ("bus", &["broker", "engine", "reactor"]),
     (

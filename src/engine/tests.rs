@@ -184,6 +184,16 @@ impl Engine {
     /// An engine whose broker wants `channels` from the start (as a
     /// server's does: so `up` means they are confirmed).
     fn start_on(url: &str, max_outgoing: usize, channels: &[&str]) -> Self {
+        Self::start_tls(url, max_outgoing, channels, None)
+    }
+
+    /// [`Engine::start_on`] with a TLS client configuration (`rediss://`).
+    fn start_tls(
+        url: &str,
+        max_outgoing: usize,
+        channels: &[&str],
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         let board = SharedEngineBoard::default();
         lock(&board).channels = channels.iter().map(|c| c.to_string()).collect();
         let (tx, rx) = mpsc::channel();
@@ -191,6 +201,7 @@ impl Engine {
         let config = EngineConfig {
             url: url.to_string(),
             max_outgoing,
+            tls,
         };
         let b = Arc::clone(&board);
         let thread = thread::spawn(move || {
@@ -317,9 +328,21 @@ fn parse_url_accepts_redis_urls_and_names_the_bad_ones() {
         addr("redis://bob:p%40ss:w@rd@127.0.0.1"),
         Ok(SocketAddr::from(([127, 0, 0, 1], 6379)))
     );
+    // TLS: verified for the URL's host.
+    let tls_name = |url: &str| parse_url(url).map(|t| t.tls_name);
+    assert_eq!(tls_name("redis://localhost:7000"), Ok(None));
+    assert_eq!(
+        tls_name("rediss://localhost:7000"),
+        Ok(Some("localhost".into()))
+    );
+    assert_eq!(tls_name("rediss://:pw@[::1]"), Ok(Some("::1".into())));
+    assert_eq!(
+        tls_name("rediss://127.0.0.1/"),
+        Ok(Some("127.0.0.1".into()))
+    );
     for bad in [
         "127.0.0.1:6379",
-        "rediss://127.0.0.1:6379",
+        "https://127.0.0.1:6379",
         "redis://",
         "redis://u@127.0.0.1:6379",
         "redis://127.0.0.1:6379/2",
@@ -339,6 +362,10 @@ fn parse_url_accepts_redis_urls_and_names_the_bad_ones() {
         ("redis://:hunter2@127.0.0.1:0", "redis://:***@127.0.0.1:0"),
         ("redis://u:hunter2%zz@127.0.0.1", "redis://u:***@127.0.0.1"),
         ("redis://u:@127.0.0.1", "redis://u:***@127.0.0.1"),
+        (
+            "rediss://u:hunter2@127.0.0.1:0",
+            "rediss://u:***@127.0.0.1:0",
+        ),
     ] {
         let e = parse_url(bad).expect_err(bad);
         assert!(e.contains(shown) && !e.contains("hunter2"), "{e}");
@@ -472,6 +499,96 @@ fn a_redis_with_passwords_is_reached_with_the_urls_credentials() {
     carol.wait("the messages after", 10, |_, got| got.len() == 5);
     assert_eq!(carol.payloads("chat"), numbered("again", 5));
     none.wait("still down", 1, |b, _| !b.up);
+}
+
+/// The development certificates (`certs/`).
+fn cert(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("certs")
+        .join(name)
+}
+
+/// Trusts the development CA, with `client`'s certificate if given.
+fn client_tls(client: Option<&str>) -> Arc<rustls::ClientConfig> {
+    tls_trusting(&cert("ca.pem"), client)
+}
+
+/// Trusts the CA of `ca`, with `client`'s certificate if given.
+fn tls_trusting(ca: &std::path::Path, client: Option<&str>) -> Arc<rustls::ClientConfig> {
+    use crate::certs::{load_certs, load_key, load_roots};
+    let client = client.map(|c| {
+        let chain = load_certs(&cert(&format!("{c}.pem"))).expect("a client certificate");
+        (
+            chain,
+            load_key(&cert(&format!("{c}.key"))).expect("its key"),
+        )
+    });
+    crate::tls::client_config(load_roots(ca).expect("the CA"), client).expect("a configuration")
+}
+
+#[test]
+fn a_redis_over_tls_is_verified_and_asks_for_client_certificates() {
+    let tls_port = free_port(false);
+    let (ca, server, key) = (cert("ca.pem"), cert("server.pem"), cert("server.key"));
+    let redis = Redis::start_with(
+        false,
+        &[
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            server.to_str().expect("a path"),
+            "--tls-key-file",
+            key.to_str().expect("a path"),
+            "--tls-ca-cert-file",
+            ca.to_str().expect("a path"),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+    let url = format!("rediss://localhost:{tls_port}");
+    let chat = &["chat"];
+    let mut a = Engine::start_tls(
+        &url,
+        DEFAULT_MAX_OUTGOING,
+        chat,
+        Some(client_tls(Some("alice"))),
+    );
+    let mut b = Engine::start_tls(
+        &url,
+        DEFAULT_MAX_OUTGOING,
+        chat,
+        Some(client_tls(Some("bob"))),
+    );
+    // No client certificate: Redis ends the handshake. Plain text to the
+    // TLS port: no answer Redis would give.
+    let mut anonymous = Engine::start_tls(&url, DEFAULT_MAX_OUTGOING, chat, Some(client_tls(None)));
+    let plain = format!("redis://127.0.0.1:{tls_port}");
+    let mut cleartext = Engine::start_on(&plain, DEFAULT_MAX_OUTGOING, chat);
+    // Another CA (a fresh development one): Redis's certificate is refused.
+    let other = std::env::temp_dir().join(format!("switchboard-other-ca-{}", std::process::id()));
+    crate::certs::generate(&other, &["carol".to_string()], true).expect("another CA");
+    let stranger = tls_trusting(&other.join("ca.pem"), Some("alice"));
+    let _ = std::fs::remove_dir_all(&other);
+    let mut unverified = Engine::start_tls(&url, DEFAULT_MAX_OUTGOING, chat, Some(stranger));
+    a.wait("a up", 10, |b, _| b.up);
+    b.wait("b up", 10, |b, _| b.up);
+    a.publish("chat", numbered("tls", 200));
+    b.wait("a's messages", 10, |_, got| got.len() == 200);
+    assert_eq!(b.payloads("chat"), numbered("tls", 200));
+    thread::sleep(Duration::from_millis(1500));
+    anonymous.wait("down", 1, |b, _| {
+        !b.up && b.generation == 0 && b.reconnects >= 2
+    });
+    cleartext.wait("down", 1, |b, _| !b.up && b.generation == 0);
+    unverified.wait("down", 1, |b, _| {
+        !b.up && b.generation == 0 && b.reconnects >= 2
+    });
+    assert!(anonymous.got.is_empty() && cleartext.got.is_empty() && unverified.got.is_empty());
+    // The plain port of the same Redis still works as before.
+    let mut c = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, chat);
+    c.wait("c up", 10, |b, _| b.up);
+    a.publish("chat", numbered("both", 3));
+    c.wait("over both", 10, |_, got| got.len() == 3);
 }
 
 #[test]

@@ -738,10 +738,14 @@ impl<S: Service, D: DatagramService> Reactor<S, D> {
                 s.take_connects(&mut wanted);
             }
             for (tag, addr) in wanted.drain(..) {
+                let transport = match self.services.get_mut(svc) {
+                    Some(s) => s.connect_transport(tag),
+                    None => Ok(Transport::Plain),
+                };
                 let started = if self.stop_requested {
                     Err(std::io::Error::other("shutting down"))
                 } else {
-                    self.add_outgoing(svc, addr, Transport::Plain)
+                    transport.and_then(|t| self.add_outgoing(svc, addr, t))
                 };
                 if let Some(s) = self.services.get_mut(svc) {
                     s.connect_started(tag, started, now);

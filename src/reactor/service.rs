@@ -57,6 +57,19 @@ pub(crate) trait Service {
     fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
         let _ = into;
     }
+    /// The transport of the outgoing connection for a
+    /// [`Service::take_connects`] tag: plain unless the service says (a TLS
+    /// client session, started once the connect completes; the service
+    /// hears [`Service::handle_secured`] when its handshake is done).
+    ///
+    /// # Errors
+    ///
+    /// Why the connection cannot be made (reported to
+    /// [`Service::connect_started`]).
+    fn connect_transport(&mut self, tag: u64) -> std::io::Result<crate::transport::Transport> {
+        let _ = tag;
+        Ok(crate::transport::Transport::Plain)
+    }
     /// The connection a [`Service::take_connects`] tag became, or why none:
     /// the connect could not even start.
     fn connect_started(&mut self, tag: u64, conn: std::io::Result<ConnId>, now: Instant) {
@@ -111,6 +124,9 @@ impl<S: Service + ?Sized> Service for Box<S> {
     }
     fn take_connects(&mut self, into: &mut Vec<(u64, SocketAddr)>) {
         (**self).take_connects(into);
+    }
+    fn connect_transport(&mut self, tag: u64) -> std::io::Result<crate::transport::Transport> {
+        (**self).connect_transport(tag)
     }
     fn connect_started(&mut self, tag: u64, conn: std::io::Result<ConnId>, now: Instant) {
         (**self).connect_started(tag, conn, now);

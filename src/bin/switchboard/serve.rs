@@ -127,9 +127,21 @@ pub(crate) struct ServeArgs {
     /// Poll loops, one a thread; connections are spread over them [default: 1].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Join a cluster through Redis (`redis://[[USER]:PASSWORD@]HOST[:PORT]`), or `off` [default: off].
+    /// Join a cluster through Redis (`redis://[[USER]:PASSWORD@]HOST[:PORT]`,
+    /// or `rediss://...` over TLS), or `off` [default: off].
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
+    /// With a `rediss://` cluster: the CA (PEM) Redis's certificates must
+    /// chain to, for the URL's host name.
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
+    /// With a `rediss://` cluster: a client certificate chain (PEM) for
+    /// Redis's `tls-auth-clients`; needs --cluster-key.
+    #[arg(long, value_name = "FILE")]
+    cluster_cert: Option<PathBuf>,
+    /// The private key (PEM) of --cluster-cert.
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
     /// This node's name in the cluster (by default the host name and the
     /// plain listener's port, e.g. `web-1:7420`).
     #[arg(long, value_name = "NAME")]
@@ -171,6 +183,9 @@ impl ServeArgs {
             log_file,
             threads,
             cluster,
+            cluster_ca,
+            cluster_cert,
+            cluster_key,
             node
         );
         if self.group.is_empty() {
@@ -577,6 +592,31 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
             Some(url.to_owned())
         }
     };
+    config.cluster_tls = match (&args.cluster_ca, &args.cluster_cert, &args.cluster_key) {
+        (None, None, None) => None,
+        (None, _, _) => return Err("--cluster-cert and --cluster-key need --cluster-ca".into()),
+        (Some(_), Some(_), None) | (Some(_), None, Some(_)) => {
+            return Err("--cluster-cert and --cluster-key go together".into());
+        }
+        (Some(ca), cert, key) => {
+            use switchboard::certs::{load_certs, load_key, load_roots};
+            let roots = load_roots(ca).map_err(|e| format!("--cluster-ca: {e}"))?;
+            let client = match (cert, key) {
+                (Some(cert), Some(key)) => Some((
+                    load_certs(cert).map_err(|e| format!("--cluster-cert: {e}"))?,
+                    load_key(key).map_err(|e| format!("--cluster-key: {e}"))?,
+                )),
+                _ => None,
+            };
+            let config = switchboard::tls::client_config(roots, client)
+                .map_err(|e| format!("--cluster-cert/--cluster-key: {e}"))?;
+            Some(config)
+        }
+    };
+    let rediss = (config.cluster.as_deref()).is_some_and(|u| u.starts_with("rediss://"));
+    if rediss && config.cluster_tls.is_none() {
+        return Err("--cluster rediss://...: needs --cluster-ca FILE (the CA Redis's certificate chains to)".into());
+    }
     config.broker.node = match &args.node {
         Some(name) if is_node_name(name) => name.clone(),
         Some(name) => {
