@@ -470,11 +470,7 @@ fn a_redis_with_passwords_is_reached_with_the_urls_credentials() {
     // No credentials, and a user Redis does not know yet.
     let mut none = Engine::start_on(&redis.url(), DEFAULT_MAX_OUTGOING, chat);
     let mut carol = Engine::start_on(&at("carol:c4rol"), DEFAULT_MAX_OUTGOING, chat);
-    a.wait("a up", 10, |b, _| b.up);
-    b.wait("b up", 10, |b, _| b.up);
-    a.publish("chat", numbered("a", 100));
-    b.wait("a's messages", 10, |_, got| got.len() == 100);
-    assert_eq!(b.payloads("chat"), numbered("a", 100));
+    up_and_exchanging(&mut a, &mut b, 100);
     // Refused: down, and retried with the back-off (100 ms doubling).
     thread::sleep(Duration::from_millis(1500));
     none.wait("still down", 1, |b, _| !b.up && b.generation == 0);
@@ -499,6 +495,17 @@ fn a_redis_with_passwords_is_reached_with_the_urls_credentials() {
     carol.wait("the messages after", 10, |_, got| got.len() == 5);
     assert_eq!(carol.payloads("chat"), numbered("again", 5));
     none.wait("still down", 1, |b, _| !b.up);
+}
+
+/// Both engines come up, and `n` messages from `a` on "chat" reach `b`
+/// in order.
+#[track_caller]
+fn up_and_exchanging(a: &mut Engine, b: &mut Engine, n: usize) {
+    a.wait("a up", 10, |b, _| b.up);
+    b.wait("b up", 10, |b, _| b.up);
+    a.publish("chat", numbered("a", n));
+    b.wait("a's messages", 10, |_, got| got.len() == n);
+    assert_eq!(b.payloads("chat"), numbered("a", n));
 }
 
 /// The development certificates (`certs/`).
@@ -570,11 +577,7 @@ fn a_redis_over_tls_is_verified_and_asks_for_client_certificates() {
     let stranger = tls_trusting(&other.join("ca.pem"), Some("alice"));
     let _ = std::fs::remove_dir_all(&other);
     let mut unverified = Engine::start_tls(&url, DEFAULT_MAX_OUTGOING, chat, Some(stranger));
-    a.wait("a up", 10, |b, _| b.up);
-    b.wait("b up", 10, |b, _| b.up);
-    a.publish("chat", numbered("tls", 200));
-    b.wait("a's messages", 10, |_, got| got.len() == 200);
-    assert_eq!(b.payloads("chat"), numbered("tls", 200));
+    up_and_exchanging(&mut a, &mut b, 200);
     thread::sleep(Duration::from_millis(1500));
     anonymous.wait("down", 1, |b, _| {
         !b.up && b.generation == 0 && b.reconnects >= 2
