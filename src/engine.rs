@@ -154,7 +154,7 @@ pub(crate) struct Target {
     pub(crate) credentials: Option<Credentials>,
     /// `rediss://`: TLS, every Redis's certificate verified for this name
     /// (the URL's host).
-    pub(crate) tls_name: Option<String>,
+    pub(crate) tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// The URL's scheme and the rest: `redis://` or `rediss://` (TLS).
@@ -256,12 +256,19 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         .to_socket_addrs()
         .map_err(|e| bad(&format!("cannot resolve: {e}")))?;
     let addr = addrs.next().ok_or_else(|| bad("the name has no address"))?;
-    let tls_name = tls.then(|| {
-        let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned()
-    });
+    let tls_name = match tls {
+        false => None,
+        true => {
+            let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|e| bad(&format!("not a name to verify a certificate for: {e}")))?;
+            Some(name)
+        }
+    };
     Ok(Target {
         addr,
         credentials,
@@ -435,14 +442,7 @@ impl EngineService {
         };
         let tls = match (tls_name, &config.tls) {
             (None, _) => None,
-            (Some(name), Some(c)) => match rustls::pki_types::ServerName::try_from(name) {
-                Ok(name) => Some((Arc::clone(c), name)),
-                Err(e) => {
-                    error!("--cluster {}: {e}", redact_url(&config.url));
-                    seed = None;
-                    None
-                }
-            },
+            (Some(name), Some(c)) => Some((Arc::clone(c), name)),
             (Some(_), None) => {
                 error!(
                     "--cluster {}: rediss:// needs a CA to verify Redis with",

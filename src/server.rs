@@ -77,9 +77,9 @@ pub struct ServerConfig {
     pub cluster: Option<String>,
     /// For a `rediss://` cluster URL: how every Redis's certificate is
     /// verified (for the URL's host name), and the client certificate when
-    /// Redis asks for one (its `tls-auth-clients`); see
-    /// [`crate::tls::client_config`]. Needed with `rediss://`; `None` by
-    /// default.
+    /// Redis asks for one (its `tls-auth-clients`); the client library's
+    /// `ClientTls::rustls_config` builds one. Needed with `rediss://`;
+    /// `None` by default.
     pub cluster_tls: Option<Arc<rustls::ClientConfig>>,
     /// How long a silent node is remembered by the others (default 15 s;
     /// each node beats every third of it).

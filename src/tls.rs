@@ -120,31 +120,6 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A client configuration (ring, TLS 1.3 and 1.2) that trusts `roots` and,
-/// with `client`, presents that certificate chain and key: how the server
-/// reaches another service over TLS (a `rediss://` cluster engine).
-///
-/// # Errors
-///
-/// [`TlsConfigError`] if rustls rejects the client key.
-pub fn client_config(
-    roots: RootCertStore,
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?
-        .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some((chain, key)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?,
-    };
-    Ok(Arc::new(config))
-}
-
 /// rustls's ring provider with the server's cipher-suite preference: the
 /// SHA-256 suites before the SHA-384 ones, in each TLS version.
 ///

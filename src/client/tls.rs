@@ -115,8 +115,14 @@ impl ClientTls {
         self
     }
 
-    /// Builds the rustls configuration (ring provider, TLS 1.3 and 1.2).
-    pub(crate) fn rustls_config(&self) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    /// Builds the rustls configuration (ring provider, TLS 1.3 and 1.2);
+    /// the server's `ServerConfig::cluster_tls` for a `rediss://` cluster
+    /// is one.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Tls`] if rustls refuses the client certificate's key.
+    pub fn rustls_config(&self) -> Result<Arc<rustls::ClientConfig>, ClientError> {
         let tls_err = |e: rustls::Error| ClientError::Tls(e.to_string());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())

@@ -329,7 +329,7 @@ fn parse_url_accepts_redis_urls_and_names_the_bad_ones() {
         Ok(SocketAddr::from(([127, 0, 0, 1], 6379)))
     );
     // TLS: verified for the URL's host.
-    let tls_name = |url: &str| parse_url(url).map(|t| t.tls_name);
+    let tls_name = |url: &str| parse_url(url).map(|t| t.tls_name.map(|n| n.to_str().into_owned()));
     assert_eq!(tls_name("redis://localhost:7000"), Ok(None));
     assert_eq!(
         tls_name("rediss://localhost:7000"),
@@ -522,15 +522,14 @@ fn client_tls(client: Option<&str>) -> Arc<rustls::ClientConfig> {
 
 /// Trusts the CA of `ca`, with `client`'s certificate if given.
 fn tls_trusting(ca: &std::path::Path, client: Option<&str>) -> Arc<rustls::ClientConfig> {
-    use crate::certs::{load_certs, load_key, load_roots};
-    let client = client.map(|c| {
-        let chain = load_certs(&cert(&format!("{c}.pem"))).expect("a client certificate");
-        (
-            chain,
-            load_key(&cert(&format!("{c}.key"))).expect("its key"),
-        )
-    });
-    crate::tls::client_config(load_roots(ca).expect("the CA"), client).expect("a configuration")
+    let tls = crate::client::ClientTls::from_ca_file(ca).expect("the CA");
+    let tls = match client {
+        Some(c) => tls
+            .with_client_cert(&cert(&format!("{c}.pem")), &cert(&format!("{c}.key")))
+            .expect("a client certificate"),
+        None => tls,
+    };
+    tls.rustls_config().expect("a configuration")
 }
 
 #[test]

@@ -599,17 +599,16 @@ fn build_config(args: &ServeArgs) -> Result<(ServerConfig, Reload, Banner), Stri
             return Err("--cluster-cert and --cluster-key go together".into());
         }
         (Some(ca), cert, key) => {
-            use switchboard::certs::{load_certs, load_key, load_roots};
-            let roots = load_roots(ca).map_err(|e| format!("--cluster-ca: {e}"))?;
-            let client = match (cert, key) {
-                (Some(cert), Some(key)) => Some((
-                    load_certs(cert).map_err(|e| format!("--cluster-cert: {e}"))?,
-                    load_key(key).map_err(|e| format!("--cluster-key: {e}"))?,
-                )),
-                _ => None,
+            let tls = switchboard::client::ClientTls::from_ca_file(ca)
+                .map_err(|e| format!("--cluster-ca: {e}"))?;
+            let tls = match (cert, key) {
+                (Some(cert), Some(key)) => tls
+                    .with_client_cert(cert, key)
+                    .map_err(|e| format!("--cluster-cert/--cluster-key: {e}"))?,
+                _ => tls,
             };
-            let config = switchboard::tls::client_config(roots, client)
-                .map_err(|e| format!("--cluster-cert/--cluster-key: {e}"))?;
+            let config =
+                (tls.rustls_config()).map_err(|e| format!("--cluster-cert/--cluster-key: {e}"))?;
             Some(config)
         }
     };
